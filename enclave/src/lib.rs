@@ -1,0 +1,20 @@
+//! `vouch-enclave`: the part of Vouch that runs inside the AMD SEV-SNP guest (the trusted
+//! side). It loads the model, runs it, and — in `serve` — binds its outputs to hardware
+//! attestation reports.
+//!
+//! ```text
+//!  model file ──► model::Model (digest = SHA-256 of the bytes loaded)
+//!                    │
+//!  generate ─────────┤  in-process, one prompt, no network, no attestation (baseline)
+//!                    │
+//!  serve ──► model::Engine (model thread + bounded queue) ──► attested TLS / HTTP API
+//! ```
+//!
+//! What this crate does not do: trust the host. The host only forwards ciphertext; every
+//! claim a client checks is produced here.
+
+pub mod generate;
+pub mod model;
+
+// The lead adds the attested server here: `pub mod serve;` (and its attestation/TLS/HTTP
+// modules).

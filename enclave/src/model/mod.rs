@@ -1,0 +1,272 @@
+//! The enclave's model runtime (trusted side): everything between "a model file on disk"
+//! and "a stream of text deltas plus the numbers a receipt commits to".
+//!
+//! This module runs inside the SEV-SNP guest. It loads a GGUF file, hashes the exact bytes
+//! it parses (that SHA-256 is the *model digest* the attestation binds), builds the
+//! tokenizer from the file's own metadata, renders the ChatML prompt, and runs candle's
+//! quantized llama on the CPU:
+//!
+//! ```text
+//!  model file ──read once──► bytes ──SHA-256──► Model::digest()        (attested)
+//!                              │
+//!                              ├─ parse GGUF (gguf) ─► metadata ─► tokenizer (tokenizer)
+//!                              └─ tensors ─(optional Q4_1→Q8_0, deterministic)─► weights
+//!
+//!  GenerateRequest ─► chat template (chat) ─► prompt ids ─► prefill (one forward, "all")
+//!        ─► decode loop: logits ─► sampling (sampling) ─► token ─► UTF-8 bytes (utf8) ─► deltas
+//! ```
+//!
+//! What this module does not do: networking, attestation, receipts, HTTP. The [`Engine`]
+//! is the one piece meant for the async server: it owns the model on a dedicated OS thread
+//! behind a bounded queue, so CPU-heavy inference never blocks the async runtime.
+//!
+//! Determinism: the same binary, weights, prompt ids, prefill schedule ([`PREFILL_SCHEDULE`])
+//! and sampling parameters (including the seed) give the same tokens, run after run, because
+//! the KV cache is cleared before every request and candle's quantized kernels use integer
+//! dot products.
+
+mod chat;
+mod engine;
+mod error;
+mod generation;
+mod gguf;
+mod sampling;
+mod threads;
+mod tokenizer;
+mod utf8;
+
+use std::path::Path;
+
+use candle_transformers::models::quantized_llama::ModelWeights;
+use serde::{Deserialize, Serialize};
+
+pub use chat::{render_chat_prompt, Role, DEFAULT_SYSTEM_PROMPT};
+pub use engine::{Engine, EngineBusy, EngineConfig, GenerateEvent};
+pub use error::ModelError;
+pub use generation::{generate_blocking, generate_cancellable};
+pub use gguf::WeightFormat;
+pub use threads::{compute_threads, init_compute_threads};
+pub use tokenizer::GgufTokenizer;
+pub use utf8::Utf8Stream;
+
+/// The inference engine and its version, as recorded in transcripts and receipts. A client
+/// that re-runs a request must use the same engine and build to get the same tokens.
+pub const ENGINE_VERSION: &str = "candle-0.11.1";
+
+/// The prefill schedule: the whole prompt goes through the model in one forward pass.
+/// Changing it (e.g. chunks of 8 tokens) changes the logits bits and can change the text,
+/// so it is part of what a verifiable transcript pins.
+pub const PREFILL_SCHEDULE: &str = "all";
+
+/// The longest sequence (prompt + completion, in tokens) the model code supports: candle's
+/// quantized llama precomputes rotary embeddings for this many positions.
+pub const MAX_CONTEXT_TOKENS: usize = candle_transformers::models::quantized_llama::MAX_SEQ_LEN;
+
+/// A loaded model: weights, tokenizer and the digest of the exact file bytes they came from.
+///
+/// A `Model` is used by one thread at a time (`&mut self` for generation: it owns the KV
+/// cache). Share it across requests through an [`Engine`].
+pub struct Model {
+    weights: ModelWeights,
+    tokenizer: GgufTokenizer,
+    digest: [u8; 32],
+    weights_digest: [u8; 32],
+    weight_format: WeightFormat,
+    stored_format: String,
+    name: String,
+    file_size: u64,
+    load_ms: f64,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("name", &self.name)
+            .field("digest", &hex::encode(self.digest))
+            .field("file_size", &self.file_size)
+            .field("weight_format", &self.weight_format)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Model {
+    /// Loads a GGUF model with the default runtime weight format ([`WeightFormat::default`]).
+    ///
+    /// The file is read into memory once; the digest is the SHA-256 of those bytes and the
+    /// model is parsed from the same buffer, so the digest covers exactly what was loaded.
+    pub fn load(path: &Path) -> Result<Model, ModelError> {
+        Self::load_with(path, WeightFormat::default())
+    }
+
+    /// Loads a GGUF model, converting its weights to `format` in memory (see
+    /// [`WeightFormat`]). The file digest is unaffected by the conversion.
+    pub fn load_with(path: &Path, format: WeightFormat) -> Result<Model, ModelError> {
+        init_compute_threads(None);
+        gguf::load(path, format)
+    }
+
+    /// SHA-256 of the model file's bytes, exactly as loaded. This is the digest that
+    /// attestation claims and receipts commit to.
+    pub fn digest(&self) -> [u8; 32] {
+        self.digest
+    }
+
+    /// SHA-256 over the weights as they sit in memory after any load-time conversion
+    /// (see [`WeightFormat`] for the exact encoding). Equal to nothing on disk; it lets
+    /// two enclaves check they compute with the same converted weights.
+    pub fn weights_digest(&self) -> [u8; 32] {
+        self.weights_digest
+    }
+
+    /// The weight format used at runtime.
+    pub fn weight_format(&self) -> WeightFormat {
+        self.weight_format
+    }
+
+    /// A short description of the quantization types stored in the file, e.g. `"q4_1"`
+    /// (the dominant type of the 2-D weight matrices).
+    pub fn stored_format(&self) -> &str {
+        &self.stored_format
+    }
+
+    /// The model's name: the file name up to its first dot (e.g. `SmolLM2-135M-Instruct`),
+    /// else `general.name` from the metadata. A label only; the digest is the identity.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Size of the model file in bytes.
+    pub fn file_size(&self) -> u64 {
+        self.file_size
+    }
+
+    /// Wall-clock time spent in [`Model::load`], in milliseconds (read, hash, parse,
+    /// tokenizer, conversion).
+    pub fn load_ms(&self) -> f64 {
+        self.load_ms
+    }
+
+    /// The prompt token ids the model would see for `messages` (chat template applied).
+    pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, ModelError> {
+        chat::encode_chat_prompt(&self.tokenizer, messages)
+    }
+
+    /// The tokenizer built from the file's metadata.
+    pub fn tokenizer(&self) -> &GgufTokenizer {
+        &self.tokenizer
+    }
+}
+
+/// One chat message, OpenAI-style.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// `"system"`, `"user"` or `"assistant"` (see [`Role`]).
+    pub role: String,
+    /// The message text.
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// A message with the given role and content.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Self { role: role.into(), content: content.into() }
+    }
+}
+
+/// How to pick tokens. Greedy when `temperature == 0`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamplingParams {
+    /// Softmax temperature; `0` means greedy (argmax). Must be finite and `>= 0`.
+    pub temperature: f64,
+    /// Nucleus sampling threshold in `(0, 1]`; `None` (or `1`) samples from all tokens.
+    /// Ignored when greedy.
+    pub top_p: Option<f64>,
+    /// Seed of the sampler's RNG; identical request + seed gives identical tokens.
+    pub seed: u64,
+    /// Maximum number of completion tokens (the stop token is not counted).
+    pub max_tokens: u32,
+}
+
+impl SamplingParams {
+    /// Greedy decoding with the given token budget.
+    pub fn greedy(max_tokens: u32) -> Self {
+        Self { temperature: 0.0, top_p: None, seed: 0, max_tokens }
+    }
+
+    /// Checks the parameters without running anything.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        sampling::validate(self)
+    }
+}
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinishReason {
+    /// The model produced its end-of-turn token.
+    Stop,
+    /// `max_tokens` completion tokens were produced.
+    Length,
+}
+
+impl FinishReason {
+    /// The OpenAI spelling: `"stop"` or `"length"`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+/// What a generation did and how long it took.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationStats {
+    /// Number of prompt tokens (after the chat template).
+    pub prompt_tokens: u32,
+    /// Number of completion tokens (the stop token is not counted).
+    pub completion_tokens: u32,
+    /// The prompt's token ids, exactly as fed to the model.
+    pub prompt_token_ids: Vec<u32>,
+    /// The completion's token ids (without the stop token).
+    pub completion_token_ids: Vec<u32>,
+    /// The prefill schedule ([`PREFILL_SCHEDULE`]).
+    pub prefill_chunk: String,
+    /// Time the model took to load, in milliseconds (the same for every request).
+    pub load_ms: f64,
+    /// Time spent waiting in the engine's queue, in milliseconds (0 outside the engine).
+    pub queue_ms: f64,
+    /// Time of the prefill forward pass, in milliseconds.
+    pub prefill_ms: f64,
+    /// Time of the decode loop (sampling + one forward per further token), in milliseconds.
+    pub decode_ms: f64,
+    /// Prompt tokens per second during prefill.
+    pub prompt_tokens_per_s: f64,
+    /// Generated tokens per second during decode (decode forwards / decode time).
+    pub completion_tokens_per_s: f64,
+    /// Compute threads candle used.
+    pub threads: usize,
+}
+
+/// A request to generate one chat completion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerateRequest {
+    /// The conversation so far; a default system message is prepended when none is given.
+    pub messages: Vec<ChatMessage>,
+    /// Sampling parameters.
+    pub params: SamplingParams,
+}
+
+impl GenerateRequest {
+    /// Checks the roles and parameters without tokenizing (the context-length check needs
+    /// the tokenizer and happens when the request runs).
+    pub fn validate(&self) -> Result<(), ModelError> {
+        chat::validate_messages(&self.messages)?;
+        self.params.validate()
+    }
+}
+
+/// Lowercase hex of a digest.
+pub fn hex_digest(digest: &[u8; 32]) -> String {
+    hex::encode(digest)
+}

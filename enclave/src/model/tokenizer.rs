@@ -1,0 +1,300 @@
+//! The tokenizer, built from the model file's own metadata (trusted side, inside the
+//! enclave): prompt text → token ids for the model, and token ids → raw bytes for the
+//! streaming text decoder.
+//!
+//! The GGUF carries a byte-level BPE (`tokenizer.ggml.model = "gpt2"`): its vocabulary,
+//! merges and token types. We rebuild it with the `tokenizers` crate exactly the way
+//! SmolLM2's `pre = "smollm"` tokenizer works: digits split one by one, then GPT-2's
+//! byte-level regex split *without* a prefix space. candle's own `TokenizerFromGguf` falls
+//! back to GPT-2 defaults (prefix space on) for this model and produces different ids from
+//! llama.cpp and Hugging Face; this one matches them id for id.
+//!
+//! Control tokens (`token_type == 3`, e.g. `<|im_start|>`) are registered as special
+//! tokens. [`GgufTokenizer::encode`] recognises them in text; [`GgufTokenizer::encode_plain`]
+//! does not, which is what the chat template uses for message contents so that a user
+//! cannot forge role markers by typing them.
+
+use std::collections::HashMap;
+
+use candle_core::quantized::gguf_file::Value;
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::{Vocab, BPE};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+use tokenizers::{AddedToken, Tokenizer};
+
+use super::ModelError;
+
+/// GGUF token type of control tokens (llama.cpp's `LLAMA_TOKEN_TYPE_CONTROL`).
+const TOKEN_TYPE_CONTROL: i32 = 3;
+
+/// The only tokenizer model supported: byte-level BPE.
+const SUPPORTED_TOKENIZER_MODEL: &str = "gpt2";
+
+/// The byte-level BPE tokenizer of a GGUF model.
+#[derive(Clone)]
+pub struct GgufTokenizer {
+    /// Recognises control tokens in text.
+    with_special: Tokenizer,
+    /// Treats control-token spellings as ordinary text.
+    plain: Tokenizer,
+    /// Raw bytes of every token; `None` for control tokens (they produce no text).
+    token_bytes: Vec<Option<Vec<u8>>>,
+    bos_id: u32,
+    eos_id: u32,
+    stop_ids: Vec<u32>,
+}
+
+impl std::fmt::Debug for GgufTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GgufTokenizer")
+            .field("vocab_size", &self.token_bytes.len())
+            .field("bos_id", &self.bos_id)
+            .field("eos_id", &self.eos_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn metadata<'a>(md: &'a HashMap<String, Value>, key: &'static str) -> Result<&'a Value, ModelError> {
+    md.get(key).ok_or(ModelError::MissingMetadata { key })
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ModelError {
+    ModelError::InvalidMetadata { key, reason: reason.into() }
+}
+
+fn string_array(md: &HashMap<String, Value>, key: &'static str) -> Result<Vec<String>, ModelError> {
+    let values = metadata(md, key)?.to_vec().map_err(|e| invalid(key, e.to_string()))?;
+    values
+        .iter()
+        .map(|v| match v {
+            Value::String(s) => Ok(s.clone()),
+            other => Err(invalid(key, format!("expected strings, found {:?}", other.value_type()))),
+        })
+        .collect()
+}
+
+fn token_id(md: &HashMap<String, Value>, key: &'static str, vocab: usize) -> Result<u32, ModelError> {
+    let id = metadata(md, key)?.to_u32().map_err(|e| invalid(key, e.to_string()))?;
+    if id as usize >= vocab {
+        return Err(invalid(key, format!("id {id} is outside the vocabulary of {vocab}")));
+    }
+    Ok(id)
+}
+
+impl GgufTokenizer {
+    /// Builds the tokenizer from `tokenizer.ggml.*` metadata.
+    pub fn from_metadata(md: &HashMap<String, Value>) -> Result<Self, ModelError> {
+        let model = match metadata(md, "tokenizer.ggml.model")? {
+            Value::String(s) => s.clone(),
+            other => {
+                return Err(invalid(
+                    "tokenizer.ggml.model",
+                    format!("expected a string, found {:?}", other.value_type()),
+                ))
+            }
+        };
+        if model != SUPPORTED_TOKENIZER_MODEL {
+            return Err(ModelError::UnsupportedTokenizer {
+                expected: SUPPORTED_TOKENIZER_MODEL,
+                actual: model,
+            });
+        }
+        let tokens = string_array(md, "tokenizer.ggml.tokens")?;
+        let merges = string_array(md, "tokenizer.ggml.merges")?;
+        let token_types: Vec<i32> = metadata(md, "tokenizer.ggml.token_type")?
+            .to_vec()
+            .map_err(|e| invalid("tokenizer.ggml.token_type", e.to_string()))?
+            .iter()
+            .map(|v| v.to_i32().map_err(|e| invalid("tokenizer.ggml.token_type", e.to_string())))
+            .collect::<Result<_, _>>()?;
+        if token_types.len() != tokens.len() {
+            return Err(invalid(
+                "tokenizer.ggml.token_type",
+                format!("{} types for {} tokens", token_types.len(), tokens.len()),
+            ));
+        }
+        let vocab_size = tokens.len();
+        let bos_id = token_id(md, "tokenizer.ggml.bos_token_id", vocab_size)?;
+        let eos_id = token_id(md, "tokenizer.ggml.eos_token_id", vocab_size)?;
+
+        let vocab: Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        if vocab.len() != tokens.len() {
+            return Err(invalid("tokenizer.ggml.tokens", "duplicate tokens"));
+        }
+        let merges: Vec<(String, String)> = merges
+            .iter()
+            .map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                    .ok_or_else(|| invalid("tokenizer.ggml.merges", format!("merge {m:?} has no space")))
+            })
+            .collect::<Result<_, _>>()?;
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+
+        let mut with_special = Tokenizer::new(bpe);
+        with_special.with_pre_tokenizer(Some(Sequence::new(vec![
+            // SmolLM2 ("smollm" pre-tokenizer) splits every digit on its own...
+            PreTokenizerWrapper::Digits(Digits::new(true)),
+            // ...then GPT-2's byte-level regex split, with NO prefix space.
+            PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true)),
+        ])));
+        with_special.with_decoder(Some(ByteLevelDecoder::default()));
+        let control: Vec<AddedToken> = tokens
+            .iter()
+            .zip(&token_types)
+            .filter(|(_, ty)| **ty == TOKEN_TYPE_CONTROL)
+            .map(|(t, _)| AddedToken::from(t.clone(), true))
+            .collect();
+        with_special.add_special_tokens(control).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        let mut plain = with_special.clone();
+        plain.set_encode_special_tokens(true);
+
+        let token_bytes = tokens
+            .iter()
+            .zip(&token_types)
+            .map(|(t, ty)| (*ty != TOKEN_TYPE_CONTROL).then(|| byte_level_to_bytes(t)))
+            .collect();
+
+        // Stop at the end-of-turn token; also at <|endoftext|> should the model emit it,
+        // since nothing sensible follows it.
+        let mut stop_ids = vec![eos_id];
+        if let Some(id) = with_special.token_to_id("<|endoftext|>") {
+            if id != eos_id {
+                stop_ids.push(id);
+            }
+        }
+
+        Ok(Self { with_special, plain, token_bytes, bos_id, eos_id, stop_ids })
+    }
+
+    /// Encodes text, recognising control-token spellings such as `<|im_start|>`.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
+        self.with_special
+            .encode(text, false)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))
+    }
+
+    /// Encodes text as plain text: control-token spellings become ordinary tokens.
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>, ModelError> {
+        self.plain
+            .encode(text, false)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))
+    }
+
+    /// Decodes ids to text, skipping control tokens; invalid UTF-8 becomes U+FFFD. Equal to
+    /// the concatenation of the streamed deltas for the same ids.
+    pub fn decode(&self, ids: &[u32]) -> String {
+        let mut bytes = Vec::new();
+        for &id in ids {
+            bytes.extend_from_slice(self.token_bytes(id));
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// The `tokenizers` crate's own decoding (skipping special tokens), for cross-checks.
+    pub fn decode_with_tokenizers(&self, ids: &[u32]) -> Result<String, ModelError> {
+        self.with_special.decode(ids, true).map_err(|e| ModelError::Tokenizer(e.to_string()))
+    }
+
+    /// The raw bytes a token stands for (empty for control tokens and unknown ids).
+    pub fn token_bytes(&self, id: u32) -> &[u8] {
+        self.token_bytes.get(id as usize).and_then(|b| b.as_deref()).unwrap_or(&[])
+    }
+
+    /// The id of a token spelled exactly `token` (control tokens included).
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.with_special.token_to_id(token)
+    }
+
+    /// Number of tokens in the vocabulary.
+    pub fn vocab_size(&self) -> usize {
+        self.token_bytes.len()
+    }
+
+    /// Beginning-of-sequence id (`<|im_start|>` for SmolLM2).
+    pub fn bos_id(&self) -> u32 {
+        self.bos_id
+    }
+
+    /// End-of-sequence id (`<|im_end|>` for SmolLM2): generation stops here.
+    pub fn eos_id(&self) -> u32 {
+        self.eos_id
+    }
+
+    /// Whether generation stops at this token.
+    pub fn is_stop(&self, id: u32) -> bool {
+        self.stop_ids.contains(&id)
+    }
+}
+
+/// Maps a byte-level BPE token spelling back to the bytes it stands for.
+///
+/// GPT-2's byte-level alphabet spells each byte as one printable char: bytes `!`..=`~`,
+/// `¡`..=`¬` and `®`..=`ÿ` as themselves, the other 68 bytes as U+0100 + n in byte
+/// order. A char outside that alphabet (not expected in a byte-level vocabulary) is kept
+/// as its own UTF-8.
+fn byte_level_to_bytes(token: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(token.len());
+    for c in token.chars() {
+        match byte_level_char_to_byte(c) {
+            Some(b) => out.push(b),
+            None => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+    out
+}
+
+fn is_printable_byte(b: u8) -> bool {
+    matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF)
+}
+
+fn byte_level_char_to_byte(c: char) -> Option<u8> {
+    let cp = u32::from(c);
+    if cp < 256 {
+        let b = cp as u8;
+        return is_printable_byte(b).then_some(b);
+    }
+    // The n-th non-printable byte (in byte order) is spelled U+0100 + n. The non-printable
+    // bytes are 0x00..=0x20 (33), 0x7F..=0xA0 (34) and 0xAD (1).
+    match cp.checked_sub(256)? {
+        n @ 0..=32 => Some(n as u8),
+        n @ 33..=66 => Some((0x7F + (n - 33)) as u8),
+        67 => Some(0xAD),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_level_alphabet_round_trips_every_byte() {
+        // Build the forward table the GPT-2 way and check the inverse.
+        let mut n = 0u32;
+        for b in 0u8..=255 {
+            let c = if is_printable_byte(b) {
+                char::from(b)
+            } else {
+                let c = char::from_u32(256 + n).unwrap();
+                n += 1;
+                c
+            };
+            assert_eq!(byte_level_char_to_byte(c), Some(b), "byte {b}");
+        }
+        assert_eq!(n, 68);
+        assert_eq!(byte_level_to_bytes("Ġworld"), b" world");
+        assert_eq!(byte_level_to_bytes("Ċ"), b"\n");
+    }
+}

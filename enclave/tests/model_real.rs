@@ -1,0 +1,252 @@
+//! Tests of the enclave's model runtime (trusted side) against the real default model,
+//! SmolLM2-135M-Instruct Q4_1, fetched by `scripts/fetch-model.sh` into `models/`.
+//!
+//! These tests fail — on purpose, they do not skip — when the model file is missing: CI
+//! runs the fetch script first.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use vouch_enclave::model::{
+    generate_blocking, ChatMessage, Engine, EngineBusy, EngineConfig, FinishReason, GenerateEvent,
+    GenerateRequest, Model, ModelError, SamplingParams, WeightFormat,
+};
+
+const MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+const GERMANY: &str = "What is the capital of Germany?";
+
+fn model_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+fn require_model_file() -> PathBuf {
+    let path = model_path();
+    assert!(path.is_file(), "model file {} is missing: run scripts/fetch-model.sh first", path.display());
+    path
+}
+
+fn load(format: WeightFormat) -> Model {
+    Model::load_with(&require_model_file(), format).expect("load the default model")
+}
+
+/// One model shared by the tests that only need `&mut Model` for a moment.
+fn shared_model() -> std::sync::MutexGuard<'static, Model> {
+    static MODEL: OnceLock<Mutex<Model>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| Mutex::new(load(WeightFormat::default())))
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn ask(question: &str, params: SamplingParams) -> GenerateRequest {
+    GenerateRequest { messages: vec![ChatMessage::new("user", question)], params }
+}
+
+fn run(model: &mut Model, req: &GenerateRequest) -> (String, FinishReason, Vec<u32>) {
+    let mut text = String::new();
+    let (finish, stats) = generate_blocking(model, req, |d| text.push_str(d)).expect("generation succeeds");
+    assert_eq!(stats.completion_tokens as usize, stats.completion_token_ids.len());
+    assert_eq!(stats.prefill_chunk, "all");
+    assert_eq!(text, model.tokenizer().decode(&stats.completion_token_ids));
+    (text, finish, stats.completion_token_ids)
+}
+
+#[test]
+fn digest_is_the_pinned_sha256_of_the_file() {
+    let model = shared_model();
+    assert_eq!(hex::encode(model.digest()), MODEL_SHA256);
+    assert_eq!(model.file_size(), 98_362_432);
+    assert_eq!(model.name(), "SmolLM2-135M-Instruct");
+    assert_eq!(model.stored_format(), "q4_1");
+    assert_eq!(model.weight_format(), WeightFormat::Q8_0);
+    assert_ne!(model.weights_digest(), model.digest());
+}
+
+#[test]
+fn tokenizer_matches_known_ids() {
+    let model = shared_model();
+    let tok = model.tokenizer();
+    assert_eq!(tok.vocab_size(), 49152);
+    assert_eq!(tok.bos_id(), 1);
+    assert_eq!(tok.eos_id(), 2);
+    assert_eq!(tok.token_to_id("<|im_start|>"), Some(1));
+    assert_eq!(tok.token_to_id("<|im_end|>"), Some(2));
+    // No prefix space: "system" right after <|im_start|> is token 9690, not " system" (817).
+    assert_eq!(tok.encode("<|im_start|>system").unwrap(), vec![1, 9690]);
+    // Digits are split one by one.
+    let digits = tok.encode("2024").unwrap();
+    assert_eq!(digits.len(), 4);
+    // Typed control-token spellings are plain text, not role markers.
+    let plain = tok.encode_plain("<|im_end|>").unwrap();
+    assert!(plain.len() > 1 && !plain.contains(&2), "{plain:?}");
+
+    // The France prompt is 37 ids (identical to llama.cpp's tokenization).
+    let france = [ChatMessage::new("user", "What is the capital of France?")];
+    let ids = model.encode_chat(&france).unwrap();
+    assert_eq!(ids.len(), 37);
+    assert_eq!(&ids[..2], &[1, 9690]);
+    assert_eq!(ids[ids.len() - 3..ids.len() - 1], [1, 520]); // <|im_start|> "assistant"
+                                                             // Encoding role markers as ids and contents as plain text equals tokenizing the whole
+                                                             // rendered prompt.
+    let rendered = vouch_enclave::model::render_chat_prompt(&france).unwrap();
+    assert_eq!(tok.encode(&rendered).unwrap(), ids);
+
+    for text in [
+        "Hello, world!",
+        " leading space and  double spaces\n\ttabs",
+        "The capital of Germany is Berlin.",
+        "Numbers 3.14159 and 1,000,000",
+        "Unicode: café, 日本語, emoji 🚀",
+    ] {
+        let ids = tok.encode_plain(text).unwrap();
+        assert_eq!(tok.decode(&ids), text, "round trip of {text:?}");
+        assert_eq!(tok.decode_with_tokenizers(&ids).unwrap(), text);
+    }
+}
+
+#[test]
+fn our_token_bytes_agree_with_the_tokenizers_decoder_for_the_whole_vocab() {
+    let model = shared_model();
+    let tok = model.tokenizer();
+    for id in 0..tok.vocab_size() as u32 {
+        assert_eq!(tok.decode(&[id]), tok.decode_with_tokenizers(&[id]).unwrap(), "token {id}");
+    }
+}
+
+#[test]
+fn greedy_germany_answer_names_berlin() {
+    let mut model = shared_model();
+    let (text, _, ids) = run(&mut model, &ask(GERMANY, SamplingParams::greedy(12)));
+    assert!(text.contains("Berlin"), "answer: {text:?}");
+    // Greedy is deterministic, and the KV cache is cleared between requests.
+    let (again, _, again_ids) = run(&mut model, &ask(GERMANY, SamplingParams::greedy(12)));
+    assert_eq!((again, again_ids), (text, ids));
+}
+
+#[test]
+fn greedy_germany_answer_names_berlin_with_the_weights_as_stored() {
+    let mut model = load(WeightFormat::AsStored);
+    assert_eq!(model.weights_digest(), model.digest());
+    let (text, _, _) = run(&mut model, &ask(GERMANY, SamplingParams::greedy(12)));
+    assert!(text.contains("Berlin"), "answer: {text:?}");
+}
+
+#[test]
+fn same_seed_gives_the_same_sampled_text() {
+    let mut model = shared_model();
+    let params = SamplingParams { temperature: 0.8, top_p: Some(0.95), seed: 42, max_tokens: 16 };
+    let req = ask("Tell me a short story about a robot.", params);
+    let first = run(&mut model, &req);
+    let second = run(&mut model, &req);
+    assert_eq!(first, second);
+    assert!(!first.0.is_empty());
+}
+
+#[test]
+fn max_tokens_bounds_the_completion() {
+    let mut model = shared_model();
+    let (_, finish, ids) = run(&mut model, &ask("Count from one to one hundred.", SamplingParams::greedy(3)));
+    assert_eq!((finish, ids.len()), (FinishReason::Length, 3));
+    let (text, finish, ids) = run(&mut model, &ask(GERMANY, SamplingParams::greedy(0)));
+    assert_eq!((text.as_str(), finish, ids.len()), ("", FinishReason::Length, 0));
+}
+
+#[test]
+fn bad_requests_are_errors_not_panics() {
+    let mut model = shared_model();
+    let mut req = ask(GERMANY, SamplingParams::greedy(4));
+    req.messages[0].role = "wizard".to_owned();
+    assert!(matches!(generate_blocking(&mut model, &req, |_| {}), Err(ModelError::InvalidRequest(_))));
+    let mut req = ask(GERMANY, SamplingParams::greedy(100_000));
+    assert!(matches!(generate_blocking(&mut model, &req, |_| {}), Err(ModelError::ContextTooLong { .. })));
+    req.messages.clear();
+    assert!(matches!(generate_blocking(&mut model, &req, |_| {}), Err(ModelError::InvalidRequest(_))));
+}
+
+#[test]
+fn truncated_file_is_reported_as_truncated() {
+    let bytes = std::fs::read(require_model_file()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for len in [bytes.len() / 2, 1_000, 10] {
+        let path = dir.path().join(format!("truncated-{len}.gguf"));
+        std::fs::write(&path, &bytes[..len]).unwrap();
+        match Model::load(&path) {
+            Err(ModelError::Truncated { actual_len, .. }) => assert_eq!(actual_len, len as u64),
+            other => panic!("{len} bytes: expected Truncated, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn random_bytes_are_not_gguf() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("random.gguf");
+    // Deterministic "random" bytes (xorshift), so the test never flakes.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let bytes: Vec<u8> = (0..64 * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(matches!(Model::load(&path), Err(ModelError::NotGguf { .. })));
+    std::fs::write(&path, b"").unwrap();
+    assert!(matches!(Model::load(&path), Err(ModelError::NotGguf { .. })));
+}
+
+#[test]
+fn missing_file_is_not_found() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(matches!(Model::load(&dir.path().join("nope.gguf")), Err(ModelError::NotFound { .. })));
+}
+
+#[tokio::test]
+async fn engine_streams_and_rejects_beyond_its_queue() {
+    let model = load(WeightFormat::default());
+    let digest = model.digest();
+    let engine = Engine::start(model, EngineConfig { queue_depth: 1, threads: 2 });
+    assert_eq!(engine.model_digest(), digest);
+    assert_eq!(engine.model_name(), "SmolLM2-135M-Instruct");
+
+    // One request runs, one waits; with nothing finishing in between, a third is refused.
+    let long = SamplingParams::greedy(24);
+    let mut first = engine.submit(ask(GERMANY, long.clone())).expect("first request accepted");
+    let mut results = Vec::new();
+    for _ in 0..3 {
+        results.push(engine.submit(ask(GERMANY, long.clone())));
+    }
+    assert!(
+        results.iter().any(|r| matches!(r, Err(EngineBusy { queue_depth: 1 }))),
+        "expected EngineBusy with queue_depth 1"
+    );
+    // Drop the waiting ones: they are cancelled without running.
+    drop(results);
+
+    let mut text = String::new();
+    let mut done = None;
+    while let Some(event) = first.recv().await {
+        match event {
+            GenerateEvent::Delta(d) => text.push_str(&d),
+            GenerateEvent::Done { finish_reason, stats } => done = Some((finish_reason, stats)),
+            GenerateEvent::Failed(e) => panic!("generation failed: {e}"),
+        }
+    }
+    let (_, stats) = done.expect("a Done event");
+    assert!(text.contains("Berlin"), "answer: {text:?}");
+    assert_eq!(stats.completion_tokens as usize, stats.completion_token_ids.len());
+
+    // Once idle, the engine accepts work again and reports bad requests as Failed.
+    let mut bad = ask(GERMANY, SamplingParams::greedy(4));
+    bad.params.temperature = -1.0;
+    let mut rx = loop {
+        match engine.submit(bad.clone()) {
+            Ok(rx) => break rx,
+            // The refused-and-dropped requests drain in microseconds; poll briefly.
+            Err(EngineBusy { .. }) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+        }
+    };
+    assert!(matches!(rx.recv().await, Some(GenerateEvent::Failed(_))));
+}
