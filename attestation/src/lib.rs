@@ -20,13 +20,17 @@
 //! files, open devices (the enclave's providers do), or keep a clock.
 #![forbid(unsafe_code)]
 
+pub mod binding;
 pub mod cert;
 pub mod crl;
 pub mod error;
+pub mod merkle;
 pub mod policy;
 pub mod product;
+pub mod receipt;
 pub mod report;
 pub mod roots;
+pub mod sim;
 pub mod verify;
 
 pub use error::{CertRole, VerifyError};

@@ -1,0 +1,369 @@
+//! Evidence and receipts: what travels from the enclave to clients and auditors, and
+//! how a verifier checks it offline.
+//!
+//! Both sides: the enclave builds these values; verifiers decode untrusted CBOR and
+//! check everything — chain, report signature, policy, REPORT_DATA binding, Merkle
+//! inclusion, and the request/output hashes — needing nothing but the receipt, the
+//! trusted roots, a policy and a time.
+//!
+//! ```text
+//!  receipt ─► report + certs ─► verify_report ─► VerifiedReport ─► policy
+//!     │                                               │ REPORT_DATA
+//!     ├─ batch claims bytes ── binding::report_data ──┘ (must match)
+//!     │        │ merkle_root
+//!     └─ leaf bytes + proof ── merkle::root_from_proof ─┘ (must match)
+//! ```
+
+use crate::binding::{self, AttestationClaims, BatchClaims};
+use crate::error::VerifyError;
+use crate::merkle;
+use crate::policy::{validate, Policy, PolicyViolations};
+use crate::verify::{
+    verify_report, verify_report_with_chain, ChainInput, TrustAnchors, VerifiedChain, VerifiedReport,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+
+/// Receipt and evidence format version.
+pub const FORMAT_VERSION: u32 = 1;
+/// Upper bound on an encoded receipt or evidence; anything larger is refused unread.
+pub const MAX_ENCODED_BYTES: usize = 64 * 1024;
+/// Upper bound on a Merkle proof's length (2^64 leaves).
+pub const MAX_PROOF_LEN: usize = 64;
+
+/// Certificates and report as sent by the enclave.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportBundle {
+    /// The raw 1184-byte report.
+    #[serde(with = "serde_bytes")]
+    pub report: Vec<u8>,
+    /// VCEK or VLEK, DER.
+    #[serde(with = "serde_bytes")]
+    pub leaf_cert: Vec<u8>,
+    /// Intermediates (and optionally the ARK), DER certificates concatenated as PEM
+    /// or empty when the verifier's compiled-in ones apply.
+    #[serde(with = "serde_bytes")]
+    pub chain: Vec<u8>,
+    /// The ARK's CRL (DER) if the enclave had one.
+    #[serde(with = "serde_bytes")]
+    pub crl: Vec<u8>,
+}
+
+impl ReportBundle {
+    fn chain_input(&self) -> ChainInput<'_> {
+        ChainInput {
+            leaf: &self.leaf_cert,
+            chain: (!self.chain.is_empty()).then_some(self.chain.as_slice()),
+            crl: (!self.crl.is_empty()).then_some(self.crl.as_slice()),
+            product: None,
+        }
+    }
+}
+
+/// `GET /v1/attestation` response body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// [`FORMAT_VERSION`].
+    pub version: u32,
+    /// Report and certificates.
+    pub bundle: ReportBundle,
+    /// CBOR [`AttestationClaims`], exactly the bytes hashed into REPORT_DATA.
+    #[serde(with = "serde_bytes")]
+    pub claims: Vec<u8>,
+}
+
+/// What a receipt leaf commits to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReceiptLeaf {
+    /// [`FORMAT_VERSION`].
+    pub version: u32,
+    /// SHA-256 of the request body bytes exactly as received.
+    #[serde(with = "serde_bytes")]
+    pub request_sha256: Vec<u8>,
+    /// SHA-256 of the output text (UTF-8; all deltas concatenated when streamed).
+    #[serde(with = "serde_bytes")]
+    pub output_sha256: Vec<u8>,
+    /// "stop" or "length".
+    pub finish_reason: String,
+    /// Sampling temperature.
+    pub temperature: f64,
+    /// Nucleus sampling threshold, if used.
+    pub top_p: Option<f64>,
+    /// Sampling seed.
+    pub seed: u64,
+    /// Maximum new tokens.
+    pub max_tokens: u32,
+    /// SHA-256 of the model file.
+    #[serde(with = "serde_bytes")]
+    pub model_sha256: Vec<u8>,
+    /// Prompt and completion token counts.
+    pub prompt_tokens: u32,
+    /// Completion tokens.
+    pub completion_tokens: u32,
+    /// Enclave-side id of the response (`chatcmpl-…`).
+    pub response_id: String,
+}
+
+/// A receipt: one answer's leaf, its inclusion proof, and the batch evidence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// [`FORMAT_VERSION`].
+    pub version: u32,
+    /// CBOR [`ReceiptLeaf`].
+    #[serde(with = "serde_bytes")]
+    pub leaf: Vec<u8>,
+    /// Leaf index in the batch tree.
+    pub leaf_index: u64,
+    /// RFC 6962 audit path.
+    pub proof: Vec<serde_bytes::ByteBuf>,
+    /// CBOR [`BatchClaims`], exactly the bytes hashed into REPORT_DATA.
+    #[serde(with = "serde_bytes")]
+    pub batch_claims: Vec<u8>,
+    /// Report and certificates.
+    pub bundle: ReportBundle,
+}
+
+/// Why a receipt or evidence was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReceiptError {
+    /// Not decodable, too large, or of an unknown version.
+    #[error("malformed {what}: {reason}")]
+    Malformed {
+        /// Which structure.
+        what: &'static str,
+        /// Detail.
+        reason: String,
+    },
+    /// The report or its chain failed verification.
+    #[error("attestation report: {0}")]
+    Report(#[from] VerifyError),
+    /// The report is authentic but the policy refuses it.
+    #[error("{0}")]
+    Policy(#[from] PolicyViolations),
+    /// REPORT_DATA is not the hash of the claims carried.
+    #[error("REPORT_DATA does not bind these claims")]
+    BindingMismatch,
+    /// The leaf is not in the tree the report signed.
+    #[error("Merkle inclusion proof does not lead to the signed root")]
+    MerkleProof,
+    /// A claim differs from what the verifier expected.
+    #[error("{field} mismatch: expected {expected}, got {actual}")]
+    ClaimMismatch {
+        /// Which claim.
+        field: &'static str,
+        /// Expected (hex or text).
+        expected: String,
+        /// Actual.
+        actual: String,
+    },
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &'static str) -> Result<T, ReceiptError> {
+    if bytes.len() > MAX_ENCODED_BYTES {
+        return Err(ReceiptError::Malformed {
+            what,
+            reason: format!("{} bytes > {MAX_ENCODED_BYTES}", bytes.len()),
+        });
+    }
+    binding::from_cbor(bytes).map_err(|reason| ReceiptError::Malformed { what, reason })
+}
+
+fn check_version(v: u32, what: &'static str) -> Result<(), ReceiptError> {
+    if v != FORMAT_VERSION {
+        return Err(ReceiptError::Malformed {
+            what,
+            reason: format!("version {v}, expected {FORMAT_VERSION}"),
+        });
+    }
+    Ok(())
+}
+
+/// Evidence whose report verified, met the policy, and binds these claims.
+#[derive(Clone, Debug)]
+pub struct VerifiedEvidence {
+    report: VerifiedReport,
+    claims: AttestationClaims,
+}
+
+impl VerifiedEvidence {
+    /// The verified report.
+    pub fn report(&self) -> &VerifiedReport {
+        &self.report
+    }
+    /// The bound claims.
+    pub fn claims(&self) -> &AttestationClaims {
+        &self.claims
+    }
+}
+
+/// Verifies `GET /v1/attestation` evidence for the nonce the client sent.
+pub fn verify_evidence(
+    anchors: &TrustAnchors,
+    evidence_cbor: &[u8],
+    nonce: &[u8; 32],
+    policy: &Policy,
+    now: u64,
+) -> Result<VerifiedEvidence, ReceiptError> {
+    let ev: Evidence = decode(evidence_cbor, "evidence")?;
+    check_version(ev.version, "evidence")?;
+    let report = verify_report(anchors, &ev.bundle.report, &ev.bundle.chain_input(), now)?;
+    validate(&report, policy)?;
+    if binding::report_data(binding::ATTESTATION_DOMAIN, &ev.claims) != report.report().report_data() {
+        return Err(ReceiptError::BindingMismatch);
+    }
+    let claims: AttestationClaims = decode(&ev.claims, "attestation claims")?;
+    check_version(claims.version, "attestation claims")?;
+    if claims.nonce != nonce {
+        return Err(ReceiptError::ClaimMismatch {
+            field: "nonce",
+            expected: hex::encode(nonce),
+            actual: hex::encode(&claims.nonce),
+        });
+    }
+    Ok(VerifiedEvidence { report, claims })
+}
+
+/// A receipt that verified end to end.
+#[derive(Clone, Debug)]
+pub struct VerifiedReceipt {
+    leaf: ReceiptLeaf,
+    batch: BatchClaims,
+    report: VerifiedReport,
+}
+
+impl VerifiedReceipt {
+    /// The committed leaf.
+    pub fn leaf(&self) -> &ReceiptLeaf {
+        &self.leaf
+    }
+    /// The batch claims.
+    pub fn batch(&self) -> &BatchClaims {
+        &self.batch
+    }
+    /// The report that signed the batch.
+    pub fn report(&self) -> &VerifiedReport {
+        &self.report
+    }
+    /// Checks that this receipt is for exactly `request_body` and `output_text`.
+    pub fn check_exchange(&self, request_body: &[u8], output_text: &str) -> Result<(), ReceiptError> {
+        let req: [u8; 32] = Sha256::digest(request_body).into();
+        if self.leaf.request_sha256 != req {
+            return Err(ReceiptError::ClaimMismatch {
+                field: "request",
+                expected: hex::encode(req),
+                actual: hex::encode(&self.leaf.request_sha256),
+            });
+        }
+        let out: [u8; 32] = Sha256::digest(output_text.as_bytes()).into();
+        if self.leaf.output_sha256 != out {
+            return Err(ReceiptError::ClaimMismatch {
+                field: "output",
+                expected: hex::encode(out),
+                actual: hex::encode(&self.leaf.output_sha256),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Verifies receipts, caching each batch's verified report so that auditing many
+/// receipts pays the chain and signature once per batch.
+#[derive(Debug)]
+pub struct ReceiptVerifier {
+    anchors: TrustAnchors,
+    policy: Policy,
+    now: u64,
+    chains: HashMap<[u8; 32], VerifiedChain>,
+    batches: HashMap<[u8; 32], (VerifiedReport, BatchClaims)>,
+}
+
+impl ReceiptVerifier {
+    /// A verifier with these roots, this policy, at time `now` (Unix seconds).
+    pub fn new(anchors: TrustAnchors, policy: Policy, now: u64) -> ReceiptVerifier {
+        ReceiptVerifier { anchors, policy, now, chains: HashMap::new(), batches: HashMap::new() }
+    }
+
+    /// Verifies one encoded receipt.
+    pub fn verify(&mut self, receipt_cbor: &[u8]) -> Result<VerifiedReceipt, ReceiptError> {
+        let r: Receipt = decode(receipt_cbor, "receipt")?;
+        check_version(r.version, "receipt")?;
+        if r.proof.len() > MAX_PROOF_LEN {
+            return Err(ReceiptError::Malformed { what: "receipt", reason: "proof too long".into() });
+        }
+        // Cache key: everything that determines the batch verdict.
+        let mut h = Sha256::new();
+        for part in [&r.bundle.report, &r.bundle.leaf_cert, &r.bundle.chain, &r.bundle.crl, &r.batch_claims] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        let key: [u8; 32] = h.finalize().into();
+        let (report, batch) = match self.batches.get(&key) {
+            Some(v) => v.clone(),
+            None => {
+                let v = self.verify_batch(&r)?;
+                self.batches.insert(key, v.clone());
+                v
+            }
+        };
+        let leaf_hash = merkle::leaf_hash(&r.leaf);
+        let proof: Vec<merkle::Hash> = r
+            .proof
+            .iter()
+            .map(|p| <[u8; 32]>::try_from(p.as_slice()))
+            .collect::<Result<_, _>>()
+            .map_err(|_| ReceiptError::MerkleProof)?;
+        let root = merkle::root_from_proof(&leaf_hash, r.leaf_index, batch.tree_size, &proof)
+            .ok_or(ReceiptError::MerkleProof)?;
+        if root[..] != batch.merkle_root[..] {
+            return Err(ReceiptError::MerkleProof);
+        }
+        let leaf: ReceiptLeaf = decode(&r.leaf, "receipt leaf")?;
+        check_version(leaf.version, "receipt leaf")?;
+        if leaf.model_sha256 != batch.model_sha256 {
+            return Err(ReceiptError::ClaimMismatch {
+                field: "model",
+                expected: hex::encode(&batch.model_sha256),
+                actual: hex::encode(&leaf.model_sha256),
+            });
+        }
+        Ok(VerifiedReceipt { leaf, batch, report })
+    }
+
+    fn verify_batch(&mut self, r: &Receipt) -> Result<(VerifiedReport, BatchClaims), ReceiptError> {
+        let leaf_key: [u8; 32] = {
+            let mut h = Sha256::new();
+            for part in [&r.bundle.leaf_cert, &r.bundle.chain, &r.bundle.crl] {
+                h.update((part.len() as u64).to_le_bytes());
+                h.update(part);
+            }
+            h.finalize().into()
+        };
+        let report = match self.chains.get(&leaf_key) {
+            Some(chain) => verify_report_with_chain(chain, &r.bundle.report)?,
+            None => {
+                let v = verify_report(&self.anchors, &r.bundle.report, &r.bundle.chain_input(), self.now)?;
+                self.chains.insert(leaf_key, v.chain().clone());
+                v
+            }
+        };
+        validate(&report, &self.policy)?;
+        if binding::report_data(binding::BATCH_DOMAIN, &r.batch_claims) != report.report().report_data() {
+            return Err(ReceiptError::BindingMismatch);
+        }
+        let batch: BatchClaims = decode(&r.batch_claims, "batch claims")?;
+        check_version(batch.version, "batch claims")?;
+        Ok((report, batch))
+    }
+}
+
+/// Verifies one receipt without caching.
+pub fn verify_receipt(
+    anchors: &TrustAnchors,
+    receipt_cbor: &[u8],
+    policy: &Policy,
+    now: u64,
+) -> Result<VerifiedReceipt, ReceiptError> {
+    ReceiptVerifier::new(anchors.clone(), policy.clone(), now).verify(receipt_cbor)
+}

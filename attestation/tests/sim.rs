@@ -1,0 +1,313 @@
+//! The simulated secure processor, evidence binding and receipts, end to end through
+//! the same verifier genuine reports use — plus every tamper we can think of.
+
+use std::path::PathBuf;
+use vouch_attestation::binding::{self, AttestationClaims, BatchClaims};
+use vouch_attestation::receipt::*;
+use vouch_attestation::report::ReportBuilder;
+use vouch_attestation::sim::{SimKeyMaterial, SimulatedSp};
+use vouch_attestation::*;
+
+const NOW: u64 = 1_788_220_800;
+
+/// A TEST-ONLY simulated chain, committed so tests do not generate RSA-4096 keys.
+fn sim() -> SimulatedSp {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/sim-test-chain/TEST-ONLY-sim-keys.cbor");
+    let keys: SimKeyMaterial = match std::fs::read(&path) {
+        Ok(b) => binding::from_cbor(&b).unwrap(),
+        Err(_) => {
+            let k = SimKeyMaterial::generate(Product::Milan).unwrap();
+            std::fs::write(&path, binding::to_cbor(&k)).unwrap();
+            k
+        }
+    };
+    SimulatedSp::from_keys(&keys).unwrap()
+}
+
+fn anchors(sp: &SimulatedSp) -> TrustAnchors {
+    let mut a = TrustAnchors::amd();
+    a.dangerous_add_simulated_root(sp.ark_der(), sp.product()).unwrap();
+    a
+}
+
+fn input(sp: &SimulatedSp) -> ChainInput<'_> {
+    ChainInput { leaf: sp.vcek_der(), chain: Some(sp.ask_der()), crl: None, product: None }
+}
+
+#[test]
+fn simulated_reports_verify_only_when_the_sim_root_is_trusted() {
+    let sp = sim();
+    let report = sp.report(&[7; 64], &[9; 48], 0).unwrap();
+    let v = verify_report(&anchors(&sp), &report[..], &input(&sp), NOW).unwrap();
+    assert!(v.is_simulated());
+    assert_eq!(v.report().report_data(), [7; 64]);
+    validate(&v, &Policy::default()).unwrap();
+
+    // AMD roots only: the supplied ASK names no AMD root; with the chain file the sim
+    // ASK is tried and fails against AMD's ARK; without it, AMD's ASK is not the issuer.
+    let amd = TrustAnchors::amd();
+    let err = verify_report(&amd, &report[..], &input(&sp), NOW).unwrap_err();
+    assert!(matches!(err, VerifyError::IssuerMismatch { role: CertRole::Ask, .. }), "{err:?}");
+    let bare = ChainInput { leaf: sp.vcek_der(), ..Default::default() };
+    let err = verify_report(&amd, &report[..], &bare, NOW).unwrap_err();
+    assert!(matches!(err, VerifyError::IssuerMismatch { role: CertRole::Vcek, .. }), "{err:?}");
+    // Supplying the sim ARK in a chain does not make it trusted.
+    let chain = sp.chain_pem();
+    let with_root = ChainInput { leaf: sp.vcek_der(), chain: Some(chain.as_bytes()), ..Default::default() };
+    let err = verify_report(&amd, &report[..], &with_root, NOW).unwrap_err();
+    assert!(matches!(err, VerifyError::UntrustedRoot { .. }), "{err:?}");
+}
+
+#[test]
+fn amd_root_cannot_be_added_as_simulated() {
+    let mut a = TrustAnchors::amd();
+    let ark = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("roots/ark_milan.pem")).unwrap();
+    assert!(matches!(
+        a.dangerous_add_simulated_root(&ark, Product::Milan),
+        Err(VerifyError::UntrustedRoot { .. })
+    ));
+}
+
+#[test]
+fn signed_but_inconsistent_reports_are_refused() {
+    let sp = sim();
+    let a = anchors(&sp);
+    // REPORTED_TCB differs from the VCEK's SPLs, though correctly signed.
+    let mut tcb = Tcb::decode(sp.tcb(), Product::Milan);
+    tcb.snp += 1;
+    let raw = Tcb::encode(Product::Milan, 0, tcb.bootloader, tcb.tee, tcb.snp, tcb.microcode);
+    let r = sp.sign(ReportBuilder::new(Product::Milan).tcb(raw).chip_id(&sp.chip_id())).unwrap();
+    let err = verify_report(&a, &r[..], &input(&sp), NOW).unwrap_err();
+    assert_eq!(
+        err,
+        VerifyError::TcbMismatch { component: TcbComponent::Snp, expected: tcb.snp, actual: tcb.snp - 1 }
+    );
+    // CHIP_ID differs from the hwID.
+    let mut chip = sp.chip_id();
+    chip[0] ^= 1;
+    let r = sp.sign(ReportBuilder::new(Product::Milan).tcb(sp.tcb()).chip_id(&chip)).unwrap();
+    assert!(matches!(verify_report(&a, &r[..], &input(&sp), NOW), Err(VerifyError::ChipIdMismatch { .. })));
+    // Debug guest: authentic, but the default policy refuses it.
+    let r = sp
+        .sign(
+            ReportBuilder::new(Product::Milan)
+                .tcb(sp.tcb())
+                .chip_id(&sp.chip_id())
+                .policy(0x30000 | report::policy_bits::DEBUG),
+        )
+        .unwrap();
+    let v = verify_report(&a, &r[..], &input(&sp), NOW).unwrap();
+    assert_eq!(validate(&v, &Policy::default()).unwrap_err().0, vec![Violation::DebugAllowed]);
+}
+
+#[test]
+fn revoked_ask_is_refused_and_crl_window_is_enforced() {
+    let sp = sim();
+    let a = anchors(&sp);
+    let report = sp.report(&[0; 64], &[0; 48], 0).unwrap();
+    let day = 86_400;
+    let good = sp.crl(&[], NOW - day, NOW + day).unwrap();
+    let inp = ChainInput { crl: Some(&good), ..input(&sp) };
+    let v = verify_report(&a, &report[..], &inp, NOW).unwrap();
+    assert!(v.chain().crl().is_some());
+
+    let revoked = sp.crl(&[&[0x01, 0x00, 0x01]], NOW - day, NOW + day).unwrap();
+    let inp = ChainInput { crl: Some(&revoked), ..input(&sp) };
+    assert_eq!(
+        verify_report(&a, &report[..], &inp, NOW).unwrap_err(),
+        VerifyError::Revoked { role: CertRole::Ask, serial: "010001".into() }
+    );
+    let inp = ChainInput { crl: Some(&good), ..input(&sp) };
+    assert!(matches!(verify_report(&a, &report[..], &inp, NOW + 2 * day), Err(VerifyError::CrlStale { .. })));
+    assert!(matches!(verify_report(&a, &report[..], &inp, NOW - 2 * day), Err(VerifyError::CrlStale { .. })));
+    let mut forged = good.clone();
+    let n = forged.len();
+    forged[n - 1] ^= 1;
+    let inp = ChainInput { crl: Some(&forged), ..input(&sp) };
+    assert!(matches!(verify_report(&a, &report[..], &inp, NOW), Err(VerifyError::CrlInvalid { .. })));
+}
+
+fn bundle(sp: &SimulatedSp, report: &[u8]) -> ReportBundle {
+    ReportBundle {
+        report: report.to_vec(),
+        leaf_cert: sp.vcek_der().to_vec(),
+        chain: sp.ask_der().to_vec(),
+        crl: vec![],
+    }
+}
+
+#[test]
+fn evidence_binds_nonce_key_and_model() {
+    let sp = sim();
+    let a = anchors(&sp);
+    let nonce = [5u8; 32];
+    let claims = AttestationClaims {
+        version: 1,
+        tls_spki_sha256: vec![1; 32],
+        model_sha256: vec![2; 32],
+        model_name: "m".into(),
+        nonce: nonce.to_vec(),
+        enclave_version: "0.1.0".into(),
+    };
+    let claims_bytes = binding::to_cbor(&claims);
+    let rd = binding::report_data(binding::ATTESTATION_DOMAIN, &claims_bytes);
+    let report = sp.report(&rd, &[0; 48], 0).unwrap();
+    let ev = Evidence { version: 1, bundle: bundle(&sp, &report[..]), claims: claims_bytes.clone() };
+    let enc = binding::to_cbor(&ev);
+    let v = verify_evidence(&a, &enc, &nonce, &Policy::default(), NOW).unwrap();
+    assert_eq!(v.claims(), &claims);
+    // Another nonce: replayed evidence.
+    assert!(matches!(
+        verify_evidence(&a, &enc, &[6; 32], &Policy::default(), NOW),
+        Err(ReceiptError::ClaimMismatch { field: "nonce", .. })
+    ));
+    // Claims swapped for others (e.g. a MITM's TLS key): binding fails.
+    let mut other = claims.clone();
+    other.tls_spki_sha256 = vec![9; 32];
+    let ev2 = Evidence { claims: binding::to_cbor(&other), ..ev.clone() };
+    assert_eq!(
+        verify_evidence(&a, &binding::to_cbor(&ev2), &nonce, &Policy::default(), NOW).unwrap_err(),
+        ReceiptError::BindingMismatch
+    );
+    // AMD-only verifier refuses the simulated evidence.
+    assert!(matches!(
+        verify_evidence(&TrustAnchors::amd(), &enc, &nonce, &Policy::default(), NOW),
+        Err(ReceiptError::Report(_))
+    ));
+    // Garbage and oversize.
+    assert!(matches!(
+        verify_evidence(&a, b"\xff\x00", &nonce, &Policy::default(), NOW),
+        Err(ReceiptError::Malformed { .. })
+    ));
+    let big = vec![0u8; MAX_ENCODED_BYTES + 1];
+    assert!(matches!(
+        verify_evidence(&a, &big, &nonce, &Policy::default(), NOW),
+        Err(ReceiptError::Malformed { .. })
+    ));
+}
+
+fn leaf(i: u32) -> ReceiptLeaf {
+    use sha2::Digest;
+    ReceiptLeaf {
+        version: 1,
+        request_sha256: sha2::Sha256::digest(format!("request {i}")).to_vec(),
+        output_sha256: sha2::Sha256::digest(format!("output {i}")).to_vec(),
+        finish_reason: "stop".into(),
+        temperature: 0.0,
+        top_p: None,
+        seed: 0,
+        max_tokens: 64,
+        model_sha256: vec![2; 32],
+        prompt_tokens: 10,
+        completion_tokens: 5,
+        response_id: format!("chatcmpl-{i}"),
+    }
+}
+
+fn batch(sp: &SimulatedSp, n: u32) -> Vec<Vec<u8>> {
+    let leaves: Vec<Vec<u8>> = (0..n).map(|i| binding::to_cbor(&leaf(i))).collect();
+    let hashes: Vec<_> = leaves.iter().map(|l| merkle::leaf_hash(l)).collect();
+    let root = merkle::root(&hashes);
+    let claims = BatchClaims {
+        version: 1,
+        merkle_root: root.to_vec(),
+        tree_size: n as u64,
+        tls_spki_sha256: vec![1; 32],
+        model_sha256: vec![2; 32],
+        batch_seq: 3,
+    };
+    let cb = binding::to_cbor(&claims);
+    let report = sp.report(&binding::report_data(binding::BATCH_DOMAIN, &cb), &[0; 48], 0).unwrap();
+    (0..n as usize)
+        .map(|i| {
+            binding::to_cbor(&Receipt {
+                version: 1,
+                leaf: leaves[i].clone(),
+                leaf_index: i as u64,
+                proof: merkle::inclusion_proof(&hashes, i)
+                    .into_iter()
+                    .map(|h| serde_bytes::ByteBuf::from(h.to_vec()))
+                    .collect(),
+                batch_claims: cb.clone(),
+                bundle: bundle(sp, &report[..]),
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn receipts_verify_offline_and_every_tamper_fails() {
+    let sp = sim();
+    let a = anchors(&sp);
+    let receipts = batch(&sp, 5);
+    let mut verifier = ReceiptVerifier::new(a.clone(), Policy::default(), NOW);
+    for (i, r) in receipts.iter().enumerate() {
+        let v = verifier.verify(r).unwrap();
+        v.check_exchange(format!("request {i}").as_bytes(), &format!("output {i}")).unwrap();
+        assert!(matches!(
+            v.check_exchange(format!("request {i}").as_bytes(), "output X"),
+            Err(ReceiptError::ClaimMismatch { field: "output", .. })
+        ));
+        assert!(matches!(
+            v.check_exchange(b"other request", &format!("output {i}")),
+            Err(ReceiptError::ClaimMismatch { field: "request", .. })
+        ));
+        assert!(v.report().is_simulated());
+    }
+    let decoded: Receipt = binding::from_cbor(&receipts[2]).unwrap();
+    let check = |r: &Receipt| verify_receipt(&a, &binding::to_cbor(r), &Policy::default(), NOW);
+
+    // Leaf swapped with another receipt's leaf: the proof no longer leads to the root.
+    let mut r = decoded.clone();
+    r.leaf = binding::from_cbor::<Receipt>(&receipts[3]).unwrap().leaf;
+    assert_eq!(check(&r).unwrap_err(), ReceiptError::MerkleProof);
+    // One byte of the leaf.
+    let mut r = decoded.clone();
+    let n = r.leaf.len();
+    r.leaf[n - 1] ^= 1;
+    assert_eq!(check(&r).unwrap_err(), ReceiptError::MerkleProof);
+    // One byte of the proof.
+    let mut r = decoded.clone();
+    r.proof[0][0] ^= 1;
+    assert_eq!(check(&r).unwrap_err(), ReceiptError::MerkleProof);
+    // Index.
+    let mut r = decoded.clone();
+    r.leaf_index = 1;
+    assert_eq!(check(&r).unwrap_err(), ReceiptError::MerkleProof);
+    // Batch claims.
+    let mut r = decoded.clone();
+    let n = r.batch_claims.len();
+    r.batch_claims[n - 1] ^= 1;
+    assert_eq!(check(&r).unwrap_err(), ReceiptError::BindingMismatch);
+    // Report measurement (signature).
+    let mut r = decoded.clone();
+    r.bundle.report[0x90] ^= 1;
+    assert!(matches!(check(&r).unwrap_err(), ReceiptError::Report(VerifyError::ReportSignature { .. })));
+    // Report from a different batch.
+    let other: Receipt = binding::from_cbor(&batch(&sp, 2)[0]).unwrap();
+    let mut r = decoded.clone();
+    r.bundle.report = other.bundle.report.clone();
+    assert_eq!(check(&r).unwrap_err(), ReceiptError::BindingMismatch);
+    // Certificate byte.
+    let mut r = decoded.clone();
+    let n = r.bundle.leaf_cert.len();
+    r.bundle.leaf_cert[n - 10] ^= 1;
+    assert!(matches!(check(&r).unwrap_err(), ReceiptError::Report(_)));
+    // Version.
+    let mut r = decoded.clone();
+    r.version = 2;
+    assert!(matches!(check(&r).unwrap_err(), ReceiptError::Malformed { .. }));
+    // AMD-only verifier.
+    assert!(matches!(
+        verify_receipt(&TrustAnchors::amd(), &receipts[0], &Policy::default(), NOW).unwrap_err(),
+        ReceiptError::Report(_)
+    ));
+    // Truncated encodings never panic.
+    for cut in [0, 1, 10, receipts[0].len() / 2, receipts[0].len() - 1] {
+        assert!(matches!(
+            verify_receipt(&a, &receipts[0][..cut], &Policy::default(), NOW).unwrap_err(),
+            ReceiptError::Malformed { .. }
+        ));
+    }
+}
