@@ -16,5 +16,7 @@
 pub mod generate;
 pub mod model;
 
-// The lead adds the attested server here: `pub mod serve;` (and its attestation/TLS/HTTP
-// modules).
+pub mod api;
+pub mod notary;
+pub mod provider;
+pub mod serve;

@@ -18,7 +18,14 @@ struct Cli {
 enum Command {
     /// Run the model in-process on one prompt: no network, no attestation.
     Generate(GenerateArgs),
-    // SERVE: the lead adds `Serve(ServeArgs)` here (attested HTTPS API).
+    /// Serve the attested OpenAI-compatible API over TLS terminated in the enclave.
+    Serve(vouch_enclave::serve::ServeArgs),
+}
+
+fn serve(args: vouch_enclave::serve::ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(vouch_enclave::serve::run(args, vouch_enclave::serve::shutdown_signal()))?;
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -31,8 +38,9 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .try_init();
-    let result = match cli.command {
-        Command::Generate(args) => generate::run(args),
+    let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
+        Command::Generate(args) => generate::run(args).map_err(Into::into),
+        Command::Serve(args) => serve(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,400 @@
+//! The OpenAI-compatible HTTP API, served inside attested TLS.
+//!
+//! Trusted side. Requests arrive already decrypted by the enclave's own TLS; the host
+//! never sees them. Every answer carries `vouch_receipt` (base64 CBOR receipt) committing
+//! to the request bytes exactly as received, the output text, the sampling parameters and
+//! the model digest. Bad input gets an OpenAI-style error and never disturbs other
+//! requests; a full model queue answers 429 with Retry-After.
+
+use crate::model::{ChatMessage, Engine, GenerateEvent, GenerateRequest, SamplingParams};
+use crate::notary::Notary;
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use vouch_attestation::binding::{self, AttestationClaims, CLAIMS_VERSION};
+use vouch_attestation::receipt::{ReceiptLeaf, FORMAT_VERSION};
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Time allowed to receive a whole request body (slow clients are cut off).
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `max_tokens` when the request gives none.
+pub const DEFAULT_MAX_TOKENS: u32 = 256;
+/// Largest `max_tokens` accepted.
+pub const MAX_TOKENS_CAP: u32 = 2048;
+/// The enclave software version bound into evidence.
+pub const ENCLAVE_VERSION: &str = concat!("vouch-enclave/", env!("CARGO_PKG_VERSION"));
+
+/// Response body type.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// Everything a request handler needs.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The model engine.
+    pub engine: Engine,
+    /// The secure-processor owner.
+    pub notary: Notary,
+    /// SHA-256 of the TLS SPKI.
+    pub tls_spki_sha256: [u8; 32],
+}
+
+fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()).boxed());
+    *r.status_mut() = status;
+    if let Ok(v) = header::HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+/// An OpenAI-style error response.
+pub fn error(status: StatusCode, kind: &str, code: &str, message: impl Into<String>) -> Response<Body> {
+    let body = json!({"error": {"message": message.into(), "type": kind, "code": code, "param": null}});
+    full(status, "application/json", body.to_string())
+}
+
+fn json_response(v: &Value) -> Response<Body> {
+    full(StatusCode::OK, "application/json", v.to_string())
+}
+
+/// Routes one request.
+pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let resp = match (req.method(), path.as_str()) {
+        (&Method::GET, "/v1/models") => models(&state),
+        (&Method::GET, "/v1/attestation") => attestation(&state, req.uri().query()).await,
+        (&Method::POST, "/v1/chat/completions") => chat(state, req).await,
+        (&Method::GET, "/healthz") => full(StatusCode::OK, "text/plain", "ok\n"),
+        (_, "/v1/models" | "/v1/attestation" | "/v1/chat/completions") => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            "method_not_allowed",
+            "method not allowed",
+        ),
+        _ => error(StatusCode::NOT_FOUND, "invalid_request_error", "not_found", format!("no route {path}")),
+    };
+    Ok(resp)
+}
+
+fn models(state: &AppState) -> Response<Body> {
+    json_response(&json!({
+        "object": "list",
+        "data": [{
+            "id": state.engine.model_name(),
+            "object": "model",
+            "created": 0,
+            "owned_by": "vouch",
+            "vouch_model_sha256": hex::encode(state.engine.model_digest()),
+        }]
+    }))
+}
+
+async fn attestation(state: &AppState, query: Option<&str>) -> Response<Body> {
+    let nonce = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("nonce="))
+        .and_then(|h| hex::decode(h).ok())
+        .filter(|n| n.len() == 32);
+    let Some(nonce) = nonce else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "bad_nonce",
+            "nonce must be 64 hex characters",
+        );
+    };
+    let claims = AttestationClaims {
+        version: CLAIMS_VERSION,
+        tls_spki_sha256: state.tls_spki_sha256.to_vec(),
+        model_sha256: state.engine.model_digest().to_vec(),
+        model_name: state.engine.model_name().to_owned(),
+        nonce,
+        enclave_version: ENCLAVE_VERSION.to_owned(),
+    };
+    match state.notary.evidence(binding::to_cbor(&claims)).await {
+        Ok(ev) => full(StatusCode::OK, "application/cbor", ev),
+        Err(e) => {
+            tracing::error!(error = %e, "attestation failed");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "attestation_failed",
+                "attestation report unavailable",
+            )
+        }
+    }
+}
+
+/// The part of an OpenAI chat request this server uses; unknown fields are ignored.
+#[derive(Debug, Deserialize)]
+struct ChatRequest {
+    model: Option<String>,
+    messages: Vec<ChatMessage>,
+    max_tokens: Option<u32>,
+    max_completion_tokens: Option<u32>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    seed: Option<u64>,
+    #[serde(default)]
+    stream: bool,
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
+    let limited = Limited::new(req.into_body(), MAX_BODY_BYTES);
+    match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            "timeout",
+            "request body too slow",
+        )),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            "body_too_large",
+            format!("request body exceeds {MAX_BODY_BYTES} bytes"),
+        )),
+        Ok(Err(e)) => Err(error(StatusCode::BAD_REQUEST, "invalid_request_error", "bad_body", e.to_string())),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
+}
+
+fn response_id() -> String {
+    let mut b = [0u8; 12];
+    // A failure leaves zeros: the id is informational, uniqueness is best effort.
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    format!("chatcmpl-{}", hex::encode(b))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+async fn chat(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
+    let body = match read_body(req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let parsed: ChatRequest = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_json",
+                format!("invalid request: {e}"),
+            )
+        }
+    };
+    if let Some(m) = &parsed.model {
+        if !m.eq_ignore_ascii_case(state.engine.model_name()) {
+            return error(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "model_not_found",
+                format!(
+                    "model {m:?} is not served here; this enclave serves {:?}",
+                    state.engine.model_name()
+                ),
+            );
+        }
+    }
+    let max_tokens = parsed.max_completion_tokens.or(parsed.max_tokens).unwrap_or(DEFAULT_MAX_TOKENS);
+    if max_tokens == 0 || max_tokens > MAX_TOKENS_CAP {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_max_tokens",
+            format!("max_tokens must be in 1..={MAX_TOKENS_CAP}"),
+        );
+    }
+    let params = SamplingParams {
+        temperature: parsed.temperature.unwrap_or(0.0),
+        top_p: parsed.top_p,
+        seed: parsed.seed.unwrap_or(0),
+        max_tokens,
+    };
+    let request = GenerateRequest { messages: parsed.messages, params: params.clone() };
+    if let Err(e) = request.validate() {
+        return error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request", e.to_string());
+    }
+    let events = match state.engine.submit(request) {
+        Ok(rx) => rx,
+        Err(busy) => {
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "busy", busy.to_string());
+            r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            return r;
+        }
+    };
+    let ctx = Exchange {
+        state,
+        request_sha256: Sha256::digest(&body).into(),
+        params,
+        id: response_id(),
+        created: unix_now(),
+    };
+    if parsed.stream {
+        stream_response(ctx, events)
+    } else {
+        whole_response(ctx, events).await
+    }
+}
+
+struct Exchange {
+    state: Arc<AppState>,
+    request_sha256: [u8; 32],
+    params: SamplingParams,
+    id: String,
+    created: u64,
+}
+
+impl Exchange {
+    async fn receipt(
+        &self,
+        output: &str,
+        finish_reason: &str,
+        prompt: u32,
+        completion: u32,
+    ) -> Result<String, String> {
+        let leaf = ReceiptLeaf {
+            version: FORMAT_VERSION,
+            request_sha256: self.request_sha256.to_vec(),
+            output_sha256: Sha256::digest(output.as_bytes()).to_vec(),
+            finish_reason: finish_reason.to_owned(),
+            temperature: self.params.temperature,
+            top_p: self.params.top_p,
+            seed: self.params.seed,
+            max_tokens: self.params.max_tokens,
+            model_sha256: self.state.engine.model_digest().to_vec(),
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            response_id: self.id.clone(),
+        };
+        let receipt = self.state.notary.receipt(binding::to_cbor(&leaf)).await.map_err(|e| e.to_string())?;
+        Ok(base64::engine::general_purpose::STANDARD.encode(receipt))
+    }
+}
+
+async fn whole_response(ctx: Exchange, mut events: mpsc::Receiver<GenerateEvent>) -> Response<Body> {
+    let mut text = String::new();
+    while let Some(ev) = events.recv().await {
+        match ev {
+            GenerateEvent::Delta(d) => text.push_str(&d),
+            GenerateEvent::Failed(msg) => {
+                return error(StatusCode::BAD_REQUEST, "invalid_request_error", "generation_failed", msg)
+            }
+            GenerateEvent::Done { finish_reason, stats } => {
+                let receipt = match ctx
+                    .receipt(&text, finish_reason.as_str(), stats.prompt_tokens, stats.completion_tokens)
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(error = %e, "receipt failed");
+                        return error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "server_error",
+                            "receipt_failed",
+                            "receipt unavailable",
+                        );
+                    }
+                };
+                return json_response(&json!({
+                    "id": ctx.id,
+                    "object": "chat.completion",
+                    "created": ctx.created,
+                    "model": ctx.state.engine.model_name(),
+                    "choices": [{
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": finish_reason.as_str(),
+                    }],
+                    "usage": {
+                        "prompt_tokens": stats.prompt_tokens,
+                        "completion_tokens": stats.completion_tokens,
+                        "total_tokens": stats.prompt_tokens + stats.completion_tokens,
+                    },
+                    "vouch_receipt": receipt,
+                }));
+            }
+        }
+    }
+    error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "engine_stopped", "the model engine stopped")
+}
+
+fn sse(v: &Value) -> Bytes {
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+fn stream_response(ctx: Exchange, mut events: mpsc::Receiver<GenerateEvent>) -> Response<Body> {
+    // A small buffer: if the client stops reading, generation pauses, then is cancelled
+    // when the connection goes away (the send fails and `events` is dropped).
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    tokio::spawn(async move {
+        let model = ctx.state.engine.model_name().to_owned();
+        let chunk = |delta: Value, finish: Value| {
+            json!({
+                "id": ctx.id, "object": "chat.completion.chunk", "created": ctx.created, "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            })
+        };
+        if tx.send(sse(&chunk(json!({"role": "assistant", "content": ""}), Value::Null))).await.is_err() {
+            return;
+        }
+        let mut text = String::new();
+        while let Some(ev) = events.recv().await {
+            match ev {
+                GenerateEvent::Delta(d) => {
+                    text.push_str(&d);
+                    if tx.send(sse(&chunk(json!({"content": d}), Value::Null))).await.is_err() {
+                        return;
+                    }
+                }
+                GenerateEvent::Failed(msg) => {
+                    let _ = tx.send(sse(&json!({"error": {"message": msg, "type": "server_error", "code": "generation_failed"}}))).await;
+                    return;
+                }
+                GenerateEvent::Done { finish_reason, stats } => {
+                    let mut last = chunk(json!({}), json!(finish_reason.as_str()));
+                    match ctx
+                        .receipt(&text, finish_reason.as_str(), stats.prompt_tokens, stats.completion_tokens)
+                        .await
+                    {
+                        Ok(r) => last["vouch_receipt"] = json!(r),
+                        Err(e) => {
+                            tracing::error!(error = %e, "receipt failed");
+                            let _ = tx.send(sse(&json!({"error": {"message": "receipt unavailable", "type": "server_error", "code": "receipt_failed"}}))).await;
+                            return;
+                        }
+                    }
+                    last["usage"] = json!({
+                        "prompt_tokens": stats.prompt_tokens,
+                        "completion_tokens": stats.completion_tokens,
+                        "total_tokens": stats.prompt_tokens + stats.completion_tokens,
+                    });
+                    let _ = tx.send(sse(&last)).await;
+                    let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+                    return;
+                }
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+    });
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/event-stream"));
+    r.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
+    r
+}

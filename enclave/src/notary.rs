@@ -1,0 +1,180 @@
+//! The notary: the one task that owns the secure processor, and group commit.
+//!
+//! Trusted side. Every finished answer becomes a receipt leaf. Leaves queue here; the
+//! notary asks for ONE report over the Merkle root of everything queued, and while that
+//! request is in flight new leaves gather for the next batch. Idle, that is one report
+//! per answer; loaded, one per batch — report latency is paid per batch, not per answer.
+//! Fresh attestation requests (per client nonce) go through the same task, so the
+//! secure processor never sees concurrent requests (which real hardware answers with
+//! EBUSY).
+
+use crate::provider::{AttestationProvider, ProviderError};
+use serde_bytes::ByteBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use vouch_attestation::binding::{self, BatchClaims, CLAIMS_VERSION};
+use vouch_attestation::merkle;
+use vouch_attestation::receipt::{Evidence, Receipt, ReportBundle, FORMAT_VERSION};
+
+/// Most leaves in one batch; more wait for the next report.
+pub const MAX_BATCH: usize = 1024;
+/// Leaves waiting for a report before `submit` pushes back.
+pub const QUEUE_CAPACITY: usize = 4096;
+
+enum Job {
+    Leaf { leaf: Vec<u8>, reply: oneshot::Sender<Result<Vec<u8>, String>> },
+    Evidence { claims: Vec<u8>, reply: oneshot::Sender<Result<Vec<u8>, String>> },
+}
+
+/// Counters for benchmarks and metrics.
+#[derive(Debug, Default)]
+pub struct NotaryStats {
+    /// Reports requested from the provider.
+    pub reports: AtomicU64,
+    /// Receipts issued.
+    pub receipts: AtomicU64,
+    /// Largest batch so far.
+    pub max_batch: AtomicU64,
+}
+
+/// Handle to the notary task.
+#[derive(Clone, Debug)]
+pub struct Notary {
+    tx: mpsc::Sender<Job>,
+    stats: Arc<NotaryStats>,
+}
+
+/// Why a receipt or evidence could not be produced.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotaryError {
+    /// The notary task has stopped (shutdown).
+    #[error("notary stopped")]
+    Stopped,
+    /// The secure processor failed.
+    #[error("{0}")]
+    Provider(String),
+}
+
+impl From<ProviderError> for NotaryError {
+    fn from(e: ProviderError) -> Self {
+        NotaryError::Provider(e.to_string())
+    }
+}
+
+impl Notary {
+    /// Starts the notary on the current runtime. `group_commit = false` requests one
+    /// report per answer (the baseline the benchmark compares against).
+    pub fn start(
+        provider: Arc<dyn AttestationProvider>,
+        tls_spki_sha256: [u8; 32],
+        model_sha256: [u8; 32],
+        group_commit: bool,
+    ) -> Notary {
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let stats = Arc::new(NotaryStats::default());
+        let ctx = Ctx { provider, tls_spki_sha256, model_sha256, group_commit, stats: Arc::clone(&stats) };
+        tokio::spawn(run(ctx, rx));
+        Notary { tx, stats }
+    }
+
+    /// Queues a receipt leaf (CBOR `ReceiptLeaf` bytes) and waits for its receipt (CBOR).
+    pub async fn receipt(&self, leaf: Vec<u8>) -> Result<Vec<u8>, NotaryError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Job::Leaf { leaf, reply }).await.map_err(|_| NotaryError::Stopped)?;
+        rx.await.map_err(|_| NotaryError::Stopped)?.map_err(NotaryError::Provider)
+    }
+
+    /// Fresh evidence over `claims` (CBOR `AttestationClaims`), returned as CBOR `Evidence`.
+    pub async fn evidence(&self, claims: Vec<u8>) -> Result<Vec<u8>, NotaryError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Job::Evidence { claims, reply }).await.map_err(|_| NotaryError::Stopped)?;
+        rx.await.map_err(|_| NotaryError::Stopped)?.map_err(NotaryError::Provider)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &NotaryStats {
+        &self.stats
+    }
+}
+
+struct Ctx {
+    provider: Arc<dyn AttestationProvider>,
+    tls_spki_sha256: [u8; 32],
+    model_sha256: [u8; 32],
+    group_commit: bool,
+    stats: Arc<NotaryStats>,
+}
+
+async fn report(ctx: &Ctx, report_data: [u8; 64]) -> Result<ReportBundle, String> {
+    let provider = Arc::clone(&ctx.provider);
+    ctx.stats.reports.fetch_add(1, Ordering::Relaxed);
+    tokio::task::spawn_blocking(move || provider.report(&report_data))
+        .await
+        .map_err(|e| format!("report task: {e}"))?
+        .map_err(|e| e.to_string())
+}
+
+async fn run(ctx: Ctx, mut rx: mpsc::Receiver<Job>) {
+    let mut seq: u64 = 0;
+    while let Some(first) = rx.recv().await {
+        let mut leaves = Vec::new();
+        let mut pending = vec![first];
+        // Everything that queued while the previous report was in flight joins this batch.
+        if ctx.group_commit {
+            while pending.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(j) => pending.push(j),
+                    Err(_) => break,
+                }
+            }
+        }
+        for job in pending {
+            match job {
+                Job::Evidence { claims, reply } => {
+                    let rd = binding::report_data(binding::ATTESTATION_DOMAIN, &claims);
+                    let out = report(&ctx, rd).await.map(|bundle| {
+                        binding::to_cbor(&Evidence { version: FORMAT_VERSION, bundle, claims })
+                    });
+                    let _ = reply.send(out);
+                }
+                Job::Leaf { leaf, reply } => leaves.push((leaf, reply)),
+            }
+        }
+        if leaves.is_empty() {
+            continue;
+        }
+        let hashes: Vec<merkle::Hash> = leaves.iter().map(|(l, _)| merkle::leaf_hash(l)).collect();
+        let claims = BatchClaims {
+            version: CLAIMS_VERSION,
+            merkle_root: merkle::root(&hashes).to_vec(),
+            tree_size: hashes.len() as u64,
+            tls_spki_sha256: ctx.tls_spki_sha256.to_vec(),
+            model_sha256: ctx.model_sha256.to_vec(),
+            batch_seq: seq,
+        };
+        seq += 1;
+        let claims_bytes = binding::to_cbor(&claims);
+        let rd = binding::report_data(binding::BATCH_DOMAIN, &claims_bytes);
+        let result = report(&ctx, rd).await;
+        ctx.stats.max_batch.fetch_max(leaves.len() as u64, Ordering::Relaxed);
+        for (i, (leaf, reply)) in leaves.into_iter().enumerate() {
+            let out = result.clone().map(|bundle| {
+                binding::to_cbor(&Receipt {
+                    version: FORMAT_VERSION,
+                    leaf,
+                    leaf_index: i as u64,
+                    proof: merkle::inclusion_proof(&hashes, i)
+                        .into_iter()
+                        .map(|h| ByteBuf::from(h.to_vec()))
+                        .collect(),
+                    batch_claims: claims_bytes.clone(),
+                    bundle,
+                })
+            });
+            ctx.stats.receipts.fetch_add(1, Ordering::Relaxed);
+            let _ = reply.send(out);
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! Attestation providers: where the enclave's reports come from.
+//!
+//! Trusted side (inside the guest). One trait, two implementations:
+//! - [`SevGuestProvider`]: the AMD secure processor through `/dev/sev-guest` (the `sev`
+//!   crate's SNP_GET_EXT_REPORT ioctl), with the certificate table the host installed;
+//! - [`SimProvider`]: Vouch's simulated secure processor for machines without SEV-SNP.
+//!   Its measurement is derived from the enclave binary; its root is not AMD's.
+//!
+//! Providers are blocking: the receipts task calls them from a blocking thread and is
+//! their only caller, so requests to the secure processor are serialised.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use vouch_attestation::receipt::ReportBundle;
+use vouch_attestation::sim::{SimKeyMaterial, SimulatedSp};
+use vouch_attestation::Product;
+
+/// A report and the certificates a verifier needs.
+pub type ReportWithCerts = ReportBundle;
+
+/// Why a report could not be obtained.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProviderError {
+    /// `/dev/sev-guest` is missing or unusable.
+    #[error("SEV-SNP guest device unavailable: {0}")]
+    Device(String),
+    /// The secure processor refused or failed the request.
+    #[error("secure processor request failed: {0}")]
+    Firmware(String),
+    /// The simulator's key directory could not be used.
+    #[error("simulated secure processor: {0}")]
+    Sim(String),
+}
+
+/// Something that produces signed attestation reports over 64 bytes of REPORT_DATA.
+pub trait AttestationProvider: Send + Sync {
+    /// "sev-guest" or "sim".
+    fn kind(&self) -> &'static str;
+    /// A report binding `report_data`, with certificates.
+    fn report(&self, report_data: &[u8; 64]) -> Result<ReportWithCerts, ProviderError>;
+}
+
+/// File names in the simulator's key directory.
+pub const SIM_KEYS_FILE: &str = "sim-keys.cbor";
+/// The simulated root certificate, for clients that choose to trust it.
+pub const SIM_ARK_FILE: &str = "sim-ark.pem";
+
+/// The simulated secure processor.
+pub struct SimProvider {
+    sp: SimulatedSp,
+    measurement: [u8; 48],
+    latency: Duration,
+    vmpl: u32,
+}
+
+impl std::fmt::Debug for SimProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimProvider").field("latency", &self.latency).finish_non_exhaustive()
+    }
+}
+
+/// SHA-384 of the running executable: the simulator's stand-in for a launch measurement
+/// (on real hardware the firmware measures the guest image at launch).
+pub fn binary_measurement() -> Result<[u8; 48], ProviderError> {
+    use sha2::Digest;
+    let exe = std::env::current_exe().map_err(|e| ProviderError::Sim(format!("current_exe: {e}")))?;
+    let bytes =
+        std::fs::read(&exe).map_err(|e| ProviderError::Sim(format!("read {}: {e}", exe.display())))?;
+    Ok(sha2::Sha384::digest(&bytes).into())
+}
+
+impl SimProvider {
+    /// Loads the simulator's keys from `dir`, creating them when missing, and writes
+    /// `dir/sim-ark.pem`. Key generation (RSA-4096) takes a few seconds, once.
+    pub fn open(dir: &Path, product: Product, latency: Duration) -> Result<SimProvider, ProviderError> {
+        let err = |what: &str, p: &Path, e: std::io::Error| {
+            ProviderError::Sim(format!("{what} {}: {e}", p.display()))
+        };
+        std::fs::create_dir_all(dir).map_err(|e| err("create", dir, e))?;
+        let keys_path = dir.join(SIM_KEYS_FILE);
+        let keys: SimKeyMaterial = match std::fs::read(&keys_path) {
+            Ok(bytes) => vouch_attestation::binding::from_cbor(&bytes)
+                .map_err(|e| ProviderError::Sim(format!("{}: {e}", keys_path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::info!(dir = %dir.display(), "generating simulated secure processor keys (RSA-4096, once)");
+                let k = SimKeyMaterial::generate(product).map_err(|e| ProviderError::Sim(e.to_string()))?;
+                write_private(&keys_path, &vouch_attestation::binding::to_cbor(&k))
+                    .map_err(|e| err("write", &keys_path, e))?;
+                k
+            }
+            Err(e) => return Err(err("read", &keys_path, e)),
+        };
+        let sp = SimulatedSp::from_keys(&keys).map_err(|e| ProviderError::Sim(e.to_string()))?;
+        let ark_path = dir.join(SIM_ARK_FILE);
+        std::fs::write(&ark_path, sp.ark_pem()).map_err(|e| err("write", &ark_path, e))?;
+        Ok(SimProvider { sp, measurement: binary_measurement()?, latency, vmpl: 0 })
+    }
+
+    /// The simulated launch measurement.
+    pub fn measurement(&self) -> [u8; 48] {
+        self.measurement
+    }
+
+    /// Path of the root certificate inside `dir`.
+    pub fn ark_path(dir: &Path) -> PathBuf {
+        dir.join(SIM_ARK_FILE)
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+impl AttestationProvider for SimProvider {
+    fn kind(&self) -> &'static str {
+        "sim"
+    }
+    fn report(&self, report_data: &[u8; 64]) -> Result<ReportWithCerts, ProviderError> {
+        if !self.latency.is_zero() {
+            // Imitates the secure processor's round trip (~8 ms measured on SNP guests).
+            std::thread::sleep(self.latency);
+        }
+        let report = self
+            .sp
+            .report(report_data, &self.measurement, self.vmpl)
+            .map_err(|e| ProviderError::Sim(e.to_string()))?;
+        Ok(ReportBundle {
+            report: report.to_vec(),
+            leaf_cert: self.sp.vcek_der().to_vec(),
+            chain: self.sp.ask_der().to_vec(),
+            crl: Vec::new(),
+        })
+    }
+}
+
+/// The AMD secure processor via `/dev/sev-guest`.
+#[cfg(target_os = "linux")]
+pub struct SevGuestProvider {
+    fw: std::sync::Mutex<sev::firmware::guest::Firmware>,
+    vmpl: u32,
+}
+
+#[cfg(target_os = "linux")]
+impl std::fmt::Debug for SevGuestProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SevGuestProvider").field("vmpl", &self.vmpl).finish_non_exhaustive()
+    }
+}
+
+/// Attempts before giving up on a busy secure processor.
+pub const SEV_RETRIES: u32 = 8;
+
+/// Whether an ioctl failure is transient (another guest process raced us, or a signal).
+pub fn is_transient(os_error: Option<i32>) -> bool {
+    const EINTR: i32 = 4;
+    const EAGAIN: i32 = 11;
+    const EBUSY: i32 = 16;
+    matches!(os_error, Some(EINTR | EAGAIN | EBUSY))
+}
+
+/// Splits the host-installed certificate table into leaf, chain (PEM) and CRL. A VLEK,
+/// when present, is preferred: if the host provisioned one, the firmware signs with it.
+pub fn split_cert_table(entries: &[(String, Vec<u8>)]) -> Option<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+    let find = |kind: &str| entries.iter().find(|(k, _)| k == kind).map(|(_, d)| d.clone());
+    let leaf = find("VLEK").or_else(|| find("VCEK"))?;
+    let mut chain = Vec::new();
+    for kind in ["ASK", "ARK"] {
+        if let Some(der) = find(kind) {
+            if let Ok(pem) = pem_encode(&der) {
+                chain.extend_from_slice(pem.as_bytes());
+            }
+        }
+    }
+    Some((leaf, chain, find("CRL").unwrap_or_default()))
+}
+
+fn pem_encode(der: &[u8]) -> Result<String, String> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).map_err(|e| e.to_string())?);
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    Ok(out)
+}
+
+#[cfg(target_os = "linux")]
+impl SevGuestProvider {
+    /// Opens `/dev/sev-guest`; reports are requested at `vmpl` (0 for the enclave).
+    pub fn open(vmpl: u32) -> Result<SevGuestProvider, ProviderError> {
+        let fw = sev::firmware::guest::Firmware::open()
+            .map_err(|e| ProviderError::Device(format!("/dev/sev-guest: {e}")))?;
+        Ok(SevGuestProvider { fw: std::sync::Mutex::new(fw), vmpl })
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl AttestationProvider for SevGuestProvider {
+    fn kind(&self) -> &'static str {
+        "sev-guest"
+    }
+    fn report(&self, report_data: &[u8; 64]) -> Result<ReportWithCerts, ProviderError> {
+        use sev::error::UserApiError;
+        let mut fw = self.fw.lock().map_err(|_| ProviderError::Device("device lock poisoned".into()))?;
+        let mut delay = Duration::from_millis(2);
+        let mut attempt = 0;
+        let (report, certs) = loop {
+            attempt += 1;
+            match fw.get_ext_report(None, Some(*report_data), Some(self.vmpl)) {
+                Ok(v) => break v,
+                Err(UserApiError::IOError(e)) if is_transient(e.raw_os_error()) && attempt < SEV_RETRIES => {
+                    tracing::debug!(attempt, error = %e, "secure processor busy; retrying");
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_millis(200));
+                }
+                Err(e) => return Err(ProviderError::Firmware(e.to_string())),
+            }
+        };
+        let entries: Vec<(String, Vec<u8>)> = certs
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|e| {
+                use sev::firmware::host::CertType;
+                let kind = match e.cert_type {
+                    CertType::ARK => "ARK",
+                    CertType::ASK => "ASK",
+                    CertType::VCEK => "VCEK",
+                    CertType::VLEK => "VLEK",
+                    CertType::CRL => "CRL",
+                    _ => return None,
+                };
+                Some((kind.to_string(), e.data))
+            })
+            .collect();
+        // Without a host-installed table the verifier fetches the VCEK from AMD's KDS.
+        let (leaf_cert, chain, crl) = split_cert_table(&entries).unwrap_or_default();
+        Ok(ReportBundle { report, leaf_cert, chain, crl })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_errors() {
+        assert!(is_transient(Some(16)));
+        assert!(is_transient(Some(4)));
+        assert!(!is_transient(Some(2)));
+        assert!(!is_transient(None));
+    }
+
+    #[test]
+    fn cert_table_prefers_vlek_and_orders_chain() {
+        let t = vec![
+            ("ARK".to_string(), vec![1]),
+            ("VCEK".to_string(), vec![2]),
+            ("ASK".to_string(), vec![3]),
+            ("VLEK".to_string(), vec![4]),
+            ("CRL".to_string(), vec![5]),
+        ];
+        let (leaf, chain, crl) = split_cert_table(&t).unwrap();
+        assert_eq!(leaf, vec![4]);
+        assert_eq!(crl, vec![5]);
+        let s = String::from_utf8(chain).unwrap();
+        assert_eq!(s.matches("BEGIN CERTIFICATE").count(), 2);
+        assert!(split_cert_table(&[("ARK".into(), vec![1])]).is_none());
+    }
+
+    #[test]
+    #[ignore = "needs an SEV-SNP guest with /dev/sev-guest"]
+    fn sev_guest_report_on_hardware() {
+        let p = SevGuestProvider::open(0).unwrap();
+        let r = p.report(&[1; 64]).unwrap();
+        assert_eq!(r.report.len(), 1184);
+    }
+
+    #[test]
+    fn sev_guest_missing_device_is_a_clear_error() {
+        if std::path::Path::new("/dev/sev-guest").exists() {
+            return;
+        }
+        let e = SevGuestProvider::open(0).unwrap_err();
+        assert!(e.to_string().contains("/dev/sev-guest"), "{e}");
+    }
+}

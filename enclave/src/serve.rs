@@ -1,0 +1,350 @@
+//! `vouch-enclave serve`: attested TLS terminated inside the enclave, in front of the API.
+//!
+//! Trusted side. The TLS key is generated here at start-up and never leaves the process;
+//! its SPKI digest is bound into every report. Connections arrive through the untrusted
+//! host over TCP, a unix socket or vsock; a semaphore bounds them, and the handshake and
+//! request headers have deadlines so slow or half-open peers cannot hold resources.
+
+use crate::api::{self, AppState};
+use crate::model::{Engine, EngineConfig, Model};
+use crate::notary::Notary;
+use crate::provider::{AttestationProvider, SimProvider};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use sha2::{Digest, Sha256};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{watch, Semaphore};
+use vouch_attestation::Product;
+
+/// Most concurrent connections; more wait in the kernel's accept queue.
+pub const MAX_CONNECTIONS: usize = 512;
+/// Deadline for a TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deadline for a request's headers (slowloris).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long in-flight requests may run after a shutdown signal.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Arguments of `serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The GGUF model file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Where to listen: tcp:HOST:PORT, unix:PATH or vsock:CID:PORT.
+    #[arg(long)]
+    pub listen: String,
+    /// Attestation provider: `sim` (software, NOT AMD) or `sev-guest` (/dev/sev-guest).
+    #[arg(long, value_parser = ["sim", "sev-guest"])]
+    pub attestation: String,
+    /// Key directory of the simulated secure processor (created when missing);
+    /// its root certificate is written to DIR/sim-ark.pem.
+    #[arg(long, default_value = ".vouch-sim")]
+    pub sim_dir: PathBuf,
+    /// Product the simulator imitates.
+    #[arg(long, default_value = "milan")]
+    pub sim_product: String,
+    /// Simulated report latency in milliseconds (~8 ms measured on SNP guests).
+    #[arg(long, default_value_t = 0)]
+    pub sim_latency_ms: u64,
+    /// VMPL at which `sev-guest` requests reports.
+    #[arg(long, default_value_t = 0)]
+    pub vmpl: u32,
+    /// Requests that may wait for the model; more get 429.
+    #[arg(long, default_value_t = 16)]
+    pub queue_depth: usize,
+    /// Model compute threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Request one report per answer instead of one per batch (benchmark baseline).
+    #[arg(long)]
+    pub no_group_commit: bool,
+}
+
+/// Why the server could not start or run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// Bad command-line value.
+    #[error("{0}")]
+    Usage(String),
+    /// Model failed to load.
+    #[error("model: {0}")]
+    Model(#[from] crate::model::ModelError),
+    /// Provider failed to start.
+    #[error("attestation provider: {0}")]
+    Provider(#[from] crate::provider::ProviderError),
+    /// TLS setup failed.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// Socket error.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A listening address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// TCP `HOST:PORT`.
+    Tcp(String),
+    /// Unix socket path.
+    Unix(PathBuf),
+    /// vsock CID and port.
+    Vsock(u32, u32),
+}
+
+impl std::str::FromStr for ListenAddr {
+    type Err = ServeError;
+    fn from_str(s: &str) -> Result<Self, ServeError> {
+        let bad = || {
+            ServeError::Usage(format!(
+                "bad address {s:?}: expected tcp:HOST:PORT, unix:PATH or vsock:CID:PORT"
+            ))
+        };
+        let (scheme, rest) = s.split_once(':').ok_or_else(bad)?;
+        match scheme {
+            "tcp"
+                if rest.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) =>
+            {
+                Ok(ListenAddr::Tcp(rest.to_owned()))
+            }
+            "unix" if !rest.is_empty() => Ok(ListenAddr::Unix(PathBuf::from(rest))),
+            "vsock" => {
+                let (cid, port) = rest.split_once(':').ok_or_else(bad)?;
+                Ok(ListenAddr::Vsock(cid.parse().map_err(|_| bad())?, port.parse().map_err(|_| bad())?))
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A bound listener of any kind.
+pub enum Listener {
+    /// TCP.
+    Tcp(tokio::net::TcpListener),
+    /// Unix socket.
+    Unix(tokio::net::UnixListener),
+    /// vsock.
+    Vsock(tokio_vsock::VsockListener),
+}
+
+impl Listener {
+    /// Binds `addr`.
+    pub async fn bind(addr: &ListenAddr) -> Result<Listener, ServeError> {
+        Ok(match addr {
+            ListenAddr::Tcp(a) => Listener::Tcp(tokio::net::TcpListener::bind(a).await?),
+            ListenAddr::Unix(p) => {
+                // A stale socket file from a previous run would make bind fail.
+                let _ = std::fs::remove_file(p);
+                Listener::Unix(tokio::net::UnixListener::bind(p)?)
+            }
+            ListenAddr::Vsock(cid, port) => {
+                Listener::Vsock(tokio_vsock::VsockListener::bind(tokio_vsock::VsockAddr::new(*cid, *port))?)
+            }
+        })
+    }
+
+    /// The bound address, printable as an ADDR.
+    pub fn local_addr(&self) -> String {
+        match self {
+            Listener::Tcp(l) => l.local_addr().map(|a| format!("tcp:{a}")).unwrap_or_default(),
+            Listener::Unix(l) => l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| format!("unix:{}", p.display())))
+                .unwrap_or_default(),
+            Listener::Vsock(l) => {
+                l.local_addr().map(|a| format!("vsock:{}:{}", a.cid(), a.port())).unwrap_or_default()
+            }
+        }
+    }
+
+    async fn accept(&mut self) -> std::io::Result<Box<dyn Io>> {
+        Ok(match self {
+            Listener::Tcp(l) => {
+                let (s, _) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                Box::new(s)
+            }
+            Listener::Unix(l) => Box::new(l.accept().await?.0),
+            Listener::Vsock(l) => Box::new(l.accept().await?.0),
+        })
+    }
+}
+
+/// The enclave's TLS identity: generated in memory, never written anywhere.
+pub struct TlsIdentity {
+    /// rustls server configuration.
+    pub config: Arc<rustls::ServerConfig>,
+    /// SHA-256 of the DER SubjectPublicKeyInfo, bound into every report.
+    pub spki_sha256: [u8; 32],
+}
+
+/// Generates a fresh ECDSA P-256 key and self-signed certificate (TLS 1.3 only).
+pub fn tls_identity() -> Result<TlsIdentity, ServeError> {
+    let t = |e: &dyn std::fmt::Display| ServeError::Tls(e.to_string());
+    let key = rcgen::KeyPair::generate().map_err(|e| t(&e))?;
+    let params = rcgen::CertificateParams::new(vec!["vouch-enclave".to_owned()]).map_err(|e| t(&e))?;
+    let cert = params.self_signed(&key).map_err(|e| t(&e))?;
+    let spki_sha256: [u8; 32] = Sha256::digest(rcgen::PublicKeyData::subject_public_key_info(&key)).into();
+    let der_key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let mut config = rustls::ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], der_key)
+        .map_err(|e| t(&e))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsIdentity { config: Arc::new(config), spki_sha256 })
+}
+
+/// Loads everything and serves until `shutdown` resolves.
+pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    let addr: ListenAddr = args.listen.parse()?;
+    let provider: Arc<dyn AttestationProvider> = match args.attestation.as_str() {
+        "sim" => {
+            let product = Product::from_name(&args.sim_product)
+                .ok_or_else(|| ServeError::Usage(format!("unknown product {:?}", args.sim_product)))?;
+            let p = SimProvider::open(&args.sim_dir, product, Duration::from_millis(args.sim_latency_ms))?;
+            println!(
+                "vouch-enclave: SIMULATED attestation (not AMD hardware); root certificate: {}",
+                SimProvider::ark_path(&args.sim_dir).display()
+            );
+            println!("vouch-enclave: simulated launch measurement {}", hex::encode(p.measurement()));
+            Arc::new(p)
+        }
+        #[cfg(target_os = "linux")]
+        "sev-guest" => Arc::new(crate::provider::SevGuestProvider::open(args.vmpl)?),
+        other => {
+            return Err(ServeError::Usage(format!("attestation provider {other:?} is not available here")))
+        }
+    };
+    let model = Model::load(&args.model)?;
+    println!("vouch-enclave: model {} sha256 {}", model.name(), hex::encode(model.digest()));
+    let threads = args.threads.unwrap_or_else(|| EngineConfig::default().threads);
+    let engine = Engine::start(model, EngineConfig { queue_depth: args.queue_depth, threads });
+    let tls = tls_identity()?;
+    let notary = Notary::start(provider, tls.spki_sha256, engine.model_digest(), !args.no_group_commit);
+    let listener = Listener::bind(&addr).await?;
+    let state = Arc::new(AppState { engine, notary, tls_spki_sha256: tls.spki_sha256 });
+    serve(listener, tls.config, state, shutdown).await
+}
+
+/// Accepts connections on `listener` until `shutdown`, then drains.
+pub async fn serve(
+    mut listener: Listener,
+    tls: Arc<rustls::ServerConfig>,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    use std::io::Write;
+    println!("vouch-enclave listening on {}", listener.local_addr());
+    let _ = std::io::stdout().flush();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = Arc::clone(&permits).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let io = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(io) => { backoff = Duration::from_millis(5); io }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let state = Arc::clone(&state);
+        let mut stop = stop_rx.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("TLS handshake timed out");
+                    return;
+                }
+            };
+            let svc = hyper::service::service_fn(move |req| api::handle(Arc::clone(&state), req));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(tls), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => if let Err(e) = r { tracing::debug!(error = %e, "connection ended with error") },
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+        // Reap finished connections so the set does not grow without bound.
+        while tasks.try_join_next().is_some() {}
+    }
+    tracing::info!("shutting down: draining connections");
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async { while tasks.join_next().await.is_some() {} }).await;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!("tcp:127.0.0.1:0".parse::<ListenAddr>().unwrap(), ListenAddr::Tcp("127.0.0.1:0".into()));
+        assert_eq!("unix:/tmp/x".parse::<ListenAddr>().unwrap(), ListenAddr::Unix("/tmp/x".into()));
+        assert_eq!("vsock:3:5000".parse::<ListenAddr>().unwrap(), ListenAddr::Vsock(3, 5000));
+        for bad in ["127.0.0.1:80", "tcp:nohost", "tcp::80", "vsock:x:1", "udp:1:2", "unix:"] {
+            assert!(bad.parse::<ListenAddr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tls_identity_binds_the_certificate_key() {
+        let id = tls_identity().unwrap();
+        assert_ne!(id.spki_sha256, [0; 32]);
+    }
+}
