@@ -13,11 +13,12 @@ set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MODEL="$REPO_ROOT/models/SmolLM2-135M-Instruct.Q4_1.gguf"
-BIN="$REPO_ROOT/target/release/vouch-enclave"
+BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/vouch-enclave"
 RUNS=3
 THREADS="$(nproc)"
 MAX_TOKENS=64
-PROMPT="What is the capital of Germany?"
+# A prompt with a long answer, so that decode speed is measured over all max_tokens.
+PROMPT="Give me three tips for staying healthy."
 WEIGHTS=both
 WITH_LLAMACPP=0
 BUILD=1
@@ -50,6 +51,7 @@ case "$WEIGHTS" in
 esac
 
 echo "model: $MODEL"
+echo "load average: $(cut -d" " -f1-3 /proc/loadavg) (other processes skew the numbers: candle's pool spins at barriers)"
 echo "threads: $THREADS  max_tokens: $MAX_TOKENS  runs: $RUNS  prompt: $PROMPT"
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 printf '%-28s %4s %10s %10s %9s %9s %10s\n' engine run prompt_tok "prompt/s" gen_tok "gen/s" "load_ms"
@@ -61,7 +63,7 @@ peak_rss() { awk -F: '/Maximum resident set size/ {gsub(/ /,"",$2); printf "%.0f
 for fmt in "${FORMATS[@]}"; do
     for run in $(seq 1 "$RUNS"); do
         /usr/bin/time -v -o "$TMP/time" "$BIN" generate --model "$MODEL" --prompt "$PROMPT" \
-            --max-tokens "$MAX_TOKENS" --threads "$THREADS" --weights "$fmt" --json > "$TMP/out.json"
+            --max-tokens "$MAX_TOKENS" --threads "$THREADS" --weights "$fmt" --json > "$TMP/out.json" 2> "$TMP/err"
         python3 - "$TMP/out.json" "candle-$fmt" "$run" "$(peak_rss "$TMP/time")" <<'PY'
 import json, sys
 o = json.load(open(sys.argv[1])); t = o["timings"]

@@ -85,9 +85,19 @@ fn tokenizer_matches_known_ids() {
     let ids = model.encode_chat(&france).unwrap();
     assert_eq!(ids.len(), 37);
     assert_eq!(&ids[..2], &[1, 9690]);
-    assert_eq!(ids[ids.len() - 3..ids.len() - 1], [1, 520]); // <|im_start|> "assistant"
-                                                             // Encoding role markers as ids and contents as plain text equals tokenizing the whole
-                                                             // rendered prompt.
+    // The full prompt, pinned (the probe found llama.cpp produces the same 37 ids).
+    assert_eq!(
+        ids,
+        [
+            1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407,
+            19712, 8182, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531,
+            198
+        ]
+    );
+    // "Hello" without a prefix space; each digit its own token; "\n" is 198.
+    assert_eq!(tok.encode("Hello world 2024\n").unwrap(), [19556, 905, 216, 34, 32, 34, 36, 198]);
+    // Encoding role markers as ids and contents as plain text equals tokenizing the whole
+    // rendered prompt.
     let rendered = vouch_enclave::model::render_chat_prompt(&france).unwrap();
     assert_eq!(tok.encode(&rendered).unwrap(), ids);
 
