@@ -178,3 +178,108 @@ async fn run(ctx: Ctx, mut rx: mpsc::Receiver<Job>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::ProviderError;
+    use std::time::Duration;
+    use vouch_attestation::receipt::{ReceiptLeaf, ReceiptVerifier};
+    use vouch_attestation::sim::{SimKeyMaterial, SimulatedSp};
+    use vouch_attestation::{Policy, TrustAnchors};
+
+    struct SlowSim {
+        sp: SimulatedSp,
+        latency: Duration,
+    }
+
+    impl AttestationProvider for SlowSim {
+        fn kind(&self) -> &'static str {
+            "sim"
+        }
+        fn report(&self, rd: &[u8; 64]) -> Result<ReportBundle, ProviderError> {
+            std::thread::sleep(self.latency);
+            let r = self.sp.report(rd, &[0; 48], 0).map_err(|e| ProviderError::Sim(e.to_string()))?;
+            Ok(ReportBundle {
+                report: r.to_vec(),
+                leaf_cert: self.sp.vcek_der().to_vec(),
+                chain: self.sp.ask_der().to_vec(),
+                crl: vec![],
+            })
+        }
+    }
+
+    fn test_sp() -> SimulatedSp {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../attestation/testdata/sim-test-chain/TEST-ONLY-sim-keys.cbor");
+        let keys: SimKeyMaterial = binding::from_cbor(&std::fs::read(path).unwrap()).unwrap();
+        SimulatedSp::from_keys(&keys).unwrap()
+    }
+
+    fn leaf(i: u32) -> Vec<u8> {
+        binding::to_cbor(&ReceiptLeaf {
+            version: FORMAT_VERSION,
+            request_sha256: vec![i as u8; 32],
+            output_sha256: vec![0; 32],
+            finish_reason: "stop".into(),
+            temperature: 0.0,
+            top_p: None,
+            seed: 0,
+            max_tokens: 1,
+            model_sha256: vec![2; 32],
+            prompt_tokens: 1,
+            completion_tokens: 1,
+            response_id: format!("r{i}"),
+        })
+    }
+
+    async fn run_32(group_commit: bool) -> (u64, Vec<Vec<u8>>, std::time::Duration) {
+        let sp = test_sp();
+        let notary =
+            Notary::start(Arc::new(SlowSim { sp, latency: Duration::from_millis(50) }), [1; 32], [2; 32], group_commit);
+        let start = std::time::Instant::now();
+        let mut handles = Vec::new();
+        for i in 0..32 {
+            let n = notary.clone();
+            handles.push(tokio::spawn(async move { n.receipt(leaf(i)).await.unwrap() }));
+        }
+        let mut receipts = Vec::new();
+        for h in handles {
+            receipts.push(h.await.unwrap());
+        }
+        (notary.stats().reports.load(Ordering::Relaxed), receipts, start.elapsed())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn thirty_two_answers_share_few_reports_and_all_verify() {
+        let sp = test_sp();
+        let mut anchors = TrustAnchors::amd();
+        anchors.dangerous_add_simulated_root(sp.ark_der(), sp.product()).unwrap();
+        let (reports, receipts, elapsed) = run_32(true).await;
+        // The first answer gets a report alone; the other 31 queue during it and share one.
+        assert!(reports <= 4, "{reports} reports for 32 answers");
+        assert!(elapsed < Duration::from_millis(50 * 6), "{elapsed:?}");
+        let mut v = ReceiptVerifier::new(anchors, Policy::default(), 1_788_220_800);
+        for r in &receipts {
+            v.verify(r).unwrap();
+        }
+        let (reports_off, _, elapsed_off) = run_32(false).await;
+        assert_eq!(reports_off, 32);
+        assert!(elapsed_off > elapsed, "{elapsed_off:?} vs {elapsed:?}");
+    }
+
+    #[tokio::test]
+    async fn provider_failure_reaches_every_waiter() {
+        struct Broken;
+        impl AttestationProvider for Broken {
+            fn kind(&self) -> &'static str {
+                "broken"
+            }
+            fn report(&self, _: &[u8; 64]) -> Result<ReportBundle, ProviderError> {
+                Err(ProviderError::Firmware("EIO".into()))
+            }
+        }
+        let notary = Notary::start(Arc::new(Broken), [0; 32], [0; 32], true);
+        assert!(matches!(notary.receipt(leaf(0)).await, Err(NotaryError::Provider(_))));
+        assert!(matches!(notary.evidence(vec![1]).await, Err(NotaryError::Provider(_))));
+    }
+}
