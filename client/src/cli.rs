@@ -1,0 +1,522 @@
+//! The `vouch` command line: argument definitions and one function per subcommand.
+//!
+//! CLIENT side; this is where a person (or a script) meets the verifier. Every command
+//! trusts only AMD's compiled-in roots and the `--policy` file, plus a simulated root
+//! only when `--trust-sim-root` names one (and then every output says SIMULATED).
+//! Exit codes are a contract: 0 verified, 1 verification or policy failure (with the
+//! reason), 2 usage or I/O error. `--json` gives machine-readable output on stdout,
+//! failures included.
+
+use crate::client::{ChatRequest, ClientConfig, ClientError, VouchClient};
+use crate::kds::{Backoff, HttpsFetcher, KdsCache, KdsClient, KDS_BASE};
+use crate::policy::{ClientPolicy, PolicyError};
+use crate::receipts::{check_receipt, ReceiptCheckError, ReceiptFile};
+use crate::report_view::ReportView;
+use crate::verdict::SIMULATED_BANNER;
+use clap::{Args, Parser, Subcommand};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use vouch_attestation::{ChainInput, PolicyViolations, Product, TrustAnchors, VerifyError};
+
+/// Largest input file read (reports, certificates, CRLs are a few KiB).
+pub const MAX_INPUT_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// `vouch`: verify AMD SEV-SNP attestation and Vouch receipts.
+#[derive(Debug, Parser)]
+#[command(name = "vouch", version, about, long_about = None)]
+pub struct Cli {
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options shared by commands that judge evidence.
+#[derive(Debug, Args, Clone)]
+pub struct TrustArgs {
+    /// Policy file (TOML; see client/policy.example.toml). Default: strict built-in policy.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// DANGEROUS: also trust this SIMULATED root (PEM/DER, e.g. <sim-dir>/sim-ark.pem).
+    /// For development only; every output then says SIMULATED.
+    #[arg(long, value_name = "FILE")]
+    pub trust_sim_root: Option<PathBuf>,
+    /// Machine-readable JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Verify a raw SEV-SNP attestation report against AMD's roots and print it decoded.
+    VerifyReport(VerifyReportArgs),
+    /// Attest a live enclave: fresh nonce, evidence, TLS key binding, policy.
+    Attest(AttestArgs),
+    /// Ask the attested enclave one question; stream the answer; verify its receipt.
+    Chat(ChatArgs),
+    /// Verify a saved receipt offline (and the request/output it carries).
+    Verify(VerifyArgs),
+    /// Local plain-HTTP OpenAI-compatible endpoint that forwards only to a verified enclave.
+    Proxy(ProxyArgs),
+}
+
+/// `vouch verify-report`.
+#[derive(Debug, Args)]
+pub struct VerifyReportArgs {
+    /// The report (1184 bytes raw, or hex / base64 text).
+    #[arg(long, value_name = "FILE")]
+    pub report: PathBuf,
+    /// VCEK or VLEK certificate (PEM or DER).
+    #[arg(long, value_name = "FILE")]
+    pub vcek: PathBuf,
+    /// ASK/ASVK (+ ARK) chain, PEM or DER (default: AMD's, compiled in).
+    #[arg(long, value_name = "FILE")]
+    pub chain: Option<PathBuf>,
+    /// Product (Milan, Genoa, Turin) when the report (v2) and certificate do not say.
+    #[arg(long, value_name = "NAME")]
+    pub product: Option<String>,
+    /// AMD CRL (PEM or DER) to check the intermediate against.
+    #[arg(long, value_name = "FILE")]
+    pub crl: Option<PathBuf>,
+    /// Verification time, Unix seconds (default: now).
+    #[arg(long, value_name = "UNIX_SECS")]
+    pub now: Option<u64>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub trust: TrustArgs,
+}
+
+/// Connection options.
+#[derive(Debug, Args, Clone)]
+pub struct ConnectArgs {
+    /// The enclave, https://HOST:PORT (usually vouch-host).
+    #[arg(long, value_name = "URL")]
+    pub url: String,
+    /// Never contact AMD's KDS (evidence must carry its certificates).
+    #[arg(long)]
+    pub offline: bool,
+}
+
+/// `vouch attest`.
+#[derive(Debug, Args)]
+pub struct AttestArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub conn: ConnectArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub trust: TrustArgs,
+}
+
+/// `vouch chat`.
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub conn: ConnectArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub trust: TrustArgs,
+    /// Write {receipt, request body, output} as JSON, for `vouch verify`.
+    #[arg(long, value_name = "FILE")]
+    pub receipt_out: Option<PathBuf>,
+    /// Token budget.
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<u32>,
+    /// Sampling temperature (default 0: greedy, re-checkable).
+    #[arg(long, value_name = "T", default_value_t = 0.0)]
+    pub temperature: f64,
+    /// Sampling seed.
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
+    /// Model name (default: the attested model).
+    #[arg(long, value_name = "NAME")]
+    pub model: Option<String>,
+    /// Ask for one JSON answer instead of a stream.
+    #[arg(long)]
+    pub no_stream: bool,
+    /// The question.
+    #[arg(value_name = "PROMPT")]
+    pub prompt: String,
+}
+
+/// `vouch verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Receipt file (from --receipt-out), or a bare base64/CBOR receipt.
+    #[arg(value_name = "RECEIPT_FILE")]
+    pub receipt: PathBuf,
+    /// Verification time, Unix seconds (default: now).
+    #[arg(long, value_name = "UNIX_SECS")]
+    pub now: Option<u64>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub trust: TrustArgs,
+}
+
+/// `vouch proxy`.
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub conn: ConnectArgs,
+    /// Local address to serve plain HTTP on (keep it on loopback).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub trust: TrustArgs,
+}
+
+/// Why a command failed; each maps to an exit code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CliError {
+    /// Bad arguments.
+    #[error("{0}")]
+    Usage(String),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The policy file could not be loaded.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The report is not authentic (or is malformed).
+    #[error("NOT AUTHENTIC: {0}")]
+    NotAuthentic(VerifyError),
+    /// The report is authentic but violates the policy.
+    #[error("authentic, but REJECTED by policy: {0}")]
+    PolicyViolated(PolicyViolations),
+    /// The receipt is not valid.
+    #[error("NOT VERIFIED: {0}")]
+    Receipt(#[from] ReceiptCheckError),
+    /// The receipt file is malformed.
+    #[error("NOT VERIFIED: {0}")]
+    MalformedReceipt(String),
+    /// Talking to or verifying the enclave failed.
+    #[error("{0}")]
+    Client(#[from] ClientError),
+}
+
+impl CliError {
+    /// The process exit code.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) | CliError::Io { .. } | CliError::Policy(_) => 2,
+            CliError::Client(e) if !e.is_verification_failure() => 2,
+            _ => 1,
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, CliError> {
+    let io = |source| CliError::Io { path: path.to_owned(), source };
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    if len > MAX_INPUT_FILE_BYTES {
+        return Err(CliError::Usage(format!("{}: larger than {MAX_INPUT_FILE_BYTES} bytes", path.display())));
+    }
+    std::fs::read(path).map_err(io)
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// The report bytes from a file: raw binary, or hex / base64 text of it.
+pub fn decode_report_file(bytes: &[u8]) -> Vec<u8> {
+    if bytes.len() == vouch_attestation::report::REPORT_LEN {
+        return bytes.to_vec();
+    }
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+        if let Ok(b) = hex::decode(&compact) {
+            return b;
+        }
+        use base64::Engine;
+        if let Ok(b) = base64::engine::general_purpose::STANDARD.decode(&compact) {
+            return b;
+        }
+    }
+    // Anything else goes to the strict parser, which says exactly what is wrong.
+    bytes.to_vec()
+}
+
+fn load_policy(t: &TrustArgs) -> Result<ClientPolicy, CliError> {
+    match &t.policy {
+        Some(p) => Ok(ClientPolicy::load(p)?),
+        None => Ok(ClientPolicy::default()),
+    }
+}
+
+/// AMD's roots, plus the simulated root if `--trust-sim-root` names one.
+pub fn load_anchors(t: &TrustArgs) -> Result<(TrustAnchors, bool), CliError> {
+    let mut anchors = TrustAnchors::amd();
+    let Some(path) = &t.trust_sim_root else { return Ok((anchors, false)) };
+    let bytes = read_file(path)?;
+    // The simulated ARK names the product it imitates ("SIMULATED-ARK-<Product>");
+    // when it does not, trust it for every product (it is still only a sim root).
+    let text = String::from_utf8_lossy(&bytes);
+    let named = sim_root_product(&bytes).or_else(|| sim_root_product(text.as_bytes()));
+    let products: Vec<Product> = match named {
+        Some(p) => vec![p],
+        None => Product::ALL.to_vec(),
+    };
+    for p in products {
+        anchors.dangerous_add_simulated_root(&bytes, p).map_err(|e| {
+            CliError::Usage(format!("--trust-sim-root {}: not a usable simulated root: {e}", path.display()))
+        })?;
+    }
+    Ok((anchors, true))
+}
+
+fn sim_root_product(bytes: &[u8]) -> Option<Product> {
+    let mark = b"SIMULATED-ARK-";
+    let i = bytes.windows(mark.len()).position(|w| w == mark)?;
+    let rest = &bytes[i + mark.len()..];
+    let name: String = rest.iter().take_while(|b| b.is_ascii_alphanumeric()).map(|&b| b as char).collect();
+    Product::from_name(&name)
+}
+
+fn out_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// Runs a parsed command; returns the exit code. Failures are reported here (stderr,
+/// and stdout as JSON with `--json`).
+pub async fn run(cli: Cli) -> u8 {
+    let json = match &cli.command {
+        Command::VerifyReport(a) => a.trust.json,
+        Command::Attest(a) => a.trust.json,
+        Command::Chat(a) => a.trust.json,
+        Command::Verify(a) => a.trust.json,
+        Command::Proxy(a) => a.trust.json,
+    };
+    let r = match cli.command {
+        Command::VerifyReport(a) => verify_report(a),
+        Command::Attest(a) => attest(a).await,
+        Command::Chat(a) => chat(a).await,
+        Command::Verify(a) => verify(a),
+        Command::Proxy(a) => proxy(a).await,
+    };
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            let code = e.exit_code();
+            if json {
+                out_json(&serde_json::json!({"verified": false, "error": e.to_string(), "exit_code": code}));
+            }
+            eprintln!("vouch: {e}");
+            code
+        }
+    }
+}
+
+fn verify_report(a: VerifyReportArgs) -> Result<(), CliError> {
+    let product = match &a.product {
+        Some(n) => Some(
+            Product::from_name(n)
+                .ok_or_else(|| CliError::Usage(format!("--product {n:?}: expected Milan, Genoa or Turin")))?,
+        ),
+        None => None,
+    };
+    let policy = a.trust.policy.as_ref().map(|_| load_policy(&a.trust)).transpose()?;
+    let (anchors, _) = load_anchors(&a.trust)?;
+    let report = decode_report_file(&read_file(&a.report)?);
+    let vcek = read_file(&a.vcek)?;
+    let chain = a.chain.as_deref().map(read_file).transpose()?;
+    let crl = a.crl.as_deref().map(read_file).transpose()?;
+    let input = ChainInput { leaf: &vcek, chain: chain.as_deref(), crl: crl.as_deref(), product };
+    let now = a.now.unwrap_or_else(now_unix);
+    let verified =
+        vouch_attestation::verify_report(&anchors, &report, &input, now).map_err(CliError::NotAuthentic)?;
+    if let Some(p) = &policy {
+        vouch_attestation::validate(&verified, &p.snp).map_err(CliError::PolicyViolated)?;
+    }
+    let view = ReportView::new(&verified, policy.is_some());
+    if a.trust.json {
+        out_json(&serde_json::to_value(&view).unwrap_or_default());
+    } else {
+        print!("{view}");
+    }
+    Ok(())
+}
+
+fn client_config(conn: &ConnectArgs, trust: &TrustArgs) -> Result<ClientConfig, CliError> {
+    let mut policy = load_policy(trust)?;
+    policy.offline |= conn.offline;
+    let (anchors, _) = load_anchors(trust)?;
+    let cache = policy.kds_cache_dir.clone().map(KdsCache::new);
+    let kds = if policy.offline {
+        None
+    } else {
+        match HttpsFetcher::new() {
+            Ok(f) => Some(KdsClient::new(KDS_BASE, Arc::new(f), cache, Backoff::default())),
+            Err(e) => {
+                tracing::warn!(error = %e, "AMD KDS unavailable; evidence must carry its certificates");
+                None
+            }
+        }
+    };
+    let mut cfg = ClientConfig::new(&conn.url, policy);
+    cfg.anchors = anchors;
+    cfg.kds = kds;
+    Ok(cfg)
+}
+
+async fn attest(a: AttestArgs) -> Result<(), CliError> {
+    let client = VouchClient::new(client_config(&a.conn, &a.trust)?)?;
+    let att = client.attest().await?;
+    if a.trust.json {
+        out_json(&att.verdict().to_json());
+    } else {
+        print!("{}", att.verdict());
+    }
+    Ok(())
+}
+
+async fn chat(a: ChatArgs) -> Result<(), CliError> {
+    if !a.temperature.is_finite() || a.temperature < 0.0 {
+        return Err(CliError::Usage("--temperature must be a finite number >= 0".into()));
+    }
+    let client = VouchClient::new(client_config(&a.conn, &a.trust)?)?;
+    let mut req = ChatRequest::prompt(&a.prompt);
+    req.model = a.model.clone();
+    req.max_tokens = a.max_tokens;
+    req.temperature = a.temperature;
+    req.seed = a.seed;
+    req.stream = !a.no_stream;
+    let json = a.trust.json;
+    let mut printed = false;
+    let mut on_delta = |d: &str| {
+        if !json {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(d.as_bytes());
+            let _ = out.flush();
+        }
+        printed = true;
+    };
+    let result = client.chat(&req, &mut on_delta).await;
+    let out = match result {
+        Ok(o) => o,
+        Err(e) => {
+            if printed && !json {
+                println!();
+                eprintln!("vouch: the text above is NOT verified");
+            }
+            return Err(e.into());
+        }
+    };
+    if let Some(path) = &a.receipt_out {
+        let f = ReceiptFile::new(&out.receipt_b64, &out.request_body, &out.text, Some(&a.conn.url));
+        let body = serde_json::to_vec_pretty(&f).map_err(|e| CliError::Usage(e.to_string()))?;
+        std::fs::write(path, body).map_err(|source| CliError::Io { path: path.clone(), source })?;
+    }
+    if json {
+        out_json(&serde_json::json!({
+            "verified": true,
+            "simulated": out.verdict.simulated,
+            "text": out.text,
+            "finish_reason": out.finish_reason,
+            "verdict": out.verdict.to_json(),
+            "receipt": out.receipt_b64,
+        }));
+    } else {
+        if !out.streamed {
+            print!("{}", out.text);
+        }
+        println!();
+        println!();
+        print!("{}", out.verdict);
+        if out.verdict.simulated {
+            eprintln!("vouch: {SIMULATED_BANNER}");
+        }
+    }
+    Ok(())
+}
+
+fn verify(a: VerifyArgs) -> Result<(), CliError> {
+    let policy = load_policy(&a.trust)?;
+    let (anchors, _) = load_anchors(&a.trust)?;
+    let bytes = read_file(&a.receipt)?;
+    let loaded = ReceiptFile::parse_any(&bytes).map_err(CliError::MalformedReceipt)?;
+    let exchange = match (&loaded.request_body, &loaded.output) {
+        (Some(r), Some(o)) => Some((r.as_slice(), o.as_str())),
+        (None, None) => None,
+        _ => {
+            return Err(CliError::MalformedReceipt(
+                "the file has a request body or an output, not both".into(),
+            ))
+        }
+    };
+    let now = a.now.unwrap_or_else(now_unix);
+    let verdict = check_receipt(&anchors, &policy, &loaded.receipt_cbor, exchange, None, now)?;
+    if a.trust.json {
+        out_json(&verdict.to_json());
+    } else {
+        print!("{verdict}");
+    }
+    Ok(())
+}
+
+async fn proxy(a: ProxyArgs) -> Result<(), CliError> {
+    let client = Arc::new(VouchClient::new(client_config(&a.conn, &a.trust)?)?);
+    // Attest before listening: a proxy that cannot verify its enclave must not serve.
+    let att = client.attest().await?;
+    let listener = tokio::net::TcpListener::bind(&a.listen)
+        .await
+        .map_err(|source| CliError::Io { path: PathBuf::from(&a.listen), source })?;
+    let addr =
+        listener.local_addr().map_err(|source| CliError::Io { path: PathBuf::from(&a.listen), source })?;
+    let v = att.verdict();
+    let line = format!(
+        "vouch proxy listening on {addr} (enclave {} verified: {} root, {} model {}){}",
+        a.conn.url,
+        v.root,
+        v.product,
+        v.model_name.as_deref().unwrap_or("?"),
+        if v.simulated { " — SIMULATED, NOT AMD" } else { "" }
+    );
+    // On both streams: scripts wait on stdout, people watch stderr.
+    println!("{line}");
+    let _ = std::io::stdout().flush();
+    eprintln!("{line}");
+    tracing::info!(%addr, "vouch proxy listening");
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    crate::proxy::run(listener, client, shutdown).await.map_err(|e| CliError::Io {
+        path: PathBuf::from(&a.listen),
+        source: std::io::Error::other(e.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_file_decoding() {
+        let raw = vec![7u8; vouch_attestation::report::REPORT_LEN];
+        assert_eq!(decode_report_file(&raw), raw);
+        assert_eq!(decode_report_file(hex::encode(&raw).as_bytes()), raw);
+        assert_eq!(decode_report_file(b"\x00\x01"), vec![0, 1]);
+    }
+
+    #[test]
+    fn sim_root_product_from_subject() {
+        assert_eq!(sim_root_product(b"xxSIMULATED-ARK-Genoa\x31"), Some(Product::Genoa));
+        assert_eq!(sim_root_product(b"nothing"), None);
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,859 @@
+//! The attested HTTPS client: connect, attest, then talk — never the other way round.
+//!
+//! CLIENT side; everything between here and the enclave (host, hypervisor, network)
+//! is the adversary. One TLS 1.3 connection carries `GET /v1/attestation` first; the
+//! evidence must verify against AMD's roots (or an explicitly trusted simulated root),
+//! satisfy the policy, echo our fresh nonce, and bind the very TLS key this connection
+//! presented. Only then is a prompt sent. The attested key is pinned: later
+//! connections presenting the same key reuse the attestation (until
+//! `max_evidence_age_secs`); a different key is re-attested with a fresh nonce before
+//! anything else is sent. Every answer's receipt is verified, tied to the exact
+//! request bytes and the received text, and must name the pinned key and model.
+//!
+//! ```text
+//!  TcpStream ─► TLS 1.3 (AcceptAnyServerKey) ─► peer SPKI
+//!     ─► GET /v1/attestation?nonce ─► verify_evidence ─► SPKI == claims? ─► pin
+//!     ─► POST /v1/chat/completions ─► JSON | SSE ─► receipt ─► check_receipt ─► Verdict
+//! ```
+//!
+//! Every read is bounded in size ([`MAX_BODY_BYTES`], [`MAX_EVIDENCE_BYTES`]) and in
+//! time ([`Timeouts`]).
+
+use crate::kds::{hwid_from_chip_id, KdsClient, KdsError};
+use crate::policy::ClientPolicy;
+use crate::receipts::{check_receipt, decode_receipt_b64, is_simulated_cert, Expected, ReceiptCheckError};
+use crate::sse::SseParser;
+use crate::tls::{enclave_tls_config, spki_sha256};
+use crate::verdict::Verdict;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use vouch_attestation::receipt::{Evidence, ReceiptError, VerifiedEvidence};
+use vouch_attestation::{Report, TrustAnchors};
+
+/// Largest response body read from the enclave (chat JSON or a whole SSE stream).
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// Largest evidence body (the attestation crate refuses anything larger anyway).
+pub const MAX_EVIDENCE_BYTES: usize = vouch_attestation::receipt::MAX_ENCODED_BYTES;
+/// Idle connections kept for reuse.
+const MAX_IDLE_SESSIONS: usize = 8;
+
+/// Time bounds of each step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP connect plus TLS handshake.
+    pub connect: Duration,
+    /// The whole attestation exchange (the secure processor takes milliseconds; a slow
+    /// host should not hold a client forever).
+    pub attestation: Duration,
+    /// Until response headers arrive (a non-streamed answer arrives after generation).
+    pub response: Duration,
+    /// Between two body reads.
+    pub read_idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(15),
+            attestation: Duration::from_secs(60),
+            response: Duration::from_secs(600),
+            read_idle: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Why talking to the enclave failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The URL is not `https://host[:port]`.
+    #[error("invalid enclave URL {url:?}: {reason}")]
+    BadUrl {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// TCP or TLS failed.
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect {
+        /// host:port.
+        addr: String,
+        /// Detail.
+        reason: String,
+    },
+    /// HTTP framing failed.
+    #[error("HTTP error talking to the enclave: {0}")]
+    Http(String),
+    /// A step took too long.
+    #[error("timed out waiting for {what} after {secs} s")]
+    Timeout {
+        /// Which step.
+        what: &'static str,
+        /// The bound.
+        secs: u64,
+    },
+    /// A body exceeded its bound.
+    #[error("{what} exceeds {limit} bytes")]
+    TooLarge {
+        /// Which body.
+        what: &'static str,
+        /// The bound.
+        limit: usize,
+    },
+    /// The enclave answered with an HTTP error (no answer, so nothing to verify).
+    #[error("enclave answered HTTP {status}: {message}")]
+    Enclave {
+        /// HTTP status.
+        status: u16,
+        /// The error message (OpenAI-style `error.message` when present).
+        message: String,
+        /// The raw body, for pass-through by the proxy.
+        body: Bytes,
+    },
+    /// The response is not what the protocol says.
+    #[error("unexpected response from the enclave: {0}")]
+    Protocol(String),
+    /// The enclave's evidence names Vouch's simulated root and only AMD is trusted.
+    #[error("the enclave's report is not signed by AMD (simulated root); pass --trust-sim-root to accept a simulated enclave for development")]
+    SimulatedNotTrusted,
+    /// The evidence failed verification (chain, signature, policy, binding, nonce).
+    #[error("attestation failed: {0}")]
+    Evidence(#[from] ReceiptError),
+    /// The evidence binds another TLS key than the one this connection presented
+    /// (a man in the middle, or a host relaying someone else's evidence).
+    #[error(
+        "attestation failed: evidence binds TLS key {attested}, but the connection presented {presented}"
+    )]
+    TlsKeyMismatch {
+        /// Digest in the claims.
+        attested: String,
+        /// Digest of the connection's certificate.
+        presented: String,
+    },
+    /// The attested model is not one the policy accepts.
+    #[error("attestation failed: {0}")]
+    ModelRejected(String),
+    /// The answer's receipt did not verify.
+    #[error("answer NOT verified: {0}")]
+    Receipt(#[from] ReceiptCheckError),
+    /// The answer carried no receipt.
+    #[error("answer NOT verified: the response carries no vouch_receipt")]
+    MissingReceipt,
+    /// KDS was needed and failed.
+    #[error("cannot complete the evidence from AMD KDS: {0}")]
+    Kds(#[from] KdsError),
+}
+
+impl ClientError {
+    /// True when the failure is a verification or policy refusal (exit code 1), as
+    /// opposed to I/O, usage or an unavailable enclave (exit code 2).
+    pub fn is_verification_failure(&self) -> bool {
+        matches!(
+            self,
+            ClientError::SimulatedNotTrusted
+                | ClientError::Evidence(_)
+                | ClientError::TlsKeyMismatch { .. }
+                | ClientError::ModelRejected(_)
+                | ClientError::Receipt(_)
+                | ClientError::MissingReceipt
+        )
+    }
+}
+
+/// Where the enclave is reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Host name or IP literal (no brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// Parses `https://host[:port][/]`.
+    pub fn parse(url: &str) -> Result<Endpoint, ClientError> {
+        let bad = |reason: &str| ClientError::BadUrl { url: url.to_owned(), reason: reason.to_owned() };
+        let uri: http::Uri = url.parse().map_err(|_| bad("not a URL"))?;
+        if uri.scheme_str() != Some("https") {
+            return Err(bad("the enclave is reached over https:// only (TLS terminates inside the enclave)"));
+        }
+        let host = uri.host().ok_or_else(|| bad("no host"))?;
+        if uri.path_and_query().map(|p| p.as_str()).is_some_and(|p| p != "/" && !p.is_empty()) {
+            return Err(bad("give the base URL only, e.g. https://127.0.0.1:8443"));
+        }
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        Ok(Endpoint { host, port: uri.port_u16().unwrap_or(443) })
+    }
+
+    fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// How to reach and judge an enclave.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// `https://host:port` of the enclave (usually through vouch-host).
+    pub url: String,
+    /// What is acceptable.
+    pub policy: ClientPolicy,
+    /// Trusted roots: `TrustAnchors::amd()`, plus a simulated root only when asked.
+    pub anchors: TrustAnchors,
+    /// AMD KDS, for evidence that lacks its VCEK or a required CRL (None: offline).
+    pub kds: Option<KdsClient>,
+    /// Time bounds.
+    pub timeouts: Timeouts,
+}
+
+impl ClientConfig {
+    /// A configuration trusting only AMD, with `policy`, KDS reachable unless the
+    /// policy says offline.
+    pub fn new(url: &str, policy: ClientPolicy) -> ClientConfig {
+        ClientConfig {
+            url: url.to_owned(),
+            policy,
+            anchors: TrustAnchors::amd(),
+            kds: None,
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+/// A verified attestation: the pinned TLS key and what the evidence said.
+#[derive(Clone, Debug)]
+pub struct Attestation {
+    verdict: Verdict,
+    tls_spki_sha256: [u8; 32],
+    model_sha256: Vec<u8>,
+    model_name: String,
+    verified_at: Instant,
+}
+
+impl Attestation {
+    /// The human/JSON verdict.
+    pub fn verdict(&self) -> &Verdict {
+        &self.verdict
+    }
+    /// The pinned key digest.
+    pub fn tls_spki_sha256(&self) -> &[u8; 32] {
+        &self.tls_spki_sha256
+    }
+    /// The attested model digest.
+    pub fn model_sha256(&self) -> &[u8] {
+        &self.model_sha256
+    }
+    /// The attested model name.
+    pub fn model_name(&self) -> &str {
+        &self.model_name
+    }
+}
+
+/// One attested HTTP/1.1 connection.
+struct Session {
+    send: SendRequest<Full<Bytes>>,
+    attestation: Arc<Attestation>,
+}
+
+/// A chat request (OpenAI subset). Serialised once; those exact bytes are sent and
+/// checked against the receipt.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChatRequest {
+    /// Model name; `None` uses the attested model's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Conversation.
+    pub messages: Vec<ChatMessage>,
+    /// Token budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// Sampling temperature (0: greedy, the default).
+    pub temperature: f64,
+    /// Sampling seed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Nucleus sampling.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    /// Stream deltas as server-sent events.
+    pub stream: bool,
+}
+
+/// One chat message.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChatMessage {
+    /// "system", "user" or "assistant".
+    pub role: String,
+    /// Text.
+    pub content: String,
+}
+
+impl ChatRequest {
+    /// A single user prompt, greedy, streamed.
+    pub fn prompt(text: &str) -> ChatRequest {
+        ChatRequest {
+            model: None,
+            messages: vec![ChatMessage { role: "user".into(), content: text.to_owned() }],
+            max_tokens: None,
+            temperature: 0.0,
+            seed: None,
+            top_p: None,
+            stream: true,
+        }
+    }
+}
+
+/// A verified answer.
+#[derive(Clone, Debug)]
+pub struct ChatOutcome {
+    /// The assistant text (all deltas concatenated when streamed).
+    pub text: String,
+    /// The finish reason the enclave reported.
+    pub finish_reason: Option<String>,
+    /// The response JSON (non-streamed) or the final chunk (streamed), as received.
+    pub response: serde_json::Value,
+    /// Whether the answer was streamed.
+    pub streamed: bool,
+    /// `vouch_receipt` as received (base64).
+    pub receipt_b64: String,
+    /// The request body bytes exactly as sent.
+    pub request_body: Bytes,
+    /// The verdict of the receipt (exchange checked, key and model matched).
+    pub verdict: Verdict,
+}
+
+/// The Vouch client. Cheap to share behind an `Arc`; connections are pooled.
+pub struct VouchClient {
+    cfg: ClientConfig,
+    endpoint: Endpoint,
+    tls: Arc<rustls::ClientConfig>,
+    pinned: Mutex<Option<Arc<Attestation>>>,
+    idle: Mutex<Vec<Session>>,
+}
+
+impl std::fmt::Debug for VouchClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VouchClient").field("endpoint", &self.endpoint).finish_non_exhaustive()
+    }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+async fn timed<T>(
+    d: Duration,
+    what: &'static str,
+    f: impl std::future::Future<Output = T>,
+) -> Result<T, ClientError> {
+    tokio::time::timeout(d, f).await.map_err(|_| ClientError::Timeout { what, secs: d.as_secs() })
+}
+
+/// Reads a whole body with a size bound and an idle timeout.
+async fn read_body(
+    body: &mut Incoming,
+    limit: usize,
+    idle: Duration,
+    what: &'static str,
+) -> Result<Vec<u8>, ClientError> {
+    let mut out = Vec::new();
+    while let Some(frame) = timed(idle, what, body.frame()).await? {
+        let frame = frame.map_err(|e| ClientError::Http(e.to_string()))?;
+        if let Some(d) = frame.data_ref() {
+            if out.len() + d.len() > limit {
+                return Err(ClientError::TooLarge { what, limit });
+            }
+            out.extend_from_slice(d);
+        }
+    }
+    Ok(out)
+}
+
+/// The `error.message` of an OpenAI-style error body, else the body text.
+fn error_message(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.pointer("/error/message").and_then(|m| m.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned())
+}
+
+impl VouchClient {
+    /// A client for `cfg` (no connection is made yet).
+    pub fn new(cfg: ClientConfig) -> Result<VouchClient, ClientError> {
+        let endpoint = Endpoint::parse(&cfg.url)?;
+        let tls = enclave_tls_config()
+            .map_err(|e| ClientError::Connect { addr: endpoint.authority(), reason: e.to_string() })?;
+        Ok(VouchClient { cfg, endpoint, tls, pinned: Mutex::new(None), idle: Mutex::new(Vec::new()) })
+    }
+
+    /// The current pinned attestation, if any.
+    pub fn attestation(&self) -> Option<Arc<Attestation>> {
+        self.pinned.lock().ok().and_then(|p| p.clone())
+    }
+
+    /// Opens a TLS connection; returns the HTTP sender and the presented key's digest.
+    async fn connect(&self) -> Result<(SendRequest<Full<Bytes>>, [u8; 32]), ClientError> {
+        let addr = self.endpoint.authority();
+        let err = |reason: String| ClientError::Connect { addr: addr.clone(), reason };
+        let host = self.endpoint.host.clone();
+        let port = self.endpoint.port;
+        let (tls, spki) = timed(self.cfg.timeouts.connect, "TLS connection", async {
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            let _ = tcp.set_nodelay(true);
+            let name =
+                rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| err(e.to_string()))?;
+            let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| err(format!("TLS: {e}")))?;
+            let cert = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .ok_or_else(|| err("the server presented no certificate".into()))?;
+            let spki = spki_sha256(cert.as_ref()).map_err(err)?;
+            Ok::<_, ClientError>((tls, spki))
+        })
+        .await??;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "enclave connection closed");
+            }
+        });
+        Ok((send, spki))
+    }
+
+    fn request(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Bytes,
+        content_type: Option<&str>,
+    ) -> Result<http::Request<Full<Bytes>>, ClientError> {
+        let mut b = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, self.endpoint.authority())
+            .header(http::header::USER_AGENT, concat!("vouch/", env!("CARGO_PKG_VERSION")));
+        if let Some(ct) = content_type {
+            b = b.header(http::header::CONTENT_TYPE, ct);
+        }
+        b.body(Full::new(body)).map_err(|e| ClientError::Http(e.to_string()))
+    }
+
+    /// Fills in what the evidence lacks from KDS: the VCEK when absent, the CRL when
+    /// the policy requires one and the enclave sent none. Returns re-encoded evidence
+    /// (the claims bytes are carried verbatim, so the binding is unaffected; anything
+    /// added is verified against AMD's roots like the rest).
+    async fn complete_evidence(&self, body: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+        let Ok(mut ev) = vouch_attestation::binding::from_cbor::<Evidence>(&body) else {
+            return Ok(body); // verify_evidence reports the precise decoding error
+        };
+        let needs_vcek = ev.bundle.leaf_cert.is_empty();
+        let needs_crl = self.cfg.policy.snp.require_crl && ev.bundle.crl.is_empty();
+        if !needs_vcek && !needs_crl {
+            return Ok(body);
+        }
+        let kds = match &self.cfg.kds {
+            Some(k) if !self.cfg.policy.offline => k.clone(),
+            _ => KdsClient::offline(self.cfg.policy.kds_cache_dir.clone().map(crate::kds::KdsCache::new)),
+        };
+        let report = Report::parse(&ev.bundle.report).map_err(|e| ClientError::Evidence(e.into()))?;
+        // The product: CPUID (v3+), else the leaf's productName cannot help (no leaf),
+        // so v2 reports without certificates cannot be completed.
+        let product =
+            report.cpuid_product().map_err(|e| ClientError::Evidence(e.into()))?.ok_or_else(|| {
+                ClientError::Protocol("v2 report without a VCEK: cannot tell the product to fetch one".into())
+            })?;
+        let signer = report.signing_key();
+        if needs_vcek {
+            if signer == vouch_attestation::SigningKey::Vlek {
+                return Err(KdsError::VlekNotServed.into());
+            }
+            let tcb = report.tcb(report.reported_tcb_raw(), product);
+            let chip = report.chip_id();
+            ev.bundle.leaf_cert = kds.vcek(product, hwid_from_chip_id(product, &chip), &tcb).await?;
+        }
+        if needs_crl {
+            ev.bundle.crl = kds.crl(product, signer, false).await?;
+        }
+        Ok(vouch_attestation::binding::to_cbor(&ev))
+    }
+
+    /// Runs the attestation exchange on a fresh connection's sender.
+    async fn attest_on(
+        &self,
+        send: &mut SendRequest<Full<Bytes>>,
+        spki: [u8; 32],
+    ) -> Result<Attestation, ClientError> {
+        let mut nonce = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut nonce)
+            .map_err(|_| ClientError::Protocol("no randomness for the nonce".into()))?;
+        let path = format!("/v1/attestation?nonce={}", hex::encode(nonce));
+        let req = self.request(http::Method::GET, &path, Bytes::new(), None)?;
+        let t = self.cfg.timeouts;
+        let body = timed(t.attestation, "attestation evidence", async {
+            send.ready().await.map_err(|e| ClientError::Http(e.to_string()))?;
+            let resp = send.send_request(req).await.map_err(|e| ClientError::Http(e.to_string()))?;
+            let status = resp.status();
+            let ct = resp
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            let mut body = resp.into_body();
+            let bytes = read_body(&mut body, MAX_EVIDENCE_BYTES, t.read_idle, "attestation evidence").await?;
+            if !status.is_success() {
+                return Err(ClientError::Enclave {
+                    status: status.as_u16(),
+                    message: error_message(&bytes),
+                    body: bytes.into(),
+                });
+            }
+            if !ct.starts_with("application/cbor") {
+                return Err(ClientError::Protocol(format!(
+                    "evidence content-type is {ct:?}, expected application/cbor"
+                )));
+            }
+            Ok(bytes)
+        })
+        .await??;
+        let body = self.complete_evidence(body).await?;
+        let verified = self.verify_evidence_bytes(&body, &nonce)?;
+        let claims = verified.claims();
+        if claims.tls_spki_sha256[..] != spki[..] {
+            return Err(ClientError::TlsKeyMismatch {
+                attested: hex::encode(&claims.tls_spki_sha256),
+                presented: hex::encode(spki),
+            });
+        }
+        self.cfg
+            .policy
+            .check_model(&claims.model_sha256, &claims.model_name)
+            .map_err(ClientError::ModelRejected)?;
+        Ok(Attestation {
+            verdict: Verdict::from_evidence(&verified),
+            tls_spki_sha256: spki,
+            model_sha256: claims.model_sha256.clone(),
+            model_name: claims.model_name.clone(),
+            verified_at: Instant::now(),
+        })
+    }
+
+    fn verify_evidence_bytes(&self, body: &[u8], nonce: &[u8; 32]) -> Result<VerifiedEvidence, ClientError> {
+        match vouch_attestation::receipt::verify_evidence(
+            &self.cfg.anchors,
+            body,
+            nonce,
+            &self.cfg.policy.snp,
+            now_unix(),
+        ) {
+            Ok(v) => Ok(v),
+            Err(ReceiptError::Report(e)) => {
+                let sim = vouch_attestation::binding::from_cbor::<Evidence>(body)
+                    .map(|ev| is_simulated_cert(&ev.bundle.leaf_cert))
+                    .unwrap_or(false);
+                Err(if sim {
+                    ClientError::SimulatedNotTrusted
+                } else {
+                    ClientError::Evidence(ReceiptError::Report(e))
+                })
+            }
+            Err(e) => Err(ClientError::Evidence(e)),
+        }
+    }
+
+    fn fresh(&self, a: &Attestation) -> bool {
+        a.verified_at.elapsed() < Duration::from_secs(self.cfg.policy.max_evidence_age_secs)
+    }
+
+    /// A connection whose TLS key is attested: reused, or new (attested on the spot
+    /// unless it presents the pinned key within the reuse window).
+    async fn session(&self) -> Result<Session, ClientError> {
+        let pinned = self.attestation();
+        if let Some(p) = &pinned {
+            if self.fresh(p) {
+                let mut idle =
+                    self.idle.lock().map_err(|_| ClientError::Protocol("session pool poisoned".into()))?;
+                while let Some(s) = idle.pop() {
+                    if !s.send.is_closed() && Arc::ptr_eq(&s.attestation, p) {
+                        return Ok(s);
+                    }
+                }
+            }
+        }
+        let (mut send, spki) = self.connect().await?;
+        if let Some(p) = pinned.filter(|p| self.fresh(p)) {
+            if p.tls_spki_sha256 == spki {
+                return Ok(Session { send, attestation: p });
+            }
+            tracing::warn!(
+                pinned = %hex::encode(p.tls_spki_sha256),
+                presented = %hex::encode(spki),
+                "enclave TLS key changed; re-attesting before sending anything"
+            );
+        }
+        let a = Arc::new(self.attest_on(&mut send, spki).await?);
+        self.pin(a.clone());
+        Ok(Session { send, attestation: a })
+    }
+
+    fn pin(&self, a: Arc<Attestation>) {
+        if let Ok(mut p) = self.pinned.lock() {
+            *p = Some(a);
+        }
+        // Connections attested under an older pin are not reused.
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+    }
+
+    fn release(&self, s: Session) {
+        if s.send.is_closed() {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < MAX_IDLE_SESSIONS {
+                idle.push(s);
+            }
+        }
+    }
+
+    /// Attests the enclave now, with a fresh nonce on a new connection, and pins its key.
+    pub async fn attest(&self) -> Result<Arc<Attestation>, ClientError> {
+        let (mut send, spki) = self.connect().await?;
+        let a = Arc::new(self.attest_on(&mut send, spki).await?);
+        self.pin(a.clone());
+        self.release(Session { send, attestation: a.clone() });
+        Ok(a)
+    }
+
+    /// `GET /v1/models` from the attested enclave (the list is not receipted; it comes
+    /// over the attested connection).
+    pub async fn models(&self) -> Result<(serde_json::Value, Arc<Attestation>), ClientError> {
+        let mut s = self.session().await?;
+        let req = self.request(http::Method::GET, "/v1/models", Bytes::new(), None)?;
+        let t = self.cfg.timeouts;
+        s.send.ready().await.map_err(|e| ClientError::Http(e.to_string()))?;
+        let resp = timed(t.response, "model list", s.send.send_request(req))
+            .await?
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        let bytes = read_body(&mut body, MAX_BODY_BYTES, t.read_idle, "model list").await?;
+        if !status.is_success() {
+            return Err(ClientError::Enclave {
+                status: status.as_u16(),
+                message: error_message(&bytes),
+                body: bytes.into(),
+            });
+        }
+        let v =
+            serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("model list: {e}")))?;
+        let a = s.attestation.clone();
+        self.release(s);
+        Ok((v, a))
+    }
+
+    /// Sends a chat request built from `req` and verifies the answer. `on_delta` sees
+    /// each streamed piece of text as it arrives — UNVERIFIED until this returns `Ok`.
+    pub async fn chat(
+        &self,
+        req: &ChatRequest,
+        on_delta: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<ChatOutcome, ClientError> {
+        let s = self.session().await?;
+        let mut req = req.clone();
+        if req.model.is_none() {
+            req.model = Some(s.attestation.model_name.clone());
+        }
+        let body = serde_json::to_vec(&req).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.exchange(s, Bytes::from(body), &mut |chunk: &serde_json::Value| {
+            if let Some(d) = delta_text(chunk) {
+                on_delta(d);
+            }
+        })
+        .await
+    }
+
+    /// Sends `body` (an OpenAI chat request, bytes forwarded unchanged) and verifies
+    /// the answer. For streamed answers, `on_chunk` sees every chunk except the final
+    /// one (returned in [`ChatOutcome::response`] once its receipt verified).
+    pub async fn chat_raw(
+        &self,
+        body: Bytes,
+        on_chunk: &mut (dyn FnMut(&serde_json::Value) + Send),
+    ) -> Result<ChatOutcome, ClientError> {
+        let s = self.session().await?;
+        self.exchange(s, body, on_chunk).await
+    }
+
+    async fn exchange(
+        &self,
+        mut s: Session,
+        body: Bytes,
+        on_chunk: &mut (dyn FnMut(&serde_json::Value) + Send),
+    ) -> Result<ChatOutcome, ClientError> {
+        let t = self.cfg.timeouts;
+        let req =
+            self.request(http::Method::POST, "/v1/chat/completions", body.clone(), Some("application/json"))?;
+        s.send.ready().await.map_err(|e| ClientError::Http(e.to_string()))?;
+        let resp = timed(t.response, "the answer", s.send.send_request(req))
+            .await?
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let status = resp.status();
+        let ct = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let mut incoming = resp.into_body();
+        if !status.is_success() {
+            let bytes = read_body(&mut incoming, MAX_BODY_BYTES, t.read_idle, "error body").await?;
+            return Err(ClientError::Enclave {
+                status: status.as_u16(),
+                message: error_message(&bytes),
+                body: bytes.into(),
+            });
+        }
+        let att = s.attestation.clone();
+        let (text, finish_reason, response, receipt_b64, streamed) = if ct.starts_with("text/event-stream") {
+            let (text, finish, last) = read_stream(&mut incoming, t.read_idle, on_chunk).await?;
+            let receipt = last.get("vouch_receipt").and_then(|r| r.as_str()).map(str::to_owned);
+            (text, finish, last, receipt, true)
+        } else {
+            let bytes = read_body(&mut incoming, MAX_BODY_BYTES, t.read_idle, "the answer").await?;
+            let v: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|e| ClientError::Protocol(format!("answer is not JSON: {e}")))?;
+            let text = v
+                .pointer("/choices/0/message/content")
+                .and_then(|c| c.as_str())
+                .ok_or_else(|| ClientError::Protocol("answer has no choices[0].message.content".into()))?
+                .to_owned();
+            let finish = v.pointer("/choices/0/finish_reason").and_then(|f| f.as_str()).map(str::to_owned);
+            let receipt = v.get("vouch_receipt").and_then(|r| r.as_str()).map(str::to_owned);
+            (text, finish, v, receipt, false)
+        };
+        self.release(s);
+        let receipt_b64 = receipt_b64.ok_or(ClientError::MissingReceipt)?;
+        let receipt = decode_receipt_b64(&receipt_b64)?;
+        let verdict = check_receipt(
+            &self.cfg.anchors,
+            &self.cfg.policy,
+            &receipt,
+            Some((&body, &text)),
+            Some(Expected { tls_spki_sha256: &att.tls_spki_sha256, model_sha256: &att.model_sha256 }),
+            now_unix(),
+        )?
+        .with_model_name(Some(att.model_name.clone()));
+        Ok(ChatOutcome { text, finish_reason, response, streamed, receipt_b64, request_body: body, verdict })
+    }
+}
+
+/// `choices[0].delta.content` of a streamed chunk.
+pub fn delta_text(chunk: &serde_json::Value) -> Option<&str> {
+    chunk.pointer("/choices/0/delta/content").and_then(|c| c.as_str())
+}
+
+/// Reads an SSE chat stream: returns the concatenated text, the finish reason and the
+/// final chunk (the one carrying `vouch_receipt`); other chunks go to `on_chunk`.
+async fn read_stream(
+    body: &mut Incoming,
+    idle: Duration,
+    on_chunk: &mut (dyn FnMut(&serde_json::Value) + Send),
+) -> Result<(String, Option<String>, serde_json::Value), ClientError> {
+    let mut parser = SseParser::new();
+    let mut text = String::new();
+    let mut finish = None;
+    let mut last: Option<serde_json::Value> = None;
+    let mut total = 0usize;
+    let mut done = false;
+    while !done {
+        let Some(frame) = timed(idle, "the next streamed chunk", body.frame()).await? else { break };
+        let frame = frame.map_err(|e| ClientError::Http(e.to_string()))?;
+        let Some(data) = frame.data_ref() else { continue };
+        total += data.len();
+        if total > MAX_BODY_BYTES {
+            return Err(ClientError::TooLarge { what: "the streamed answer", limit: MAX_BODY_BYTES });
+        }
+        for event in parser.push(data).map_err(ClientError::Protocol)? {
+            if event.trim() == "[DONE]" {
+                done = true;
+                break;
+            }
+            if last.is_some() {
+                return Err(ClientError::Protocol("chunk after the receipt-carrying final chunk".into()));
+            }
+            let v: serde_json::Value = serde_json::from_str(&event)
+                .map_err(|e| ClientError::Protocol(format!("chunk is not JSON: {e}")))?;
+            if v.get("error").is_some() {
+                let msg = v.pointer("/error/message").and_then(|m| m.as_str()).unwrap_or("error").to_owned();
+                return Err(ClientError::Enclave { status: 500, message: msg, body: Bytes::from(event) });
+            }
+            if let Some(d) = delta_text(&v) {
+                text.push_str(d);
+            }
+            if let Some(f) = v.pointer("/choices/0/finish_reason").and_then(|f| f.as_str()) {
+                finish = Some(f.to_owned());
+            }
+            if v.get("vouch_receipt").is_some() {
+                last = Some(v);
+            } else {
+                on_chunk(&v);
+            }
+        }
+    }
+    if !done {
+        return Err(ClientError::Protocol("stream ended without data: [DONE]".into()));
+    }
+    let last = last.ok_or(ClientError::MissingReceipt)?;
+    Ok((text, finish, last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            Endpoint::parse("https://127.0.0.1:8443").unwrap(),
+            Endpoint { host: "127.0.0.1".into(), port: 8443 }
+        );
+        assert_eq!(Endpoint::parse("https://enclave.example/").unwrap().port, 443);
+        assert_eq!(Endpoint::parse("https://[::1]:9").unwrap().authority(), "[::1]:9");
+        assert!(Endpoint::parse("http://127.0.0.1:8443").is_err());
+        assert!(Endpoint::parse("https://h:1/v1/chat").is_err());
+        assert!(Endpoint::parse("not a url").is_err());
+    }
+
+    #[test]
+    fn request_serialises_openai_fields() {
+        let mut r = ChatRequest::prompt("hi");
+        r.model = Some("m".into());
+        r.max_tokens = Some(8);
+        let v: serde_json::Value = serde_json::from_slice(&serde_json::to_vec(&r).unwrap()).unwrap();
+        assert_eq!(v["messages"][0]["content"], "hi");
+        assert_eq!(v["temperature"], 0.0);
+        assert_eq!(v["stream"], true);
+        assert!(v.get("seed").is_none());
+    }
+}

@@ -1,0 +1,222 @@
+//! The client's policy file: what this verifier accepts, loaded from TOML.
+//!
+//! CLIENT side of the trust boundary. Together with AMD's compiled-in roots, this file
+//! is everything the client trusts. It wraps the attestation crate's
+//! [`vouch_attestation::Policy`] (the `[snp]` table: debug, migration agent, TCB
+//! minimums, measurements...) and adds what only a client decides: which model digests
+//! are acceptable, how long an attestation may be reused, whether a CRL is required,
+//! and whether the client may talk to AMD's KDS at all. Unknown keys are errors, so a
+//! typo never silently relaxes a check. See `client/policy.example.toml`.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use vouch_attestation::policy::Hex;
+use vouch_attestation::Policy;
+
+/// Largest policy file read, in bytes (a policy is a few hundred bytes).
+pub const MAX_POLICY_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Default reuse window of a verified attestation, in seconds.
+pub const DEFAULT_MAX_EVIDENCE_AGE_SECS: u64 = 300;
+
+/// Why a policy file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The file could not be read.
+    #[error("cannot read policy file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is larger than [`MAX_POLICY_FILE_BYTES`].
+    #[error("policy file {path} is {actual} bytes, at most {limit} allowed")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        actual: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The TOML is malformed or names unknown keys.
+    #[error("invalid policy {path}: {reason}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        reason: String,
+    },
+    /// The values are well-formed but inconsistent.
+    #[error("invalid policy {path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The on-disk shape (see `policy.example.toml`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default)]
+    accepted_models: Vec<Hex<32>>,
+    #[serde(default)]
+    accepted_model_names: Vec<String>,
+    max_evidence_age_secs: Option<u64>,
+    #[serde(default)]
+    require_crl: bool,
+    #[serde(default)]
+    offline: bool,
+    kds_cache_dir: Option<PathBuf>,
+    #[serde(default)]
+    snp: Policy,
+}
+
+/// Everything the client accepts. [`ClientPolicy::default`] is strict: the
+/// attestation crate's strict SNP baseline (no debug, no migration agent, VMPL 0,
+/// committed firmware), attestations reused for at most five minutes, any model
+/// digest (the verdict always shows which one; pin it with `accepted_models`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientPolicy {
+    /// SNP report policy, checked on every report (evidence and receipts).
+    pub snp: Policy,
+    /// Accepted SHA-256 digests of the model file (empty: any model).
+    pub accepted_models: Vec<[u8; 32]>,
+    /// Accepted model names as served (empty: any name).
+    pub accepted_model_names: Vec<String>,
+    /// How long a verified attestation (and its pinned TLS key) may be reused before
+    /// the client asks for fresh evidence, in seconds.
+    pub max_evidence_age_secs: u64,
+    /// Never contact AMD's KDS; evidence must carry every certificate (and CRL, when
+    /// required) itself.
+    pub offline: bool,
+    /// Where fetched KDS certificates are cached (None: no cache).
+    pub kds_cache_dir: Option<PathBuf>,
+}
+
+impl Default for ClientPolicy {
+    fn default() -> Self {
+        ClientPolicy {
+            snp: Policy::default(),
+            accepted_models: Vec::new(),
+            accepted_model_names: Vec::new(),
+            max_evidence_age_secs: DEFAULT_MAX_EVIDENCE_AGE_SECS,
+            offline: false,
+            kds_cache_dir: None,
+        }
+    }
+}
+
+impl ClientPolicy {
+    /// Parses policy TOML; `path` only labels errors.
+    pub fn from_toml(text: &str, path: &Path) -> Result<ClientPolicy, PolicyError> {
+        let f: PolicyFile = toml::from_str(text)
+            .map_err(|e| PolicyError::Parse { path: path.to_owned(), reason: e.to_string() })?;
+        let mut snp = f.snp;
+        // One switch, two spellings: either place turning it on makes it required.
+        snp.require_crl |= f.require_crl;
+        for name in snp.min_tcb.keys() {
+            if vouch_attestation::Product::from_name(name).is_none() {
+                return Err(PolicyError::Invalid {
+                    path: path.to_owned(),
+                    reason: format!("unknown product {name:?} in [snp.min_tcb] (milan, genoa, turin)"),
+                });
+            }
+        }
+        let max_age = f.max_evidence_age_secs.unwrap_or(DEFAULT_MAX_EVIDENCE_AGE_SECS);
+        if max_age == 0 {
+            return Err(PolicyError::Invalid {
+                path: path.to_owned(),
+                reason: "max_evidence_age_secs must be at least 1".into(),
+            });
+        }
+        Ok(ClientPolicy {
+            snp,
+            accepted_models: f.accepted_models.into_iter().map(|h| h.0).collect(),
+            accepted_model_names: f.accepted_model_names,
+            max_evidence_age_secs: max_age,
+            offline: f.offline,
+            kds_cache_dir: f.kds_cache_dir,
+        })
+    }
+
+    /// Reads and parses a policy file (bounded in size).
+    pub fn load(path: &Path) -> Result<ClientPolicy, PolicyError> {
+        let io = |source| PolicyError::Io { path: path.to_owned(), source };
+        let len = std::fs::metadata(path).map_err(io)?.len();
+        if len > MAX_POLICY_FILE_BYTES {
+            return Err(PolicyError::TooLarge {
+                path: path.to_owned(),
+                actual: len,
+                limit: MAX_POLICY_FILE_BYTES,
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(io)?;
+        ClientPolicy::from_toml(&text, path)
+    }
+
+    /// Checks a model digest and name against the accepted lists; the error says why.
+    pub fn check_model(&self, digest: &[u8], name: &str) -> Result<(), String> {
+        if !self.accepted_models.is_empty() && !self.accepted_models.iter().any(|m| m[..] == *digest) {
+            return Err(format!(
+                "model digest {} is not in the policy's accepted_models",
+                hex::encode(digest)
+            ));
+        }
+        if !self.accepted_model_names.is_empty() && !self.accepted_model_names.iter().any(|n| n == name) {
+            return Err(format!("model name {name:?} is not in the policy's accepted_model_names"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_policy_parses() {
+        let p = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/policy.example.toml"));
+        let policy = ClientPolicy::load(p).unwrap();
+        assert!(!policy.snp.allow_debug);
+        assert_eq!(policy.accepted_models.len(), 1);
+        assert!(policy.snp.min_tcb.contains_key("milan"));
+    }
+
+    #[test]
+    fn defaults_are_strict_and_typos_rejected() {
+        let p = ClientPolicy::from_toml("", Path::new("x")).unwrap();
+        assert_eq!(p, ClientPolicy::default());
+        assert!(!p.snp.allow_debug && !p.snp.allow_migration_agent);
+        assert_eq!(p.snp.vmpl, Some(0));
+        let e = ClientPolicy::from_toml("alow_debug = true", Path::new("x")).unwrap_err();
+        assert!(matches!(e, PolicyError::Parse { .. }), "{e}");
+        let e = ClientPolicy::from_toml("[snp]\nalow_debug = true", Path::new("x")).unwrap_err();
+        assert!(matches!(e, PolicyError::Parse { .. }), "{e}");
+        let e = ClientPolicy::from_toml("accepted_models = [\"abcd\"]", Path::new("x")).unwrap_err();
+        assert!(matches!(e, PolicyError::Parse { .. }), "{e}");
+        let e = ClientPolicy::from_toml("[snp.min_tcb.venice]\nsnp = 1", Path::new("x")).unwrap_err();
+        assert!(matches!(e, PolicyError::Invalid { .. }), "{e}");
+    }
+
+    #[test]
+    fn top_level_require_crl_turns_on_the_snp_check() {
+        let p = ClientPolicy::from_toml("require_crl = true", Path::new("x")).unwrap();
+        assert!(p.snp.require_crl);
+    }
+
+    #[test]
+    fn model_check() {
+        let d = [7u8; 32];
+        let p = ClientPolicy { accepted_models: vec![d], ..Default::default() };
+        assert!(p.check_model(&d, "m").is_ok());
+        assert!(p.check_model(&[8; 32], "m").unwrap_err().contains("accepted_models"));
+        let p = ClientPolicy { accepted_model_names: vec!["a".into()], ..Default::default() };
+        assert!(p.check_model(&d, "b").is_err());
+    }
+}

@@ -1,0 +1,244 @@
+//! `vouch proxy`: a local, plain-HTTP, OpenAI-compatible endpoint that forwards only to
+//! an enclave it has verified, and verifies every answer on the way back.
+//!
+//! CLIENT side: it runs on the user's machine (loopback), so unmodified OpenAI SDKs get
+//! attestation for free. Requests are forwarded byte for byte (so the receipt's request
+//! hash is of exactly what the application sent); each answer's receipt is verified and
+//! a `vouch_verdict` field is added — to the JSON body, or to the final chunk of a
+//! stream. An answer that fails verification is replaced by a 502 OpenAI-style error
+//! (non-streamed); a stream whose receipt fails ends with an error event and no
+//! `[DONE]`, so SDKs raise instead of returning unverified text as complete. Streamed
+//! deltas are forwarded as they arrive and are only vouched for by the final verdict.
+//!
+//! ```text
+//!  app ─HTTP─► proxy ─► VouchClient (attested TLS) ─► enclave
+//!  app ◄─ answer + vouch_verdict ◄─ check_receipt ◄──┘
+//! ```
+
+use crate::client::{ClientError, VouchClient};
+use bytes::Bytes;
+use http::{Method, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Semaphore};
+
+/// Largest request body accepted from local applications.
+pub const MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
+/// Concurrent local connections.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Time to receive a request body.
+pub const REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the proxy could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyError {
+    /// The enclave could not be attested at start-up.
+    #[error(transparent)]
+    Attestation(#[from] ClientError),
+    /// Accepting connections failed.
+    #[error("proxy listener failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A response body fed from a channel (streamed answers).
+struct ChannelBody(mpsc::UnboundedReceiver<Bytes>);
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+type ProxyBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<ProxyBody> {
+    let mut r = Response::new(Full::new(body.into()).boxed());
+    *r.status_mut() = status;
+    if let Ok(v) = http::HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+/// An OpenAI-style error response.
+fn error(status: StatusCode, kind: &str, message: &str) -> Response<ProxyBody> {
+    let body = serde_json::json!({
+        "error": {"message": message, "type": kind, "code": status.as_u16()},
+        "vouch_verdict": {"verified": false, "reason": message},
+    });
+    full(status, "application/json", body.to_string())
+}
+
+fn client_error(e: &ClientError) -> Response<ProxyBody> {
+    match e {
+        // The enclave's own error (no answer to verify): pass it through unchanged.
+        ClientError::Enclave { status, body, .. } if !body.is_empty() => full(
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
+            "application/json",
+            body.clone(),
+        ),
+        e => error(StatusCode::BAD_GATEWAY, "vouch_verification_error", &e.to_string()),
+    }
+}
+
+fn sse(v: &serde_json::Value) -> Bytes {
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+async fn handle(
+    client: Arc<VouchClient>,
+    req: hyper::Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    Ok(match (method, path.as_str()) {
+        (Method::GET, "/v1/models") => match client.models().await {
+            Ok((mut v, att)) => {
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("vouch_verdict".into(), att.verdict().to_json());
+                }
+                full(StatusCode::OK, "application/json", v.to_string())
+            }
+            Err(e) => client_error(&e),
+        },
+        (Method::POST, "/v1/chat/completions") => chat(client, req.into_body()).await,
+        (_, "/v1/models") | (_, "/v1/chat/completions") => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", "method not allowed")
+        }
+        _ => error(StatusCode::NOT_FOUND, "invalid_request_error", &format!("no route for {path}")),
+    })
+}
+
+async fn read_request(body: Incoming) -> Result<Bytes, Response<ProxyBody>> {
+    let limited = http_body_util::Limited::new(body, MAX_REQUEST_BYTES);
+    match tokio::time::timeout(REQUEST_BODY_TIMEOUT, limited.collect()).await {
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) => Err(error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", &e.to_string())),
+        Err(_) => Err(error(StatusCode::REQUEST_TIMEOUT, "invalid_request_error", "request body timed out")),
+    }
+}
+
+enum StreamMsg {
+    Chunk(Bytes),
+    Done(Result<crate::client::ChatOutcome, ClientError>),
+}
+
+async fn chat(client: Arc<VouchClient>, body: Incoming) -> Response<ProxyBody> {
+    let body = match read_request(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    // Parsed only to route; the bytes are forwarded unchanged.
+    let stream = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(v) => v.get("stream").and_then(|s| s.as_bool()).unwrap_or(false),
+        Err(e) => {
+            return error(StatusCode::BAD_REQUEST, "invalid_request_error", &format!("body is not JSON: {e}"))
+        }
+    };
+    if !stream {
+        return match client.chat_raw(body, &mut |_| {}).await {
+            Ok(out) => {
+                let mut v = out.response;
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("vouch_verdict".into(), out.verdict.to_json());
+                }
+                full(StatusCode::OK, "application/json", v.to_string())
+            }
+            Err(e) => client_error(&e),
+        };
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel::<StreamMsg>();
+    tokio::spawn(async move {
+        let chunk_tx = tx.clone();
+        let mut on_chunk = |c: &serde_json::Value| {
+            let _ = chunk_tx.send(StreamMsg::Chunk(sse(c)));
+        };
+        let r = client.chat_raw(body, &mut on_chunk).await;
+        let _ = tx.send(StreamMsg::Done(r));
+    });
+    // Before the first chunk, failures can still be a proper HTTP error.
+    let first = match rx.recv().await {
+        Some(StreamMsg::Chunk(b)) => b,
+        Some(StreamMsg::Done(Ok(out))) => final_events(out),
+        Some(StreamMsg::Done(Err(e))) => return client_error(&e),
+        None => return error(StatusCode::BAD_GATEWAY, "vouch_verification_error", "stream task ended"),
+    };
+    let (btx, brx) = mpsc::unbounded_channel::<Bytes>();
+    let _ = btx.send(first);
+    tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            let bytes = match m {
+                StreamMsg::Chunk(b) => b,
+                StreamMsg::Done(Ok(out)) => final_events(out),
+                StreamMsg::Done(Err(e)) => {
+                    tracing::warn!(error = %e, "streamed answer NOT verified");
+                    sse(&serde_json::json!({
+                        "error": {"message": e.to_string(), "type": "vouch_verification_error", "code": 502},
+                        "vouch_verdict": {"verified": false, "reason": e.to_string()},
+                    }))
+                }
+            };
+            if btx.send(bytes).is_err() {
+                break;
+            }
+        }
+    });
+    let mut r = Response::new(ChannelBody(brx).boxed());
+    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream"));
+    r.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache"));
+    r
+}
+
+/// The verified final chunk with its verdict, then `[DONE]`.
+fn final_events(out: crate::client::ChatOutcome) -> Bytes {
+    let mut v = out.response;
+    if let Some(o) = v.as_object_mut() {
+        o.insert("vouch_verdict".into(), out.verdict.to_json());
+    }
+    let mut b = sse(&v).to_vec();
+    b.extend_from_slice(b"data: [DONE]\n\n");
+    Bytes::from(b)
+}
+
+/// Serves the proxy on `listener` until `shutdown` resolves. The client should already
+/// be attested ([`VouchClient::attest`]) so that misconfiguration fails at start-up.
+pub async fn run(
+    listener: TcpListener,
+    client: Arc<VouchClient>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ProxyError> {
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            r = listener.accept() => r?,
+        };
+        let Ok(permit) = limit.clone().acquire_owned().await else { return Ok(()) };
+        let client = client.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| handle(client.clone(), req));
+            if let Err(e) =
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await
+            {
+                tracing::debug!(%peer, error = %e, "proxy connection ended");
+            }
+            drop(permit);
+        });
+    }
+}

@@ -1,0 +1,206 @@
+//! Receipt checking and receipt files: the offline half of the client.
+//!
+//! CLIENT side. A receipt arrives with every answer (`vouch_receipt`, base64 of CBOR);
+//! the attestation crate verifies it against AMD's roots and the policy, then
+//! `check_exchange` ties it to the exact request bytes the client sent and the text it
+//! received. Live, the client additionally requires the receipt's batch claims to name
+//! the TLS key and model it attested. `vouch chat --receipt-out` saves everything
+//! needed to repeat the check later with `vouch verify`, on another machine, without
+//! the enclave.
+//!
+//! ```text
+//!  receipt CBOR ─► ReceiptVerifier (chain, signature, policy, binding, Merkle)
+//!        ─► check_exchange(request bytes, output text) ─► model/TLS claims ─► Verdict
+//! ```
+
+use crate::policy::ClientPolicy;
+use crate::verdict::Verdict;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use vouch_attestation::receipt::{Receipt, ReceiptError, ReceiptVerifier};
+use vouch_attestation::TrustAnchors;
+
+/// Largest receipt file read, in bytes (a receipt is a few KiB; request and output
+/// are bounded by the client's body limit).
+pub const MAX_RECEIPT_FILE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Why a receipt was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReceiptCheckError {
+    /// The receipt names Vouch's simulated root and the verifier trusts only AMD.
+    #[error("the enclave's report is not signed by AMD (simulated root); pass --trust-sim-root to accept a simulated enclave for development")]
+    SimulatedNotTrusted,
+    /// Cryptographic or policy verification failed.
+    #[error("receipt rejected: {0}")]
+    Verify(#[from] ReceiptError),
+    /// The receipt is authentic but names a model the policy refuses.
+    #[error("receipt rejected: {0}")]
+    Model(String),
+    /// The receipt is authentic but for another TLS key or model than the one attested.
+    #[error("receipt is for {field} {actual}, but the attested enclave has {expected}")]
+    Binding {
+        /// "TLS key" or "model".
+        field: &'static str,
+        /// Attested value (hex).
+        expected: String,
+        /// Receipt value (hex).
+        actual: String,
+    },
+    /// The base64 wrapper is malformed.
+    #[error("receipt is not valid base64: {0}")]
+    Base64(String),
+}
+
+/// What a live receipt must match: the attested TLS key and model.
+#[derive(Clone, Copy, Debug)]
+pub struct Expected<'a> {
+    /// SHA-256 of the TLS SPKI of the connection the answer came over.
+    pub tls_spki_sha256: &'a [u8],
+    /// The attested model digest.
+    pub model_sha256: &'a [u8],
+}
+
+/// True when `der` is a certificate from Vouch's simulated secure processor.
+pub(crate) fn is_simulated_cert(der: &[u8]) -> bool {
+    let mark = vouch_attestation::sim::SIMULATED_MARK.as_bytes();
+    der.windows(mark.len()).any(|w| w == mark)
+}
+
+/// Verifies one receipt. With `exchange`, also checks it commits to exactly these
+/// request bytes and output text; with `expected`, that it names this TLS key and model.
+pub fn check_receipt(
+    anchors: &TrustAnchors,
+    policy: &ClientPolicy,
+    receipt_cbor: &[u8],
+    exchange: Option<(&[u8], &str)>,
+    expected: Option<Expected<'_>>,
+    now: u64,
+) -> Result<Verdict, ReceiptCheckError> {
+    let mut verifier = ReceiptVerifier::new(anchors.clone(), policy.snp.clone(), now);
+    let verified = match verifier.verify(receipt_cbor) {
+        Ok(v) => v,
+        Err(ReceiptError::Report(e)) => {
+            // Distinguish "a simulated enclave, and you did not opt in" from forgery.
+            let sim = vouch_attestation::binding::from_cbor::<Receipt>(receipt_cbor)
+                .map(|r| is_simulated_cert(&r.bundle.leaf_cert))
+                .unwrap_or(false);
+            return Err(if sim {
+                ReceiptCheckError::SimulatedNotTrusted
+            } else {
+                ReceiptError::Report(e).into()
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Some((request, output)) = exchange {
+        verified.check_exchange(request, output)?;
+    }
+    let batch = verified.batch();
+    if let Some(exp) = expected {
+        if batch.tls_spki_sha256 != exp.tls_spki_sha256 {
+            return Err(ReceiptCheckError::Binding {
+                field: "TLS key",
+                expected: hex::encode(exp.tls_spki_sha256),
+                actual: hex::encode(&batch.tls_spki_sha256),
+            });
+        }
+        if batch.model_sha256 != exp.model_sha256 {
+            return Err(ReceiptCheckError::Binding {
+                field: "model",
+                expected: hex::encode(exp.model_sha256),
+                actual: hex::encode(&batch.model_sha256),
+            });
+        }
+    }
+    if !policy.accepted_models.is_empty()
+        && !policy.accepted_models.iter().any(|m| m[..] == batch.model_sha256[..])
+    {
+        return Err(ReceiptCheckError::Model(format!(
+            "model digest {} is not in the policy's accepted_models",
+            hex::encode(&batch.model_sha256)
+        )));
+    }
+    Ok(Verdict::from_receipt(&verified, exchange.is_some()))
+}
+
+/// Decodes the `vouch_receipt` field (standard base64).
+pub fn decode_receipt_b64(b64: &str) -> Result<Vec<u8>, ReceiptCheckError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|e| ReceiptCheckError::Base64(e.to_string()))
+}
+
+/// The file `vouch chat --receipt-out` writes and `vouch verify` reads.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReceiptFile {
+    /// "vouch-receipt-file/1".
+    #[serde(default)]
+    pub format: String,
+    /// The receipt: base64 (standard) of its CBOR, as received in `vouch_receipt`.
+    pub receipt: String,
+    /// The request body exactly as sent, base64 (standard).
+    #[serde(default)]
+    pub request_body: Option<String>,
+    /// The output text (assistant content; all deltas concatenated when streamed).
+    #[serde(default)]
+    pub output: Option<String>,
+    /// Where the answer came from (informational, not verified).
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+/// Format tag of [`ReceiptFile`].
+pub const RECEIPT_FILE_FORMAT: &str = "vouch-receipt-file/1";
+
+/// A receipt file's contents, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadedReceipt {
+    /// Receipt CBOR.
+    pub receipt_cbor: Vec<u8>,
+    /// Request body bytes, if present.
+    pub request_body: Option<Vec<u8>>,
+    /// Output text, if present.
+    pub output: Option<String>,
+}
+
+impl ReceiptFile {
+    /// Builds a file from a completed exchange.
+    pub fn new(receipt_b64: &str, request_body: &[u8], output: &str, url: Option<&str>) -> ReceiptFile {
+        ReceiptFile {
+            format: RECEIPT_FILE_FORMAT.to_owned(),
+            receipt: receipt_b64.to_owned(),
+            request_body: Some(base64::engine::general_purpose::STANDARD.encode(request_body)),
+            output: Some(output.to_owned()),
+            url: url.map(str::to_owned),
+        }
+    }
+
+    /// Parses a receipt file: this JSON format, a bare base64 receipt, or raw CBOR.
+    pub fn parse_any(bytes: &[u8]) -> Result<LoadedReceipt, String> {
+        let text = std::str::from_utf8(bytes).ok().map(str::trim);
+        if let Some(t) = text.filter(|t| t.starts_with('{')) {
+            let f: ReceiptFile =
+                serde_json::from_str(t).map_err(|e| format!("invalid receipt file JSON: {e}"))?;
+            if !f.format.is_empty() && f.format != RECEIPT_FILE_FORMAT {
+                return Err(format!("unknown receipt file format {:?}", f.format));
+            }
+            let b64 = base64::engine::general_purpose::STANDARD;
+            let receipt_cbor =
+                b64.decode(f.receipt.trim()).map_err(|e| format!("receipt is not base64: {e}"))?;
+            let request_body = match f.request_body {
+                Some(r) => {
+                    Some(b64.decode(r.trim()).map_err(|e| format!("request_body is not base64: {e}"))?)
+                }
+                None => None,
+            };
+            return Ok(LoadedReceipt { receipt_cbor, request_body, output: f.output });
+        }
+        if let Some(t) = text {
+            if let Ok(cbor) = base64::engine::general_purpose::STANDARD.decode(t) {
+                return Ok(LoadedReceipt { receipt_cbor: cbor, request_body: None, output: None });
+            }
+        }
+        Ok(LoadedReceipt { receipt_cbor: bytes.to_vec(), request_body: None, output: None })
+    }
+}

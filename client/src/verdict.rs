@@ -1,0 +1,226 @@
+//! Verdicts: what the client concluded, for people and for programs.
+//!
+//! CLIENT side, at the end of the data flow. A [`Verdict`] is built only from values
+//! the attestation crate verified (`VerifiedEvidence`, `VerifiedReceipt`) — it has no
+//! public constructor — so holding one means the checks ran. It prints as a short
+//! human summary (`Display`) or serialises to JSON (the CLI's `--json`, the proxy's
+//! `vouch_verdict` field). A simulated root is never hidden: `simulated` is a field,
+//! and the human form says SIMULATED on its first line.
+
+use serde::Serialize;
+use vouch_attestation::receipt::{VerifiedEvidence, VerifiedReceipt};
+use vouch_attestation::{RootKind, Tcb, VerifiedReport};
+
+/// What a receipt committed to (present when the verdict is about an answer).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ReceiptFacts {
+    /// Enclave-side response id.
+    pub response_id: String,
+    /// "stop" or "length".
+    pub finish_reason: String,
+    /// Sampling temperature.
+    pub temperature: f64,
+    /// Nucleus threshold.
+    pub top_p: Option<f64>,
+    /// Sampling seed.
+    pub seed: u64,
+    /// Token budget.
+    pub max_tokens: u32,
+    /// Prompt tokens.
+    pub prompt_tokens: u32,
+    /// Completion tokens.
+    pub completion_tokens: u32,
+    /// Batch number the receipt's report signed.
+    pub batch_seq: u64,
+    /// Receipts in that batch.
+    pub batch_size: u64,
+    /// SHA-256 of the request body (hex).
+    pub request_sha256: String,
+    /// SHA-256 of the output text (hex).
+    pub output_sha256: String,
+    /// Whether the request body and output text were checked against the receipt.
+    pub exchange_checked: bool,
+}
+
+/// The outcome of a successful verification.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Verdict {
+    /// Always true: failed verifications are errors, not verdicts.
+    pub verified: bool,
+    /// True when the report chains to Vouch's SIMULATED root, not to AMD.
+    pub simulated: bool,
+    /// "AMD" or "SIMULATED".
+    pub root: &'static str,
+    /// Milan, Genoa or Turin.
+    pub product: String,
+    /// VCEK or VLEK.
+    pub signer: String,
+    /// Report VERSION.
+    pub report_version: u32,
+    /// REPORTED_TCB by component.
+    pub tcb: Tcb,
+    /// Launch MEASUREMENT (hex).
+    pub measurement: String,
+    /// CHIP_ID (hex).
+    pub chip_id: String,
+    /// Whether an AMD CRL was checked.
+    pub crl_checked: bool,
+    /// Model name as served (attestation only).
+    pub model_name: Option<String>,
+    /// SHA-256 of the model file (hex).
+    pub model_sha256: String,
+    /// Enclave software version (attestation only).
+    pub enclave_version: Option<String>,
+    /// SHA-256 of the enclave TLS key's SPKI (hex).
+    pub tls_spki_sha256: String,
+    /// Receipt facts, for answer verdicts.
+    pub receipt: Option<ReceiptFacts>,
+    #[serde(skip)]
+    _sealed: (),
+}
+
+fn base(r: &VerifiedReport, model_sha256: &[u8], tls_spki_sha256: &[u8]) -> Verdict {
+    let rep = r.report();
+    let simulated = r.chain().root() == RootKind::Simulated;
+    Verdict {
+        verified: true,
+        simulated,
+        root: if simulated { "SIMULATED" } else { "AMD" },
+        product: r.product().to_string(),
+        signer: r.chain().signer().to_string(),
+        report_version: rep.version(),
+        tcb: r.reported_tcb(),
+        measurement: hex::encode(rep.measurement()),
+        chip_id: hex::encode(rep.chip_id()),
+        crl_checked: r.chain().crl().is_some(),
+        model_name: None,
+        model_sha256: hex::encode(model_sha256),
+        enclave_version: None,
+        tls_spki_sha256: hex::encode(tls_spki_sha256),
+        receipt: None,
+        _sealed: (),
+    }
+}
+
+impl Verdict {
+    /// The verdict of fresh, verified evidence.
+    pub(crate) fn from_evidence(e: &VerifiedEvidence) -> Verdict {
+        let c = e.claims();
+        let mut v = base(e.report(), &c.model_sha256, &c.tls_spki_sha256);
+        v.model_name = Some(c.model_name.clone());
+        v.enclave_version = Some(c.enclave_version.clone());
+        v
+    }
+
+    /// The verdict of a verified receipt; `exchange_checked` says whether
+    /// `check_exchange` ran too.
+    pub(crate) fn from_receipt(r: &VerifiedReceipt, exchange_checked: bool) -> Verdict {
+        let b = r.batch();
+        let l = r.leaf();
+        let mut v = base(r.report(), &b.model_sha256, &b.tls_spki_sha256);
+        v.receipt = Some(ReceiptFacts {
+            response_id: l.response_id.clone(),
+            finish_reason: l.finish_reason.clone(),
+            temperature: l.temperature,
+            top_p: l.top_p,
+            seed: l.seed,
+            max_tokens: l.max_tokens,
+            prompt_tokens: l.prompt_tokens,
+            completion_tokens: l.completion_tokens,
+            batch_seq: b.batch_seq,
+            batch_size: b.tree_size,
+            request_sha256: hex::encode(&l.request_sha256),
+            output_sha256: hex::encode(&l.output_sha256),
+            exchange_checked,
+        });
+        v
+    }
+
+    /// Adds the attested model name (receipts carry only the digest).
+    pub(crate) fn with_model_name(mut self, name: Option<String>) -> Verdict {
+        if self.model_name.is_none() {
+            self.model_name = name;
+        }
+        self
+    }
+
+    /// As a JSON value (infallible for this plain struct).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// One TCB as `fmc=.. bl=.. tee=.. snp=.. ucode=..`.
+pub fn tcb_line(t: &Tcb) -> String {
+    let mut s = String::new();
+    if let Some(f) = t.fmc {
+        s.push_str(&format!("fmc={f} "));
+    }
+    s.push_str(&format!(
+        "bl={} tee={} snp={} ucode={} ({:#018x})",
+        t.bootloader, t.tee, t.snp, t.microcode, t.raw
+    ));
+    s
+}
+
+/// The warning every simulated output carries.
+pub const SIMULATED_BANNER: &str =
+    "SIMULATED: this enclave's report is signed by Vouch's simulated secure processor, NOT by AMD hardware. It proves nothing about confidentiality; development use only.";
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.simulated {
+            writeln!(f, "VERIFIED (SIMULATED root, NOT AMD)")?;
+            writeln!(f, "  !! {SIMULATED_BANNER}")?;
+        } else {
+            writeln!(f, "VERIFIED (AMD root)")?;
+        }
+        writeln!(
+            f,
+            "  product      {} ({}-signed, report v{})",
+            self.product, self.signer, self.report_version
+        )?;
+        writeln!(f, "  TCB          {}", tcb_line(&self.tcb))?;
+        writeln!(f, "  measurement  {}", self.measurement)?;
+        match &self.model_name {
+            Some(n) => writeln!(f, "  model        {n} (sha256 {})", self.model_sha256)?,
+            None => writeln!(f, "  model        sha256 {}", self.model_sha256)?,
+        }
+        if let Some(v) = &self.enclave_version {
+            writeln!(f, "  enclave      vouch-enclave {v}")?;
+        }
+        writeln!(f, "  TLS key      sha256 {}", self.tls_spki_sha256)?;
+        writeln!(f, "  chip id      {}", self.chip_id)?;
+        writeln!(f, "  CRL          {}", if self.crl_checked { "checked" } else { "not checked" })?;
+        if let Some(r) = &self.receipt {
+            writeln!(
+                f,
+                "  receipt      {} finish={} tokens={}+{} batch #{} ({} answers)",
+                r.response_id,
+                r.finish_reason,
+                r.prompt_tokens,
+                r.completion_tokens,
+                r.batch_seq,
+                r.batch_size
+            )?;
+            writeln!(
+                f,
+                "  sampling     temperature={} seed={} max_tokens={}{}",
+                r.temperature,
+                r.seed,
+                r.max_tokens,
+                r.top_p.map(|p| format!(" top_p={p}")).unwrap_or_default()
+            )?;
+            writeln!(
+                f,
+                "  exchange     {}",
+                if r.exchange_checked {
+                    "request and output match the receipt"
+                } else {
+                    "NOT checked (no request/output supplied)"
+                }
+            )?;
+        }
+        Ok(())
+    }
+}
