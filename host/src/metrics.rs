@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::pool::Pool;
+use crate::pool::{Enclave, Pool};
 
 /// Why a client connection was closed without being forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,7 +192,9 @@ impl Metrics {
         let _ = writeln!(out, "vouch_host_enclaves_healthy {}", pool.healthy_count());
 
         let enclaves = pool.enclaves();
-        let per_enclave: [(&str, &str, &str, fn(&crate::pool::Enclave) -> u64); 4] = [
+        /// (name, type, help, value of one enclave)
+        type Family = (&'static str, &'static str, &'static str, fn(&Enclave) -> u64);
+        let per_enclave: [Family; 4] = [
             ("vouch_host_enclave_healthy", "gauge", "1 if the enclave is in rotation, 0 if ejected.", |e| {
                 u64::from(e.is_healthy())
             }),
