@@ -4,6 +4,9 @@
 //! These tests fail — on purpose, they do not skip — when the model file is missing: CI
 //! runs the fetch script first.
 
+// The helpers below are test code too; clippy.toml's test exemption only covers #[test] fns.
+#![allow(clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
