@@ -1,1 +1,160 @@
-//! End-to-end test helpers (see `tests/`).
+//! End-to-end test harness: starts the real `vouch-enclave`, `vouch-host` and `vouch`
+//! binaries on loopback (port 0), waits for their readiness lines — never a fixed
+//! sleep — and kills them when dropped. Client side of every trust boundary: these
+//! tests only observe what a real client or operator would.
+
+// Test harness: panicking with a message is the right failure mode here.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// The workspace's target directory holding the built binaries (`target/debug`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/debug/deps/e2e-xxxx -> target/debug
+    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+}
+
+/// Path of a workspace binary.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(p.exists(), "{} is not built; run `cargo test --workspace`", p.display());
+    p
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+}
+
+/// The default model (fetched by scripts/fetch-model.sh).
+pub fn model() -> PathBuf {
+    let p = repo().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(p.exists(), "model missing: run scripts/fetch-model.sh");
+    p
+}
+
+/// A running child process whose output lines are collected.
+pub struct Proc {
+    child: Child,
+    lines: Arc<(Mutex<Vec<String>>, Condvar)>,
+    /// Name for messages.
+    pub name: String,
+}
+
+impl Proc {
+    /// Spawns `program` with `args`.
+    pub fn spawn(program: &Path, args: &[&str]) -> Proc {
+        let mut child = Command::new(program)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
+        let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        for stream in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let lines = Arc::clone(&lines);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let (m, cv) = &*lines;
+                    m.lock().expect("lock").push(line);
+                    cv.notify_all();
+                }
+            });
+        }
+        Proc { child, lines, name: program.display().to_string() }
+    }
+
+    /// Waits until a line contains `needle`; returns the rest of that line after it.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let (m, cv) = &*self.lines;
+        let mut guard = m.lock().expect("lock");
+        loop {
+            if let Some(l) = guard.iter().find(|l| l.contains(needle)) {
+                let rest = &l[l.find(needle).unwrap_or(0) + needle.len()..];
+                return rest.split_whitespace().next().unwrap_or("").trim_matches('"').to_owned();
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                panic!("{}: no line containing {needle:?} within {timeout:?}; output:\n{}", self.name, guard.join("\n"));
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{} exited ({status}) before {needle:?}; output:\n{}", self.name, guard.join("\n"));
+            }
+            guard = cv.wait_timeout(guard, (deadline - now).min(Duration::from_millis(200))).expect("lock").0;
+        }
+    }
+
+    /// Everything printed so far.
+    pub fn output(&self) -> String {
+        self.lines.0.lock().expect("lock").join("\n")
+    }
+
+    /// Sends SIGKILL.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A simulated enclave on loopback; returns the process and its `tcp:` address.
+pub fn start_enclave(sim_dir: &Path, extra: &[&str]) -> (Proc, String) {
+    let model = model();
+    let mut args = vec![
+        "serve",
+        "--model",
+        model.to_str().expect("utf-8 path"),
+        "--listen",
+        "tcp:127.0.0.1:0",
+        "--attestation",
+        "sim",
+        "--sim-dir",
+        sim_dir.to_str().expect("utf-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    let mut p = Proc::spawn(&bin("vouch-enclave"), &args);
+    let addr = p.wait_for("vouch-enclave listening on ", Duration::from_secs(300));
+    (p, addr)
+}
+
+/// A host forwarding to `enclaves`; returns the process and its `HOST:PORT`.
+pub fn start_host(enclaves: &[&str]) -> (Proc, String) {
+    let mut args = vec!["--listen", "127.0.0.1:0"];
+    for e in enclaves {
+        args.push("--enclave");
+        args.push(e);
+    }
+    let mut p = Proc::spawn(&bin("vouch-host"), &args);
+    let addr = p.wait_for("vouch-host listening on ", Duration::from_secs(60));
+    (p, addr)
+}
+
+/// Runs `vouch` to completion.
+pub fn vouch(args: &[&str]) -> Output {
+    Command::new(bin("vouch")).args(args).output().expect("run vouch")
+}
+
+/// stdout + stderr of an output, for assertions and messages.
+pub fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
