@@ -115,6 +115,7 @@ pub fn vcek_url(base: &str, product: Product, hwid: &[u8], tcb: &Tcb) -> Result<
         (true, None) => "fmcSPL=0&".to_owned(),
         (false, _) => String::new(),
     };
+    let base = base.trim_end_matches('/');
     Ok(format!(
         "{base}/vcek/v1/{}/{}?{fmc}blSPL={}&teeSPL={}&snpSPL={}&ucodeSPL={}",
         product.kds_name(),
@@ -135,12 +136,12 @@ fn kind_path(signer: SigningKey) -> &'static str {
 
 /// `…/{vcek|vlek}/v1/{product}/cert_chain`: ASK (or ASVK) then ARK, PEM.
 pub fn cert_chain_url(base: &str, product: Product, signer: SigningKey) -> String {
-    format!("{base}/{}/v1/{}/cert_chain", kind_path(signer), product.kds_name())
+    format!("{}/{}/v1/{}/cert_chain", base.trim_end_matches('/'), kind_path(signer), product.kds_name())
 }
 
 /// `…/{vcek|vlek}/v1/{product}/crl`: the ARK's CRL, DER.
 pub fn crl_url(base: &str, product: Product, signer: SigningKey) -> String {
-    format!("{base}/{}/v1/{}/crl", kind_path(signer), product.kds_name())
+    format!("{}/{}/v1/{}/crl", base.trim_end_matches('/'), kind_path(signer), product.kds_name())
 }
 
 /// Retry schedule for rate limiting (429) and unavailability (503, transport errors).

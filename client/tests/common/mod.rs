@@ -1,0 +1,115 @@
+//! Shared test helpers: the real `vouch` binary, the genuine vectors, and a TEST-ONLY
+//! simulated secure processor that builds evidence and receipts the way the enclave does.
+#![allow(dead_code)]
+
+use sha2::Digest;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use vouch_attestation::binding::{self, AttestationClaims, BatchClaims};
+use vouch_attestation::merkle;
+use vouch_attestation::receipt::{Evidence, Receipt, ReceiptLeaf, ReportBundle};
+use vouch_attestation::sim::{SimKeyMaterial, SimulatedSp};
+
+/// The verification time the vectors need (their certificates and CRLs are time-bounded).
+pub const NOW: u64 = 1_788_220_800;
+
+pub fn vouch(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vouch")).args(args).env("RUST_LOG", "off").output().unwrap()
+}
+
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn vectors() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../attestation/testdata/vectors")
+}
+
+pub fn vector(rel: &str) -> String {
+    vectors().join(rel).to_string_lossy().into_owned()
+}
+
+pub fn manifest() -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(vectors().join("manifest.json")).unwrap()).unwrap()
+}
+
+/// The TEST-ONLY simulated chain committed in the attestation crate.
+pub fn sim() -> SimulatedSp {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../attestation/testdata/sim-test-chain/TEST-ONLY-sim-keys.cbor");
+    let keys: SimKeyMaterial = binding::from_cbor(&std::fs::read(path).unwrap()).unwrap();
+    SimulatedSp::from_keys(&keys).unwrap()
+}
+
+pub fn bundle(sp: &SimulatedSp, report: &[u8]) -> ReportBundle {
+    ReportBundle {
+        report: report.to_vec(),
+        leaf_cert: sp.vcek_der().to_vec(),
+        chain: sp.ask_der().to_vec(),
+        crl: vec![],
+    }
+}
+
+pub const MODEL_SHA256: [u8; 32] = [2; 32];
+pub const MODEL_NAME: &str = "test-model";
+
+/// Evidence as the enclave returns it for `nonce`, binding `spki_sha256`.
+pub fn evidence(sp: &SimulatedSp, nonce: &[u8], spki_sha256: &[u8]) -> Vec<u8> {
+    let claims = AttestationClaims {
+        version: 1,
+        tls_spki_sha256: spki_sha256.to_vec(),
+        model_sha256: MODEL_SHA256.to_vec(),
+        model_name: MODEL_NAME.into(),
+        nonce: nonce.to_vec(),
+        enclave_version: "0.1.0-test".into(),
+    };
+    let cb = binding::to_cbor(&claims);
+    let report = sp.report(&binding::report_data(binding::ATTESTATION_DOMAIN, &cb), &[9; 48], 0).unwrap();
+    binding::to_cbor(&Evidence { version: 1, bundle: bundle(sp, &report[..]), claims: cb })
+}
+
+/// A one-answer batch receipt for exactly `request` and `output`.
+pub fn receipt(sp: &SimulatedSp, request: &[u8], output: &str, spki_sha256: &[u8]) -> Vec<u8> {
+    let leaf = ReceiptLeaf {
+        version: 1,
+        request_sha256: sha2::Sha256::digest(request).to_vec(),
+        output_sha256: sha2::Sha256::digest(output.as_bytes()).to_vec(),
+        finish_reason: "stop".into(),
+        temperature: 0.0,
+        top_p: None,
+        seed: 0,
+        max_tokens: 16,
+        model_sha256: MODEL_SHA256.to_vec(),
+        prompt_tokens: 5,
+        completion_tokens: 3,
+        response_id: "chatcmpl-test".into(),
+    };
+    let leaf = binding::to_cbor(&leaf);
+    let hashes = vec![merkle::leaf_hash(&leaf)];
+    let claims = BatchClaims {
+        version: 1,
+        merkle_root: merkle::root(&hashes).to_vec(),
+        tree_size: 1,
+        tls_spki_sha256: spki_sha256.to_vec(),
+        model_sha256: MODEL_SHA256.to_vec(),
+        batch_seq: 0,
+    };
+    let cb = binding::to_cbor(&claims);
+    let report = sp.report(&binding::report_data(binding::BATCH_DOMAIN, &cb), &[9; 48], 0).unwrap();
+    binding::to_cbor(&Receipt {
+        version: 1,
+        leaf,
+        leaf_index: 0,
+        proof: vec![],
+        batch_claims: cb,
+        bundle: bundle(sp, &report[..]),
+    })
+}
