@@ -171,7 +171,7 @@ pub fn run(args: GenerateArgs) -> Result<(), GenerateError> {
             },
             threads: stats.threads,
         };
-        serde_json::to_writer_pretty(&mut out, &json)?;
+        serde_json::to_writer(&mut out, &json)?;
         writeln!(out)?;
     } else {
         writeln!(out)?;
