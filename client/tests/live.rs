@@ -1,0 +1,298 @@
+//! The live path (attest, chat, proxy) against an in-test fake enclave that speaks the
+//! wire protocol with a TEST-ONLY simulated secure processor: TLS with a self-signed
+//! rcgen key, evidence binding that key, receipts for every answer. Hostile variants
+//! check that a mis-bound key and a wrong receipt are refused.
+
+mod common;
+use base64::Engine;
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use sha2::Digest;
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Honest,
+    /// Evidence binds a different TLS key (a relayed or MITM'd attestation).
+    WrongKey,
+    /// Receipts commit to a different output than the one sent.
+    WrongOutput,
+}
+
+const ANSWER: [&str; 3] = ["Hello", " there", "!"];
+
+async fn fake_enclave(mode: Mode) -> (String, tempfile::TempDir) {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let spki: [u8; 32] = sha2::Sha256::digest(rcgen::PublicKeyData::subject_public_key_info(&key)).into();
+    let cert =
+        rcgen::CertificateParams::new(vec!["vouch-enclave".into()]).unwrap().self_signed(&key).unwrap();
+    let cfg = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let sp = Arc::new(sim());
+    std::fs::write(dir.path().join("sim-ark.pem"), sp.ark_pem()).unwrap();
+    let bound = if mode == Mode::WrongKey { [0xEE; 32] } else { spki };
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            let sp = sp.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let sp = sp.clone();
+                    async move {
+                        let path = req.uri().path().to_owned();
+                        let query = req.uri().query().unwrap_or("").to_owned();
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let (ct, out): (&str, Vec<u8>) = match path.as_str() {
+                            "/v1/attestation" => {
+                                let nonce = hex::decode(query.strip_prefix("nonce=").unwrap()).unwrap();
+                                ("application/cbor", evidence(&sp, &nonce, &bound))
+                            }
+                            "/v1/models" => (
+                                "application/json",
+                                br#"{"object":"list","data":[{"id":"test-model","object":"model"}]}"#
+                                    .to_vec(),
+                            ),
+                            _ => {
+                                let req: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                                let text: String = ANSWER.concat();
+                                let committed = if mode == Mode::WrongOutput {
+                                    "Goodbye".to_owned()
+                                } else {
+                                    text.clone()
+                                };
+                                let r = base64::engine::general_purpose::STANDARD
+                                    .encode(receipt(&sp, &body, &committed, &spki));
+                                if req["stream"] == true {
+                                    let mut s = String::new();
+                                    for d in ANSWER {
+                                        let c = serde_json::json!({"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":d},"finish_reason":null}]});
+                                        s.push_str(&format!("data: {c}\n\n"));
+                                    }
+                                    let c = serde_json::json!({"object":"chat.completion.chunk","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"vouch_receipt":r});
+                                    s.push_str(&format!("data: {c}\n\ndata: [DONE]\n\n"));
+                                    ("text/event-stream", s.into_bytes())
+                                } else {
+                                    let v = serde_json::json!({"object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":text},"finish_reason":"stop"}],"vouch_receipt":r});
+                                    ("application/json", v.to_string().into_bytes())
+                                }
+                            }
+                        };
+                        let mut resp = hyper::Response::new(Full::new(Bytes::from(out)));
+                        resp.headers_mut().insert("content-type", ct.parse().unwrap());
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc).await;
+            });
+        }
+    });
+    (url, dir)
+}
+
+async fn run(args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_vouch"))
+        .args(args)
+        .env("RUST_LOG", "off")
+        .output()
+        .await
+        .unwrap()
+}
+
+fn root(dir: &tempfile::TempDir) -> String {
+    dir.path().join("sim-ark.pem").to_string_lossy().into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attest_refuses_sim_without_opt_in_and_says_simulated_with_it() {
+    let (url, dir) = fake_enclave(Mode::Honest).await;
+    let o = run(&["attest", "--url", &url, "--offline"]).await;
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not signed by AMD (simulated root); pass --trust-sim-root"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = run(&["attest", "--url", &url, "--trust-sim-root", &root(&dir)]).await;
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("SIMULATED"), "{}", stdout(&o));
+    assert!(stdout(&o).contains(MODEL_NAME));
+
+    let o = run(&["attest", "--url", &url, "--trust-sim-root", &root(&dir), "--json"]).await;
+    assert_eq!(code(&o), 0);
+    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(j["simulated"], true);
+    assert_eq!(j["model_sha256"], hex::encode(MODEL_SHA256));
+    assert_eq!(j["enclave_version"], "0.1.0-test");
+
+    // A policy that wants another model refuses.
+    let pol = dir.path().join("p.toml");
+    std::fs::write(&pol, format!("accepted_models = [\"{}\"]", hex::encode([5u8; 32]))).unwrap();
+    let o =
+        run(&["attest", "--url", &url, "--trust-sim-root", &root(&dir), "--policy", pol.to_str().unwrap()])
+            .await;
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("accepted_models"), "{}", stderr(&o));
+
+    // Nobody listening: I/O error.
+    let o = run(&["attest", "--url", "https://127.0.0.1:1", "--trust-sim-root", &root(&dir)]).await;
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    // Plain http is a usage error.
+    let o = run(&["attest", "--url", "http://127.0.0.1:1"]).await;
+    assert_eq!(code(&o), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_for_another_tls_key_is_refused() {
+    let (url, dir) = fake_enclave(Mode::WrongKey).await;
+    let o = run(&["attest", "--url", &url, "--trust-sim-root", &root(&dir)]).await;
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("binds TLS key"), "{}", stderr(&o));
+    let o = run(&["chat", "--url", &url, "--trust-sim-root", &root(&dir), "hi"]).await;
+    assert_eq!(code(&o), 1);
+    assert!(!stdout(&o).contains("Hello"), "a prompt was answered before attestation: {}", stdout(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_streams_verifies_and_saves_a_re_checkable_receipt() {
+    let (url, dir) = fake_enclave(Mode::Honest).await;
+    let out = dir.path().join("receipt.json");
+    let o = run(&[
+        "chat",
+        "--url",
+        &url,
+        "--trust-sim-root",
+        &root(&dir),
+        "--receipt-out",
+        out.to_str().unwrap(),
+        "--max-tokens",
+        "16",
+        "--seed",
+        "0",
+        "Say hello",
+    ])
+    .await;
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let s = stdout(&o);
+    assert!(s.starts_with("Hello there!"), "{s}");
+    assert!(s.contains("SIMULATED") && s.contains("request and output match the receipt"), "{s}");
+    let o = run(&["verify", out.to_str().unwrap(), "--trust-sim-root", &root(&dir)]).await;
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(saved["output"], "Hello there!");
+    let req =
+        base64::engine::general_purpose::STANDARD.decode(saved["request_body"].as_str().unwrap()).unwrap();
+    let req: serde_json::Value = serde_json::from_slice(&req).unwrap();
+    assert_eq!(req["model"], MODEL_NAME);
+    assert_eq!(req["temperature"], 0.0);
+    assert_eq!(req["max_tokens"], 16);
+
+    let o =
+        run(&["chat", "--url", &url, "--trust-sim-root", &root(&dir), "--no-stream", "--json", "Say hello"])
+            .await;
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(j["text"], "Hello there!");
+    assert_eq!(j["verdict"]["receipt"]["exchange_checked"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_for_another_output_is_refused() {
+    let (url, dir) = fake_enclave(Mode::WrongOutput).await;
+    let root = root(&dir);
+    for extra in [&[][..], &["--no-stream"][..]] {
+        let mut args = vec!["chat", "--url", &url, "--trust-sim-root", &root];
+        args.extend_from_slice(extra);
+        args.push("hi");
+        let o = run(&args).await;
+        assert_eq!(code(&o), 1, "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("NOT verified") && stderr(&o).contains("output mismatch"),
+            "{}",
+            stderr(&o)
+        );
+    }
+}
+
+async fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text[9..12].parse().unwrap();
+    (status, text)
+}
+
+async fn start_proxy(url: &str, dir: &tempfile::TempDir) -> (tokio::process::Child, String) {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_vouch"))
+        .args(["proxy", "--url", url, "--listen", "127.0.0.1:0", "--trust-sim-root", &root(dir)])
+        .env("RUST_LOG", "off")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines.next_line().await.unwrap().unwrap();
+    let addr =
+        line.strip_prefix("vouch proxy listening on ").unwrap().split_whitespace().next().unwrap().to_owned();
+    assert!(line.contains("SIMULATED"), "{line}");
+    (child, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_adds_verdicts_and_refuses_unverifiable_answers() {
+    let (url, dir) = fake_enclave(Mode::Honest).await;
+    let (_child, addr) = start_proxy(&url, &dir).await;
+    let body = r#"{"model":"test-model","messages":[{"role":"user","content":"hi"}]}"#;
+    let (status, text) = http(&addr, "POST", "/v1/chat/completions", body).await;
+    assert_eq!(status, 200, "{text}");
+    let json: serde_json::Value = serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(json["vouch_verdict"]["verified"], true);
+    assert_eq!(json["vouch_verdict"]["simulated"], true);
+    assert_eq!(json["choices"][0]["message"]["content"], "Hello there!");
+
+    let body = r#"{"model":"test-model","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+    let (status, text) = http(&addr, "POST", "/v1/chat/completions", body).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("text/event-stream"));
+    assert!(text.contains("\"vouch_verdict\"") && text.contains("data: [DONE]"), "{text}");
+
+    let (status, text) = http(&addr, "GET", "/v1/models", "").await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("test-model") && text.contains("vouch_verdict"));
+    let (status, _) = http(&addr, "GET", "/v1/other", "").await;
+    assert_eq!(status, 404);
+
+    let (url, dir) = fake_enclave(Mode::WrongOutput).await;
+    let (_child2, addr) = start_proxy(&url, &dir).await;
+    let body = r#"{"model":"test-model","messages":[{"role":"user","content":"hi"}]}"#;
+    let (status, text) = http(&addr, "POST", "/v1/chat/completions", body).await;
+    assert_eq!(status, 502, "{text}");
+    assert!(text.contains("output mismatch") && !text.contains("Hello there"), "{text}");
+    let body = r#"{"model":"test-model","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+    let (_, text) = http(&addr, "POST", "/v1/chat/completions", body).await;
+    assert!(text.contains("vouch_verification_error") && !text.contains("[DONE]"), "{text}");
+}
