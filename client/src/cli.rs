@@ -261,8 +261,8 @@ pub fn load_anchors(t: &TrustArgs) -> Result<(TrustAnchors, bool), CliError> {
     let bytes = read_file(path)?;
     // The simulated ARK names the product it imitates ("SIMULATED-ARK-<Product>");
     // when it does not, trust it for every product (it is still only a sim root).
-    let text = String::from_utf8_lossy(&bytes);
-    let named = sim_root_product(&bytes).or_else(|| sim_root_product(text.as_bytes()));
+    let der = vouch_attestation::cert::der_from_pem_or_der(&bytes).unwrap_or_default();
+    let named = sim_root_product(&der);
     let products: Vec<Product> = match named {
         Some(p) => vec![p],
         None => Product::ALL.to_vec(),
@@ -279,7 +279,7 @@ fn sim_root_product(bytes: &[u8]) -> Option<Product> {
     let mark = b"SIMULATED-ARK-";
     let i = bytes.windows(mark.len()).position(|w| w == mark)?;
     let rest = &bytes[i + mark.len()..];
-    let name: String = rest.iter().take_while(|b| b.is_ascii_alphanumeric()).map(|&b| b as char).collect();
+    let name: String = rest.iter().take_while(|b| b.is_ascii_alphabetic()).map(|&b| b as char).collect();
     Product::from_name(&name)
 }
 
@@ -512,6 +512,16 @@ mod tests {
     fn sim_root_product_from_subject() {
         assert_eq!(sim_root_product(b"xxSIMULATED-ARK-Genoa\x31"), Some(Product::Genoa));
         assert_eq!(sim_root_product(b"nothing"), None);
+        // The real simulated ARK (DER: the next RDN's SET tag 0x31 follows the name).
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../attestation/testdata/sim-test-chain/TEST-ONLY-sim-keys.cbor"
+        );
+        let keys: vouch_attestation::sim::SimKeyMaterial =
+            vouch_attestation::binding::from_cbor(&std::fs::read(path).unwrap()).unwrap();
+        let sp = vouch_attestation::sim::SimulatedSp::from_keys(&keys).unwrap();
+        let der = vouch_attestation::cert::der_from_pem_or_der(sp.ark_pem().as_bytes()).unwrap();
+        assert_eq!(sim_root_product(&der), Some(sp.product()));
     }
 
     #[test]

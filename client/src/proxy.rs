@@ -135,7 +135,7 @@ async fn read_request(body: Incoming) -> Result<Bytes, Response<ProxyBody>> {
 
 enum StreamMsg {
     Chunk(Bytes),
-    Done(Result<crate::client::ChatOutcome, ClientError>),
+    Done(Box<Result<crate::client::ChatOutcome, ClientError>>),
 }
 
 async fn chat(client: Arc<VouchClient>, body: Incoming) -> Response<ProxyBody> {
@@ -169,13 +169,15 @@ async fn chat(client: Arc<VouchClient>, body: Incoming) -> Response<ProxyBody> {
             let _ = chunk_tx.send(StreamMsg::Chunk(sse(c)));
         };
         let r = client.chat_raw(body, &mut on_chunk).await;
-        let _ = tx.send(StreamMsg::Done(r));
+        let _ = tx.send(StreamMsg::Done(Box::new(r)));
     });
     // Before the first chunk, failures can still be a proper HTTP error.
     let first = match rx.recv().await {
         Some(StreamMsg::Chunk(b)) => b,
-        Some(StreamMsg::Done(Ok(out))) => final_events(out),
-        Some(StreamMsg::Done(Err(e))) => return client_error(&e),
+        Some(StreamMsg::Done(done)) => match *done {
+            Ok(out) => final_events(out),
+            Err(e) => return client_error(&e),
+        },
         None => return error(StatusCode::BAD_GATEWAY, "vouch_verification_error", "stream task ended"),
     };
     let (btx, brx) = mpsc::unbounded_channel::<Bytes>();
@@ -184,14 +186,16 @@ async fn chat(client: Arc<VouchClient>, body: Incoming) -> Response<ProxyBody> {
         while let Some(m) = rx.recv().await {
             let bytes = match m {
                 StreamMsg::Chunk(b) => b,
-                StreamMsg::Done(Ok(out)) => final_events(out),
-                StreamMsg::Done(Err(e)) => {
-                    tracing::warn!(error = %e, "streamed answer NOT verified");
-                    sse(&serde_json::json!({
-                        "error": {"message": e.to_string(), "type": "vouch_verification_error", "code": 502},
-                        "vouch_verdict": {"verified": false, "reason": e.to_string()},
-                    }))
-                }
+                StreamMsg::Done(done) => match *done {
+                    Ok(out) => final_events(out),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "streamed answer NOT verified");
+                        sse(&serde_json::json!({
+                            "error": {"message": e.to_string(), "type": "vouch_verification_error", "code": 502},
+                            "vouch_verdict": {"verified": false, "reason": e.to_string()},
+                        }))
+                    }
+                },
             };
             if btx.send(bytes).is_err() {
                 break;

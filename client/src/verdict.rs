@@ -42,8 +42,10 @@ pub struct ReceiptFacts {
     pub exchange_checked: bool,
 }
 
-/// The outcome of a successful verification.
+/// The outcome of a successful verification. `#[non_exhaustive]`: only this crate
+/// builds one, from verified values.
 #[derive(Clone, Debug, Serialize, PartialEq)]
+#[non_exhaustive]
 pub struct Verdict {
     /// Always true: failed verifications are errors, not verdicts.
     pub verified: bool,
@@ -75,8 +77,6 @@ pub struct Verdict {
     pub tls_spki_sha256: String,
     /// Receipt facts, for answer verdicts.
     pub receipt: Option<ReceiptFacts>,
-    #[serde(skip)]
-    _sealed: (),
 }
 
 fn base(r: &VerifiedReport, model_sha256: &[u8], tls_spki_sha256: &[u8]) -> Verdict {
@@ -98,7 +98,6 @@ fn base(r: &VerifiedReport, model_sha256: &[u8], tls_spki_sha256: &[u8]) -> Verd
         enclave_version: None,
         tls_spki_sha256: hex::encode(tls_spki_sha256),
         receipt: None,
-        _sealed: (),
     }
 }
 

@@ -2,6 +2,8 @@
 //! paths, the on-disk cache keyed by the full TCB, back-off on rate limiting, and the
 //! offline mode. No network: a fake fetcher serves the genuine vector certificates.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a test failure
+
 mod common;
 use common::*;
 use std::collections::HashMap;

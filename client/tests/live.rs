@@ -3,6 +3,8 @@
 //! rcgen key, evidence binding that key, receipts for every answer. Hostile variants
 //! check that a mis-bound key and a wrong receipt are refused.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a test failure
+
 mod common;
 use base64::Engine;
 use bytes::Bytes;

@@ -2,6 +2,8 @@
 //! only with `--trust-sim-root` (and then loudly SIMULATED), refused by an AMD-only
 //! verifier with the explanatory message, and refused after any flipped byte.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a test failure
+
 mod common;
 use base64::Engine;
 use common::*;

@@ -2,6 +2,8 @@
 //! their decoded fields; every tampered, truncated or mismatched input exits 1 with a
 //! reason; unreadable files and bad flags exit 2.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a test failure
+
 mod common;
 use common::*;
 

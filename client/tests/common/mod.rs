@@ -1,6 +1,7 @@
 //! Shared test helpers: the real `vouch` binary, the genuine vectors, and a TEST-ONLY
 //! simulated secure processor that builds evidence and receipts the way the enclave does.
-#![allow(dead_code)]
+#![allow(dead_code)] // each test binary uses a subset
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure is a test failure
 
 use sha2::Digest;
 use std::path::PathBuf;
