@@ -23,6 +23,9 @@ enum Command {
 }
 
 fn serve(args: vouch_enclave::serve::ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    // candle sizes its thread pools once per process from the environment: fix the
+    // count before any thread (tokio's included) exists.
+    vouch_enclave::model::init_compute_threads(args.threads);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(vouch_enclave::serve::run(args, vouch_enclave::serve::shutdown_signal()))?;
     Ok(())
