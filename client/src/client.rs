@@ -685,12 +685,20 @@ impl VouchClient {
             req.model = Some(s.attestation.model_name.clone());
         }
         let body = serde_json::to_vec(&req).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        self.exchange(s, Bytes::from(body), &mut |chunk: &serde_json::Value| {
-            if let Some(d) = delta_text(chunk) {
+        let out = self
+            .exchange(s, Bytes::from(body), &mut |chunk: &serde_json::Value| {
+                if let Some(d) = delta_text(chunk) {
+                    on_delta(d);
+                }
+            })
+            .await?;
+        // The final chunk may carry text too; it was held back until its receipt verified.
+        if out.streamed {
+            if let Some(d) = delta_text(&out.response).filter(|d| !d.is_empty()) {
                 on_delta(d);
             }
-        })
-        .await
+        }
+        Ok(out)
     }
 
     /// Sends `body` (an OpenAI chat request, bytes forwarded unchanged) and verifies
