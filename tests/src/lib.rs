@@ -6,6 +6,8 @@
 // Test harness: panicking with a message is the right failure mode here.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+pub mod mitm;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
