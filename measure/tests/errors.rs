@@ -1,6 +1,13 @@
 //! Bad inputs give the exact error variant, never a panic or a silently wrong value.
 //! Uses synthetic images only (no external tools needed).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed step is a failed test"
+)]
+
 mod common;
 
 use common::{SynthFirmware, HASHES_RV};

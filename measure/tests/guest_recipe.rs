@@ -7,6 +7,13 @@
 //! Needs python3 and veritysetup (`bash scripts/install-measure-deps.sh`); fails, never
 //! skips, without them.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed step is a failed test"
+)]
+
 mod common;
 
 use std::collections::BTreeMap;

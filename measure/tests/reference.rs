@@ -9,6 +9,13 @@
 //! These tests FAIL (never skip) when OVMF or sev-snp-measure is missing: run
 //! `bash scripts/install-measure-deps.sh`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed step is a failed test"
+)]
+
 mod common;
 
 use std::io::Write;

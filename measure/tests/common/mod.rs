@@ -1,7 +1,7 @@
 //! Test helpers: a builder for small synthetic OVMF-like images (footer table, SEV-ES
 //! reset block, hashes-table address, "ASEV" metadata) so parsing and error paths are
 //! tested without a real firmware, and the paths of the external references.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::expect_used, reason = "shared by several test binaries; test code")]
 
 use std::path::PathBuf;
 
