@@ -258,6 +258,7 @@ fn measured_direct_boot_agrees() {
         ..Case::qemu(&ovmf, 2, "EPYC")
     });
     assert_agree(&cases);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
