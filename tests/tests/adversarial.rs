@@ -368,13 +368,25 @@ fn receipts_swapped_between_requests_are_refused_and_the_host_sees_only_cipherte
     };
     // A's receipt presented for B's request and answer.
     write_receipt_file(&swapped, &a["receipt"], &b["request_body"], &b["output"]);
-    assert_refused(&verify(&swapped, &["--trust-sim-root", &root]), 1, "NOT VERIFIED: request mismatch");
+    assert_refused(
+        &verify(&swapped, &["--trust-sim-root", &root]),
+        1,
+        "NOT VERIFIED: receipt rejected: request mismatch",
+    );
     // A's receipt, A's request, B's answer.
     write_receipt_file(&swapped, &a["receipt"], &a["request_body"], &b["output"]);
-    assert_refused(&verify(&swapped, &["--trust-sim-root", &root]), 1, "NOT VERIFIED: output mismatch");
+    assert_refused(
+        &verify(&swapped, &["--trust-sim-root", &root]),
+        1,
+        "NOT VERIFIED: receipt rejected: output mismatch",
+    );
     // A's receipt for B's request with A's answer.
     write_receipt_file(&swapped, &a["receipt"], &b["request_body"], &a["output"]);
-    assert_refused(&verify(&swapped, &["--trust-sim-root", &root]), 1, "NOT VERIFIED: request mismatch");
+    assert_refused(
+        &verify(&swapped, &["--trust-sim-root", &root]),
+        1,
+        "NOT VERIFIED: receipt rejected: request mismatch",
+    );
     // B's leaf with A's batch evidence (when they were in different batches).
     let b64 = base64::engine::general_purpose::STANDARD;
     let ra: vouch_attestation::receipt::Receipt =
@@ -547,7 +559,9 @@ fn tampered_records_never_yield_a_verified_answer() {
         Tamper::Duplicate(mid),
         Tamper::Reorder(mid),
         Tamper::Drop(mid),
-        Tamper::Truncate(total - 1),
+        Tamper::Truncate(total - 3),
+        Tamper::Truncate(total - 2),
+        Tamper::Flip(total - 3),
     ] {
         let m = Mitm::tamper(&addr, tamper);
         let out = chat(&m.url(), true);
@@ -556,17 +570,13 @@ fn tampered_records_never_yield_a_verified_answer() {
         let v = json_of(&out);
         assert_eq!(v["verified"], false, "{tamper:?}: {v}");
         let err = v["error"].as_str().unwrap().to_owned();
-        // TLS authenticates every record: corruption is caught by the record layer
-        // (or the stream ends early), long before any receipt could be checked.
+        // TLS authenticates every record: corruption, loss, duplication and reordering
+        // are caught by the record layer (or the stream ends early), long before a
+        // receipt could be checked. The client reports it as an I/O failure (exit 2).
+        // (Its message does not yet name the TLS cause; see LIMITATIONS.md.)
+        assert_eq!(out.status.code(), Some(2), "{tamper:?}: {t}");
         assert!(
-            err.contains("TLS")
-                || err.contains("tls")
-                || err.contains("decrypt")
-                || err.contains("connection closed")
-                || err.contains("close_notify")
-                || err.contains("end of file")
-                || err.contains("EOF")
-                || err.contains("[DONE]"),
+            err.starts_with("HTTP error talking to the enclave: "),
             "{tamper:?}: unexpected reason {err}"
         );
         table.push(format!("{tamper:?} -> exit {:?}: {err}", out.status.code()));
