@@ -59,6 +59,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Local plain-HTTP OpenAI-compatible endpoint that forwards only to a verified enclave.
     Proxy(ProxyArgs),
+    /// Compute the expected SEV-SNP launch measurement (OVMF, vCPUs, optional direct boot)
+    /// to pin in a policy.
+    Measure(vouch_measure::cli::MeasureArgs),
 }
 
 /// `vouch verify-report`.
@@ -296,6 +299,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Chat(a) => a.trust.json,
         Command::Verify(a) => a.trust.json,
         Command::Proxy(a) => a.trust.json,
+        Command::Measure(_) => false,
     };
     let r = match cli.command {
         Command::VerifyReport(a) => verify_report(a),
@@ -303,6 +307,9 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Chat(a) => chat(a).await,
         Command::Verify(a) => verify(a),
         Command::Proxy(a) => proxy(a).await,
+        Command::Measure(a) => vouch_measure::cli::run(&a)
+            .map(|out| println!("{out}"))
+            .map_err(|e| CliError::Usage(format!("measure: {e}"))),
     };
     match r {
         Ok(()) => 0,

@@ -1,0 +1,177 @@
+//! End-to-end cost of attestation: the same prompt and token count generated in-process
+//! by `vouch-enclave generate` (no network, no attestation) and through
+//! client → vouch-host → vouch-enclave (simulated secure processor with a report
+//! latency, TLS, receipt verified by the client), measured in one run. Also reports the
+//! enclave's peak memory against the model file size.
+//!
+//! `bench-e2e --bin-dir target/release --model FILE [--tokens 64] [--runs 3] [--latency-ms 8]`
+//! prints a table and a final `BENCH_JSON {...}` line.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // a benchmark driver: fail loudly
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use vouch_client::client::{ChatRequest, ClientConfig, VouchClient};
+use vouch_client::policy::ClientPolicy;
+
+const PROMPT: &str = "Give me three tips for staying healthy.";
+
+fn arg(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+/// Starts a process and returns it with the first line containing `needle` (rest of line).
+fn start(bin: &Path, args: &[&str], needle: &str) -> (Child, String) {
+    let mut child =
+        Command::new(bin).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let (tx, rx) = mpsc::channel();
+    for s in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(s).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let l = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("readiness line");
+        if let Some(i) = l.find(needle) {
+            let rest = l[i + needle.len()..].split_whitespace().next().unwrap_or("").to_owned();
+            std::thread::spawn(move || while rx.recv().is_ok() {});
+            return (child, rest);
+        }
+    }
+}
+
+fn vm_kib(pid: u32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let bin_dir = PathBuf::from(arg("--bin-dir", "target/release"));
+    let model = arg("--model", "models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let tokens: u32 = arg("--tokens", "64").parse().expect("--tokens");
+    let runs: usize = arg("--runs", "3").parse().expect("--runs");
+    let latency = arg("--latency-ms", "8");
+    let threads = arg("--threads", "1");
+    let work = std::env::temp_dir().join(format!("vouch-bench-{}", std::process::id()));
+
+    // Bare: in-process generation; its own prefill + decode time (load excluded).
+    let mut bare = Vec::new();
+    let mut bare_tokens = 0;
+    for _ in 0..runs {
+        let out = Command::new(bin_dir.join("vouch-enclave"))
+            .args(["generate", "--model", &model, "--prompt", PROMPT, "--max-tokens", &tokens.to_string()])
+            .args(["--threads", &threads, "--json"])
+            .output()
+            .expect("generate");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("generate --json");
+        let ms = v["timings"]["prefill_ms"].as_f64().or(v["prefill_ms"].as_f64()).unwrap_or(0.0)
+            + v["timings"]["decode_ms"].as_f64().or(v["decode_ms"].as_f64()).unwrap_or(0.0);
+        bare_tokens =
+            v["completion_tokens"].as_u64().or(v["counts"]["completion_tokens"].as_u64()).unwrap_or(0);
+        bare.push(bare_tokens as f64 / (ms / 1000.0));
+    }
+
+    let sim = work.join("sim");
+    let (mut enclave, addr) = start(
+        &bin_dir.join("vouch-enclave"),
+        &[
+            "serve",
+            "--model",
+            &model,
+            "--listen",
+            "tcp:127.0.0.1:0",
+            "--attestation",
+            "sim",
+            "--sim-dir",
+            sim.to_str().unwrap(),
+            "--sim-latency-ms",
+            &latency,
+            "--threads",
+            &threads,
+        ],
+        "vouch-enclave listening on ",
+    );
+    let (mut host, host_addr) = start(
+        &bin_dir.join("vouch-host"),
+        &["--listen", "127.0.0.1:0", "--enclave", &addr],
+        "vouch-host listening on ",
+    );
+    let idle_rss = vm_kib(enclave.id(), "VmRSS:");
+
+    let mut cfg = ClientConfig::new(&format!("https://{host_addr}"), ClientPolicy::default());
+    let root = std::fs::read(sim.join("sim-ark.pem")).expect("sim root");
+    for p in vouch_attestation::Product::ALL {
+        let _ = cfg.anchors.dangerous_add_simulated_root(&root, p);
+    }
+    let client = VouchClient::new(cfg).expect("client");
+    client.attest().await.expect("attest");
+    let mut attested = Vec::new();
+    let mut att_tokens = 0;
+    for _ in 0..runs {
+        let mut req = ChatRequest::prompt(PROMPT);
+        req.max_tokens = Some(tokens);
+        req.stream = false;
+        let t = Instant::now();
+        let out = client.chat(&req, &mut |_| {}).await.expect("attested chat");
+        let secs = t.elapsed().as_secs_f64();
+        att_tokens = out.response["usage"]["completion_tokens"].as_u64().unwrap_or(0);
+        attested.push(att_tokens as f64 / secs);
+    }
+    // Load: 8 concurrent answers, then the high-water mark.
+    let mut set = tokio::task::JoinSet::new();
+    let client = std::sync::Arc::new(client);
+    for i in 0..8 {
+        let c = client.clone();
+        set.spawn(async move {
+            let mut req = ChatRequest::prompt(&format!("Count to {i}."));
+            req.max_tokens = Some(16);
+            let _ = c.chat(&req, &mut |_| {}).await;
+        });
+    }
+    while set.join_next().await.is_some() {}
+    let peak_rss = vm_kib(enclave.id(), "VmHWM:");
+    let _ = host.kill();
+    let _ = enclave.kill();
+    let _ = std::fs::remove_dir_all(&work);
+
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (b, a) = (med(&mut bare), med(&mut attested));
+    let model_mb = std::fs::metadata(&model).map(|m| m.len() as f64 / 1e6).unwrap_or(0.0);
+    println!("prompt {PROMPT:?}, {tokens} max tokens, {threads} thread(s), report latency {latency} ms, median of {runs}");
+    println!("  bare generate (in-process, prefill+decode)      {b:8.1} tok/s  ({bare_tokens} tokens)");
+    println!("  attested (client -> host -> enclave, receipt)  {a:8.1} tok/s  ({att_tokens} tokens)");
+    println!("  ratio attested / bare                           {:8.3}   (target >= 0.95)", a / b);
+    println!(
+        "  enclave RSS idle {:.0} MB, peak {:.0} MB; model file {model_mb:.0} MB ({:.2}x)",
+        idle_rss as f64 / 1024.0,
+        peak_rss as f64 / 1024.0,
+        peak_rss as f64 / 1024.0 / model_mb
+    );
+    println!(
+        "BENCH_JSON {{\"attested_vs_bare_tokens_ratio\":{:.3},\"bare_tokens_per_s\":{b:.1},\"attested_tokens_per_s\":{a:.1},\"enclave_idle_rss_mb\":{:.1},\"enclave_peak_rss_mb\":{:.1},\"model_file_mb\":{model_mb:.1}}}",
+        a / b,
+        idle_rss as f64 / 1024.0,
+        peak_rss as f64 / 1024.0
+    );
+}
