@@ -10,26 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vouch_attestation::binding;
-use vouch_attestation::receipt::{ReceiptLeaf, ReportBundle};
+use vouch_attestation::receipt::ReceiptLeaf;
 use vouch_attestation::sim::{SimKeyMaterial, SimulatedSp};
 use vouch_enclave::notary::Notary;
-use vouch_enclave::provider::{AttestationProvider, ProviderError};
-
-struct Sim {
-    sp: SimulatedSp,
-    latency: Duration,
-}
-
-impl AttestationProvider for Sim {
-    fn kind(&self) -> &'static str {
-        "sim"
-    }
-    fn report(&self, rd: &[u8; 64]) -> Result<ReportBundle, ProviderError> {
-        std::thread::sleep(self.latency);
-        let r = self.sp.report(rd, &[0; 48], 0).map_err(|e| ProviderError::Sim(e.to_string()))?;
-        Ok(ReportBundle { report: r.to_vec(), leaf_cert: self.sp.vcek_der().to_vec(), chain: vec![], crl: vec![] })
-    }
-}
+use vouch_enclave::provider::SimProvider;
 
 fn leaf(i: u64) -> Vec<u8> {
     binding::to_cbor(&ReceiptLeaf {
@@ -49,10 +33,18 @@ fn leaf(i: u64) -> Vec<u8> {
 }
 
 async fn run(clients: usize, latency_ms: u64, group: bool, secs: f64) -> (f64, f64, f64) {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../attestation/testdata/sim-test-chain/TEST-ONLY-sim-keys.cbor");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../attestation/testdata/sim-test-chain/TEST-ONLY-sim-keys.cbor"
+    );
     let keys: SimKeyMaterial = binding::from_cbor(&std::fs::read(path).expect("keys")).expect("keys");
     let sp = SimulatedSp::from_keys(&keys).expect("sim");
-    let notary = Notary::start(Arc::new(Sim { sp, latency: Duration::from_millis(latency_ms) }), [0; 32], [0; 32], group);
+    let notary = Notary::start(
+        Arc::new(SimProvider::from_simulator(sp, [0; 48], Duration::from_millis(latency_ms))),
+        [0; 32],
+        [0; 32],
+        group,
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let answers = Arc::new(AtomicU64::new(0));
     let max_wait = Arc::new(AtomicU64::new(0));
@@ -86,13 +78,19 @@ async fn run(clients: usize, latency_ms: u64, group: bool, secs: f64) -> (f64, f
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let secs: f64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(2.0);
-    println!("{:>8} {:>8} {:>6} {:>12} {:>12} {:>12}", "clients", "latency", "group", "answers/s", "reports/s", "max wait ms");
+    println!(
+        "{:>8} {:>8} {:>6} {:>12} {:>12} {:>12}",
+        "clients", "latency", "group", "answers/s", "reports/s", "max wait ms"
+    );
     let mut json = Vec::new();
     for latency in [8u64, 50] {
         for clients in [1usize, 8, 32, 64] {
             for group in [true, false] {
                 let (a, r, w) = run(clients, latency, group, secs).await;
-                println!("{clients:>8} {latency:>6}ms {:>6} {a:>12.1} {r:>12.1} {w:>12.1}", if group { "on" } else { "off" });
+                println!(
+                    "{clients:>8} {latency:>6}ms {:>6} {a:>12.1} {r:>12.1} {w:>12.1}",
+                    if group { "on" } else { "off" }
+                );
                 json.push(format!(
                     "{{\"clients\":{clients},\"latency_ms\":{latency},\"group_commit\":{group},\"answers_per_s\":{a:.1},\"reports_per_s\":{r:.1},\"max_wait_ms\":{w:.1}}}"
                 ));

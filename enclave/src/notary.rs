@@ -188,29 +188,11 @@ mod tests {
     use vouch_attestation::sim::{SimKeyMaterial, SimulatedSp};
     use vouch_attestation::{Policy, TrustAnchors};
 
-    struct SlowSim {
-        sp: SimulatedSp,
-        latency: Duration,
-    }
-
-    impl AttestationProvider for SlowSim {
-        fn kind(&self) -> &'static str {
-            "sim"
-        }
-        fn report(&self, rd: &[u8; 64]) -> Result<ReportBundle, ProviderError> {
-            std::thread::sleep(self.latency);
-            let r = self.sp.report(rd, &[0; 48], 0).map_err(|e| ProviderError::Sim(e.to_string()))?;
-            Ok(ReportBundle {
-                report: r.to_vec(),
-                leaf_cert: self.sp.vcek_der().to_vec(),
-                chain: self.sp.ask_der().to_vec(),
-                crl: vec![],
-            })
-        }
-    }
-
     fn test_sp() -> SimulatedSp {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../attestation/testdata/sim-test-chain/TEST-ONLY-sim-keys.cbor");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../attestation/testdata/sim-test-chain/TEST-ONLY-sim-keys.cbor"
+        );
         let keys: SimKeyMaterial = binding::from_cbor(&std::fs::read(path).unwrap()).unwrap();
         SimulatedSp::from_keys(&keys).unwrap()
     }
@@ -234,8 +216,12 @@ mod tests {
 
     async fn run_32(group_commit: bool) -> (u64, Vec<Vec<u8>>, std::time::Duration) {
         let sp = test_sp();
-        let notary =
-            Notary::start(Arc::new(SlowSim { sp, latency: Duration::from_millis(50) }), [1; 32], [2; 32], group_commit);
+        let notary = Notary::start(
+            Arc::new(crate::provider::SimProvider::from_simulator(sp, [0; 48], Duration::from_millis(50))),
+            [1; 32],
+            [2; 32],
+            group_commit,
+        );
         let start = std::time::Instant::now();
         let mut handles = Vec::new();
         for i in 0..32 {

@@ -97,6 +97,12 @@ impl SimProvider {
         Ok(SimProvider { sp, measurement: binary_measurement()?, latency, vmpl: 0 })
     }
 
+    /// A provider around an already loaded simulator (tests and benchmarks use the
+    /// committed TEST-ONLY keys this way).
+    pub fn from_simulator(sp: SimulatedSp, measurement: [u8; 48], latency: Duration) -> SimProvider {
+        SimProvider { sp, measurement, latency, vmpl: 0 }
+    }
+
     /// The simulated launch measurement.
     pub fn measurement(&self) -> [u8; 48] {
         self.measurement
