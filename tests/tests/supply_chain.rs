@@ -1,5 +1,6 @@
-//! Supply-chain rules checked against the committed Cargo.lock, so CI enforces them
-//! without network access to an advisory database:
+//! Supply-chain rules checked against the resolved dependency tree (`cargo tree` over the
+//! committed Cargo.lock; Cargo.lock itself also lists optional dependencies that are never
+//! built, such as rustls-webpki's `ring`), so CI enforces them without an advisory database:
 //! - one crypto provider (aws-lc-rs, via rustls): no `ring`, no OpenSSL;
 //! - no `serde_cbor` (archived; RUSTSEC-2021-0127) — CBOR is `ciborium`;
 //! - no `rsa` crate (RUSTSEC-2023-0071, Marvin, no fixed version): AMD's RSA-PSS
@@ -9,8 +10,14 @@
 use vouch_e2e::repo;
 
 fn locked_packages() -> Vec<String> {
-    let lock = std::fs::read_to_string(repo().join("Cargo.lock")).expect("Cargo.lock is committed");
-    lock.lines().filter_map(|l| l.strip_prefix("name = \"")).map(|n| n.trim_end_matches('"').to_owned()).collect()
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .current_dir(repo())
+        .args(["tree", "--workspace", "--locked", "--target", "all", "-e", "normal,build", "--prefix", "none"])
+        .output()
+        .expect("cargo tree");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_whitespace().next()).map(str::to_owned).collect()
 }
 
 #[test]
