@@ -143,6 +143,7 @@ Command: `bash bench/run.sh{' --smoke' if smoke else ''}` (raw outputs in `bench
 | report verification, cold (ARK→ASK→VCEK→report) | {f('verify_cold_us')} µs | ≤ 2000 µs |
 | `vouch verify-report` whole process | {f('vouch_verify_report_process_us', '{:.0f}')} µs | — |
 | `snpguest verify attestation` whole process | {f('snpguest_process_us', '{:.0f}')} µs (speedup {f('snpguest_speedup', '{:.2f}')}×) | ≥ 3× |
+| straightforward Python `cryptography` verifier, whole process | {f('python_cryptography_process_us', '{:.0f}')} µs (vouch is {f('python_speedup', '{:.2f}')}× faster) | — |
 | receipt verification, batch report already verified | {f('receipt_verify_cached_us')} µs | ≤ 50 µs |
 | host added latency p50 / p99 | {f('host_added_latency_p50_us')} / {f('host_added_latency_p99_us')} µs | < 100 µs p50 |
 | host throughput (min of both directions) vs direct | {f('host_throughput_gbps', '{:.2f}')} GB/s vs {f('direct_throughput_gbps', '{:.2f}')} GB/s | ≥ 1 GB/s |

@@ -48,6 +48,12 @@ V=attestation/testdata/vectors
         --vcek $V/reports/milan_v3_mstav.vcek.der --now 1788220800 >/dev/null; done
     t1=$(date +%s%N); vouch_ms=$(( (t1 - t0) / n / 1000 ))
     echo "vouch verify-report (chain + signature + extensions + policy), per process: ${vouch_ms} us"
+    t0=$(date +%s%N)
+    for _ in $(seq $n); do python3 bench/py_verify.py $V/reports/milan_v3_mstav.bin $V/reports/milan_v3_mstav.vcek.der \
+        $V/certs/milan_cert_chain.pem >/dev/null; done
+    t1=$(date +%s%N); py_us=$(( (t1 - t0) / n / 1000 ))
+    echo "python cryptography (chain + signature), per process: ${py_us} us"
+    echo "BENCH_JSON {\"python_cryptography_process_us\":$py_us,\"python_speedup\":$(python3 -c "print(round($py_us/$vouch_ms,2))")}"
     SNPGUEST=$(command -v snpguest || echo "$HOME/.cargo/bin/snpguest")
     if [[ -x "$SNPGUEST" ]]; then
         D=$(mktemp -d); cp $V/reports/milan_v3_mstav.bin "$D/report.bin"; mkdir -p "$D/certs"
