@@ -1,0 +1,77 @@
+//! Shared fixtures of the fuzz targets: trusted anchors (AMD, plus the TEST-ONLY
+//! simulated root so that evidence and receipts can verify all the way down), verified
+//! chains of the genuine vectors, and the fixed clock.
+//!
+//! Verifier side: every target feeds attacker-controlled bytes to a decoder the client
+//! runs on what the host hands it. A target must never panic, hang or allocate without
+//! bound, whatever the input.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use vouch_attestation::binding;
+use vouch_attestation::cert::AmdCert;
+use vouch_attestation::sim::{SimKeyMaterial, SimulatedSp};
+use vouch_attestation::{verify_chain, ChainInput, CertRole, TrustAnchors, VerifiedChain};
+
+/// 2026-09-01: inside the validity of the simulated chain and of the committed CRLs.
+pub const NOW: u64 = 1_788_220_800;
+
+/// The nonce the committed evidence seeds were fetched with.
+pub const SEED_NONCE: [u8; 32] = [0x42; 32];
+
+/// attestation/testdata/vectors.
+pub fn vectors() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../attestation/testdata/vectors")
+}
+
+fn sim() -> &'static SimulatedSp {
+    static SP: OnceLock<SimulatedSp> = OnceLock::new();
+    SP.get_or_init(|| {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../attestation/testdata/sim-test-chain/TEST-ONLY-sim-keys.cbor");
+        let keys: SimKeyMaterial =
+            binding::from_cbor(&std::fs::read(path).expect("TEST-ONLY sim keys")).expect("sim keys");
+        SimulatedSp::from_keys(&keys).expect("sim")
+    })
+}
+
+/// AMD's roots plus the TEST-ONLY simulated root.
+pub fn anchors_with_sim() -> &'static TrustAnchors {
+    static A: OnceLock<TrustAnchors> = OnceLock::new();
+    A.get_or_init(|| {
+        let sp = sim();
+        let mut a = TrustAnchors::amd();
+        a.dangerous_add_simulated_root(sp.ark_der(), sp.product()).expect("sim root");
+        a
+    })
+}
+
+/// AMD's roots only.
+pub fn amd() -> &'static TrustAnchors {
+    static A: OnceLock<TrustAnchors> = OnceLock::new();
+    A.get_or_init(TrustAnchors::amd)
+}
+
+/// Verified chains of every genuine vector's VCEK/VLEK, each at a time inside its
+/// validity, with the chip id it certifies (for picking the right one).
+pub fn genuine_chains() -> &'static [VerifiedChain] {
+    static C: OnceLock<Vec<VerifiedChain>> = OnceLock::new();
+    C.get_or_init(|| {
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(vectors().join("manifest.json")).expect("manifest"))
+                .expect("manifest JSON");
+        let mut out = Vec::new();
+        for p in manifest["positive"].as_array().into_iter().flatten() {
+            let read = |k: &str| std::fs::read(vectors().join(p[k].as_str().unwrap_or(""))).unwrap_or_default();
+            let leaf = read("leaf_cert");
+            let chain = read("chain");
+            let Ok(cert) = AmdCert::from_der(&leaf, CertRole::Leaf) else { continue };
+            let now = cert.validity().0 + 86_400;
+            let input = ChainInput { leaf: &leaf, chain: Some(&chain), crl: None, product: None };
+            if let Ok(c) = verify_chain(amd(), &input, None, now) {
+                out.push(c);
+            }
+        }
+        out
+    })
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every cargo-fuzz target in fuzz/ for N seconds each (default 60), starting from
+# the committed seed corpus (fuzz/corpus/TARGET, never modified: new inputs go to
+# fuzz/work/TARGET). Crashes land in fuzz/artifacts/TARGET; turn each into a regression
+# test in attestation/tests/fuzz_regressions.rs.
+#
+#   scripts/fuzz.sh [SECONDS] [TARGET...]
+#
+# Needs cargo-fuzz (installed here when missing) and a C++ compiler for libFuzzer.
+# The sanitizer is off (-s none) so that a stable toolchain works; with nightly, drop
+# it to run under AddressSanitizer.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../fuzz"
+secs="${1:-60}"
+shift || true
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+    targets=(report cert crl evidence receipt http_request)
+fi
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+summary=()
+for t in "${targets[@]}"; do
+    mkdir -p "work/$t"
+    log="work/$t.log"
+    echo "== fuzz $t for ${secs}s"
+    # -rss_limit_mb: a decoder must never need more than this for any input.
+    if cargo fuzz run -s none "$t" "work/$t" "corpus/$t" -- \
+        -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 2>&1 | tee "$log" | grep -E "^#[0-9]+.*(pulse|DONE)|ERROR|crash-|Test unit written"; then :; fi
+    runs=$(grep -E "^stat::number_of_executed_units" "$log" | awk '{print $2}' | tail -1)
+    eps=$(grep -E "^#[0-9]+.*DONE" "$log" | sed -E 's/.*exec\/s: ([0-9]+).*/\1/' | tail -1)
+    crashes=$(ls "artifacts/$t" 2>/dev/null | grep -cE '^(crash|oom|timeout|leak)-' || true)
+    summary+=("$t: ${runs:-?} executions in ${secs}s (${eps:-?} exec/s), ${crashes} crash/oom/timeout artifacts")
+done
+echo
+printf '%s\n' "${summary[@]}"
