@@ -12,6 +12,9 @@
 //! - Truncated, duplicated, reordered, dropped or flipped records → an error, never a
 //!   verified answer.
 
+// Test code: panicking with a message is the right failure mode, helpers included.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use base64::Engine;
 use serde_json::Value;
 use std::path::Path;

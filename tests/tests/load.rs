@@ -3,6 +3,9 @@
 //! not block anyone else, hostile request bytes that get clear errors — and the
 //! enclave's memory stays bounded throughout.
 
+// Test code: panicking with a message is the right failure mode, helpers included.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
