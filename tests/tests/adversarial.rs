@@ -535,7 +535,8 @@ fn tampered_records_never_yield_a_verified_answer() {
         assert!(!contains(&seen, answer.trim().as_bytes()), "the answer crossed the forwarder in clear");
     }
     // Client application records: 0 Finished, 1 GET /v1/attestation, 2 POST. The first
-    // enclave record after each starts the evidence and the answer respectively.
+    // enclave record after the GET is the evidence (or a session ticket racing it); the
+    // first after the POST starts the answer.
     let events: Vec<_> = clean.events().into_iter().filter(|e| e.conn == 0).collect();
     let first_enclave_record_after = |client_app: usize| {
         let at = events
