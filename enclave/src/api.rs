@@ -27,6 +27,10 @@ use vouch_attestation::receipt::{ReceiptLeaf, FORMAT_VERSION};
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Time allowed to receive a whole request body (slow clients are cut off).
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest prompt text accepted before tokenizing, in bytes: the context window times a
+/// generous 16 bytes per token. Beyond it a prompt cannot fit, and refusing it early
+/// spares tokenizing (and holding) hundreds of thousands of tokens.
+pub const MAX_PROMPT_BYTES: usize = crate::model::MAX_CONTEXT_TOKENS * 16;
 /// Default `max_tokens` when the request gives none.
 pub const DEFAULT_MAX_TOKENS: u32 = 256;
 /// Largest `max_tokens` accepted.
@@ -225,6 +229,18 @@ async fn chat(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
         seed: parsed.seed.unwrap_or(0),
         max_tokens,
     };
+    let prompt_bytes: usize = parsed.messages.iter().map(|m| m.content.len()).sum();
+    if prompt_bytes > MAX_PROMPT_BYTES {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "context_length_exceeded",
+            format!(
+                "prompt of {prompt_bytes} bytes cannot fit the {}-token context",
+                crate::model::MAX_CONTEXT_TOKENS
+            ),
+        );
+    }
     let request = GenerateRequest { messages: parsed.messages, params: params.clone() };
     if let Err(e) = request.validate() {
         return error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request", e.to_string());
