@@ -53,6 +53,19 @@ fn start(bin: &Path, args: &[&str], needle: &str) -> (Child, String) {
     }
 }
 
+/// One in-process generation; returns (tokens/s over prefill+decode, tokens).
+fn bare_run(bin_dir: &Path, model: &str, tokens: u32, threads: &str) -> (f64, u64) {
+    let out = Command::new(bin_dir.join("vouch-enclave"))
+        .args(["generate", "--model", model, "--prompt", PROMPT, "--max-tokens", &tokens.to_string()])
+        .args(["--threads", threads, "--json"])
+        .output()
+        .expect("generate");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("generate --json");
+    let ms = v["timings"]["prefill_ms"].as_f64().unwrap_or(0.0) + v["timings"]["decode_ms"].as_f64().unwrap_or(0.0);
+    let n = v["completion_tokens"].as_u64().unwrap_or(0);
+    (n as f64 / (ms / 1000.0), n)
+}
+
 fn vm_kib(pid: u32, key: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     s.lines()
@@ -71,23 +84,6 @@ async fn main() {
     let latency = arg("--latency-ms", "8");
     let threads = arg("--threads", "1");
     let work = std::env::temp_dir().join(format!("vouch-bench-{}", std::process::id()));
-
-    // Bare: in-process generation; its own prefill + decode time (load excluded).
-    let mut bare = Vec::new();
-    let mut bare_tokens = 0;
-    for _ in 0..runs {
-        let out = Command::new(bin_dir.join("vouch-enclave"))
-            .args(["generate", "--model", &model, "--prompt", PROMPT, "--max-tokens", &tokens.to_string()])
-            .args(["--threads", &threads, "--json"])
-            .output()
-            .expect("generate");
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("generate --json");
-        let ms = v["timings"]["prefill_ms"].as_f64().or(v["prefill_ms"].as_f64()).unwrap_or(0.0)
-            + v["timings"]["decode_ms"].as_f64().or(v["decode_ms"].as_f64()).unwrap_or(0.0);
-        bare_tokens =
-            v["completion_tokens"].as_u64().or(v["counts"]["completion_tokens"].as_u64()).unwrap_or(0);
-        bare.push(bare_tokens as f64 / (ms / 1000.0));
-    }
 
     let sim = work.join("sim");
     let (mut enclave, addr) = start(
@@ -123,9 +119,13 @@ async fn main() {
     }
     let client = VouchClient::new(cfg).expect("client");
     client.attest().await.expect("attest");
-    let mut attested = Vec::new();
-    let mut att_tokens = 0;
+    // Bare and attested runs alternate, so drifting background load hits both alike.
+    let (mut bare, mut attested) = (Vec::new(), Vec::new());
+    let (mut bare_tokens, mut att_tokens) = (0, 0);
     for _ in 0..runs {
+        let (rate, n) = bare_run(&bin_dir, &model, tokens, &threads);
+        bare.push(rate);
+        bare_tokens = n;
         let mut req = ChatRequest::prompt(PROMPT);
         req.max_tokens = Some(tokens);
         req.stream = false;
