@@ -88,4 +88,6 @@ else
 fi
 
 log "writing bench/RESULTS.md and bench/results.json"
+# Plots need matplotlib (PyPI); without it the tables are still written.
+[[ $SMOKE -eq 1 ]] || python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install --quiet matplotlib >/dev/null 2>&1 || true
 python3 bench/report.py "$OUT" $([[ $SMOKE -eq 1 ]] && echo --smoke)
