@@ -151,6 +151,22 @@ pub enum ClientError {
     Kds(#[from] KdsError),
 }
 
+/// An HTTP-layer error with its whole source chain, so a TLS cause (bad record MAC, a
+/// missing close_notify) is not hidden behind hyper's "connection error".
+fn http_error(e: &(dyn std::error::Error + 'static)) -> ClientError {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let part = s.to_string();
+        if !msg.contains(&part) {
+            msg.push_str(": ");
+            msg.push_str(&part);
+        }
+        src = s.source();
+    }
+    ClientError::Http(msg)
+}
+
 impl ClientError {
     /// True when the failure is a verification or policy refusal (exit code 1), as
     /// opposed to I/O, usage or an unavailable enclave (exit code 2).
@@ -368,7 +384,7 @@ async fn read_body(
 ) -> Result<Vec<u8>, ClientError> {
     let mut out = Vec::new();
     while let Some(frame) = timed(idle, what, body.frame()).await? {
-        let frame = frame.map_err(|e| ClientError::Http(e.to_string()))?;
+        let frame = frame.map_err(|e| http_error(&e))?;
         if let Some(d) = frame.data_ref() {
             if out.len() + d.len() > limit {
                 return Err(ClientError::TooLarge { what, limit });
@@ -428,9 +444,8 @@ impl VouchClient {
             Ok::<_, ClientError>((tls, spki))
         })
         .await??;
-        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let (send, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| http_error(&e))?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "enclave connection closed");
@@ -454,7 +469,7 @@ impl VouchClient {
         if let Some(ct) = content_type {
             b = b.header(http::header::CONTENT_TYPE, ct);
         }
-        b.body(Full::new(body)).map_err(|e| ClientError::Http(e.to_string()))
+        b.body(Full::new(body)).map_err(|e| http_error(&e))
     }
 
     /// Fills in what the evidence lacks from KDS: the VCEK when absent, the CRL when
@@ -509,8 +524,8 @@ impl VouchClient {
         let req = self.request(http::Method::GET, &path, Bytes::new(), None)?;
         let t = self.cfg.timeouts;
         let body = timed(t.attestation, "attestation evidence", async {
-            send.ready().await.map_err(|e| ClientError::Http(e.to_string()))?;
-            let resp = send.send_request(req).await.map_err(|e| ClientError::Http(e.to_string()))?;
+            send.ready().await.map_err(|e| http_error(&e))?;
+            let resp = send.send_request(req).await.map_err(|e| http_error(&e))?;
             let status = resp.status();
             let ct = resp
                 .headers()
@@ -651,10 +666,9 @@ impl VouchClient {
         let mut s = self.session().await?;
         let req = self.request(http::Method::GET, "/v1/models", Bytes::new(), None)?;
         let t = self.cfg.timeouts;
-        s.send.ready().await.map_err(|e| ClientError::Http(e.to_string()))?;
-        let resp = timed(t.response, "model list", s.send.send_request(req))
-            .await?
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+        s.send.ready().await.map_err(|e| http_error(&e))?;
+        let resp =
+            timed(t.response, "model list", s.send.send_request(req)).await?.map_err(|e| http_error(&e))?;
         let status = resp.status();
         let mut body = resp.into_body();
         let bytes = read_body(&mut body, MAX_BODY_BYTES, t.read_idle, "model list").await?;
@@ -722,10 +736,9 @@ impl VouchClient {
         let t = self.cfg.timeouts;
         let req =
             self.request(http::Method::POST, "/v1/chat/completions", body.clone(), Some("application/json"))?;
-        s.send.ready().await.map_err(|e| ClientError::Http(e.to_string()))?;
-        let resp = timed(t.response, "the answer", s.send.send_request(req))
-            .await?
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+        s.send.ready().await.map_err(|e| http_error(&e))?;
+        let resp =
+            timed(t.response, "the answer", s.send.send_request(req)).await?.map_err(|e| http_error(&e))?;
         let status = resp.status();
         let ct = resp
             .headers()
@@ -796,7 +809,7 @@ async fn read_stream(
     let mut done = false;
     while !done {
         let Some(frame) = timed(idle, "the next streamed chunk", body.frame()).await? else { break };
-        let frame = frame.map_err(|e| ClientError::Http(e.to_string()))?;
+        let frame = frame.map_err(|e| http_error(&e))?;
         let Some(data) = frame.data_ref() else { continue };
         total += data.len();
         if total > MAX_BODY_BYTES {
