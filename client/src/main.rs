@@ -18,7 +18,21 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .try_init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    // Offline commands (verify-report, verify, measure) do no network I/O: a
+    // current-thread runtime spares them worker-thread start-up, which is most of a
+    // whole-process verification's cost.
+    let offline = matches!(
+        cli.command,
+        vouch_client::cli::Command::VerifyReport(_)
+            | vouch_client::cli::Command::Verify(_)
+            | vouch_client::cli::Command::Measure(_)
+    );
+    let built = if offline {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
+    };
+    let runtime = match built {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("vouch: cannot start the async runtime: {e}");
