@@ -40,9 +40,9 @@ def gen_rates(engine_prefix, text):
     rates = []
     for line in text.splitlines():
         parts = line.split()
-        if parts and parts[0].startswith(engine_prefix) and len(parts) >= 7:
+        if parts and parts[0].startswith(engine_prefix) and len(parts) >= 6:
             try:
-                rates.append(float(parts[6]))
+                rates.append(float(parts[5]))  # columns: engine run prompt_tok prompt/s gen_tok gen/s load_ms
             except ValueError:
                 pass
     return rates

@@ -44,11 +44,18 @@ fn main() {
     let verified = verify_report(&anchors, &report, &input, NOW).expect("genuine report verifies");
 
     // Floor: parse the VCEK's P-384 key and verify the report signature, nothing else.
-    let key = cert::AmdCert::from_der(&vcek, CertRole::Vcek).expect("vcek").p384_public_key(CertRole::Vcek).expect("key").to_vec();
+    let key = cert::AmdCert::from_der(&vcek, CertRole::Vcek)
+        .expect("vcek")
+        .p384_public_key(CertRole::Vcek)
+        .expect("key")
+        .to_vec();
     let parsed = Report::parse(&report).expect("parse");
     let sig = parsed.signature_rs_be();
     let floor = measure(|| {
-        let k = aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ECDSA_P384_SHA384_FIXED, &key);
+        let k = aws_lc_rs::signature::UnparsedPublicKey::new(
+            &aws_lc_rs::signature::ECDSA_P384_SHA384_FIXED,
+            &key,
+        );
         black_box(k.verify(black_box(&report[..0x2A0]), &sig).is_ok());
     });
     let warm = measure(|| {
@@ -64,8 +71,11 @@ fn main() {
     // Receipts of one batch: the report is verified once, then each receipt costs a
     // CBOR decode, a Merkle path and a few hashes.
     let keys: SimKeyMaterial = binding::from_cbor(
-        &std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/sim-test-chain/TEST-ONLY-sim-keys.cbor"))
-            .expect("sim keys"),
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/sim-test-chain/TEST-ONLY-sim-keys.cbor"
+        ))
+        .expect("sim keys"),
     )
     .expect("sim keys");
     let sp = SimulatedSp::from_keys(&keys).expect("sim");
@@ -106,7 +116,10 @@ fn main() {
                 version: 1,
                 leaf: leaves[i].clone(),
                 leaf_index: i as u64,
-                proof: merkle::inclusion_proof(&hashes, i).into_iter().map(|h| serde_bytes::ByteBuf::from(h.to_vec())).collect(),
+                proof: merkle::inclusion_proof(&hashes, i)
+                    .into_iter()
+                    .map(|h| serde_bytes::ByteBuf::from(h.to_vec()))
+                    .collect(),
                 batch_claims: claims.clone(),
                 bundle: ReportBundle {
                     report: rep.to_vec(),
@@ -128,8 +141,16 @@ fn main() {
     println!("verification of a genuine Milan v3 report (milan_v3_mstav), median per call:");
     println!("  floor: raw ECDSA P-384 verify (aws-lc-rs)   {:9.1} µs", us(floor));
     println!("  parse only                                  {:9.1} µs", us(parse));
-    println!("  warm: report against a cached chain        {:9.1} µs   {:.2}x floor (target <= 1.2x)", us(warm), us(warm) / us(floor));
-    println!("  cold: ARK->ASK->VCEK + report               {:9.1} µs   {:.2}x floor (target <= 2000 µs)", us(cold), us(cold) / us(floor));
+    println!(
+        "  warm: report against a cached chain        {:9.1} µs   {:.2}x floor (target <= 1.2x)",
+        us(warm),
+        us(warm) / us(floor)
+    );
+    println!(
+        "  cold: ARK->ASK->VCEK + report               {:9.1} µs   {:.2}x floor (target <= 2000 µs)",
+        us(cold),
+        us(cold) / us(floor)
+    );
     println!("  receipt, batch report already verified    {:9.1} µs   (target <= 50 µs)", us(receipt_cached));
     println!(
         "BENCH_JSON {{\"p384_verify_floor_us\":{:.1},\"verify_warm_us\":{:.1},\"verify_cold_us\":{:.1},\"receipt_verify_cached_us\":{:.1},\"verify_warm_over_floor\":{:.3}}}",

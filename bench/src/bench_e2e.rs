@@ -61,7 +61,8 @@ fn bare_run(bin_dir: &Path, model: &str, tokens: u32, threads: &str) -> (f64, u6
         .output()
         .expect("generate");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("generate --json");
-    let ms = v["timings"]["prefill_ms"].as_f64().unwrap_or(0.0) + v["timings"]["decode_ms"].as_f64().unwrap_or(0.0);
+    let ms = v["timings"]["prefill_ms"].as_f64().unwrap_or(0.0)
+        + v["timings"]["decode_ms"].as_f64().unwrap_or(0.0);
     let n = v["completion_tokens"].as_u64().unwrap_or(0);
     (n as f64 / (ms / 1000.0), n)
 }

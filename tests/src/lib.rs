@@ -87,7 +87,11 @@ impl Proc {
             }
             let now = Instant::now();
             if now >= deadline {
-                panic!("{}: no line containing {needle:?} within {timeout:?}; output:\n{}", self.name, guard.join("\n"));
+                panic!(
+                    "{}: no line containing {needle:?} within {timeout:?}; output:\n{}",
+                    self.name,
+                    guard.join("\n")
+                );
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("{} exited ({status}) before {needle:?}; output:\n{}", self.name, guard.join("\n"));

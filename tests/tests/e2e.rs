@@ -20,7 +20,15 @@ fn chat_through_host_verifies_and_the_receipt_reverifies_offline() {
     let receipt_s = receipt.to_str().unwrap();
 
     let out = vouch(&[
-        "chat", "--url", &url, "--trust-sim-root", &root, "--receipt-out", receipt_s, "--max-tokens", "24",
+        "chat",
+        "--url",
+        &url,
+        "--trust-sim-root",
+        &root,
+        "--receipt-out",
+        receipt_s,
+        "--max-tokens",
+        "24",
         "What is the capital of Germany?",
     ]);
     let t = text(&out);
@@ -86,7 +94,10 @@ fn a_client_trusting_only_amd_refuses_the_simulated_enclave() {
     let out = vouch(&["attest", "--url", &url, "--trust-sim-root", &sim_root(&sim), "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(v.to_string().contains("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"), "{v}");
+    assert!(
+        v.to_string().contains("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
+        "{v}"
+    );
 }
 
 fn curl(args: &[&str]) -> (u16, String) {
@@ -111,9 +122,11 @@ fn bad_input_gets_openai_errors_and_the_service_stays_up() {
     let (code, body) = curl(&["-d", "{not json", &chat]);
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("\"error\""), "{body}");
-    let (code, body) = curl(&["-d", r#"{"model":"gpt-4","messages":[{"role":"user","content":"hi"}]}"#, &chat]);
+    let (code, body) =
+        curl(&["-d", r#"{"model":"gpt-4","messages":[{"role":"user","content":"hi"}]}"#, &chat]);
     assert_eq!(code, 404, "{body}");
-    let (code, body) = curl(&["-d", r#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":1000000}"#, &chat]);
+    let (code, body) =
+        curl(&["-d", r#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":1000000}"#, &chat]);
     assert_eq!(code, 400, "{body}");
     let big = tmp.path().join("big.json");
     std::fs::write(&big, vec![b' '; 2 * 1024 * 1024]).unwrap();
@@ -130,7 +143,13 @@ fn bad_input_gets_openai_errors_and_the_service_stays_up() {
 
     // Still serving, and the answer verifies.
     let out = vouch(&[
-        "chat", "--url", &format!("https://{host_addr}"), "--trust-sim-root", &sim_root(&sim), "--max-tokens", "8",
+        "chat",
+        "--url",
+        &format!("https://{host_addr}"),
+        "--trust-sim-root",
+        &sim_root(&sim),
+        "--max-tokens",
+        "8",
         "What is the capital of Germany?",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -167,7 +186,8 @@ fn concurrent_clients_all_get_verified_receipts() {
             serde_json::from_slice(&std::fs::read(tmp.path().join(format!("c{i}.json"))).unwrap()).unwrap();
         let cbor = base64::engine::general_purpose::STANDARD.decode(f["receipt"].as_str().unwrap()).unwrap();
         let r: vouch_attestation::receipt::Receipt = vouch_attestation::binding::from_cbor(&cbor).unwrap();
-        let b: vouch_attestation::binding::BatchClaims = vouch_attestation::binding::from_cbor(&r.batch_claims).unwrap();
+        let b: vouch_attestation::binding::BatchClaims =
+            vouch_attestation::binding::from_cbor(&r.batch_claims).unwrap();
         seqs.insert(b.batch_seq);
     }
     assert!(seqs.len() <= n, "{seqs:?}");

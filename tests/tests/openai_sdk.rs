@@ -15,17 +15,19 @@ fn openai_sdk_through_the_verifying_proxy() {
     let mut proxy = Proc::spawn(
         &bin("vouch"),
         &[
-            "proxy", "--url", &format!("https://{host_addr}"), "--listen", "127.0.0.1:0", "--trust-sim-root",
+            "proxy",
+            "--url",
+            &format!("https://{host_addr}"),
+            "--listen",
+            "127.0.0.1:0",
+            "--trust-sim-root",
             root.to_str().unwrap(),
         ],
     );
     let addr = proxy.wait_for("vouch proxy listening on ", Duration::from_secs(60));
     let script = repo().join("tests/python/openai_sdk_check.py");
-    let out = Command::new("python3")
-        .arg(&script)
-        .arg(format!("http://{addr}/v1"))
-        .output()
-        .expect("python3");
+    let out =
+        Command::new("python3").arg(&script).arg(format!("http://{addr}/v1")).output().expect("python3");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -13,11 +13,25 @@ fn locked_packages() -> Vec<String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = std::process::Command::new(cargo)
         .current_dir(repo())
-        .args(["tree", "--workspace", "--locked", "--target", "all", "-e", "normal,build", "--prefix", "none"])
+        .args([
+            "tree",
+            "--workspace",
+            "--locked",
+            "--target",
+            "all",
+            "-e",
+            "normal,build",
+            "--prefix",
+            "none",
+        ])
         .output()
         .expect("cargo tree");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_whitespace().next()).map(str::to_owned).collect()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
 }
 
 #[test]
