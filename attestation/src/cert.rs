@@ -252,11 +252,6 @@ impl AmdCert {
         Ok(key)
     }
 
-    /// Re-encodes the subject name to DER (used when building CRLs/certs in `sim`).
-    pub(crate) fn subject_name(&self) -> &x509_cert::name::Name {
-        &self.inner.tbs_certificate.subject
-    }
-
     /// SHA-256 of the DER.
     pub fn sha256(&self) -> [u8; 32] {
         use sha2::Digest;

@@ -293,12 +293,13 @@ impl ReceiptVerifier {
             return Err(ReceiptError::Malformed { what: "receipt", reason: "proof too long".into() });
         }
         // Cache key: everything that determines the batch verdict.
-        let mut h = Sha256::new();
-        for part in [&r.bundle.report, &r.bundle.leaf_cert, &r.bundle.chain, &r.bundle.crl, &r.batch_claims] {
-            h.update((part.len() as u64).to_le_bytes());
-            h.update(part);
-        }
-        let key: [u8; 32] = h.finalize().into();
+        let key = cache_key(&[
+            &r.bundle.report,
+            &r.bundle.leaf_cert,
+            &r.bundle.chain,
+            &r.bundle.crl,
+            &r.batch_claims,
+        ]);
         let (report, batch) = match self.batches.get(&key) {
             Some(v) => v.clone(),
             None => {
@@ -332,14 +333,7 @@ impl ReceiptVerifier {
     }
 
     fn verify_batch(&mut self, r: &Receipt) -> Result<(VerifiedReport, BatchClaims), ReceiptError> {
-        let leaf_key: [u8; 32] = {
-            let mut h = Sha256::new();
-            for part in [&r.bundle.leaf_cert, &r.bundle.chain, &r.bundle.crl] {
-                h.update((part.len() as u64).to_le_bytes());
-                h.update(part);
-            }
-            h.finalize().into()
-        };
+        let leaf_key = cache_key(&[&r.bundle.leaf_cert, &r.bundle.chain, &r.bundle.crl]);
         let report = match self.chains.get(&leaf_key) {
             Some(chain) => verify_report_with_chain(chain, &r.bundle.report)?,
             None => {
@@ -356,6 +350,16 @@ impl ReceiptVerifier {
         check_version(batch.version, "batch claims")?;
         Ok((report, batch))
     }
+}
+
+/// SHA-256 over length-prefixed parts: an unambiguous cache key for a tuple of byte strings.
+fn cache_key(parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for part in parts {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    h.finalize().into()
 }
 
 /// Verifies one receipt without caching.

@@ -108,6 +108,7 @@ pub struct SimulatedSp {
     ask_der: Vec<u8>,
     vcek_der: Vec<u8>,
     ark_key: RsaKeyPair,
+    ark_name: Name,
     rng: SystemRandom,
 }
 
@@ -253,6 +254,7 @@ impl SimulatedSp {
             ask_der,
             vcek_der,
             ark_key: ark,
+            ark_name,
             rng: SystemRandom::new(),
         })
     }
@@ -332,14 +334,7 @@ impl SimulatedSp {
     pub fn crl(&self, serials: &[&[u8]], this_update: u64, next_update: u64) -> Result<Vec<u8>, SimError> {
         use x509_cert::crl::{CertificateList, RevokedCert, TbsCertList};
         let alg = pss_sha384_alg()?;
-        let issuer = Name::from_der(
-            &crate::cert::AmdCert::from_der(&self.ark_der, crate::CertRole::Ark)
-                .map_err(c("ark"))?
-                .subject_name()
-                .to_der()
-                .map_err(c("name"))?,
-        )
-        .map_err(c("name"))?;
+        let issuer = self.ark_name.clone();
         let revoked = serials
             .iter()
             .map(|s| {
