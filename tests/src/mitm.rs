@@ -23,10 +23,8 @@
 // Test harness: panicking with a message is the right failure mode here.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use sha2::{Digest, Sha256};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -523,58 +521,14 @@ where
     }
 }
 
-/// Accepts any server key: the same pre-attestation handshake the real client does
-/// (TLS 1.3 CertificateVerify still checked).
-#[derive(Debug)]
-struct AnyServerKey(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyServerKey {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// Client TLS configuration that accepts any enclave key (TLS 1.3, http/1.1).
+/// Client TLS configuration that accepts any enclave key (TLS 1.3, http/1.1): the real
+/// client's own pre-attestation configuration.
 pub fn client_config() -> Arc<rustls::ClientConfig> {
-    let p = provider();
-    let mut cfg = rustls::ClientConfig::builder_with_provider(p.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("TLS 1.3")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServerKey(p)))
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(cfg)
+    vouch_client::tls::enclave_tls_config().expect("TLS 1.3 client configuration")
 }
 
 /// A TLS connection to `addr` (`tcp:HOST:PORT` or `HOST:PORT`), any server key.
