@@ -151,6 +151,11 @@ pub enum ClientError {
     Kds(#[from] KdsError),
 }
 
+/// The response's content type ("" when absent or not text): it picks CBOR, JSON or SSE parsing.
+fn content_type(headers: &http::HeaderMap) -> String {
+    headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned()
+}
+
 /// An HTTP-layer error with its whole source chain, so a TLS cause (bad record MAC, a
 /// missing close_notify) is not hidden behind hyper's "connection error".
 fn http_error(e: &(dyn std::error::Error + 'static)) -> ClientError {
@@ -527,12 +532,7 @@ impl VouchClient {
             send.ready().await.map_err(|e| http_error(&e))?;
             let resp = send.send_request(req).await.map_err(|e| http_error(&e))?;
             let status = resp.status();
-            let ct = resp
-                .headers()
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned();
+            let ct = content_type(resp.headers());
             let mut body = resp.into_body();
             let bytes = read_body(&mut body, MAX_EVIDENCE_BYTES, t.read_idle, "attestation evidence").await?;
             if !status.is_success() {
@@ -740,12 +740,7 @@ impl VouchClient {
         let resp =
             timed(t.response, "the answer", s.send.send_request(req)).await?.map_err(|e| http_error(&e))?;
         let status = resp.status();
-        let ct = resp
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let ct = content_type(resp.headers());
         let mut incoming = resp.into_body();
         if !status.is_success() {
             let bytes = read_body(&mut incoming, MAX_BODY_BYTES, t.read_idle, "error body").await?;
