@@ -48,13 +48,16 @@ def gen_rates(engine_prefix, text):
     return rates
 
 model = read("model.txt")
-candle = gen_rates("candle-q8_0", model) or gen_rates("candle", model)
+native = gen_rates("vouch-native", model)
+candle = gen_rates("vouch-candle", model)
 llama = gen_rates("llama.cpp", model)
+if native:
+    r["vouch_gen_tokens_per_s"] = statistics.median(native)
 if candle:
     r["candle_gen_tokens_per_s"] = statistics.median(candle)
-if llama:
+if llama and native:
     r["llamacpp_gen_tokens_per_s"] = statistics.median(llama)
-    r["vs_llamacpp_tokens_ratio"] = round(r["candle_gen_tokens_per_s"] / r["llamacpp_gen_tokens_per_s"], 3)
+    r["vs_llamacpp_tokens_ratio"] = round(r["vouch_gen_tokens_per_s"] / r["llamacpp_gen_tokens_per_s"], 3)
 
 def gc_rate(clients, latency, group):
     for g in gc:

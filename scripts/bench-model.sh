@@ -5,7 +5,8 @@
 # Prints, per run: prompt tok/s, generated tok/s, load time and peak RSS (/usr/bin/time -v).
 #
 # Usage: scripts/bench-model.sh [--runs N] [--threads N] [--max-tokens N] [--prompt TEXT]
-#                               [--weights q8_0|as-stored|both] [--with-llamacpp] [--no-build]
+#                               [--runtimes "native candle-q8_0 candle"] [--with-llamacpp] [--no-build]
+#   --runtimes       the vouch-enclave runtimes to run (default: "native candle-q8_0").
 #   --with-llamacpp  also run llama.cpp via llama-cpp-python==0.3.36, installed into
 #                    $VOUCH_BENCH_VENV (default: ~/.cache/vouch/llamacpp-venv). The first
 #                    install builds llama.cpp from source (~10 min on 2 cores). Not for CI.
@@ -19,7 +20,7 @@ THREADS="$(nproc)"
 MAX_TOKENS=64
 # A prompt with a long answer, so that decode speed is measured over all max_tokens.
 PROMPT="Give me three tips for staying healthy."
-WEIGHTS=both
+RUNTIMES="native candle-q8_0"
 WITH_LLAMACPP=0
 BUILD=1
 VENV="${VOUCH_BENCH_VENV:-$HOME/.cache/vouch/llamacpp-venv}"
@@ -30,10 +31,10 @@ while [[ $# -gt 0 ]]; do
         --threads) THREADS="$2"; shift 2 ;;
         --max-tokens) MAX_TOKENS="$2"; shift 2 ;;
         --prompt) PROMPT="$2"; shift 2 ;;
-        --weights) WEIGHTS="$2"; shift 2 ;;
+        --runtimes) RUNTIMES="$2"; shift 2 ;;
         --with-llamacpp) WITH_LLAMACPP=1; shift ;;
         --no-build) BUILD=0; shift ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
         *) echo "bench-model: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -45,13 +46,10 @@ if [[ $BUILD -eq 1 ]]; then
 fi
 [[ -x "$BIN" ]] || { echo "bench-model: $BIN not built" >&2; exit 2; }
 
-case "$WEIGHTS" in
-    both) FORMATS=(q8_0 as-stored) ;;
-    *) FORMATS=("$WEIGHTS") ;;
-esac
+read -r -a FORMATS <<< "$RUNTIMES"
 
 echo "model: $MODEL"
-echo "load average: $(cut -d" " -f1-3 /proc/loadavg) (other processes skew the numbers: candle's pool spins at barriers)"
+echo "load average: $(cut -d" " -f1-3 /proc/loadavg) (other processes skew the numbers)"
 echo "threads: $THREADS  max_tokens: $MAX_TOKENS  runs: $RUNS  prompt: $PROMPT"
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 printf '%-28s %4s %10s %10s %9s %9s %10s\n' engine run prompt_tok "prompt/s" gen_tok "gen/s" "load_ms"
@@ -63,8 +61,8 @@ peak_rss() { awk -F: '/Maximum resident set size/ {gsub(/ /,"",$2); printf "%.0f
 for fmt in "${FORMATS[@]}"; do
     for run in $(seq 1 "$RUNS"); do
         /usr/bin/time -v -o "$TMP/time" "$BIN" generate --model "$MODEL" --prompt "$PROMPT" \
-            --max-tokens "$MAX_TOKENS" --threads "$THREADS" --weights "$fmt" --json > "$TMP/out.json" 2> "$TMP/err"
-        python3 - "$TMP/out.json" "candle-$fmt" "$run" "$(peak_rss "$TMP/time")" <<'PY'
+            --max-tokens "$MAX_TOKENS" --threads "$THREADS" --runtime "$fmt" --json > "$TMP/out.json" 2> "$TMP/err"
+        python3 - "$TMP/out.json" "vouch-$fmt" "$run" "$(peak_rss "$TMP/time")" <<'PY'
 import json, sys
 o = json.load(open(sys.argv[1])); t = o["timings"]
 print(f'{sys.argv[2]:<28} {sys.argv[3]:>4} {o["prompt_tokens"]:>10} {t["prompt_tokens_per_s"]:>10.1f} '

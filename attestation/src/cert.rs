@@ -304,7 +304,7 @@ pub fn der_from_pem_or_der(input: &[u8]) -> Result<Vec<u8>, VerifyError> {
         Some(text) => {
             let text = text.replace("\r\n", "\n");
             let start = text.find("-----BEGIN").unwrap_or(0);
-            pem_rfc7468::decode_vec(text[start..].as_bytes())
+            pem_rfc7468::decode_vec(&text.as_bytes()[start..])
                 .map(|(_, der)| der)
                 .map_err(|e| VerifyError::Pem { reason: e.to_string() })
         }

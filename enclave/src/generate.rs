@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::model::{
     generate_blocking, hex_digest, init_compute_threads, ChatMessage, FinishReason, GenerateRequest,
-    GenerationStats, Model, ModelError, SamplingParams, WeightFormat, ENGINE_VERSION,
+    GenerationStats, Model, ModelError, Runtime, SamplingParams,
 };
 
 /// Arguments of `vouch-enclave generate`.
@@ -43,10 +43,11 @@ pub struct GenerateArgs {
     /// Compute threads (default: CANDLE_NUM_THREADS, RAYON_NUM_THREADS or all CPUs).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// Runtime weight format: "q8_0" (default; Q4_1 re-quantized in memory, ~3x faster)
-    /// or "as-stored".
-    #[arg(long, value_name = "FORMAT", default_value_t = WeightFormat::Q8_0)]
-    pub weights: WeightFormat,
+    /// Runtime: "native" (default; Vouch's SIMD kernels over the weights as stored),
+    /// "candle" (candle's quantized llama, as stored) or "candle-q8_0" (candle, with
+    /// Q4_1 re-quantized to Q8_0 in memory).
+    #[arg(long, value_name = "RUNTIME", default_value_t = Runtime::Native)]
+    pub runtime: Runtime,
     /// Print one JSON object on stdout instead of streaming text.
     #[arg(long)]
     pub json: bool,
@@ -73,7 +74,7 @@ struct JsonModel<'a> {
     digest: String,
     file_size: u64,
     stored_format: &'a str,
-    weights: WeightFormat,
+    runtime: Runtime,
     weights_digest: String,
 }
 
@@ -83,6 +84,7 @@ struct JsonOutput<'a> {
     finish_reason: FinishReason,
     model: JsonModel<'a>,
     engine_version: &'static str,
+    kernel: &'static str,
     sampling: &'a SamplingParams,
     prompt_tokens: u32,
     completion_tokens: u32,
@@ -105,7 +107,7 @@ struct JsonTimings {
 /// Runs `generate`.
 pub fn run(args: GenerateArgs) -> Result<(), GenerateError> {
     init_compute_threads(args.threads);
-    let mut model = Model::load_with(&args.model, args.weights)?;
+    let mut model = Model::load_with(&args.model, args.runtime)?;
 
     let mut messages = Vec::new();
     if let Some(system) = &args.system {
@@ -152,10 +154,11 @@ pub fn run(args: GenerateArgs) -> Result<(), GenerateError> {
                 digest: hex_digest(&model.digest()),
                 file_size: model.file_size(),
                 stored_format: model.stored_format(),
-                weights: model.weight_format(),
+                runtime: model.runtime(),
                 weights_digest: hex_digest(&model.weights_digest()),
             },
-            engine_version: ENGINE_VERSION,
+            engine_version: model.engine_version(),
+            kernel: model.kernel(),
             sampling: &request.params,
             prompt_tokens: stats.prompt_tokens,
             completion_tokens: stats.completion_tokens,
@@ -183,8 +186,8 @@ pub fn run(args: GenerateArgs) -> Result<(), GenerateError> {
 
 fn summary_line(finish: FinishReason, stats: &GenerationStats, model: &Model) -> String {
     format!(
-        "[{}] prompt {} tok ({:.1} tok/s, {:.1} ms) | gen {} tok ({:.1} tok/s, {:.1} ms) | load {:.0} ms | finish {} | threads {} | weights {} | sha256 {}",
-        ENGINE_VERSION,
+        "[{}] prompt {} tok ({:.1} tok/s, {:.1} ms) | gen {} tok ({:.1} tok/s, {:.1} ms) | load {:.0} ms | finish {} | threads {} | runtime {} ({}) | sha256 {}",
+        model.engine_version(),
         stats.prompt_tokens,
         stats.prompt_tokens_per_s,
         stats.prefill_ms,
@@ -194,7 +197,8 @@ fn summary_line(finish: FinishReason, stats: &GenerationStats, model: &Model) ->
         stats.load_ms,
         finish.as_str(),
         stats.threads,
-        model.weight_format(),
+        model.runtime(),
+        model.kernel(),
         hex_digest(&model.digest()),
     )
 }

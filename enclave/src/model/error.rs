@@ -78,7 +78,7 @@ pub enum ModelError {
     /// candle could not build the model from the tensors (missing tensor, bad shape...).
     #[error("cannot build model weights: {reason}")]
     Weights {
-        /// candle's message.
+        /// What went wrong.
         reason: String,
     },
     /// The request is unusable (no messages, unknown role, bad sampling parameters).
@@ -94,10 +94,10 @@ pub enum ModelError {
         /// The model's maximum sequence length.
         limit: usize,
     },
-    /// candle failed during a forward pass or sampling.
+    /// A forward pass or sampling failed.
     #[error("inference failed: {reason}")]
     Inference {
-        /// candle's message.
+        /// What went wrong.
         reason: String,
     },
     /// The caller cancelled the generation (e.g. the client went away).
@@ -106,7 +106,7 @@ pub enum ModelError {
 }
 
 impl ModelError {
-    pub(crate) fn inference(e: candle_core::Error) -> Self {
+    pub(crate) fn inference(e: impl std::fmt::Display) -> Self {
         ModelError::Inference { reason: e.to_string() }
     }
 }

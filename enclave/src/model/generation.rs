@@ -9,8 +9,6 @@
 
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
-
 use super::chat::encode_chat_prompt;
 use super::sampling::logits_processor;
 use super::utf8::Utf8Stream;
@@ -71,15 +69,10 @@ pub fn generate_cancellable(
     }
 
     // A previous request (or a failed one) may have left state behind.
-    model.weights.clear_kv_cache();
-    let device = Device::Cpu;
+    model.start_sequence(prompt_ids.len() + params.max_tokens as usize);
 
     let prefill_started = Instant::now();
-    let input = Tensor::new(prompt_ids.as_slice(), &device)
-        .and_then(|t| t.unsqueeze(0))
-        .map_err(ModelError::inference)?;
-    let mut logits =
-        model.weights.forward(&input, 0).and_then(|l| l.squeeze(0)).map_err(ModelError::inference)?;
+    let mut logits = model.forward(&prompt_ids, 0)?;
     stats.prefill_ms = prefill_started.elapsed().as_secs_f64() * 1e3;
 
     let decode_started = Instant::now();
@@ -102,13 +95,7 @@ pub fn generate_cancellable(
         if is_cancelled() {
             return Err(ModelError::Cancelled);
         }
-        let input =
-            Tensor::new(&[next], &device).and_then(|t| t.unsqueeze(0)).map_err(ModelError::inference)?;
-        logits = model
-            .weights
-            .forward(&input, position)
-            .and_then(|l| l.squeeze(0))
-            .map_err(ModelError::inference)?;
+        logits = model.forward(&[next], position)?;
         position += 1;
         decode_forwards += 1;
     };
@@ -118,7 +105,7 @@ pub fn generate_cancellable(
     }
     stats.decode_ms = decode_started.elapsed().as_secs_f64() * 1e3;
     // Free the cache now rather than holding it until the next request.
-    model.weights.clear_kv_cache();
+    model.end_sequence();
 
     stats.completion_tokens = stats.completion_token_ids.len() as u32;
     stats.prompt_tokens_per_s = per_second(stats.prompt_tokens, stats.prefill_ms);

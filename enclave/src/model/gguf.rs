@@ -1,7 +1,7 @@
 //! GGUF loading (trusted side, inside the enclave): read the model file once, hash those
 //! bytes (the attested model digest), parse the GGUF header from the same buffer, check
-//! that it is a complete llama model with a tokenizer, optionally convert the weights to a
-//! faster quantization in memory, and hand them to candle.
+//! that it is a complete llama model with a tokenizer, and hand the bytes to the chosen
+//! [`Runtime`]: the native kernels (in place) or candle (optionally converted to Q8_0).
 //!
 //! Parsing is fully bounded: every tensor's extent is checked against the buffer before any
 //! tensor is read, so a truncated file is reported as [`ModelError::Truncated`] instead of
@@ -18,8 +18,9 @@ use candle_core::Device;
 use candle_transformers::models::quantized_llama::ModelWeights;
 use sha2::{Digest, Sha256};
 
+use super::native::NativeLlama;
 use super::tokenizer::GgufTokenizer;
-use super::{Model, ModelError};
+use super::{compute_threads, Model, ModelError, Weights};
 
 /// The only architecture this runtime implements (candle's quantized llama).
 const SUPPORTED_ARCHITECTURE: &str = "llama";
@@ -30,55 +31,60 @@ const GGUF_MAGIC: &[u8; 4] = b"GGUF";
 /// Alignment of tensors in the converted in-memory weight buffer, in bytes (GGUF's default).
 const TENSOR_ALIGNMENT: usize = 32;
 
-/// The weight format the model computes with.
+/// Which code computes with the weights.
 ///
-/// candle 0.11.1 has SIMD (AVX2 / AVX-512-VNNI, picked at run time) matmul kernels for
-/// Q8_0 and Q4_0 but only a scalar kernel for Q4_1, which makes the shipped Q4_1 SmolLM2
-/// about 3× slower than it needs to be. [`WeightFormat::Q8_0`] re-quantizes every Q4_1,
-/// Q5_0 and Q5_1 matrix to Q8_0 at load time. Q8_0 (8-bit, one scale per 32 values) holds
-/// a Q4_1 block (16 levels + offset) almost exactly, so the answers stay those of the
-/// shipped weights up to rounding. The conversion is a pure function of the file bytes
-/// (scalar f32 arithmetic, no threads involved), so every enclave that loads the same file
-/// computes with the same weights; [`Model::weights_digest`] hashes the result:
+/// [`Runtime::Native`] (the default) is Vouch's own forward pass ([`super::native`]): it
+/// computes directly from the file's Q4_0 / Q4_1 / Q8_0 blocks with SIMD kernels, so what
+/// runs is exactly what was hashed, and resident memory is the file plus the KV cache.
+/// The two candle runtimes are kept as an independent reference implementation (tests
+/// compare the native logits against candle's) and for weight types the native kernels
+/// lack. [`Runtime::CandleQ8_0`] re-quantizes every Q4_1, Q5_0 and Q5_1 matrix to Q8_0 at
+/// load time, because candle 0.11.1 has only a scalar kernel for those; the conversion is
+/// a pure function of the file bytes and [`Model::weights_digest`] hashes its result:
 /// SHA-256 over, for each tensor in name order, `u64 name length, name, u64 type-name
 /// length, type name (candle's spelling, e.g. "Q8_0"), u32 rank, u64 dims (GGUF order),
 /// u64 data length, data` (integers little-endian).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum WeightFormat {
-    /// Compute with the tensors exactly as stored in the file.
-    AsStored,
-    /// Re-quantize Q4_1 / Q5_0 / Q5_1 matrices to Q8_0 in memory (the default: ~3× faster
-    /// decode on x86-64 with candle 0.11.1).
+pub enum Runtime {
+    /// Vouch's native kernels over the weights as stored.
     #[default]
-    #[serde(rename = "q8_0")]
-    Q8_0,
+    Native,
+    /// candle's quantized llama over the weights as stored.
+    Candle,
+    /// candle's quantized llama over weights converted to Q8_0 in memory.
+    #[serde(rename = "candle-q8_0")]
+    CandleQ8_0,
 }
 
-impl WeightFormat {
-    /// `"as-stored"` or `"q8_0"`.
+impl Runtime {
+    /// `"native"`, `"candle"` or `"candle-q8_0"`.
     pub fn as_str(&self) -> &'static str {
         match self {
-            WeightFormat::AsStored => "as-stored",
-            WeightFormat::Q8_0 => "q8_0",
+            Runtime::Native => "native",
+            Runtime::Candle => "candle",
+            Runtime::CandleQ8_0 => "candle-q8_0",
         }
     }
 }
 
-impl std::fmt::Display for WeightFormat {
+impl std::fmt::Display for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
-impl FromStr for WeightFormat {
+impl FromStr for Runtime {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
-            "as-stored" => Ok(WeightFormat::AsStored),
-            "q8_0" => Ok(WeightFormat::Q8_0),
-            other => Err(format!("unknown weight format {other:?}: expected \"as-stored\" or \"q8_0\"")),
+            "native" => Ok(Runtime::Native),
+            "candle" => Ok(Runtime::Candle),
+            "candle-q8_0" => Ok(Runtime::CandleQ8_0),
+            other => {
+                Err(format!("unknown runtime {other:?}: expected \"native\", \"candle\" or \"candle-q8_0\""))
+            }
         }
     }
 }
@@ -107,7 +113,7 @@ impl Seek for EofTrackingReader<'_> {
 }
 
 /// Loads `path` (see [`Model::load_with`]).
-pub(crate) fn load(path: &Path, format: WeightFormat) -> Result<Model, ModelError> {
+pub(crate) fn load(path: &Path, runtime: Runtime) -> Result<Model, ModelError> {
     let started = Instant::now();
     let bytes = std::fs::read(path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
@@ -127,14 +133,18 @@ pub(crate) fn load(path: &Path, format: WeightFormat) -> Result<Model, ModelErro
     let stored_format = dominant_matrix_type(&content);
     let name = model_name(&content, path);
 
-    let (weights, weights_digest) = match format {
-        WeightFormat::AsStored => {
+    let (weights, weights_digest) = match runtime {
+        Runtime::Native => {
+            let llama = NativeLlama::new(&content, bytes, compute_threads())?;
+            (Weights::Native(Box::new(llama)), digest)
+        }
+        Runtime::Candle => {
             let mut reader = Cursor::new(bytes.as_slice());
             let weights =
                 ModelWeights::from_gguf(content, &mut reader, &Device::Cpu).map_err(weights_error)?;
-            (weights, digest)
+            (Weights::Candle(Box::new(weights)), digest)
         }
-        WeightFormat::Q8_0 => {
+        Runtime::CandleQ8_0 => {
             let (content, buffer, weights_digest) = convert_to_q8_0(content, &bytes)?;
             // The original bytes are no longer needed; free them before candle copies the
             // converted tensors, to keep the peak resident set down.
@@ -142,7 +152,7 @@ pub(crate) fn load(path: &Path, format: WeightFormat) -> Result<Model, ModelErro
             let mut reader = Cursor::new(buffer.as_slice());
             let weights =
                 ModelWeights::from_gguf(content, &mut reader, &Device::Cpu).map_err(weights_error)?;
-            (weights, weights_digest)
+            (Weights::Candle(Box::new(weights)), weights_digest)
         }
     };
 
@@ -150,21 +160,11 @@ pub(crate) fn load(path: &Path, format: WeightFormat) -> Result<Model, ModelErro
     tracing::info!(
         model = %name,
         digest = %hex::encode(digest),
-        weights = %format,
+        runtime = %runtime,
         load_ms,
         "model loaded"
     );
-    Ok(Model {
-        weights,
-        tokenizer,
-        digest,
-        weights_digest,
-        weight_format: format,
-        stored_format,
-        name,
-        file_size,
-        load_ms,
-    })
+    Ok(Model { weights, tokenizer, digest, weights_digest, runtime, stored_format, name, file_size, load_ms })
 }
 
 fn weights_error(e: candle_core::Error) -> ModelError {
@@ -281,7 +281,7 @@ fn model_name(content: &Content, path: &Path) -> String {
     }
 }
 
-/// Whether a tensor of this type is re-quantized by [`WeightFormat::Q8_0`]: the 32-value
+/// Whether a tensor of this type is re-quantized by [`Runtime::CandleQ8_0`]: the 32-value
 /// block types that candle 0.11.1 only has scalar kernels for.
 fn converts_to_q8_0(dtype: GgmlDType) -> bool {
     matches!(dtype, GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1)
@@ -289,7 +289,7 @@ fn converts_to_q8_0(dtype: GgmlDType) -> bool {
 
 /// Re-quantizes the slow block types to Q8_0 and lays every tensor out in a fresh buffer.
 /// Returns a header pointing into that buffer (tensor data offset 0), the buffer, and the
-/// weights digest described on [`WeightFormat`].
+/// weights digest described on [`Runtime`].
 fn convert_to_q8_0(content: Content, bytes: &[u8]) -> Result<(Content, Vec<u8>, [u8; 32]), ModelError> {
     let Content { magic, metadata, tensor_infos, tensor_data_offset } = content;
     let mut names: Vec<&String> = tensor_infos.keys().collect();

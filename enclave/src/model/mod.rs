@@ -3,14 +3,15 @@
 //!
 //! This module runs inside the SEV-SNP guest. It loads a GGUF file, hashes the exact bytes
 //! it parses (that SHA-256 is the *model digest* the attestation binds), builds the
-//! tokenizer from the file's own metadata, renders the ChatML prompt, and runs candle's
-//! quantized llama on the CPU:
+//! tokenizer from the file's own metadata, renders the ChatML prompt, and runs the llama
+//! forward pass on the CPU — by default Vouch's own kernels over the bytes as hashed
+//! ([`native`]), or candle's quantized llama as a reference ([`Runtime`]):
 //!
 //! ```text
 //!  model file ──read once──► bytes ──SHA-256──► Model::digest()        (attested)
 //!                              │
 //!                              ├─ parse GGUF (gguf) ─► metadata ─► tokenizer (tokenizer)
-//!                              └─ tensors ─(optional Q4_1→Q8_0, deterministic)─► weights
+//!                              └─ same bytes ─► native runtime (in place)  | candle (copy)
 //!
 //!  GenerateRequest ─► chat template (chat) ─► prompt ids ─► prefill (one forward, "all")
 //!        ─► decode loop: logits ─► sampling (sampling) ─► token ─► UTF-8 bytes (utf8) ─► deltas
@@ -22,14 +23,16 @@
 //!
 //! Determinism: the same binary, weights, prompt ids, prefill schedule ([`PREFILL_SCHEDULE`])
 //! and sampling parameters (including the seed) give the same tokens, run after run, because
-//! the KV cache is cleared before every request and candle's quantized kernels use integer
-//! dot products.
+//! the KV cache is cleared before every request and the kernels use integer dot products.
+//! The native runtime goes further: its logits do not depend on the thread count, the
+//! SIMD level or the prefill schedule (see [`native`]).
 
 mod chat;
 mod engine;
 mod error;
 mod generation;
 mod gguf;
+pub mod native;
 mod sampling;
 mod threads;
 mod tokenizer;
@@ -37,6 +40,7 @@ mod utf8;
 
 use std::path::Path;
 
+use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
 use serde::{Deserialize, Serialize};
 
@@ -44,14 +48,13 @@ pub use chat::{render_chat_prompt, Role, DEFAULT_SYSTEM_PROMPT};
 pub use engine::{Engine, EngineBusy, EngineConfig, GenerateEvent};
 pub use error::ModelError;
 pub use generation::{generate_blocking, generate_cancellable};
-pub use gguf::WeightFormat;
+pub use gguf::Runtime;
 pub use threads::{compute_threads, init_compute_threads};
 pub use tokenizer::GgufTokenizer;
 pub use utf8::Utf8Stream;
 
-/// The inference engine and its version, as recorded in transcripts and receipts. A client
-/// that re-runs a request must use the same engine and build to get the same tokens.
-pub const ENGINE_VERSION: &str = "candle-0.11.1";
+/// The candle runtimes' engine version (see [`Model::engine_version`]).
+pub const CANDLE_ENGINE_VERSION: &str = "candle-0.11.1";
 
 /// The prefill schedule: the whole prompt goes through the model in one forward pass.
 /// Changing it (e.g. chunks of 8 tokens) changes the logits bits and can change the text,
@@ -62,16 +65,22 @@ pub const PREFILL_SCHEDULE: &str = "all";
 /// quantized llama precomputes rotary embeddings for this many positions.
 pub const MAX_CONTEXT_TOKENS: usize = candle_transformers::models::quantized_llama::MAX_SEQ_LEN;
 
+/// The weights and the code that computes with them.
+enum Weights {
+    Native(Box<native::NativeLlama>),
+    Candle(Box<ModelWeights>),
+}
+
 /// A loaded model: weights, tokenizer and the digest of the exact file bytes they came from.
 ///
 /// A `Model` is used by one thread at a time (`&mut self` for generation: it owns the KV
 /// cache). Share it across requests through an [`Engine`].
 pub struct Model {
-    weights: ModelWeights,
+    weights: Weights,
     tokenizer: GgufTokenizer,
     digest: [u8; 32],
     weights_digest: [u8; 32],
-    weight_format: WeightFormat,
+    runtime: Runtime,
     stored_format: String,
     name: String,
     file_size: u64,
@@ -84,25 +93,24 @@ impl std::fmt::Debug for Model {
             .field("name", &self.name)
             .field("digest", &hex::encode(self.digest))
             .field("file_size", &self.file_size)
-            .field("weight_format", &self.weight_format)
+            .field("runtime", &self.runtime)
             .finish_non_exhaustive()
     }
 }
 
 impl Model {
-    /// Loads a GGUF model with the default runtime weight format ([`WeightFormat::default`]).
+    /// Loads a GGUF model for the default runtime ([`Runtime::Native`]).
     ///
     /// The file is read into memory once; the digest is the SHA-256 of those bytes and the
     /// model is parsed from the same buffer, so the digest covers exactly what was loaded.
     pub fn load(path: &Path) -> Result<Model, ModelError> {
-        Self::load_with(path, WeightFormat::default())
+        Self::load_with(path, Runtime::default())
     }
 
-    /// Loads a GGUF model, converting its weights to `format` in memory (see
-    /// [`WeightFormat`]). The file digest is unaffected by the conversion.
-    pub fn load_with(path: &Path, format: WeightFormat) -> Result<Model, ModelError> {
+    /// Loads a GGUF model for `runtime`. The file digest does not depend on the runtime.
+    pub fn load_with(path: &Path, runtime: Runtime) -> Result<Model, ModelError> {
         init_compute_threads(None);
-        gguf::load(path, format)
+        gguf::load(path, runtime)
     }
 
     /// SHA-256 of the model file's bytes, exactly as loaded. This is the digest that
@@ -111,16 +119,92 @@ impl Model {
         self.digest
     }
 
-    /// SHA-256 over the weights as they sit in memory after any load-time conversion
-    /// (see [`WeightFormat`] for the exact encoding). Equal to nothing on disk; it lets
-    /// two enclaves check they compute with the same converted weights.
+    /// SHA-256 over the weights as they sit in memory: the file digest, except under
+    /// [`Runtime::CandleQ8_0`], which converts them (see [`Runtime`] for the encoding).
     pub fn weights_digest(&self) -> [u8; 32] {
         self.weights_digest
     }
 
-    /// The weight format used at runtime.
-    pub fn weight_format(&self) -> WeightFormat {
-        self.weight_format
+    /// The runtime computing with the weights.
+    pub fn runtime(&self) -> Runtime {
+        self.runtime
+    }
+
+    /// The inference engine and its version, as recorded in transcripts. A re-run of a
+    /// request gives the same tokens under the same engine version.
+    pub fn engine_version(&self) -> &'static str {
+        match self.weights {
+            Weights::Native(_) => native::NATIVE_ENGINE_VERSION,
+            Weights::Candle(_) => CANDLE_ENGINE_VERSION,
+        }
+    }
+
+    /// The kernel implementation: `"avx2"` or `"scalar"` for the native runtime (they give
+    /// identical bits), `"candle"` otherwise.
+    pub fn kernel(&self) -> &'static str {
+        match &self.weights {
+            Weights::Native(llama) => llama.kernel().name(),
+            Weights::Candle(_) => "candle",
+        }
+    }
+
+    /// The logits after `ids` (already templated token ids), computed from an empty KV
+    /// cache in one forward pass. For auditors and tests comparing runtimes; generation
+    /// goes through [`generate_blocking`].
+    pub fn prompt_logits(&mut self, ids: &[u32]) -> Result<Vec<f32>, ModelError> {
+        if ids.is_empty() || ids.len() > MAX_CONTEXT_TOKENS {
+            return Err(ModelError::InvalidRequest(format!(
+                "{} prompt tokens: expected 1 to {MAX_CONTEXT_TOKENS}",
+                ids.len()
+            )));
+        }
+        self.start_sequence(ids.len());
+        let logits = self.forward(ids, 0).and_then(|l| l.to_vec1::<f32>().map_err(ModelError::inference));
+        self.end_sequence();
+        logits
+    }
+
+    /// Empties the KV cache and makes room for a sequence of `positions` tokens.
+    fn start_sequence(&mut self, positions: usize) {
+        match &mut self.weights {
+            Weights::Native(llama) => {
+                llama.clear_kv_cache();
+                llama.reserve(positions);
+            }
+            Weights::Candle(weights) => weights.clear_kv_cache(),
+        }
+    }
+
+    /// Releases the KV cache's memory.
+    fn end_sequence(&mut self) {
+        match &mut self.weights {
+            Weights::Native(llama) => llama.clear_kv_cache(),
+            Weights::Candle(weights) => weights.clear_kv_cache(),
+        }
+    }
+
+    /// Feeds `tokens` at `position` (the number of tokens already in the sequence) and
+    /// returns the logits after the last one, as a 1-D tensor for the sampler.
+    fn forward(&mut self, tokens: &[u32], position: usize) -> Result<Tensor, ModelError> {
+        match &mut self.weights {
+            Weights::Native(llama) => {
+                if llama.cached_positions() != position {
+                    return Err(ModelError::inference(format!(
+                        "position {position} does not follow the {} cached positions",
+                        llama.cached_positions()
+                    )));
+                }
+                let logits = llama.forward(tokens)?;
+                let vocab = llama.vocab();
+                Tensor::from_vec(logits, vocab, &Device::Cpu).map_err(ModelError::inference)
+            }
+            Weights::Candle(weights) => {
+                let input = Tensor::new(tokens, &Device::Cpu)
+                    .and_then(|t| t.unsqueeze(0))
+                    .map_err(ModelError::inference)?;
+                weights.forward(&input, position).and_then(|l| l.squeeze(0)).map_err(ModelError::inference)
+            }
+        }
     }
 
     /// A short description of the quantization types stored in the file, e.g. `"q4_1"`

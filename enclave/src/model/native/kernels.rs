@@ -1,0 +1,479 @@
+//! Quantized dot-product kernels of the native runtime (trusted side, inside the enclave):
+//! the inner loop every weight matrix goes through, once per output value per token.
+//!
+//! ```text
+//!  f32 activations ──quantize_row──► ActBlock (8-bit, scale d, sum s) ─┐
+//!  weight row bytes, exactly as stored in the GGUF (Q4_0 / Q4_1 / Q8_0) ┴─► dot ─► f32
+//! ```
+//!
+//! Every kernel exists twice: an AVX2+FMA+F16C version, picked at run time when the CPU has it
+//! (every SEV-SNP EPYC does), and a portable scalar version. The scalar one is written to
+//! perform exactly the AVX2 one's arithmetic — the same eight integer partial sums per
+//! block, the same fused multiply-adds into eight lanes, the same reduction tree — so the
+//! two give bit-identical results and an auditor re-running a request on a machine without
+//! AVX2 gets the same tokens. The tests pin that equality.
+//!
+//! This is the one module of the workspace with `unsafe` code: the `std::arch` loads read
+//! 16 and 32 bytes from slices whose lengths are checked by `chunks_exact` right above them.
+
+#![allow(unsafe_code)]
+
+/// Values per quantization block (GGUF's `QK4_0 = QK4_1 = QK8_0 = 32`).
+pub(crate) const QK: usize = 32;
+
+/// A weight type the native kernels compute with directly, as stored in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum QType {
+    /// 32 × 4-bit, one f16 scale: `w = d·(q − 8)`.
+    Q4_0,
+    /// 32 × 4-bit, f16 scale and f16 offset: `w = d·q + m`.
+    Q4_1,
+    /// 32 × 8-bit signed, one f16 scale: `w = d·q`.
+    Q8_0,
+}
+
+impl QType {
+    /// Bytes of one block of 32 values.
+    pub(crate) fn block_bytes(self) -> usize {
+        match self {
+            QType::Q4_0 => 18,
+            QType::Q4_1 => 20,
+            QType::Q8_0 => 34,
+        }
+    }
+
+    /// Bytes of a row of `cols` values (`cols` a multiple of [`QK`]).
+    pub(crate) fn row_bytes(self, cols: usize) -> usize {
+        cols / QK * self.block_bytes()
+    }
+}
+
+/// 32 activations quantized to 8 bits: `x ≈ d·q`, with `s = d·Σq` kept for the offset
+/// term of Q4_1 (llama.cpp's Q8_1, with f32 instead of f16 scales).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct ActBlock {
+    pub(crate) d: f32,
+    pub(crate) s: f32,
+    pub(crate) q: [i8; QK],
+}
+
+impl Default for ActBlock {
+    fn default() -> Self {
+        Self { d: 0.0, s: 0.0, q: [0; QK] }
+    }
+}
+
+/// Which implementation of the kernels runs. Both compute bit-identical results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// Portable Rust.
+    Scalar,
+    /// x86-64 AVX2 + FMA + F16C.
+    Avx2,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU supports.
+    pub fn detect() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c")
+            {
+                return Kernel::Avx2;
+            }
+        }
+        Kernel::Scalar
+    }
+
+    /// `"avx2"` or `"scalar"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Scalar => "scalar",
+            Kernel::Avx2 => "avx2",
+        }
+    }
+}
+
+/// Reads a little-endian IEEE half at `at` as f32 (exact). Written out rather than taken
+/// from `half`, whose conversion checks CPU features on every call: this runs twice per
+/// block, millions of times per token.
+#[inline(always)]
+fn f16_at(bytes: &[u8], at: usize) -> f32 {
+    let h = u32::from(u16::from_le_bytes([bytes[at], bytes[at + 1]]));
+    let sign = (h & 0x8000) << 16;
+    let exponent = (h >> 10) & 0x1F;
+    let mantissa = h & 0x3FF;
+    match exponent {
+        // Zero and subnormals: mantissa · 2⁻²⁴, exact in f32.
+        0 => f32::from_bits(sign | (mantissa as f32 * (1.0 / 16_777_216.0)).to_bits()),
+        0x1F => f32::from_bits(sign | 0x7F80_0000 | (mantissa << 13)),
+        _ => f32::from_bits(sign | ((exponent + 112) << 23) | (mantissa << 13)),
+    }
+}
+
+/// Quantizes `x` (a multiple of 32 values) into `out` (`x.len() / 32` blocks).
+pub(crate) fn quantize_row(x: &[f32], out: &mut [ActBlock]) {
+    for (xb, ob) in x.chunks_exact(QK).zip(out.iter_mut()) {
+        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, &v) in ob.q.iter_mut().zip(xb) {
+            // |v·id| ≤ 127 by construction; `as` saturates (and maps NaN to 0) regardless.
+            *q = (v * id).round() as i8;
+            sum += i32::from(*q);
+        }
+        ob.d = d;
+        ob.s = d * sum as f32;
+    }
+}
+
+/// Writes the f32 values of one Q8_0 row (a token embedding) into `out`.
+pub(crate) fn dequantize_row(ty: QType, row: &[u8], out: &mut [f32]) {
+    for (block, o) in row.chunks_exact(ty.block_bytes()).zip(out.chunks_exact_mut(QK)) {
+        let d = f16_at(block, 0);
+        match ty {
+            QType::Q8_0 => {
+                for (v, &q) in o.iter_mut().zip(&block[2..34]) {
+                    *v = d * f32::from(q as i8);
+                }
+            }
+            QType::Q4_0 | QType::Q4_1 => {
+                let (m, qs) = q4_offset(ty, block, d);
+                for (e, v) in o.iter_mut().enumerate() {
+                    *v = d * f32::from(nibble(qs, e)) + m;
+                }
+            }
+        }
+    }
+}
+
+/// The offset `m` and the 16 packed bytes of a Q4_0 / Q4_1 block. Q4_0's `d·(q − 8)` is
+/// computed as `d·q + m` with `m = −8·d` (exact: a power-of-two multiple).
+#[inline(always)]
+fn q4_offset(ty: QType, block: &[u8], d: f32) -> (f32, &[u8]) {
+    if ty == QType::Q4_1 {
+        (f16_at(block, 2), &block[4..20])
+    } else {
+        (-8.0 * d, &block[2..18])
+    }
+}
+
+/// Element `e` (0..32) of a packed 4-bit block: low nibbles hold 0..16, high ones 16..32.
+#[inline(always)]
+fn nibble(qs: &[u8], e: usize) -> u8 {
+    if e < 16 {
+        qs[e] & 0x0F
+    } else {
+        qs[e - 16] >> 4
+    }
+}
+
+/// Sums eight lanes in the order the AVX2 reduction does: halves, then pairs, then one.
+#[inline(always)]
+fn reduce8(a: [f32; 8]) -> f32 {
+    let r = [a[0] + a[4], a[1] + a[5], a[2] + a[6], a[3] + a[7]];
+    (r[0] + r[2]) + (r[1] + r[3])
+}
+
+/// Dot product of one weight row (as stored) with quantized activations.
+#[inline]
+pub(crate) fn dot(kernel: Kernel, ty: QType, row: &[u8], act: &[ActBlock]) -> f32 {
+    let [value] = dot_rows(kernel, ty, [row], act);
+    value
+}
+
+/// Dot products of several weight rows with the same activations (each row's result is
+/// bit-identical to [`dot`] on that row; several at once are faster).
+#[inline]
+pub(crate) fn dot_rows<const R: usize>(
+    kernel: Kernel,
+    ty: QType,
+    rows: [&[u8]; R],
+    act: &[ActBlock],
+) -> [f32; R] {
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Kernel::Avx2` is only ever produced by `detect`, after checking the CPU.
+        Kernel::Avx2 => unsafe { avx2::dot_rows(ty, rows, act) },
+        _ => rows.map(|row| dot_scalar(ty, row, act)),
+    }
+}
+
+/// The scalar kernel: the AVX2 kernel's arithmetic, lane by lane.
+pub(crate) fn dot_scalar(ty: QType, row: &[u8], act: &[ActBlock]) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut offset_sum = 0f32;
+    let mut weights = [0i32; QK];
+    for (block, a) in row.chunks_exact(ty.block_bytes()).zip(act) {
+        let dw = f16_at(block, 0);
+        let d = dw * a.d;
+        match ty {
+            QType::Q8_0 => {
+                for (w, &q) in weights.iter_mut().zip(&block[2..34]) {
+                    *w = i32::from(q as i8);
+                }
+            }
+            QType::Q4_0 | QType::Q4_1 => {
+                let (m, qs) = q4_offset(ty, block, dw);
+                for (e, w) in weights.iter_mut().enumerate() {
+                    *w = i32::from(nibble(qs, e));
+                }
+                offset_sum += m * a.s;
+            }
+        }
+        // Lane k holds values 4k..4k+4, as `madd(maddubs(..))` leaves them (exact integers).
+        for ((lane, w), x) in acc.iter_mut().zip(weights.chunks_exact(4)).zip(a.q.chunks_exact(4)) {
+            let isum: i32 = w.iter().zip(x).map(|(&w, &x)| w * i32::from(x)).sum();
+            *lane = d.mul_add(isum as f32, *lane);
+        }
+    }
+    reduce8(acc) + offset_sum
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{ActBlock, QType};
+
+    const Q4_0: u8 = 0;
+    const Q4_1: u8 = 1;
+    const Q8_0: u8 = 2;
+
+    /// Dispatches on the weight type once per call, so the block loop has no branches.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_rows<const R: usize>(ty: QType, rows: [&[u8]; R], act: &[ActBlock]) -> [f32; R] {
+        // SAFETY: the caller guarantees the CPU features.
+        unsafe {
+            match ty {
+                QType::Q4_0 => dot_rows_typed::<R, Q4_0>(rows, act),
+                QType::Q4_1 => dot_rows_typed::<R, Q4_1>(rows, act),
+                QType::Q8_0 => dot_rows_typed::<R, Q8_0>(rows, act),
+            }
+        }
+    }
+
+    /// Dot products of `R` weight rows of type `TY` with the same activations, interleaved
+    /// so that the rows' accumulators form `R` independent dependency chains and each
+    /// activation block is loaded once. Each row's arithmetic is exactly `dot_scalar`'s.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn dot_rows_typed<const R: usize, const TY: u8>(rows: [&[u8]; R], act: &[ActBlock]) -> [f32; R] {
+        let bb = match TY {
+            Q4_0 => 18,
+            Q4_1 => 20,
+            _ => 34,
+        };
+        let ones = _mm256_set1_epi16(1);
+        let low_nibbles = _mm256_set1_epi8(0x0F);
+        // Lane 1 of the scales becomes the Q4 offset m: Q4_1 stores it next to d; Q4_0's
+        // is −8·d, made by multiplying the broadcast d by (1, −8).
+        let q4_0_offset = _mm_setr_ps(1.0, -8.0, 0.0, 0.0);
+        let mut acc = [_mm256_setzero_ps(); R];
+        let mut offsets = [_mm_setzero_ps(); R];
+        let rows = rows.map(|row| &row[..act.len() * bb]);
+        for (b, a) in act.iter().enumerate() {
+            // SAFETY: `a.q` is 32 bytes; loadu has no alignment requirement.
+            let y = unsafe { _mm256_loadu_si256(a.q.as_ptr().cast()) };
+            let act_scales = _mm_setr_ps(a.d, a.s, 0.0, 0.0);
+            for r in 0..R {
+                let block = &rows[r][b * bb..(b + 1) * bb];
+                let half_pair = i32::from_le_bytes([block[0], block[1], block[2], block[3]]);
+                let mut scales = _mm_cvtph_ps(_mm_cvtsi32_si128(half_pair));
+                let products = if TY == Q8_0 {
+                    // SAFETY: a Q8_0 block is 34 bytes: 32 quants from byte 2.
+                    let x = unsafe { _mm256_loadu_si256(block[2..34].as_ptr().cast()) };
+                    // u8 × i8 multiply: |x| times y with x's sign. |−128| = 128 as u8,
+                    // and no pair sum can saturate i16 because |y| ≤ 127.
+                    _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+                } else {
+                    let start = if TY == Q4_1 { 4 } else { 2 };
+                    if TY == Q4_0 {
+                        scales = _mm_mul_ps(_mm_broadcastss_ps(scales), q4_0_offset);
+                    }
+                    // SAFETY: a Q4 block holds 16 packed bytes from `start`.
+                    let packed = unsafe { _mm_loadu_si128(block[start..start + 16].as_ptr().cast()) };
+                    let high = _mm_srli_epi16(packed, 4);
+                    _mm256_maddubs_epi16(_mm256_and_si256(_mm256_set_m128i(high, packed), low_nibbles), y)
+                };
+                // (d·a.d, m·a.s): lane 0 scales this block's sums, lane 1 accumulates the
+                // offset term exactly as the scalar kernel's `offset_sum += m * a.s`.
+                let scaled = _mm_mul_ps(scales, act_scales);
+                if TY != Q8_0 {
+                    offsets[r] = _mm_add_ps(offsets[r], scaled);
+                }
+                let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(products, ones));
+                acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(scaled), sums, acc[r]);
+            }
+        }
+        let mut out = [0f32; R];
+        for r in 0..R {
+            let halves = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
+            let pairs = _mm_add_ps(halves, _mm_movehl_ps(halves, halves));
+            let total = _mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1));
+            let offset =
+                if TY == Q8_0 { 0.0 } else { _mm_cvtss_f32(_mm_shuffle_ps(offsets[r], offsets[r], 1)) };
+            out[r] = _mm_cvtss_f32(total) + offset;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use half::f16;
+
+    use super::*;
+
+    #[test]
+    fn f16_conversion_is_exact_for_every_half() {
+        for bits in 0..=u16::MAX {
+            let ours = f16_at(&bits.to_le_bytes(), 0);
+            let theirs = f16::from_bits(bits).to_f32();
+            if theirs.is_nan() {
+                assert!(ours.is_nan(), "{bits:#06x}");
+            } else {
+                assert_eq!(ours.to_bits(), theirs.to_bits(), "{bits:#06x}");
+            }
+        }
+    }
+
+    /// A deterministic pseudo-random byte stream (xorshift), so the tests need no RNG crate.
+    fn bytes(seed: u64, n: usize) -> Vec<u8> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 24) as u8
+            })
+            .collect()
+    }
+
+    /// A row of `blocks` blocks of `ty` with sane f16 scales and random quants.
+    fn row(ty: QType, blocks: usize, seed: u64) -> Vec<u8> {
+        let mut out = bytes(seed, blocks * ty.block_bytes());
+        for (i, block) in out.chunks_exact_mut(ty.block_bytes()).enumerate() {
+            let d = f16::from_f32(0.01 + i as f32 * 0.003).to_le_bytes();
+            block[..2].copy_from_slice(&d);
+            if ty == QType::Q4_1 {
+                block[2..4].copy_from_slice(&f16::from_f32(-0.05 * i as f32).to_le_bytes());
+            }
+        }
+        out
+    }
+
+    fn activations(n: usize, seed: u64) -> Vec<f32> {
+        bytes(seed, n).iter().map(|&b| (f32::from(b) - 128.0) / 37.0).collect()
+    }
+
+    fn quantized(x: &[f32]) -> Vec<ActBlock> {
+        let mut out = vec![ActBlock::default(); x.len() / QK];
+        quantize_row(x, &mut out);
+        out
+    }
+
+    /// The plain definition: dequantize both sides, multiply, add in f64.
+    fn reference(ty: QType, row: &[u8], act: &[ActBlock]) -> f64 {
+        let mut w = vec![0f32; act.len() * QK];
+        dequantize_row(ty, row, &mut w);
+        let mut sum = 0f64;
+        for (b, a) in act.iter().enumerate() {
+            for e in 0..QK {
+                sum += f64::from(w[b * QK + e]) * f64::from(a.d) * f64::from(a.q[e]);
+            }
+        }
+        sum
+    }
+
+    #[test]
+    fn kernels_compute_the_dot_product() {
+        for ty in [QType::Q4_0, QType::Q4_1, QType::Q8_0] {
+            for seed in 1..20u64 {
+                let w = row(ty, 18, seed);
+                let act = quantized(&activations(18 * QK, seed * 7));
+                let expected = reference(ty, &w, &act);
+                let got = f64::from(dot(Kernel::detect(), ty, &w, &act));
+                assert!(
+                    (got - expected).abs() <= 1e-4 * expected.abs().max(1.0),
+                    "{ty:?} {got} vs {expected}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn avx2_and_scalar_kernels_are_bit_identical() {
+        if Kernel::detect() != Kernel::Avx2 {
+            eprintln!("no AVX2 on this CPU: only the scalar kernel exists here");
+            return;
+        }
+        for ty in [QType::Q4_0, QType::Q4_1, QType::Q8_0] {
+            for seed in 1..200u64 {
+                let blocks = 1 + (seed as usize % 48);
+                let w = row(ty, blocks, seed);
+                let act = quantized(&activations(blocks * QK, seed ^ 0xABCD));
+                let a = dot(Kernel::Avx2, ty, &w, &act);
+                let s = dot_scalar(ty, &w, &act);
+                assert_eq!(a.to_bits(), s.to_bits(), "{ty:?} seed {seed}: avx2 {a} scalar {s}");
+            }
+        }
+    }
+
+    #[test]
+    fn several_rows_at_once_give_each_rows_own_result() {
+        for ty in [QType::Q4_0, QType::Q4_1, QType::Q8_0] {
+            let rows: Vec<Vec<u8>> = (0..4).map(|i| row(ty, 18, 31 + i)).collect();
+            let act = quantized(&activations(18 * QK, 5));
+            for kernel in [Kernel::Scalar, Kernel::detect()] {
+                let four = dot_rows(kernel, ty, [&rows[0][..], &rows[1], &rows[2], &rows[3]], &act);
+                for (r, value) in four.iter().enumerate() {
+                    assert_eq!(
+                        value.to_bits(),
+                        dot(kernel, ty, &rows[r], &act).to_bits(),
+                        "{ty:?} {kernel:?} row {r}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn extreme_q8_weights_do_not_saturate() {
+        // −128 weights against ±127 activations: the largest products the sign trick sees.
+        let mut w = vec![0x80u8; 34];
+        w[..2].copy_from_slice(&f16::from_f32(1.0).to_le_bytes());
+        let x: Vec<f32> = (0..QK).map(|e| if e % 2 == 0 { 1.0 } else { -1.0 }).collect();
+        let act = quantized(&x);
+        let expected = reference(QType::Q8_0, &w, &act);
+        assert_eq!(f64::from(dot(Kernel::detect(), QType::Q8_0, &w, &act)), expected);
+        assert_eq!(f64::from(dot_scalar(QType::Q8_0, &w, &act)), expected);
+    }
+
+    #[test]
+    fn quantization_round_trips_within_half_a_step() {
+        let x = activations(4 * QK, 99);
+        let act = quantized(&x);
+        for (b, a) in act.iter().enumerate() {
+            let amax = x[b * QK..(b + 1) * QK].iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert_eq!(a.d, amax / 127.0);
+            let qsum: i32 = a.q.iter().map(|&q| i32::from(q)).sum();
+            assert_eq!(a.s, a.d * qsum as f32);
+            for e in 0..QK {
+                assert!((a.d * f32::from(a.q[e]) - x[b * QK + e]).abs() <= a.d / 2.0 + 1e-6);
+            }
+        }
+        let zeros = quantized(&[0.0; QK]);
+        assert_eq!(zeros[0], ActBlock::default());
+    }
+}

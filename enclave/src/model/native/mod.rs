@@ -1,0 +1,688 @@
+//! The native llama runtime (trusted side, inside the enclave): a forward pass written for
+//! this job, computing straight from the GGUF bytes that were hashed into the model digest.
+//!
+//! ```text
+//!  file bytes (hashed, attested) ── weights referenced in place, never copied or converted
+//!  token ids ─► embedding rows ─► 30 × [ RMSNorm ─► Q,K,V ─► RoPE ─► KV cache ─► attention
+//!                                       ─► O ─► + ─► RMSNorm ─► gate,up ─► SiLU·up ─► down ─► + ]
+//!            ─► RMSNorm ─► output matrix (tied to the embedding when absent) ─► logits
+//! ```
+//!
+//! Why not candle: on a 135M-parameter model candle spends most of a token in per-op
+//! overhead and has no SIMD kernel for the shipped Q4_1, and it dequantizes the embedding
+//! to f32 (113 MB). Here every matrix-vector product is one call into [`kernels`] over the
+//! stored blocks, scratch buffers are reused, and resident memory is the file plus the KV
+//! cache.
+//!
+//! Determinism: each output value is computed by exactly one thread with one fixed
+//! sequence of operations, and the elementwise functions come from the `libm` crate (pure
+//! Rust, identical on every platform). So the logits do not depend on the thread count,
+//! on AVX2 versus scalar kernels, or on the prefill schedule: a prompt processed in one
+//! batch gives the same bits as the same prompt fed one token at a time (a test pins it).
+
+pub(crate) mod kernels;
+
+use candle_core::quantized::gguf_file::Content;
+use candle_core::quantized::GgmlDType;
+use rayon::prelude::*;
+
+use super::ModelError;
+use kernels::{dequantize_row, dot, dot_rows, quantize_row, ActBlock, Kernel, QType, QK};
+
+/// Version of this runtime's arithmetic. Bump it whenever a change can alter a logit bit:
+/// a re-run of a request reproduces the tokens only under the same version.
+pub const NATIVE_ENGINE_VERSION: &str = "vouch-native-1";
+
+/// Rows each parallel task takes (a 576-row matrix splits into 9 tasks).
+const ROWS_PER_TASK: usize = 64;
+
+/// Shape and hyper-parameters, from the GGUF metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Config {
+    pub(crate) dim: usize,
+    pub(crate) layers: usize,
+    pub(crate) heads: usize,
+    pub(crate) kv_heads: usize,
+    pub(crate) head_dim: usize,
+    pub(crate) ffn_dim: usize,
+    pub(crate) vocab: usize,
+    pub(crate) eps: f32,
+    pub(crate) rope_base: f32,
+}
+
+impl Config {
+    fn kv_dim(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+}
+
+/// A weight matrix: `rows` rows of `cols` values, stored at `offset` in the file bytes.
+#[derive(Debug, Clone, Copy)]
+struct Matrix {
+    ty: QType,
+    rows: usize,
+    cols: usize,
+    offset: usize,
+}
+
+impl Matrix {
+    fn row_bytes(&self) -> usize {
+        self.ty.row_bytes(self.cols)
+    }
+
+    fn row<'a>(&self, bytes: &'a [u8], r: usize) -> &'a [u8] {
+        let len = self.row_bytes();
+        &bytes[self.offset + r * len..self.offset + (r + 1) * len]
+    }
+}
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    q: Matrix,
+    k: Matrix,
+    v: Matrix,
+    o: Matrix,
+    ffn_norm: Vec<f32>,
+    gate: Matrix,
+    up: Matrix,
+    down: Matrix,
+}
+
+/// Keys and values of every position so far, per layer: `[position][kv_dim]`.
+#[derive(Default)]
+struct KvCache {
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+}
+
+/// Where the kernels run: which implementation, and on how many threads.
+struct Compute {
+    kernel: Kernel,
+    pool: Option<rayon::ThreadPool>,
+}
+
+/// A llama model computing from its GGUF bytes.
+pub(crate) struct NativeLlama {
+    bytes: Vec<u8>,
+    cfg: Config,
+    embedding: Matrix,
+    output: Matrix,
+    output_norm: Vec<f32>,
+    layers: Vec<Layer>,
+    inv_freq: Vec<f32>,
+    compute: Compute,
+    cache: KvCache,
+}
+
+impl std::fmt::Debug for NativeLlama {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativeLlama")
+            .field("cfg", &self.cfg)
+            .field("kernel", &self.compute.kernel)
+            .finish_non_exhaustive()
+    }
+}
+
+fn weights_error(reason: String) -> ModelError {
+    ModelError::Weights { reason }
+}
+
+fn meta_usize(content: &Content, key: &'static str, default: Option<usize>) -> Result<usize, ModelError> {
+    match content.metadata.get(key) {
+        Some(v) => v
+            .to_u64()
+            .ok()
+            .and_then(|n| usize::try_from(n).ok())
+            .or_else(|| v.to_u32().ok().map(|n| n as usize))
+            .filter(|n| *n > 0)
+            .ok_or_else(|| ModelError::InvalidMetadata {
+                key,
+                reason: format!("expected a positive integer, got {v:?}"),
+            }),
+        None => default.ok_or(ModelError::MissingMetadata { key }),
+    }
+}
+
+fn meta_f32(content: &Content, key: &'static str, default: f32) -> Result<f32, ModelError> {
+    match content.metadata.get(key) {
+        Some(v) => v.to_f32().ok().filter(|x| x.is_finite() && *x > 0.0).ok_or_else(|| {
+            ModelError::InvalidMetadata { key, reason: format!("expected a positive float, got {v:?}") }
+        }),
+        None => Ok(default),
+    }
+}
+
+impl Config {
+    fn from_metadata(content: &Content) -> Result<Config, ModelError> {
+        let dim = meta_usize(content, "llama.embedding_length", None)?;
+        let heads = meta_usize(content, "llama.attention.head_count", None)?;
+        let kv_heads = meta_usize(content, "llama.attention.head_count_kv", Some(heads))?;
+        let head_dim = meta_usize(content, "llama.rope.dimension_count", Some(dim / heads.max(1)))?;
+        let cfg = Config {
+            dim,
+            layers: meta_usize(content, "llama.block_count", None)?,
+            heads,
+            kv_heads,
+            head_dim,
+            ffn_dim: meta_usize(content, "llama.feed_forward_length", None)?,
+            vocab: 0,
+            eps: meta_f32(content, "llama.attention.layer_norm_rms_epsilon", 1e-5)?,
+            rope_base: meta_f32(content, "llama.rope.freq_base", 10_000.0)?,
+        };
+        let invalid = |reason: String| ModelError::InvalidMetadata { key: "llama.*", reason };
+        if heads * head_dim != dim || head_dim % 2 != 0 {
+            return Err(invalid(format!(
+                "{heads} heads × {head_dim} does not make dimension {dim} (or is odd)"
+            )));
+        }
+        if heads % kv_heads != 0 {
+            return Err(invalid(format!("{heads} heads is not a multiple of {kv_heads} key/value heads")));
+        }
+        for (what, n) in
+            [("embedding length", dim), ("feed-forward length", cfg.ffn_dim), ("kv dim", cfg.kv_dim())]
+        {
+            if n % QK != 0 {
+                return Err(invalid(format!("{what} {n} is not a multiple of {QK}")));
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+/// Looks up a 2-D quantized tensor and checks its shape and extent.
+fn matrix(
+    content: &Content,
+    bytes: &[u8],
+    name: &str,
+    rows: Option<usize>,
+    cols: usize,
+) -> Result<Matrix, ModelError> {
+    let info =
+        content.tensor_infos.get(name).ok_or_else(|| weights_error(format!("tensor {name:?} is missing")))?;
+    let ty = match info.ggml_dtype {
+        GgmlDType::Q4_0 => QType::Q4_0,
+        GgmlDType::Q4_1 => QType::Q4_1,
+        GgmlDType::Q8_0 => QType::Q8_0,
+        other => {
+            return Err(weights_error(format!(
+                "tensor {name:?} has type {other:?}; the native runtime computes with Q4_0, Q4_1 and Q8_0 \
+                 (use --runtime candle for other types)"
+            )))
+        }
+    };
+    let dims = info.shape.dims();
+    let (actual_rows, actual_cols) = match dims {
+        [r, c] => (*r, *c),
+        _ => return Err(weights_error(format!("tensor {name:?} has shape {dims:?}, expected 2-D"))),
+    };
+    if actual_cols != cols || rows.is_some_and(|r| r != actual_rows) {
+        return Err(weights_error(format!(
+            "tensor {name:?} has shape {dims:?}, expected [{}, {cols}]",
+            rows.map_or("any".to_owned(), |r| r.to_string())
+        )));
+    }
+    let m = Matrix { ty, rows: actual_rows, cols, offset: tensor_offset(content, name, info.offset)? };
+    check_extent(bytes, name, m.offset, m.rows * m.row_bytes())?;
+    Ok(m)
+}
+
+fn tensor_offset(content: &Content, name: &str, offset: u64) -> Result<usize, ModelError> {
+    content
+        .tensor_data_offset
+        .checked_add(offset)
+        .and_then(|o| usize::try_from(o).ok())
+        .ok_or_else(|| weights_error(format!("tensor {name:?}: offset overflows")))
+}
+
+fn check_extent(bytes: &[u8], name: &str, offset: usize, len: usize) -> Result<(), ModelError> {
+    match offset.checked_add(len) {
+        Some(end) if end <= bytes.len() => Ok(()),
+        _ => Err(ModelError::Truncated {
+            actual_len: bytes.len() as u64,
+            needed: format!("tensor {name:?} needs bytes {offset}..{offset}+{len}"),
+        }),
+    }
+}
+
+/// Reads a 1-D f32 tensor of `len` values (the norms).
+fn vector(content: &Content, bytes: &[u8], name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
+    let info =
+        content.tensor_infos.get(name).ok_or_else(|| weights_error(format!("tensor {name:?} is missing")))?;
+    if info.ggml_dtype != GgmlDType::F32 || info.shape.dims() != [len] {
+        return Err(weights_error(format!(
+            "tensor {name:?} is {:?} {:?}, expected F32 [{len}]",
+            info.ggml_dtype,
+            info.shape.dims()
+        )));
+    }
+    let offset = tensor_offset(content, name, info.offset)?;
+    check_extent(bytes, name, offset, len * 4)?;
+    Ok(bytes[offset..offset + len * 4]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+impl NativeLlama {
+    /// Builds the model over `bytes` (the whole GGUF file, already hashed), computing on
+    /// `threads` threads.
+    pub(crate) fn new(content: &Content, bytes: Vec<u8>, threads: usize) -> Result<NativeLlama, ModelError> {
+        let mut cfg = Config::from_metadata(content)?;
+        let embedding = matrix(content, &bytes, "token_embd.weight", None, cfg.dim)?;
+        cfg.vocab = embedding.rows;
+        let output = if content.tensor_infos.contains_key("output.weight") {
+            matrix(content, &bytes, "output.weight", Some(cfg.vocab), cfg.dim)?
+        } else {
+            embedding
+        };
+        let output_norm = vector(content, &bytes, "output_norm.weight", cfg.dim)?;
+        let (dim, kv, ffn) = (cfg.dim, cfg.kv_dim(), cfg.ffn_dim);
+        let layers = (0..cfg.layers)
+            .map(|i| {
+                let m = |name: &str, rows, cols| {
+                    matrix(content, &bytes, &format!("blk.{i}.{name}.weight"), Some(rows), cols)
+                };
+                let v = |name: &str| vector(content, &bytes, &format!("blk.{i}.{name}.weight"), dim);
+                Ok(Layer {
+                    attn_norm: v("attn_norm")?,
+                    q: m("attn_q", dim, dim)?,
+                    k: m("attn_k", kv, dim)?,
+                    v: m("attn_v", kv, dim)?,
+                    o: m("attn_output", dim, dim)?,
+                    ffn_norm: v("ffn_norm")?,
+                    gate: m("ffn_gate", ffn, dim)?,
+                    up: m("ffn_up", ffn, dim)?,
+                    down: m("ffn_down", dim, ffn)?,
+                })
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        let inv_freq = (0..cfg.head_dim / 2)
+            .map(|i| 1.0 / libm::powf(cfg.rope_base, (2 * i) as f32 / cfg.head_dim as f32))
+            .collect();
+        let pool = if threads > 1 {
+            Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .thread_name(|i| format!("vouch-compute-{i}"))
+                    .build()
+                    .map_err(|e| weights_error(format!("cannot start {threads} compute threads: {e}")))?,
+            )
+        } else {
+            None
+        };
+        let cache = KvCache { keys: vec![Vec::new(); cfg.layers], values: vec![Vec::new(); cfg.layers] };
+        Ok(NativeLlama {
+            bytes,
+            cfg,
+            embedding,
+            output,
+            output_norm,
+            layers,
+            inv_freq,
+            compute: Compute { kernel: Kernel::detect(), pool },
+            cache,
+        })
+    }
+
+    /// The kernel implementation in use.
+    pub(crate) fn kernel(&self) -> Kernel {
+        self.compute.kernel
+    }
+
+    /// Forces a kernel implementation (tests compare them).
+    #[cfg(test)]
+    pub(crate) fn set_kernel(&mut self, kernel: Kernel) {
+        self.compute.kernel = kernel;
+    }
+
+    /// Number of tokens in the vocabulary (rows of the output matrix).
+    pub(crate) fn vocab(&self) -> usize {
+        self.cfg.vocab
+    }
+
+    /// Positions currently in the KV cache.
+    pub(crate) fn cached_positions(&self) -> usize {
+        self.cache.keys.first().map_or(0, |k| k.len() / self.cfg.kv_dim())
+    }
+
+    /// Forgets every cached position and returns the cache's memory.
+    pub(crate) fn clear_kv_cache(&mut self) {
+        for k in self.cache.keys.iter_mut().chain(self.cache.values.iter_mut()) {
+            *k = Vec::new();
+        }
+    }
+
+    /// Reserves cache memory for `positions` positions in total, so the decode loop does
+    /// not reallocate (and copy) the cache as it grows.
+    pub(crate) fn reserve(&mut self, positions: usize) {
+        let want = positions * self.cfg.kv_dim();
+        for k in self.cache.keys.iter_mut().chain(self.cache.values.iter_mut()) {
+            k.reserve_exact(want.saturating_sub(k.len()));
+        }
+    }
+
+    /// Runs `tokens` through the model at positions `cached_positions()..`, appending them
+    /// to the KV cache, and returns the logits after the last one.
+    pub(crate) fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+        let cfg = &self.cfg;
+        let n = tokens.len();
+        if n == 0 {
+            return Err(ModelError::inference("forward pass over no tokens"));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= cfg.vocab) {
+            return Err(ModelError::inference(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                cfg.vocab
+            )));
+        }
+        let start = self.cached_positions();
+        let (dim, kv_dim, ffn, hd) = (cfg.dim, cfg.kv_dim(), cfg.ffn_dim, cfg.head_dim);
+
+        let mut x = vec![0f32; n * dim];
+        for (t, &token) in tokens.iter().enumerate() {
+            dequantize_row(
+                self.embedding.ty,
+                self.embedding.row(&self.bytes, token as usize),
+                &mut x[t * dim..(t + 1) * dim],
+            );
+        }
+        let (cos, sin) = rope_tables(&self.inv_freq, start, n);
+
+        let mut xn = vec![0f32; n * dim];
+        let mut acts = vec![ActBlock::default(); n * ffn.max(dim) / QK];
+        let mut q = vec![0f32; n * dim];
+        let mut k = vec![0f32; n * kv_dim];
+        let mut v = vec![0f32; n * kv_dim];
+        let mut attn = vec![0f32; n * dim];
+        let mut out = vec![0f32; n * dim];
+        let mut gate = vec![0f32; n * ffn];
+        let mut up = vec![0f32; n * ffn];
+        let mut scratch = vec![0f32; n * ffn.max(dim)];
+        let mut scores = Vec::with_capacity(start + n);
+
+        for (li, layer) in self.layers.iter().enumerate() {
+            rms_norm_rows(&x, &layer.attn_norm, cfg.eps, &mut xn);
+            quantize_rows(&xn, dim, &mut acts);
+            let c = &self.compute;
+            matmul(c, &self.bytes, &layer.q, &acts, n, &mut q, &mut scratch);
+            matmul(c, &self.bytes, &layer.k, &acts, n, &mut k, &mut scratch);
+            matmul(c, &self.bytes, &layer.v, &acts, n, &mut v, &mut scratch);
+            for t in 0..n {
+                let (ct, st) = (&cos[t * hd / 2..(t + 1) * hd / 2], &sin[t * hd / 2..(t + 1) * hd / 2]);
+                for head in q[t * dim..(t + 1) * dim].chunks_exact_mut(hd) {
+                    rope(head, ct, st);
+                }
+                for head in k[t * kv_dim..(t + 1) * kv_dim].chunks_exact_mut(hd) {
+                    rope(head, ct, st);
+                }
+            }
+            self.cache.keys[li].extend_from_slice(&k);
+            self.cache.values[li].extend_from_slice(&v);
+            attention(cfg, &q, &self.cache.keys[li], &self.cache.values[li], start, &mut scores, &mut attn);
+            quantize_rows(&attn, dim, &mut acts);
+            matmul(c, &self.bytes, &layer.o, &acts, n, &mut out, &mut scratch);
+            add_in_place(&mut x, &out);
+
+            rms_norm_rows(&x, &layer.ffn_norm, cfg.eps, &mut xn);
+            quantize_rows(&xn, dim, &mut acts);
+            matmul(c, &self.bytes, &layer.gate, &acts, n, &mut gate, &mut scratch);
+            matmul(c, &self.bytes, &layer.up, &acts, n, &mut up, &mut scratch);
+            for (g, u) in gate.iter_mut().zip(&up) {
+                *g = *g / (1.0 + libm::expf(-*g)) * u;
+            }
+            quantize_rows(&gate, ffn, &mut acts);
+            matmul(c, &self.bytes, &layer.down, &acts, n, &mut out, &mut scratch);
+            add_in_place(&mut x, &out);
+        }
+
+        let last = &x[(n - 1) * dim..];
+        let mut normed = vec![0f32; dim];
+        rms_norm_rows(last, &self.output_norm, cfg.eps, &mut normed);
+        let mut final_acts = vec![ActBlock::default(); dim / QK];
+        quantize_row(&normed, &mut final_acts);
+        let mut logits = vec![0f32; cfg.vocab];
+        let mut logit_scratch = Vec::new();
+        matmul(&self.compute, &self.bytes, &self.output, &final_acts, 1, &mut logits, &mut logit_scratch);
+        Ok(logits)
+    }
+}
+
+/// `out[t][r] = W[r] · acts[t]` for `n` tokens. Rows are split across the pool's threads;
+/// each value is computed by one thread, the same way whatever the split.
+fn matmul(
+    c: &Compute,
+    bytes: &[u8],
+    w: &Matrix,
+    acts: &[ActBlock],
+    n: usize,
+    out: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
+    let blocks = w.cols / QK;
+    let acts = &acts[..n * blocks];
+    let kernel = c.kernel;
+    // Row-major over rows ([r][t]) so that threads own disjoint rows; transposed below.
+    let by_row: &mut [f32] = if n == 1 {
+        &mut out[..w.rows]
+    } else {
+        scratch.resize(w.rows * n, 0.0);
+        &mut scratch[..w.rows * n]
+    };
+    let work = |first_row: usize, chunk: &mut [f32]| {
+        let rows = chunk.len() / n;
+        let mut r = 0;
+        while r + 4 <= rows {
+            let four = [0, 1, 2, 3].map(|i| w.row(bytes, first_row + r + i));
+            for t in 0..n {
+                let values = dot_rows(kernel, w.ty, four, &acts[t * blocks..(t + 1) * blocks]);
+                for (i, v) in values.into_iter().enumerate() {
+                    chunk[(r + i) * n + t] = v;
+                }
+            }
+            r += 4;
+        }
+        for r in r..rows {
+            let row = w.row(bytes, first_row + r);
+            for t in 0..n {
+                chunk[r * n + t] = dot(kernel, w.ty, row, &acts[t * blocks..(t + 1) * blocks]);
+            }
+        }
+    };
+    match &c.pool {
+        Some(pool) if w.rows > ROWS_PER_TASK => pool.install(|| {
+            by_row
+                .par_chunks_mut(ROWS_PER_TASK * n)
+                .enumerate()
+                .for_each(|(i, chunk)| work(i * ROWS_PER_TASK, chunk));
+        }),
+        _ => work(0, by_row),
+    }
+    if n > 1 {
+        for r in 0..w.rows {
+            for t in 0..n {
+                out[t * w.rows + r] = scratch[r * n + t];
+            }
+        }
+    }
+}
+
+/// Quantizes each `width`-value row of `x` into consecutive blocks of `acts`.
+fn quantize_rows(x: &[f32], width: usize, acts: &mut [ActBlock]) {
+    let blocks = width / QK;
+    for (row, out) in x.chunks_exact(width).zip(acts.chunks_exact_mut(blocks)) {
+        quantize_row(row, out);
+    }
+}
+
+/// f32 dot product with eight fixed lanes (vectorizable, and the same bits everywhere).
+fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut ca = a.chunks_exact(8);
+    let mut cb = b.chunks_exact(8);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut tail = 0f32;
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        tail += x * y;
+    }
+    let r = [acc[0] + acc[4], acc[1] + acc[5], acc[2] + acc[6], acc[3] + acc[7]];
+    (r[0] + r[2]) + (r[1] + r[3]) + tail
+}
+
+/// RMSNorm of each row of `x` (rows of `w.len()` values), scaled by `w`, into `out`.
+fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let dim = w.len();
+    for (row, o) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
+        let mean = dot_f32(row, row) / dim as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
+        for ((o, &v), &g) in o.iter_mut().zip(row).zip(w) {
+            *o = v * scale * g;
+        }
+    }
+}
+
+fn add_in_place(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// cos and sin of every rotary angle for positions `start..start + n`: `[t][i]`.
+fn rope_tables(inv_freq: &[f32], start: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut cos = Vec::with_capacity(n * inv_freq.len());
+    let mut sin = Vec::with_capacity(n * inv_freq.len());
+    for p in start..start + n {
+        for &f in inv_freq {
+            let angle = p as f32 * f;
+            cos.push(libm::cosf(angle));
+            sin.push(libm::sinf(angle));
+        }
+    }
+    (cos, sin)
+}
+
+/// Rotates adjacent pairs of one head (GGUF llama's interleaved RoPE).
+fn rope(head: &mut [f32], cos: &[f32], sin: &[f32]) {
+    for ((pair, &c), &s) in head.chunks_exact_mut(2).zip(cos).zip(sin) {
+        let (a, b) = (pair[0], pair[1]);
+        pair[0] = a * c - b * s;
+        pair[1] = a * s + b * c;
+    }
+}
+
+/// Causal grouped-query attention for the `n` new tokens at positions `start..`, over the
+/// cache (which already holds them).
+fn attention(
+    cfg: &Config,
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    start: usize,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let (dim, hd, kv_dim) = (cfg.dim, cfg.head_dim, cfg.kv_dim());
+    let group = cfg.heads / cfg.kv_heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    for (t, (q_t, out_t)) in q.chunks_exact(dim).zip(out.chunks_exact_mut(dim)).enumerate() {
+        let visible = start + t + 1;
+        for (h, (q_h, o_h)) in q_t.chunks_exact(hd).zip(out_t.chunks_exact_mut(hd)).enumerate() {
+            let kv_off = (h / group) * hd;
+            scores.clear();
+            scores.extend(
+                (0..visible)
+                    .map(|p| dot_f32(q_h, &keys[p * kv_dim + kv_off..p * kv_dim + kv_off + hd]) * scale),
+            );
+            let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+            let mut sum = 0f32;
+            for s in scores.iter_mut() {
+                *s = libm::expf(*s - max);
+                sum += *s;
+            }
+            let inv = 1.0 / sum;
+            o_h.fill(0.0);
+            for (p, &s) in scores.iter().enumerate() {
+                let w = s * inv;
+                for (o, &val) in o_h.iter_mut().zip(&values[p * kv_dim + kv_off..p * kv_dim + kv_off + hd]) {
+                    *o += w * val;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+    use std::path::Path;
+
+    use super::*;
+
+    /// The real default model (fetched by scripts/fetch-model.sh; the tests fail without it).
+    fn load(threads: usize) -> NativeLlama {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/SmolLM2-135M-Instruct.Q4_1.gguf");
+        let bytes = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run scripts/fetch-model.sh)", path.display()));
+        let content = Content::read(&mut Cursor::new(&bytes)).unwrap();
+        NativeLlama::new(&content, bytes, threads).unwrap()
+    }
+
+    /// The chat prompt "What is the capital of France?" with the default system prompt, as
+    /// token ids (pinned against llama.cpp's tokenization in tests/model_real.rs).
+    const PROMPT: &[u32] = &[
+        1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407, 19712,
+        8182, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198,
+    ];
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    #[test]
+    fn logits_do_not_depend_on_threads_kernel_or_prefill_schedule() {
+        let mut one = load(1);
+        let reference = one.forward(PROMPT).unwrap();
+        assert_eq!(one.cached_positions(), PROMPT.len());
+        let next =
+            reference.iter().enumerate().fold(0, |b, (i, &x)| if x > reference[b] { i } else { b }) as u32;
+        let after = one.forward(&[next]).unwrap();
+
+        // The same prompt one token at a time: the same bits at the end.
+        one.clear_kv_cache();
+        let mut stepwise = Vec::new();
+        for &t in PROMPT {
+            stepwise = one.forward(&[t]).unwrap();
+        }
+        assert_eq!(bits(&stepwise), bits(&reference));
+
+        // In chunks of 5 (an uneven split), then the next token: the same again.
+        one.clear_kv_cache();
+        let mut chunked = Vec::new();
+        for chunk in PROMPT.chunks(5) {
+            chunked = one.forward(chunk).unwrap();
+        }
+        assert_eq!(bits(&chunked), bits(&reference));
+        assert_eq!(bits(&one.forward(&[next]).unwrap()), bits(&after));
+
+        // Two threads.
+        let mut two = load(2);
+        assert_eq!(bits(&two.forward(PROMPT).unwrap()), bits(&reference));
+
+        // The portable scalar kernels.
+        one.clear_kv_cache();
+        one.set_kernel(Kernel::Scalar);
+        assert_eq!(bits(&one.forward(PROMPT).unwrap()), bits(&reference));
+    }
+
+    #[test]
+    fn bad_tokens_are_errors() {
+        let mut model = load(1);
+        assert!(matches!(model.forward(&[]), Err(ModelError::Inference { .. })));
+        let err = model.forward(&[1, 49_152]).unwrap_err();
+        assert_eq!(err.to_string(), "inference failed: token id 49152 is outside the vocabulary of 49152");
+        assert_eq!(model.cached_positions(), 0, "a refused call leaves the cache untouched");
+    }
+}
