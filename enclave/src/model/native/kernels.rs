@@ -14,7 +14,8 @@
 //! AVX2 gets the same tokens. The tests pin that equality.
 //!
 //! This is the one module of the workspace with `unsafe` code: the `std::arch` loads read
-//! 16 and 32 bytes from slices whose lengths are checked by `chunks_exact` right above them.
+//! 4, 16 and 32 bytes inside weight rows and activation blocks whose lengths are checked
+//! once per call, before the loop.
 
 #![allow(unsafe_code)]
 
@@ -121,8 +122,11 @@ pub(crate) fn quantize_row(x: &[f32], out: &mut [ActBlock]) {
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         let mut sum = 0i32;
         for (q, &v) in ob.q.iter_mut().zip(xb) {
-            // |v·id| ≤ 127 by construction; `as` saturates (and maps NaN to 0) regardless.
-            *q = (v * id).round() as i8;
+            // Round half away from zero, written so that it compiles to two instructions on
+            // baseline x86-64 (`f32::round` is a libm call there). |v·id| ≤ 127 by
+            // construction; `as` saturates (and maps NaN to 0) regardless.
+            let scaled = v * id;
+            *q = (scaled + 0.5f32.copysign(scaled)) as i32 as i8;
             sum += i32::from(*q);
         }
         ob.d = d;
@@ -280,18 +284,21 @@ mod avx2 {
         let q4_0_offset = _mm_setr_ps(1.0, -8.0, 0.0, 0.0);
         let mut acc = [_mm256_setzero_ps(); R];
         let mut offsets = [_mm_setzero_ps(); R];
-        let rows = rows.map(|row| &row[..act.len() * bb]);
+        // Every block read below lies inside these slices (the one bounds check per row).
+        let rows = rows.map(|row| row[..act.len() * bb].as_ptr());
         for (b, a) in act.iter().enumerate() {
             // SAFETY: `a.q` is 32 bytes; loadu has no alignment requirement.
             let y = unsafe { _mm256_loadu_si256(a.q.as_ptr().cast()) };
             let act_scales = _mm_setr_ps(a.d, a.s, 0.0, 0.0);
             for r in 0..R {
-                let block = &rows[r][b * bb..(b + 1) * bb];
-                let half_pair = i32::from_le_bytes([block[0], block[1], block[2], block[3]]);
+                // SAFETY: block `b` of a row of `act.len()` blocks: in bounds (checked above).
+                let block = unsafe { rows[r].add(b * bb) };
+                // SAFETY: every block type is at least 18 bytes; unaligned read.
+                let half_pair = unsafe { block.cast::<i32>().read_unaligned() };
                 let mut scales = _mm_cvtph_ps(_mm_cvtsi32_si128(half_pair));
                 let products = if TY == Q8_0 {
                     // SAFETY: a Q8_0 block is 34 bytes: 32 quants from byte 2.
-                    let x = unsafe { _mm256_loadu_si256(block[2..34].as_ptr().cast()) };
+                    let x = unsafe { _mm256_loadu_si256(block.add(2).cast()) };
                     // u8 × i8 multiply: |x| times y with x's sign. |−128| = 128 as u8,
                     // and no pair sum can saturate i16 because |y| ≤ 127.
                     _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
@@ -301,7 +308,7 @@ mod avx2 {
                         scales = _mm_mul_ps(_mm_broadcastss_ps(scales), q4_0_offset);
                     }
                     // SAFETY: a Q4 block holds 16 packed bytes from `start`.
-                    let packed = unsafe { _mm_loadu_si128(block[start..start + 16].as_ptr().cast()) };
+                    let packed = unsafe { _mm_loadu_si128(block.add(start).cast()) };
                     let high = _mm_srli_epi16(packed, 4);
                     _mm256_maddubs_epi16(_mm256_and_si256(_mm256_set_m128i(high, packed), low_nibbles), y)
                 };
