@@ -6,7 +6,7 @@
 //! request headers have deadlines so slow or half-open peers cannot hold resources.
 
 use crate::api::{self, AppState};
-use crate::model::{Engine, EngineConfig, Model};
+use crate::model::{Engine, EngineConfig, Model, Runtime};
 use crate::notary::Notary;
 use crate::provider::{AttestationProvider, SimProvider};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -59,6 +59,9 @@ pub struct ServeArgs {
     /// Model compute threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Model runtime: "native" (default), "candle" or "candle-q8_0" (see `generate`).
+    #[arg(long, value_name = "RUNTIME", default_value_t = Runtime::Native)]
+    pub runtime: Runtime,
     /// Request one report per answer instead of one per batch (benchmark baseline).
     #[arg(long)]
     pub no_group_commit: bool,
@@ -223,8 +226,15 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> Result<
             return Err(ServeError::Usage(format!("attestation provider {other:?} is not available here")))
         }
     };
-    let model = Model::load(&args.model)?;
-    println!("vouch-enclave: model {} sha256 {}", model.name(), hex::encode(model.digest()));
+    let model = Model::load_with(&args.model, args.runtime)?;
+    println!(
+        "vouch-enclave: model {} sha256 {} runtime {} ({}, {})",
+        model.name(),
+        hex::encode(model.digest()),
+        model.runtime(),
+        model.engine_version(),
+        model.kernel()
+    );
     let threads = args.threads.unwrap_or_else(|| EngineConfig::default().threads);
     let engine = Engine::start(model, EngineConfig { queue_depth: args.queue_depth, threads });
     let tls = tls_identity()?;
