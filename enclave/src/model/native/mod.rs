@@ -21,20 +21,22 @@
 //! batch gives the same bits as the same prompt fed one token at a time (a test pins it).
 
 pub(crate) mod kernels;
+mod pool;
 
 use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::GgmlDType;
-use rayon::prelude::*;
+use std::sync::Arc;
 
 use super::ModelError;
 use kernels::{dequantize_row, dot, dot_rows, quantize_row, ActBlock, Kernel, QType, QK};
+use pool::Pool;
 
 /// Version of this runtime's arithmetic. Bump it whenever a change can alter a logit bit:
 /// a re-run of a request reproduces the tokens only under the same version.
 pub const NATIVE_ENGINE_VERSION: &str = "vouch-native-1";
 
-/// Rows each parallel task takes (a 576-row matrix splits into 9 tasks).
-const ROWS_PER_TASK: usize = 64;
+/// Matrices with fewer rows are not worth sharing out among threads.
+const MIN_SHARED_ROWS: usize = 64;
 
 /// Shape and hyper-parameters, from the GGUF metadata.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,7 +60,7 @@ impl Config {
 
 /// A weight matrix: `rows` rows of `cols` values, stored at `offset` in the file bytes.
 #[derive(Debug, Clone, Copy)]
-struct Matrix {
+pub(crate) struct Matrix {
     ty: QType,
     rows: usize,
     cols: usize,
@@ -98,12 +100,12 @@ struct KvCache {
 /// Where the kernels run: which implementation, and on how many threads.
 struct Compute {
     kernel: Kernel,
-    pool: Option<rayon::ThreadPool>,
+    pool: Option<Pool>,
 }
 
 /// A llama model computing from its GGUF bytes.
 pub(crate) struct NativeLlama {
-    bytes: Vec<u8>,
+    bytes: Arc<Vec<u8>>,
     cfg: Config,
     embedding: Matrix,
     output: Matrix,
@@ -299,12 +301,10 @@ impl NativeLlama {
         let inv_freq = (0..cfg.head_dim / 2)
             .map(|i| 1.0 / libm::powf(cfg.rope_base, (2 * i) as f32 / cfg.head_dim as f32))
             .collect();
+        let bytes = Arc::new(bytes);
         let pool = if threads > 1 {
             Some(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .thread_name(|i| format!("vouch-compute-{i}"))
-                    .build()
+                Pool::start(Arc::clone(&bytes), threads)
                     .map_err(|e| weights_error(format!("cannot start {threads} compute threads: {e}")))?,
             )
         } else {
@@ -404,9 +404,9 @@ impl NativeLlama {
             rms_norm_rows(&x, &layer.attn_norm, cfg.eps, &mut xn);
             quantize_rows(&xn, dim, &mut acts);
             let c = &self.compute;
-            matmul(c, &self.bytes, &layer.q, &acts, n, &mut q, &mut scratch);
-            matmul(c, &self.bytes, &layer.k, &acts, n, &mut k, &mut scratch);
-            matmul(c, &self.bytes, &layer.v, &acts, n, &mut v, &mut scratch);
+            matmul(c, &self.bytes, &layer.q, &acts, n, &mut q, &mut scratch)?;
+            matmul(c, &self.bytes, &layer.k, &acts, n, &mut k, &mut scratch)?;
+            matmul(c, &self.bytes, &layer.v, &acts, n, &mut v, &mut scratch)?;
             for t in 0..n {
                 let (ct, st) = (&cos[t * hd / 2..(t + 1) * hd / 2], &sin[t * hd / 2..(t + 1) * hd / 2]);
                 for head in q[t * dim..(t + 1) * dim].chunks_exact_mut(hd) {
@@ -420,18 +420,18 @@ impl NativeLlama {
             self.cache.values[li].extend_from_slice(&v);
             attention(cfg, &q, &self.cache.keys[li], &self.cache.values[li], start, &mut scores, &mut attn);
             quantize_rows(&attn, dim, &mut acts);
-            matmul(c, &self.bytes, &layer.o, &acts, n, &mut out, &mut scratch);
+            matmul(c, &self.bytes, &layer.o, &acts, n, &mut out, &mut scratch)?;
             add_in_place(&mut x, &out);
 
             rms_norm_rows(&x, &layer.ffn_norm, cfg.eps, &mut xn);
             quantize_rows(&xn, dim, &mut acts);
-            matmul(c, &self.bytes, &layer.gate, &acts, n, &mut gate, &mut scratch);
-            matmul(c, &self.bytes, &layer.up, &acts, n, &mut up, &mut scratch);
+            matmul(c, &self.bytes, &layer.gate, &acts, n, &mut gate, &mut scratch)?;
+            matmul(c, &self.bytes, &layer.up, &acts, n, &mut up, &mut scratch)?;
             for (g, u) in gate.iter_mut().zip(&up) {
                 *g = *g / (1.0 + libm::expf(-*g)) * u;
             }
             quantize_rows(&gate, ffn, &mut acts);
-            matmul(c, &self.bytes, &layer.down, &acts, n, &mut out, &mut scratch);
+            matmul(c, &self.bytes, &layer.down, &acts, n, &mut out, &mut scratch)?;
             add_in_place(&mut x, &out);
         }
 
@@ -442,13 +442,13 @@ impl NativeLlama {
         quantize_row(&normed, &mut final_acts);
         let mut logits = vec![0f32; cfg.vocab];
         let mut logit_scratch = Vec::new();
-        matmul(&self.compute, &self.bytes, &self.output, &final_acts, 1, &mut logits, &mut logit_scratch);
+        matmul(&self.compute, &self.bytes, &self.output, &final_acts, 1, &mut logits, &mut logit_scratch)?;
         Ok(logits)
     }
 }
 
-/// `out[t][r] = W[r] · acts[t]` for `n` tokens. Rows are split across the pool's threads;
-/// each value is computed by one thread, the same way whatever the split.
+/// `out[t][r] = W[r] · acts[t]` for `n` tokens. With a pool, rows are shared out among
+/// its threads; each value is computed by one thread, the same way whatever the split.
 fn matmul(
     c: &Compute,
     bytes: &[u8],
@@ -457,51 +457,55 @@ fn matmul(
     n: usize,
     out: &mut [f32],
     scratch: &mut Vec<f32>,
-) {
-    let blocks = w.cols / QK;
-    let acts = &acts[..n * blocks];
-    let kernel = c.kernel;
-    // Row-major over rows ([r][t]) so that threads own disjoint rows; transposed below.
-    let by_row: &mut [f32] = if n == 1 {
-        &mut out[..w.rows]
+) -> Result<(), ModelError> {
+    let acts = &acts[..n * (w.cols / QK)];
+    if let Some(pool) = &c.pool {
+        if w.rows >= MIN_SHARED_ROWS {
+            return pool.matmul(c.kernel, w, acts, n, out, scratch);
+        }
+    }
+    if n == 1 {
+        matmul_rows(c.kernel, bytes, w, acts, 1, 0, &mut out[..w.rows]);
     } else {
         scratch.resize(w.rows * n, 0.0);
-        &mut scratch[..w.rows * n]
-    };
-    let work = |first_row: usize, chunk: &mut [f32]| {
-        let rows = chunk.len() / n;
-        let mut r = 0;
-        while r + 4 <= rows {
-            let four = [0, 1, 2, 3].map(|i| w.row(bytes, first_row + r + i));
-            for t in 0..n {
-                let values = dot_rows(kernel, w.ty, four, &acts[t * blocks..(t + 1) * blocks]);
-                for (i, v) in values.into_iter().enumerate() {
-                    chunk[(r + i) * n + t] = v;
-                }
-            }
-            r += 4;
-        }
-        for r in r..rows {
-            let row = w.row(bytes, first_row + r);
-            for t in 0..n {
-                chunk[r * n + t] = dot(kernel, w.ty, row, &acts[t * blocks..(t + 1) * blocks]);
-            }
-        }
-    };
-    match &c.pool {
-        Some(pool) if w.rows > ROWS_PER_TASK => pool.install(|| {
-            by_row
-                .par_chunks_mut(ROWS_PER_TASK * n)
-                .enumerate()
-                .for_each(|(i, chunk)| work(i * ROWS_PER_TASK, chunk));
-        }),
-        _ => work(0, by_row),
-    }
-    if n > 1 {
+        matmul_rows(c.kernel, bytes, w, acts, n, 0, &mut scratch[..w.rows * n]);
         for r in 0..w.rows {
             for t in 0..n {
                 out[t * w.rows + r] = scratch[r * n + t];
             }
+        }
+    }
+    Ok(())
+}
+
+/// Rows `first_row..first_row + by_row.len() / n` of `W · acts`, row-major (`[r][t]`),
+/// four rows at a time.
+pub(crate) fn matmul_rows(
+    kernel: Kernel,
+    bytes: &[u8],
+    w: &Matrix,
+    acts: &[ActBlock],
+    n: usize,
+    first_row: usize,
+    by_row: &mut [f32],
+) {
+    let blocks = w.cols / QK;
+    let rows = by_row.len() / n;
+    let mut r = 0;
+    while r + 4 <= rows {
+        let four = [0, 1, 2, 3].map(|i| w.row(bytes, first_row + r + i));
+        for t in 0..n {
+            let values = dot_rows(kernel, w.ty, four, &acts[t * blocks..(t + 1) * blocks]);
+            for (i, v) in values.into_iter().enumerate() {
+                by_row[(r + i) * n + t] = v;
+            }
+        }
+        r += 4;
+    }
+    for r in r..rows {
+        let row = w.row(bytes, first_row + r);
+        for t in 0..n {
+            by_row[r * n + t] = dot(kernel, w.ty, row, &acts[t * blocks..(t + 1) * blocks]);
         }
     }
 }
@@ -669,9 +673,12 @@ mod tests {
         assert_eq!(bits(&chunked), bits(&reference));
         assert_eq!(bits(&one.forward(&[next]).unwrap()), bits(&after));
 
-        // Two threads.
-        let mut two = load(2);
-        assert_eq!(bits(&two.forward(PROMPT).unwrap()), bits(&reference));
+        // Two and three compute threads, for the prompt and for one more token.
+        for threads in [2, 3] {
+            let mut many = load(threads);
+            assert_eq!(bits(&many.forward(PROMPT).unwrap()), bits(&reference), "{threads} threads");
+            assert_eq!(bits(&many.forward(&[next]).unwrap()), bits(&after), "{threads} threads");
+        }
 
         // The portable scalar kernels.
         one.clear_kv_cache();
