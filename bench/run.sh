@@ -87,12 +87,16 @@ log "4/6 host forwarding vs direct"
 log "5/6 attested generation end to end vs in-process generate; enclave memory"
 "$PROFILE_DIR/bench-e2e" --bin-dir "$PROFILE_DIR" --tokens "$TOKENS" --runs "$RUNS" --latency-ms 8 | tee "$OUT/e2e.txt"
 
-log "6/6 model speed (candle) $( [[ $LLAMA -eq 1 ]] && echo 'vs llama.cpp, same GGUF and threads')"
+log "6/6 model speed (native runtime and candle) $( [[ $LLAMA -eq 1 ]] && echo 'vs llama.cpp, same GGUF and threads')"
 if [[ $SMOKE -eq 1 ]]; then
     echo "smoke: skipped" > "$OUT/model.txt"
 else
     extra=(); [[ $LLAMA -eq 1 ]] && extra+=(--with-llamacpp)
     bash scripts/bench-model.sh --threads 1 --runs "$RUNS" --max-tokens "$TOKENS" --no-build "${extra[@]}" | tee "$OUT/model.txt"
+    if [[ "$(nproc)" -gt 1 ]]; then
+        bash scripts/bench-model.sh --threads "$(nproc)" --runs "$RUNS" --max-tokens "$TOKENS" --no-build \
+            --runtimes native "${extra[@]}" | tee "$OUT/model-all-cores.txt"
+    fi
 fi
 
 log "writing bench/RESULTS.md and bench/results.json"

@@ -58,11 +58,10 @@ trap 'rm -rf "$TMP"' EXIT
 
 peak_rss() { awk -F: '/Maximum resident set size/ {gsub(/ /,"",$2); printf "%.0f MiB", $2/1024}' "$1"; }
 
-for fmt in "${FORMATS[@]}"; do
-    for run in $(seq 1 "$RUNS"); do
-        /usr/bin/time -v -o "$TMP/time" "$BIN" generate --model "$MODEL" --prompt "$PROMPT" \
-            --max-tokens "$MAX_TOKENS" --threads "$THREADS" --runtime "$fmt" --json > "$TMP/out.json" 2> "$TMP/err"
-        python3 - "$TMP/out.json" "vouch-$fmt" "$run" "$(peak_rss "$TMP/time")" <<'PY'
+run_vouch() {  # runtime run
+    /usr/bin/time -v -o "$TMP/time" "$BIN" generate --model "$MODEL" --prompt "$PROMPT" \
+        --max-tokens "$MAX_TOKENS" --threads "$THREADS" --runtime "$1" --json > "$TMP/out.json" 2> "$TMP/err"
+    python3 - "$TMP/out.json" "vouch-$1" "$2" "$(peak_rss "$TMP/time")" <<'PY'
 import json, sys
 o = json.load(open(sys.argv[1])); t = o["timings"]
 print(f'{sys.argv[2]:<28} {sys.argv[3]:>4} {o["prompt_tokens"]:>10} {t["prompt_tokens_per_s"]:>10.1f} '
@@ -70,8 +69,20 @@ print(f'{sys.argv[2]:<28} {sys.argv[3]:>4} {o["prompt_tokens"]:>10} {t["prompt_t
 if sys.argv[3] == "1":
     print(f'    text: {o["text"][:100]!r}')
 PY
-    done
-done
+}
+
+run_llamacpp() {  # run
+    /usr/bin/time -v -o "$TMP/time" "$VENV/bin/python" "$REPO_ROOT/scripts/llamacpp_bench.py" \
+        "$MODEL" "$PROMPT" "$MAX_TOKENS" "$THREADS" > "$TMP/out.json"
+    python3 - "$TMP/out.json" "llama.cpp-as-stored" "$1" "$(peak_rss "$TMP/time")" <<'PY'
+import json, sys
+o = json.load(open(sys.argv[1]))
+print(f'{sys.argv[2]:<28} {sys.argv[3]:>4} {o["prompt_tokens"]:>10} {o["prompt_tokens_per_s"]:>10.1f} '
+      f'{o["completion_tokens"]:>9} {o["completion_tokens_per_s"]:>9.1f} {o["load_ms"]:>10.0f}   rss {sys.argv[4]}')
+if sys.argv[3] == "1":
+    print(f'    text: {o["text"][:100]!r}')
+PY
+}
 
 if [[ $WITH_LLAMACPP -eq 1 ]]; then
     if [[ ! -x "$VENV/bin/python" ]] || ! "$VENV/bin/python" -c 'import llama_cpp' 2>/dev/null; then
@@ -80,16 +91,14 @@ if [[ $WITH_LLAMACPP -eq 1 ]]; then
         CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAMA_CURL=OFF" \
             "$VENV/bin/pip" install llama-cpp-python==0.3.36
     fi
-    for run in $(seq 1 "$RUNS"); do
-        /usr/bin/time -v -o "$TMP/time" "$VENV/bin/python" "$REPO_ROOT/scripts/llamacpp_bench.py" \
-            "$MODEL" "$PROMPT" "$MAX_TOKENS" "$THREADS" > "$TMP/out.json"
-        python3 - "$TMP/out.json" "llama.cpp-as-stored" "$run" "$(peak_rss "$TMP/time")" <<'PY'
-import json, sys
-o = json.load(open(sys.argv[1]))
-print(f'{sys.argv[2]:<28} {sys.argv[3]:>4} {o["prompt_tokens"]:>10} {o["prompt_tokens_per_s"]:>10.1f} '
-      f'{o["completion_tokens"]:>9} {o["completion_tokens_per_s"]:>9.1f} {o["load_ms"]:>10.0f}   rss {sys.argv[4]}')
-if sys.argv[3] == "1":
-    print(f'    text: {o["text"][:100]!r}')
-PY
-    done
 fi
+
+# Runs alternate between engines, so that a slow patch of this shared machine hits all alike.
+for run in $(seq 1 "$RUNS"); do
+    for fmt in "${FORMATS[@]}"; do
+        run_vouch "$fmt" "$run"
+    done
+    if [[ $WITH_LLAMACPP -eq 1 ]]; then
+        run_llamacpp "$run"
+    fi
+done

@@ -155,6 +155,25 @@ struct ChatRequest {
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            "body_too_large",
+            format!("request body exceeds {MAX_BODY_BYTES} bytes"),
+        )
+    };
+    // A declared length over the limit is refused before any of the body is read: the
+    // client (waiting on `Expect: 100-continue`, or still sending) gets the 413 instead of
+    // a connection reset racing it. Bodies without a declared length are cut off below.
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
     let limited = Limited::new(req.into_body(), MAX_BODY_BYTES);
     match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
         Err(_) => Err(error(
@@ -163,12 +182,7 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
             "timeout",
             "request body too slow",
         )),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request_error",
-            "body_too_large",
-            format!("request body exceeds {MAX_BODY_BYTES} bytes"),
-        )),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Ok(Err(e)) => Err(error(StatusCode::BAD_REQUEST, "invalid_request_error", "bad_body", e.to_string())),
         Ok(Ok(c)) => Ok(c.to_bytes()),
     }
