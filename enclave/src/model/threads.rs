@@ -1,7 +1,9 @@
 //! Compute-thread configuration (trusted side, inside the enclave).
 //!
-//! candle 0.11.1 runs its CPU kernels on process-global pools (a barrier pool for the
-//! quantized matmuls and a rayon pool), both sized once, on first use, from the
+//! The native runtime starts its own pool of this many threads per model (see
+//! `native::pool`). candle 0.11.1 (the reference runtimes) runs its CPU kernels on
+//! process-global pools (a barrier pool for the quantized matmuls and a rayon pool),
+//! both sized once, on first use, from the
 //! `CANDLE_NUM_THREADS` / `RAYON_NUM_THREADS` environment variables. There is no API to
 //! hand candle a pool of our own, so the thread count is a process-wide setting: call
 //! [`init_compute_threads`] early in `main`, before any model is loaded and before other

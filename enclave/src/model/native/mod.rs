@@ -35,6 +35,10 @@ use pool::Pool;
 /// a re-run of a request reproduces the tokens only under the same version.
 pub const NATIVE_ENGINE_VERSION: &str = "vouch-native-1";
 
+/// Most positions [`NativeLlama::reserve`] sets KV-cache memory aside for up front
+/// (SmolLM2-135M: 46 KB per position, so 23 MB).
+const RESERVE_POSITIONS: usize = 512;
+
 /// Matrices with fewer rows are not worth sharing out among threads.
 const MIN_SHARED_ROWS: usize = 64;
 
@@ -352,10 +356,12 @@ impl NativeLlama {
         }
     }
 
-    /// Reserves cache memory for `positions` positions in total, so the decode loop does
-    /// not reallocate (and copy) the cache as it grows.
+    /// Reserves cache memory for `positions` positions in total (at most
+    /// [`RESERVE_POSITIONS`]), so the decode loop rarely reallocates the cache. The cap
+    /// keeps a request with a large `max_tokens` that stops early from holding memory it
+    /// never uses; past it the cache grows as needed.
     pub(crate) fn reserve(&mut self, positions: usize) {
-        let want = positions * self.cfg.kv_dim();
+        let want = positions.min(RESERVE_POSITIONS) * self.cfg.kv_dim();
         for k in self.cache.keys.iter_mut().chain(self.cache.values.iter_mut()) {
             k.reserve_exact(want.saturating_sub(k.len()));
         }
