@@ -134,24 +134,38 @@ pub(crate) fn quantize_row(x: &[f32], out: &mut [ActBlock]) {
     }
 }
 
-/// Writes the f32 values of one Q8_0 row (a token embedding) into `out`.
+/// Writes the f32 values of one stored row (a token embedding) into `out`.
 pub(crate) fn dequantize_row(ty: QType, row: &[u8], out: &mut [f32]) {
     for (block, o) in row.chunks_exact(ty.block_bytes()).zip(out.chunks_exact_mut(QK)) {
-        let d = f16_at(block, 0);
-        match ty {
-            QType::Q8_0 => {
-                for (v, &q) in o.iter_mut().zip(&block[2..34]) {
-                    *v = d * f32::from(q as i8);
-                }
-            }
-            QType::Q4_0 | QType::Q4_1 => {
-                let (m, qs) = q4_offset(ty, block, d);
-                for (e, v) in o.iter_mut().enumerate() {
-                    *v = d * f32::from(nibble(qs, e)) + m;
-                }
-            }
+        let (d, m, quants) = unpack(ty, block);
+        for (v, &q) in o.iter_mut().zip(&quants) {
+            *v = d * q as f32 + m;
         }
     }
+}
+
+/// One block's scale `d`, offset `m` (0 for Q8_0) and 32 integer quants, so that value
+/// `e` is `d·q[e] + m`.
+#[inline(always)]
+fn unpack(ty: QType, block: &[u8]) -> (f32, f32, [i32; QK]) {
+    let d = f16_at(block, 0);
+    let mut quants = [0i32; QK];
+    let m = match ty {
+        QType::Q8_0 => {
+            for (w, &q) in quants.iter_mut().zip(&block[2..34]) {
+                *w = i32::from(q as i8);
+            }
+            0.0
+        }
+        QType::Q4_0 | QType::Q4_1 => {
+            let (m, qs) = q4_offset(ty, block, d);
+            for (e, w) in quants.iter_mut().enumerate() {
+                *w = i32::from(nibble(qs, e));
+            }
+            m
+        }
+    };
+    (d, m, quants)
 }
 
 /// The offset `m` and the 16 packed bytes of a Q4_0 / Q4_1 block. Q4_0's `d·(q − 8)` is
@@ -210,23 +224,11 @@ pub(crate) fn dot_rows<const R: usize>(
 pub(crate) fn dot_scalar(ty: QType, row: &[u8], act: &[ActBlock]) -> f32 {
     let mut acc = [0f32; 8];
     let mut offset_sum = 0f32;
-    let mut weights = [0i32; QK];
     for (block, a) in row.chunks_exact(ty.block_bytes()).zip(act) {
-        let dw = f16_at(block, 0);
+        let (dw, m, weights) = unpack(ty, block);
         let d = dw * a.d;
-        match ty {
-            QType::Q8_0 => {
-                for (w, &q) in weights.iter_mut().zip(&block[2..34]) {
-                    *w = i32::from(q as i8);
-                }
-            }
-            QType::Q4_0 | QType::Q4_1 => {
-                let (m, qs) = q4_offset(ty, block, dw);
-                for (e, w) in weights.iter_mut().enumerate() {
-                    *w = i32::from(nibble(qs, e));
-                }
-                offset_sum += m * a.s;
-            }
+        if ty != QType::Q8_0 {
+            offset_sum += m * a.s;
         }
         // Lane k holds values 4k..4k+4, as `madd(maddubs(..))` leaves them (exact integers).
         for ((lane, w), x) in acc.iter_mut().zip(weights.chunks_exact(4)).zip(a.q.chunks_exact(4)) {

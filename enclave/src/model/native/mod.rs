@@ -475,13 +475,19 @@ fn matmul(
     } else {
         scratch.resize(w.rows * n, 0.0);
         matmul_rows(c.kernel, bytes, w, acts, n, 0, &mut scratch[..w.rows * n]);
-        for r in 0..w.rows {
-            for t in 0..n {
-                out[t * w.rows + r] = scratch[r * n + t];
-            }
-        }
+        scatter_rows(&scratch[..w.rows * n], n, 0, w.rows, out);
     }
     Ok(())
+}
+
+/// Copies rows `first_row..` of a product computed row-major (`[r][t]`, `n` tokens) into
+/// `out`, which is token-major (`[t][r]`, `rows` rows per token).
+pub(crate) fn scatter_rows(by_row: &[f32], n: usize, first_row: usize, rows: usize, out: &mut [f32]) {
+    for (k, values) in by_row.chunks_exact(n).enumerate() {
+        for (t, &v) in values.iter().enumerate() {
+            out[t * rows + first_row + k] = v;
+        }
+    }
 }
 
 /// Rows `first_row..first_row + by_row.len() / n` of `W · acts`, row-major (`[r][t]`),

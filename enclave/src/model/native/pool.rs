@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::kernels::{ActBlock, Kernel};
-use super::{matmul_rows, Matrix, ModelError};
+use super::{matmul_rows, scatter_rows, Matrix, ModelError};
 
 /// How long a helper spins for the next job before parking.
 const SPIN: Duration = Duration::from_millis(2);
@@ -122,11 +122,7 @@ impl Pool {
         let end = share_start(w.rows, self.threads, 1);
         scratch.resize(end * n, 0.0);
         matmul_rows(kernel, &s.weights, w, acts, n, 0, &mut scratch[..end * n]);
-        for r in 0..end {
-            for t in 0..n {
-                out[t * w.rows + r] = scratch[r * n + t];
-            }
-        }
+        scatter_rows(&scratch[..end * n], n, 0, w.rows, out);
 
         let helpers = self.helpers.len();
         let mut spins = 0u32;
@@ -144,11 +140,7 @@ impl Pool {
         for (i, output) in s.outputs.iter().enumerate() {
             let first = share_start(w.rows, self.threads, i + 1);
             let values = output.lock().unwrap_or_else(PoisonError::into_inner);
-            for (k, row) in values.chunks_exact(n).enumerate() {
-                for (t, &v) in row.iter().enumerate() {
-                    out[t * w.rows + first + k] = v;
-                }
-            }
+            scatter_rows(&values, n, first, w.rows, out);
         }
         Ok(())
     }
