@@ -239,6 +239,74 @@ pub(crate) fn dot_scalar(ty: QType, row: &[u8], act: &[ActBlock]) -> f32 {
     reduce8(acc) + offset_sum
 }
 
+/// f32 dot product in eight fixed lanes, reduced like [`reduce8`], then the tail (the
+/// same bits from the scalar and the AVX2 code).
+pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut ca = a.chunks_exact(8);
+    let mut cb = b.chunks_exact(8);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut tail = 0f32;
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        tail += x * y;
+    }
+    reduce8(acc) + tail
+}
+
+/// Attention scores of one query head: `scores[p] = (q · key_p)·scale` for the `scores.len()`
+/// cached positions, key `p` being `keys[p·stride + offset..][..q.len()]`.
+pub(crate) fn attention_scores(
+    kernel: Kernel,
+    q: &[f32],
+    keys: &[f32],
+    stride: usize,
+    offset: usize,
+    scale: f32,
+    scores: &mut [f32],
+) {
+    let hd = q.len();
+    for (p, score) in scores.iter_mut().enumerate() {
+        let key = &keys[p * stride + offset..p * stride + offset + hd];
+        *score = match kernel {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Kernel::Avx2` is only ever produced by `detect`, after checking the CPU.
+            Kernel::Avx2 => unsafe { avx2::dot_f32(q, key) },
+            _ => dot_f32(q, key),
+        } * scale;
+    }
+}
+
+/// `out = Σ_p weights[p]·value_p`, in position order, value `p` being
+/// `values[p·stride + offset..][..out.len()]`.
+pub(crate) fn attention_values(
+    kernel: Kernel,
+    weights: &[f32],
+    values: &[f32],
+    stride: usize,
+    offset: usize,
+    out: &mut [f32],
+) {
+    let hd = out.len();
+    out.fill(0.0);
+    for (p, &w) in weights.iter().enumerate() {
+        let value = &values[p * stride + offset..p * stride + offset + hd];
+        match kernel {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Kernel::Avx2 => unsafe { avx2::axpy(w, value, out) },
+            _ => {
+                for (o, &v) in out.iter_mut().zip(value) {
+                    *o += w * v;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
@@ -248,6 +316,61 @@ mod avx2 {
     const Q4_0: u8 = 0;
     const Q4_1: u8 = 1;
     const Q8_0: u8 = 2;
+
+    /// `dot_f32` with one 8-lane register: multiply, then add (no fusing), same tree.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let mut acc = _mm256_setzero_ps();
+        let mut i = 0;
+        while i + 8 <= n {
+            // SAFETY: i + 8 ≤ n ≤ both lengths.
+            let (x, y) = unsafe { (_mm256_loadu_ps(a.as_ptr().add(i)), _mm256_loadu_ps(b.as_ptr().add(i))) };
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(x, y));
+            i += 8;
+        }
+        let mut tail = 0f32;
+        for (x, y) in a[i..n].iter().zip(&b[i..n]) {
+            tail += x * y;
+        }
+        hsum(acc) + tail
+    }
+
+    /// `y += w·x` elementwise: multiply, then add (no fusing).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn axpy(w: f32, x: &[f32], y: &mut [f32]) {
+        let n = x.len().min(y.len());
+        let wv = _mm256_set1_ps(w);
+        let mut i = 0;
+        while i + 8 <= n {
+            // SAFETY: i + 8 ≤ n ≤ both lengths.
+            unsafe {
+                let sum = _mm256_add_ps(
+                    _mm256_loadu_ps(y.as_ptr().add(i)),
+                    _mm256_mul_ps(wv, _mm256_loadu_ps(x.as_ptr().add(i))),
+                );
+                _mm256_storeu_ps(y.as_mut_ptr().add(i), sum);
+            }
+            i += 8;
+        }
+        for (o, &v) in y[i..n].iter_mut().zip(&x[i..n]) {
+            *o += w * v;
+        }
+    }
+
+    /// Sums eight lanes: halves, then pairs, then one (`reduce8`'s order).
+    #[target_feature(enable = "avx2")]
+    fn hsum(acc: __m256) -> f32 {
+        let halves = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+        let pairs = _mm_add_ps(halves, _mm_movehl_ps(halves, halves));
+        _mm_cvtss_f32(_mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1)))
+    }
 
     /// Dispatches on the weight type once per call, so the block loop has no branches.
     ///
@@ -326,12 +449,9 @@ mod avx2 {
         }
         let mut out = [0f32; R];
         for r in 0..R {
-            let halves = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
-            let pairs = _mm_add_ps(halves, _mm_movehl_ps(halves, halves));
-            let total = _mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1));
             let offset =
                 if TY == Q8_0 { 0.0 } else { _mm_cvtss_f32(_mm_shuffle_ps(offsets[r], offsets[r], 1)) };
-            out[r] = _mm_cvtss_f32(total) + offset;
+            out[r] = hsum(acc[r]) + offset;
         }
         out
     }
@@ -454,6 +574,38 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn attention_kernels_are_bit_identical_and_correct() {
+        let stride = 3 * 64;
+        let keys = activations(40 * stride, 3);
+        let values = activations(40 * stride, 4);
+        for hd in [64usize, 13] {
+            let q = &activations(hd, 5)[..hd];
+            let mut scores = [vec![0f32; 40], vec![0f32; 40]];
+            let mut outs = [vec![0f32; hd], vec![0f32; hd]];
+            for (i, kernel) in [Kernel::Scalar, Kernel::detect()].into_iter().enumerate() {
+                attention_scores(kernel, q, &keys, stride, 64, 0.125, &mut scores[i]);
+                attention_values(kernel, &scores[i], &values, stride, 64, &mut outs[i]);
+            }
+            assert_eq!(
+                scores[0].iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                scores[1].iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+            );
+            assert_eq!(
+                outs[0].iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                outs[1].iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+            );
+            for p in [0usize, 17, 39] {
+                let key = &keys[p * stride + 64..p * stride + 64 + hd];
+                let exact: f64 = q.iter().zip(key).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+                assert!((f64::from(scores[0][p]) - exact * 0.125).abs() < 1e-4, "hd {hd} p {p}");
+            }
+            let exact0: f64 =
+                (0..40).map(|p| f64::from(scores[0][p]) * f64::from(values[p * stride + 64])).sum();
+            assert!((f64::from(outs[0][0]) - exact0).abs() < 1e-3, "hd {hd}");
         }
     }
 

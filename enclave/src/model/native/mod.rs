@@ -28,7 +28,10 @@ use candle_core::quantized::GgmlDType;
 use std::sync::Arc;
 
 use super::ModelError;
-use kernels::{dequantize_row, dot, dot_rows, quantize_row, ActBlock, Kernel, QType, QK};
+use kernels::{
+    attention_scores, attention_values, dequantize_row, dot, dot_f32, dot_rows, quantize_row, ActBlock,
+    Kernel, QType, QK,
+};
 use pool::Pool;
 
 /// Version of this runtime's arithmetic. Bump it whenever a change can alter a logit bit:
@@ -404,7 +407,6 @@ impl NativeLlama {
         let mut gate = vec![0f32; n * ffn];
         let mut up = vec![0f32; n * ffn];
         let mut scratch = vec![0f32; n * ffn.max(dim)];
-        let mut scores = Vec::with_capacity(start + n);
 
         for (li, layer) in self.layers.iter().enumerate() {
             rms_norm_rows(&x, &layer.attn_norm, cfg.eps, &mut xn);
@@ -424,7 +426,15 @@ impl NativeLlama {
             }
             self.cache.keys[li].extend_from_slice(&k);
             self.cache.values[li].extend_from_slice(&v);
-            attention(cfg, &q, &self.cache.keys[li], &self.cache.values[li], start, &mut scores, &mut attn);
+            attention(
+                self.compute.kernel,
+                cfg,
+                &q,
+                &self.cache.keys[li],
+                &self.cache.values[li],
+                start,
+                &mut attn,
+            );
             quantize_rows(&attn, dim, &mut acts);
             matmul(c, &self.bytes, &layer.o, &acts, n, &mut out, &mut scratch)?;
             add_in_place(&mut x, &out);
@@ -530,24 +540,6 @@ fn quantize_rows(x: &[f32], width: usize, acts: &mut [ActBlock]) {
     }
 }
 
-/// f32 dot product with eight fixed lanes (vectorizable, and the same bits everywhere).
-fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let mut ca = a.chunks_exact(8);
-    let mut cb = b.chunks_exact(8);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    let mut tail = 0f32;
-    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
-        tail += x * y;
-    }
-    let r = [acc[0] + acc[4], acc[1] + acc[5], acc[2] + acc[6], acc[3] + acc[7]];
-    (r[0] + r[2]) + (r[1] + r[3]) + tail
-}
-
 /// RMSNorm of each row of `x` (rows of `w.len()` values), scaled by `w`, into `out`.
 fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let dim = w.len();
@@ -592,14 +584,15 @@ fn rope(head: &mut [f32], cos: &[f32], sin: &[f32]) {
 /// Causal grouped-query attention for the `n` new tokens at positions `start..`, over the
 /// cache (which already holds them).
 fn attention(
+    kernel: Kernel,
     cfg: &Config,
     q: &[f32],
     keys: &[f32],
     values: &[f32],
     start: usize,
-    scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
+    let mut scores = Vec::with_capacity(start + out.len() / cfg.dim);
     let (dim, hd, kv_dim) = (cfg.dim, cfg.head_dim, cfg.kv_dim());
     let group = cfg.heads / cfg.kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
@@ -608,10 +601,8 @@ fn attention(
         for (h, (q_h, o_h)) in q_t.chunks_exact(hd).zip(out_t.chunks_exact_mut(hd)).enumerate() {
             let kv_off = (h / group) * hd;
             scores.clear();
-            scores.extend(
-                (0..visible)
-                    .map(|p| dot_f32(q_h, &keys[p * kv_dim + kv_off..p * kv_dim + kv_off + hd]) * scale),
-            );
+            scores.resize(visible, 0.0);
+            attention_scores(kernel, q_h, keys, kv_dim, kv_off, scale, &mut scores);
             let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
             let mut sum = 0f32;
             for s in scores.iter_mut() {
@@ -619,13 +610,10 @@ fn attention(
                 sum += *s;
             }
             let inv = 1.0 / sum;
-            o_h.fill(0.0);
-            for (p, &s) in scores.iter().enumerate() {
-                let w = s * inv;
-                for (o, &val) in o_h.iter_mut().zip(&values[p * kv_dim + kv_off..p * kv_dim + kv_off + hd]) {
-                    *o += w * val;
-                }
+            for s in scores.iter_mut() {
+                *s *= inv;
             }
+            attention_values(kernel, &scores, values, kv_dim, kv_off, o_h);
         }
     }
 }
