@@ -269,14 +269,15 @@ pub(crate) fn attention_scores(
     scores: &mut [f32],
 ) {
     let hd = q.len();
-    for (p, score) in scores.iter_mut().enumerate() {
-        let key = &keys[p * stride + offset..p * stride + offset + hd];
-        *score = match kernel {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Kernel::Avx2` is only ever produced by `detect`, after checking the CPU.
-            Kernel::Avx2 => unsafe { avx2::dot_f32(q, key) },
-            _ => dot_f32(q, key),
-        } * scale;
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Kernel::Avx2` is only ever produced by `detect`, after checking the CPU.
+        Kernel::Avx2 => unsafe { avx2::attention_scores(q, keys, stride, offset, scale, scores) },
+        _ => {
+            for (p, score) in scores.iter_mut().enumerate() {
+                *score = dot_f32(q, &keys[p * stride + offset..p * stride + offset + hd]) * scale;
+            }
+        }
     }
 }
 
@@ -292,13 +293,13 @@ pub(crate) fn attention_values(
 ) {
     let hd = out.len();
     out.fill(0.0);
-    for (p, &w) in weights.iter().enumerate() {
-        let value = &values[p * stride + offset..p * stride + offset + hd];
-        match kernel {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above.
-            Kernel::Avx2 => unsafe { avx2::axpy(w, value, out) },
-            _ => {
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Kernel::Avx2 => unsafe { avx2::attention_values(weights, values, stride, offset, out) },
+        _ => {
+            for (p, &w) in weights.iter().enumerate() {
+                let value = &values[p * stride + offset..p * stride + offset + hd];
                 for (o, &v) in out.iter_mut().zip(value) {
                     *o += w * v;
                 }
@@ -318,11 +319,9 @@ mod avx2 {
     const Q8_0: u8 = 2;
 
     /// `dot_f32` with one 8-lane register: multiply, then add (no fusing), same tree.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    #[inline]
+    fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
         let mut acc = _mm256_setzero_ps();
         let mut i = 0;
@@ -339,28 +338,64 @@ mod avx2 {
         hsum(acc) + tail
     }
 
-    /// `y += w·x` elementwise: multiply, then add (no fusing).
+    /// `super::attention_scores` in one call: no per-position dispatch.
     ///
     /// # Safety
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn axpy(w: f32, x: &[f32], y: &mut [f32]) {
-        let n = x.len().min(y.len());
-        let wv = _mm256_set1_ps(w);
-        let mut i = 0;
-        while i + 8 <= n {
-            // SAFETY: i + 8 ≤ n ≤ both lengths.
-            unsafe {
-                let sum = _mm256_add_ps(
-                    _mm256_loadu_ps(y.as_ptr().add(i)),
-                    _mm256_mul_ps(wv, _mm256_loadu_ps(x.as_ptr().add(i))),
-                );
-                _mm256_storeu_ps(y.as_mut_ptr().add(i), sum);
-            }
-            i += 8;
+    pub(super) unsafe fn attention_scores(
+        q: &[f32],
+        keys: &[f32],
+        stride: usize,
+        offset: usize,
+        scale: f32,
+        scores: &mut [f32],
+    ) {
+        let hd = q.len();
+        for (p, score) in scores.iter_mut().enumerate() {
+            *score = dot_f32(q, &keys[p * stride + offset..p * stride + offset + hd]) * scale;
         }
-        for (o, &v) in y[i..n].iter_mut().zip(&x[i..n]) {
-            *o += w * v;
+    }
+
+    /// `super::attention_values` (on a zeroed `out`), 32 outputs at a time held in
+    /// registers across all positions; each output still sums its products in position
+    /// order, multiply then add.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn attention_values(
+        weights: &[f32],
+        values: &[f32],
+        stride: usize,
+        offset: usize,
+        out: &mut [f32],
+    ) {
+        let hd = out.len();
+        let full = hd / 32 * 32;
+        for c in (0..full).step_by(32) {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (p, &w) in weights.iter().enumerate() {
+                let value = &values[p * stride + offset + c..p * stride + offset + c + 32];
+                let wv = _mm256_set1_ps(w);
+                for (j, a) in acc.iter_mut().enumerate() {
+                    // SAFETY: `value` holds 32 floats; lane group j reads 8 from 8·j.
+                    let v = unsafe { _mm256_loadu_ps(value.as_ptr().add(8 * j)) };
+                    *a = _mm256_add_ps(*a, _mm256_mul_ps(wv, v));
+                }
+            }
+            for (j, a) in acc.iter().enumerate() {
+                // SAFETY: `out` holds `hd` ≥ c + 32 floats.
+                unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(c + 8 * j), *a) };
+            }
+        }
+        if full < hd {
+            for (p, &w) in weights.iter().enumerate() {
+                let value = &values[p * stride + offset + full..p * stride + offset + hd];
+                for (o, &v) in out[full..].iter_mut().zip(value) {
+                    *o += w * v;
+                }
+            }
         }
     }
 
@@ -582,7 +617,7 @@ mod tests {
         let stride = 3 * 64;
         let keys = activations(40 * stride, 3);
         let values = activations(40 * stride, 4);
-        for hd in [64usize, 13] {
+        for hd in [64usize, 40, 13] {
             let q = &activations(hd, 5)[..hd];
             let mut scores = [vec![0f32; 40], vec![0f32; 40]];
             let mut outs = [vec![0f32; hd], vec![0f32; hd]];
