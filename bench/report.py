@@ -129,6 +129,17 @@ try:
 except ImportError:
     pass
 
+def model_rows(text, threads):
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 9 and (parts[0].startswith("vouch-") or parts[0].startswith("llama.cpp")) and parts[1].isdigit():
+            rss = " ".join(parts[8:]).replace("rss ", "")
+            out.append(f"| {parts[0]} | {threads} | {parts[1]} | {parts[3]} | {parts[5]} | {parts[6]} | {rss} |")
+    return out
+
+model_table = "\n".join(model_rows(model, 1) + model_rows(model_mt, machine["cores"])) or "| not measured | | | | | | |"
+
 rows = "\n".join(
     f"| {g['clients']} | {g['latency_ms']} | {'on' if g['group_commit'] else 'off'} | {g['answers_per_s']:.1f} | {g['reports_per_s']:.1f} | {g['max_wait_ms']:.1f} |"
     for g in gc)
@@ -162,6 +173,12 @@ Command: `bash bench/run.sh{' --smoke' if smoke else ''}` (raw outputs in `bench
 | group commit, 32 clients: answers/s at 50 ms ÷ at 8 ms | {f('group_commit_answers_per_s_ratio_50ms_vs_8ms', '{:.3f}')} | — |
 | group commit on ÷ off, 32 clients, 50 ms | {f('group_commit_on_vs_off_32_clients_50ms', '{:.1f}')}× | — |
 | enclave peak RSS vs model file | {f('enclave_peak_rss_mb', '{:.0f}')} MB vs {f('model_file_mb', '{:.0f}')} MB | < 2× file |
+
+## Model speed (`scripts/bench-model.sh`: same GGUF, same prompt, 64 tokens, runs alternate)
+
+| engine | threads | run | prompt tok/s | gen tok/s | load ms | peak RSS |
+|---|---|---|---|---|---|---|
+{model_table}
 
 ## Group commit (receipt pipeline; each answer needs a receipt)
 
