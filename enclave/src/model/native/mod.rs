@@ -179,7 +179,7 @@ impl Config {
             rope_base: meta_f32(content, "llama.rope.freq_base", 10_000.0)?,
         };
         let invalid = |reason: String| ModelError::InvalidMetadata { key: "llama.*", reason };
-        if heads * head_dim != dim || head_dim % 2 != 0 {
+        if heads.checked_mul(head_dim) != Some(dim) || head_dim % 2 != 0 {
             return Err(invalid(format!(
                 "{heads} heads × {head_dim} does not make dimension {dim} (or is odd)"
             )));
