@@ -57,8 +57,9 @@ pub use utf8::Utf8Stream;
 pub const CANDLE_ENGINE_VERSION: &str = "candle-0.11.1";
 
 /// The prefill schedule: the whole prompt goes through the model in one forward pass.
-/// Changing it (e.g. chunks of 8 tokens) changes the logits bits and can change the text,
-/// so it is part of what a verifiable transcript pins.
+/// Under the candle runtimes another split (e.g. chunks of 8 tokens) changes the logits
+/// bits and can change the text, so a transcript records it; the native runtime gives the
+/// same bits for any split (tested), which makes it informational there.
 pub const PREFILL_SCHEDULE: &str = "all";
 
 /// The longest sequence (prompt + completion, in tokens) the model code supports: candle's
