@@ -23,9 +23,10 @@
 pub(crate) mod kernels;
 mod pool;
 
+use std::sync::Arc;
+
 use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::GgmlDType;
-use std::sync::Arc;
 
 use super::ModelError;
 use kernels::{
