@@ -308,11 +308,133 @@ pub(crate) fn attention_values(
     }
 }
 
+/// Range of [`exp`]'s argument: below, the result would be subnormal; above, infinite.
+const EXP_MIN: f32 = -87.336_55;
+const EXP_MAX: f32 = 88.376_26;
+const LOG2_E: f32 = std::f32::consts::LOG2_E;
+/// ln 2 split in two so that `n·LN2_HI` is exact for the `n` that occur.
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+/// Minimax polynomial for (eʳ − 1 − r)/r², |r| ≤ ln2/2 (Cephes `expf`).
+const EXP_POLY: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5];
+
+/// eˣ to about one ulp, written as plain f32 multiplies and adds so that the scalar and
+/// the AVX2 versions give the same bits (and every platform does). The argument is
+/// clamped to [`EXP_MIN`, `EXP_MAX`]: results never go subnormal or infinite.
+#[inline(always)]
+pub(crate) fn exp(x: f32) -> f32 {
+    let x = x.clamp(EXP_MIN, EXP_MAX);
+    let t = x * LOG2_E;
+    let n = (t + 0.5f32.copysign(t)) as i32;
+    let nf = n as f32;
+    let r = (x - nf * LN2_HI) - nf * LN2_LO;
+    let mut p = EXP_POLY[0];
+    for c in &EXP_POLY[1..] {
+        p = p * r + c;
+    }
+    let e = (p * (r * r) + r) + 1.0;
+    e * f32::from_bits(((n + 127) as u32) << 23)
+}
+
+/// `xs[i] = exp(xs[i] − shift)` for every value (the softmax numerator).
+pub(crate) fn exp_shifted(kernel: Kernel, xs: &mut [f32], shift: f32) {
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Kernel::Avx2` is only ever produced by `detect`, after checking the CPU.
+        Kernel::Avx2 => unsafe { avx2::exp_shifted(xs, shift) },
+        _ => {
+            for x in xs.iter_mut() {
+                *x = exp(*x - shift);
+            }
+        }
+    }
+}
+
+/// `gate[i] = gate[i] / (1 + exp(−gate[i])) · up[i]` (SiLU of the gate times up).
+pub(crate) fn silu_mul(kernel: Kernel, gate: &mut [f32], up: &[f32]) {
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Kernel::Avx2 => unsafe { avx2::silu_mul(gate, up) },
+        _ => {
+            for (g, &u) in gate.iter_mut().zip(up) {
+                *g = *g / (1.0 + exp(-*g)) * u;
+            }
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{ActBlock, QType};
+    use super::{ActBlock, QType, EXP_MAX, EXP_MIN, EXP_POLY, LN2_HI, LN2_LO, LOG2_E};
+
+    /// Eight `super::exp`s, operation for operation.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn exp8(x: __m256) -> __m256 {
+        let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(EXP_MIN)), _mm256_set1_ps(EXP_MAX));
+        let t = _mm256_mul_ps(x, _mm256_set1_ps(LOG2_E));
+        let half = _mm256_or_ps(_mm256_and_ps(t, _mm256_set1_ps(-0.0)), _mm256_set1_ps(0.5));
+        let n = _mm256_cvttps_epi32(_mm256_add_ps(t, half));
+        let nf = _mm256_cvtepi32_ps(n);
+        let r = _mm256_sub_ps(
+            _mm256_sub_ps(x, _mm256_mul_ps(nf, _mm256_set1_ps(LN2_HI))),
+            _mm256_mul_ps(nf, _mm256_set1_ps(LN2_LO)),
+        );
+        let mut p = _mm256_set1_ps(EXP_POLY[0]);
+        for &c in &EXP_POLY[1..] {
+            p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(c));
+        }
+        let e = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(p, _mm256_mul_ps(r, r)), r), _mm256_set1_ps(1.0));
+        let scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23));
+        _mm256_mul_ps(e, scale)
+    }
+
+    /// `super::exp_shifted`, eight at a time.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn exp_shifted(xs: &mut [f32], shift: f32) {
+        let s = _mm256_set1_ps(shift);
+        let mut chunks = xs.chunks_exact_mut(8);
+        for c in &mut chunks {
+            // SAFETY: `c` holds 8 floats.
+            unsafe { _mm256_storeu_ps(c.as_mut_ptr(), exp8(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), s))) };
+        }
+        for x in chunks.into_remainder() {
+            *x = super::exp(*x - shift);
+        }
+    }
+
+    /// `super::silu_mul`, eight at a time.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
+        let n = gate.len().min(up.len());
+        let one = _mm256_set1_ps(1.0);
+        let mut i = 0;
+        while i + 8 <= n {
+            // SAFETY: i + 8 ≤ n ≤ both lengths.
+            unsafe {
+                let g = _mm256_loadu_ps(gate.as_ptr().add(i));
+                let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+                let y = _mm256_mul_ps(
+                    _mm256_div_ps(g, _mm256_add_ps(one, e)),
+                    _mm256_loadu_ps(up.as_ptr().add(i)),
+                );
+                _mm256_storeu_ps(gate.as_mut_ptr().add(i), y);
+            }
+            i += 8;
+        }
+        for (g, &u) in gate[i..n].iter_mut().zip(&up[i..n]) {
+            *g = *g / (1.0 + super::exp(-*g)) * u;
+        }
+    }
 
     const Q4_0: u8 = 0;
     const Q4_1: u8 = 1;
@@ -641,6 +763,45 @@ mod tests {
             let exact0: f64 =
                 (0..40).map(|p| f64::from(scores[0][p]) * f64::from(values[p * stride + 64])).sum();
             assert!((f64::from(outs[0][0]) - exact0).abs() < 1e-3, "hd {hd}");
+        }
+    }
+
+    #[test]
+    fn exp_is_accurate_and_the_same_in_both_kernels() {
+        let mut xs: Vec<f32> = (0..200_000).map(|i| -100.0 + i as f32 * 0.001).collect();
+        xs.extend([0.0, -0.0, 1.0, -1.0, 88.0, 89.0, -87.0, -88.0, -1e30, 1e30]);
+        let mut worst = 0f64;
+        for &x in &xs {
+            let ours = f64::from(exp(x));
+            let clamped = f64::from(x.clamp(EXP_MIN, EXP_MAX));
+            let rel = (ours - clamped.exp()).abs() / clamped.exp();
+            worst = worst.max(rel);
+            assert!(ours.is_finite() && ours > 0.0, "exp({x}) = {ours}");
+        }
+        assert!(worst < 3e-7, "worst relative error {worst}");
+        assert_eq!(exp(0.0), 1.0);
+
+        let mut scalar = xs.clone();
+        let mut simd = xs.clone();
+        exp_shifted(Kernel::Scalar, &mut scalar, 0.25);
+        exp_shifted(Kernel::detect(), &mut simd, 0.25);
+        assert_eq!(
+            scalar.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            simd.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        );
+
+        let gate: Vec<f32> = xs.iter().map(|x| x / 7.0).collect();
+        let up: Vec<f32> = xs.iter().map(|x| x.sin()).collect();
+        let (mut a, mut b) = (gate.clone(), gate.clone());
+        silu_mul(Kernel::Scalar, &mut a, &up);
+        silu_mul(Kernel::detect(), &mut b, &up);
+        assert_eq!(
+            a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            b.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        );
+        for ((&y, &g), &u) in a.iter().zip(&gate).zip(&up).take(1000) {
+            let exact = f64::from(g) / (1.0 + (-f64::from(g)).exp()) * f64::from(u);
+            assert!((f64::from(y) - exact).abs() <= 1e-5 * exact.abs().max(1e-3), "silu({g})·{u}");
         }
     }
 

@@ -15,8 +15,9 @@
 //! cache.
 //!
 //! Determinism: each output value is computed by exactly one thread with one fixed
-//! sequence of operations, and the elementwise functions come from the `libm` crate (pure
-//! Rust, identical on every platform). So the logits do not depend on the thread count,
+//! sequence of operations; `exp` is our own (plain multiplies and adds, vectorized
+//! operation for operation) and the few other transcendental calls (RoPE angles) come
+//! from the `libm` crate (pure Rust, identical on every platform). So the logits do not depend on the thread count,
 //! on AVX2 versus scalar kernels, or on the prefill schedule: a prompt processed in one
 //! batch gives the same bits as the same prompt fed one token at a time (a test pins it).
 
@@ -30,8 +31,8 @@ use candle_core::quantized::GgmlDType;
 
 use super::ModelError;
 use kernels::{
-    attention_scores, attention_values, dequantize_row, dot, dot_f32, dot_rows, quantize_row, ActBlock,
-    Kernel, QType, QK,
+    attention_scores, attention_values, dequantize_row, dot, dot_f32, dot_rows, exp_shifted, quantize_row,
+    silu_mul, ActBlock, Kernel, QType, QK,
 };
 use pool::Pool;
 
@@ -444,9 +445,7 @@ impl NativeLlama {
             quantize_rows(&xn, dim, &mut acts);
             matmul(c, &self.bytes, &layer.gate, &acts, n, &mut gate, &mut scratch)?;
             matmul(c, &self.bytes, &layer.up, &acts, n, &mut up, &mut scratch)?;
-            for (g, u) in gate.iter_mut().zip(&up) {
-                *g = *g / (1.0 + libm::expf(-*g)) * u;
-            }
+            silu_mul(self.compute.kernel, &mut gate, &up);
             quantize_rows(&gate, ffn, &mut acts);
             matmul(c, &self.bytes, &layer.down, &acts, n, &mut out, &mut scratch)?;
             add_in_place(&mut x, &out);
@@ -605,11 +604,9 @@ fn attention(
             scores.resize(visible, 0.0);
             attention_scores(kernel, q_h, keys, kv_dim, kv_off, scale, &mut scores);
             let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-            let mut sum = 0f32;
-            for s in scores.iter_mut() {
-                *s = libm::expf(*s - max);
-                sum += *s;
-            }
+            exp_shifted(kernel, &mut scores, max);
+            // Summed in order, on one lane: the same bits from either kernel.
+            let sum = scores.iter().fold(0f32, |acc, &s| acc + s);
             let inv = 1.0 / sum;
             for s in scores.iter_mut() {
                 *s *= inv;
