@@ -36,16 +36,16 @@ m = re.search(r"throughput direct\s+client->backend\s+([\d.]+) GB/s\s+backend->c
 if m:
     r["direct_throughput_gbps"] = min(float(m.group(1)), float(m.group(2)))
 
-def gen_rates(engine_prefix, text):
-    rates = []
+def model_runs(text):
+    """The result lines of scripts/bench-model.sh, split into columns:
+    engine run prompt_tok prompt/s gen_tok gen/s load_ms rss <value> <unit>."""
     for line in text.splitlines():
         parts = line.split()
-        if parts and parts[0].startswith(engine_prefix) and len(parts) >= 6:
-            try:
-                rates.append(float(parts[5]))  # columns: engine run prompt_tok prompt/s gen_tok gen/s load_ms
-            except ValueError:
-                pass
-    return rates
+        if len(parts) >= 9 and parts[0].startswith(("vouch-", "llama.cpp")) and parts[1].isdigit():
+            yield parts
+
+def gen_rates(engine_prefix, text):
+    return [float(p[5]) for p in model_runs(text) if p[0].startswith(engine_prefix)]
 
 model = read("model.txt")
 native = gen_rates("vouch-native", model)
@@ -130,13 +130,7 @@ except ImportError:
     pass
 
 def model_rows(text, threads):
-    out = []
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) >= 9 and (parts[0].startswith("vouch-") or parts[0].startswith("llama.cpp")) and parts[1].isdigit():
-            rss = " ".join(parts[8:]).replace("rss ", "")
-            out.append(f"| {parts[0]} | {threads} | {parts[1]} | {parts[3]} | {parts[5]} | {parts[6]} | {rss} |")
-    return out
+    return [f"| {p[0]} | {threads} | {p[1]} | {p[3]} | {p[5]} | {p[6]} | {' '.join(p[8:])} |" for p in model_runs(text)]
 
 model_table = "\n".join(model_rows(model, 1) + model_rows(model_mt, machine["cores"])) or "| not measured | | | | | | |"
 
