@@ -480,14 +480,31 @@ fn matmul(
             return pool.matmul(c.kernel, w, acts, n, out, scratch);
         }
     }
-    if n == 1 {
-        matmul_rows(c.kernel, bytes, w, acts, 1, 0, &mut out[..w.rows]);
-    } else {
-        scratch.resize(w.rows * n, 0.0);
-        matmul_rows(c.kernel, bytes, w, acts, n, 0, &mut scratch[..w.rows * n]);
-        scatter_rows(&scratch[..w.rows * n], n, 0, w.rows, out);
-    }
+    matmul_range(c.kernel, bytes, w, acts, n, 0..w.rows, out, scratch);
     Ok(())
+}
+
+/// Rows `rows` of `W · acts`, written token-major into `out` (`[t][w.rows]`): directly
+/// for one token, else computed row-major in `scratch` and scattered.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_range(
+    kernel: Kernel,
+    bytes: &[u8],
+    w: &Matrix,
+    acts: &[ActBlock],
+    n: usize,
+    rows: std::ops::Range<usize>,
+    out: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
+    if n == 1 {
+        matmul_rows(kernel, bytes, w, acts, 1, rows.start, &mut out[rows]);
+    } else {
+        let len = rows.len() * n;
+        scratch.resize(len, 0.0);
+        matmul_rows(kernel, bytes, w, acts, n, rows.start, &mut scratch[..len]);
+        scatter_rows(&scratch[..len], n, rows.start, w.rows, out);
+    }
 }
 
 /// Copies rows `first_row..` of a product computed row-major (`[r][t]`, `n` tokens) into

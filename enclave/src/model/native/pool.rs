@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::kernels::{ActBlock, Kernel};
-use super::{matmul_rows, scatter_rows, Matrix, ModelError};
+use super::{matmul_range, matmul_rows, scatter_rows, Matrix, ModelError};
 
 /// How long a helper spins for the next job before parking.
 const SPIN: Duration = Duration::from_millis(2);
@@ -118,11 +118,8 @@ impl Pool {
             }
         }
 
-        // Share 0, on this thread, straight into `scratch` ([r][t]).
-        let end = share_start(w.rows, self.threads, 1);
-        scratch.resize(end * n, 0.0);
-        matmul_rows(kernel, &s.weights, w, acts, n, 0, &mut scratch[..end * n]);
-        scatter_rows(&scratch[..end * n], n, 0, w.rows, out);
+        // Share 0, on this thread.
+        matmul_range(kernel, &s.weights, w, acts, n, 0..share_start(w.rows, self.threads, 1), out, scratch);
 
         let helpers = self.helpers.len();
         let mut spins = 0u32;
