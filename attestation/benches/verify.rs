@@ -85,7 +85,7 @@ fn main() {
     let leaves: Vec<Vec<u8>> = (0..n)
         .map(|i| {
             binding::to_cbor(&ReceiptLeaf {
-                version: 1,
+                version: vouch_attestation::receipt::FORMAT_VERSION,
                 request_sha256: vec![i as u8; 32],
                 output_sha256: vec![1; 32],
                 finish_reason: "stop".into(),
@@ -113,7 +113,8 @@ fn main() {
     let receipts: Vec<Vec<u8>> = (0..n)
         .map(|i| {
             binding::to_cbor(&Receipt {
-                version: 1,
+                version: vouch_attestation::receipt::FORMAT_VERSION,
+                platform: "sim".into(),
                 leaf: leaves[i].clone(),
                 leaf_index: i as u64,
                 proof: merkle::inclusion_proof(&hashes, i)

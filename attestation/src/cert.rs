@@ -138,6 +138,19 @@ impl AmdCert {
     pub fn serial_hex(&self) -> String {
         hex::encode(self.serial())
     }
+    /// The values of every subject attribute of type `oid` (e.g. CN, O), as text. Only
+    /// string-typed values are returned; names are compared, never trusted.
+    pub fn subject_attributes(&self, oid: ObjectIdentifier) -> Vec<String> {
+        self.inner
+            .tbs_certificate
+            .subject
+            .0
+            .iter()
+            .flat_map(|rdn| rdn.0.iter())
+            .filter(|atv| atv.oid == oid)
+            .filter_map(|atv| std::str::from_utf8(atv.value.value()).ok().map(str::to_owned))
+            .collect()
+    }
     /// Whether subject equals issuer.
     pub fn is_self_issued(&self) -> bool {
         self.subject == self.issuer

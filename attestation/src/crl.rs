@@ -14,6 +14,7 @@ use der::Decode;
 pub struct VerifiedCrl {
     this_update: u64,
     next_update: u64,
+    number: Option<u64>,
     revoked: Vec<Vec<u8>>,
 }
 
@@ -25,6 +26,11 @@ impl VerifiedCrl {
     /// nextUpdate, Unix seconds.
     pub fn next_update(&self) -> u64 {
         self.next_update
+    }
+    /// The cRLNumber extension (RFC 5280 §5.2.3; AMD's increase with every issue), when
+    /// present and at most 64 bits. Of two current CRLs, prefer the higher number.
+    pub fn crl_number(&self) -> Option<u64> {
+        self.number
     }
     /// Revoked serial numbers (big-endian bytes as encoded).
     pub fn revoked_serials(&self) -> &[Vec<u8>] {
@@ -74,5 +80,17 @@ pub fn verify_crl(der: &[u8], ark: &AmdCert, now: u64) -> Result<VerifiedCrl, Ve
         .into_iter()
         .map(|r| r.serial_number.as_bytes().to_vec())
         .collect();
-    Ok(VerifiedCrl { this_update, next_update, revoked })
+    let number = crl
+        .tbs_cert_list
+        .crl_extensions
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_CRL_NUMBER)
+        .and_then(|e| x509_cert::ext::pkix::CrlNumber::from_der(e.extn_value.as_bytes()).ok())
+        .and_then(|n| {
+            let b = n.0.as_bytes();
+            (b.len() <= 8).then(|| b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)))
+        });
+    Ok(VerifiedCrl { this_update, next_update, number, revoked })
 }

@@ -123,6 +123,26 @@ pub enum VerifyError {
         /// Subject of the offending certificate.
         subject: String,
     },
+    /// The evidence supplied an intermediate that is not the compiled-in AMD ASK/ASVK.
+    /// Intermediates are compiled in; a supplied one is used only when byte-equal to
+    /// ours, so the host cannot choose which intermediate a chain goes through.
+    #[error("the supplied {role} {subject:?} (serial {serial}) is not AMD's compiled-in {role}; intermediates are compiled in")]
+    UntrustedIntermediate {
+        /// ASK or ASVK.
+        role: CertRole,
+        /// Subject of the supplied certificate.
+        subject: String,
+        /// Its serial number, hex.
+        serial: String,
+    },
+    /// A certificate offered as Vouch's simulated root is not one the simulator made.
+    #[error("{subject:?} is not a Vouch simulated root: {reason}")]
+    NotASimulatedRoot {
+        /// Its subject.
+        subject: String,
+        /// Why it was refused.
+        reason: String,
+    },
     /// The certificate's issuer name is not its presumed signer's subject.
     #[error("{role} issuer is {actual:?}, expected {expected:?}")]
     IssuerMismatch {

@@ -91,6 +91,46 @@ pub struct Policy {
     pub allow_vlek: bool,
     /// Minimum report version (2, 3 or 5).
     pub min_report_version: u32,
+    /// DANGEROUS: accept reports whose code identity the policy does not pin. Never
+    /// read from a file; only `--allow-any-code` sets it.
+    #[serde(skip)]
+    pub dangerous_allow_any_code: bool,
+}
+
+impl Policy {
+    /// Whether the policy pins code identity: a measurement, an ID or author key
+    /// digest, or HOST_DATA.
+    pub fn pins_code_identity(&self) -> bool {
+        !self.measurements.is_empty()
+            || !self.id_key_digests.is_empty()
+            || !self.author_key_digests.is_empty()
+            || self.host_data.is_some()
+    }
+}
+
+/// Something a verdict must say even though the report was accepted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub enum Warning {
+    /// The policy pins no code identity and `dangerous_allow_any_code` let it pass.
+    CodeIdentityNotPinned,
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Warning::CodeIdentityNotPinned => f.write_str("CODE IDENTITY NOT PINNED: any program in any guest on this platform would pass"),
+        }
+    }
+}
+
+/// The warnings a verdict on `v` under `policy` must carry.
+pub fn warnings(_v: &VerifiedReport, policy: &Policy) -> Vec<Warning> {
+    let mut out = Vec::new();
+    if !policy.pins_code_identity() {
+        out.push(Warning::CodeIdentityNotPinned);
+    }
+    out
 }
 
 impl Default for Policy {
@@ -111,6 +151,7 @@ impl Default for Policy {
             require_crl: false,
             allow_vlek: true,
             min_report_version: 2,
+            dangerous_allow_any_code: false,
         }
     }
 }
@@ -211,6 +252,12 @@ pub enum Violation {
         minimum: u32,
         /// Actual.
         actual: u32,
+    },
+    /// The policy pins no code identity.
+    #[error("the policy pins no code identity: pin the launch measurement (this report's is {measurement}), an ID-key or author-key digest, or HOST_DATA — or pass --allow-any-code to accept any code")]
+    CodeIdentityNotPinned {
+        /// The report's measurement (hex), to pin.
+        measurement: String,
     },
     /// Unknown product key in `min_tcb`.
     #[error("policy names unknown product {0:?} in min_tcb")]
@@ -314,6 +361,9 @@ pub fn validate(v: &VerifiedReport, policy: &Policy) -> Result<(), PolicyViolati
     }
     if !policy.allow_vlek && v.chain().signer() == crate::report::SigningKey::Vlek {
         out.push(Violation::VlekNotAllowed);
+    }
+    if !policy.pins_code_identity() && !policy.dangerous_allow_any_code {
+        out.push(Violation::CodeIdentityNotPinned { measurement: hex::encode(r.measurement()) });
     }
     if out.is_empty() {
         Ok(())

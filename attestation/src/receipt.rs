@@ -19,14 +19,78 @@ use crate::error::VerifyError;
 use crate::merkle;
 use crate::policy::{validate, Policy, PolicyViolations};
 use crate::verify::{
-    verify_report, verify_report_with_chain, ChainInput, TrustAnchors, VerifiedChain, VerifiedReport,
+    verify_report, verify_report_with_chain, ChainInput, RootKind, TrustAnchors, VerifiedChain, VerifiedReport,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
 /// Receipt and evidence format version.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// - 1: the first format. It did not say which kind of secure processor made the
+///   report, so it is refused ([`ReceiptError::UnsupportedVersion`]) rather than guessed.
+/// - 2: adds the `platform` tag ([`Platform`]) to evidence and receipts.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Which kind of secure processor produced a piece of evidence, as carried on the wire
+/// (`platform`). The tag only routes: evidence tagged `snp` is checked against AMD's
+/// roots alone and evidence tagged `sim` against the simulated root alone, so relabelling
+/// gains nothing — a simulated report never verifies on the AMD path, by construction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Platform {
+    /// AMD SEV-SNP hardware (`/dev/sev-guest`).
+    Snp,
+    /// Vouch's simulated secure processor (development, CI, demos): NOT hardware.
+    Sim,
+}
+
+impl Platform {
+    /// The wire tag.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Platform::Snp => "snp",
+            Platform::Sim => "sim",
+        }
+    }
+
+    /// Parses a wire tag; unknown platforms (e.g. a future `tdx`) are refused by name.
+    pub fn from_tag(tag: &str) -> Result<Platform, ReceiptError> {
+        match tag {
+            "snp" => Ok(Platform::Snp),
+            "sim" => Ok(Platform::Sim),
+            other => Err(ReceiptError::UnknownPlatform(other.to_owned())),
+        }
+    }
+
+    /// The kind of root this platform's evidence must chain to.
+    pub fn root_kind(self) -> RootKind {
+        match self {
+            Platform::Snp => RootKind::Amd,
+            Platform::Sim => RootKind::Simulated,
+        }
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.tag())
+    }
+}
+
+/// The anchors that may verify evidence of `platform` (see [`Platform`]).
+fn anchors_for(anchors: &TrustAnchors, platform: Platform) -> Result<TrustAnchors, ReceiptError> {
+    anchors.only(platform.root_kind()).ok_or_else(|| no_anchors(platform))
+}
+
+/// Why evidence of `platform` cannot be checked: no root of its kind is trusted.
+fn no_anchors(platform: Platform) -> ReceiptError {
+    match platform {
+        Platform::Sim => ReceiptError::SimulatedNotTrusted,
+        Platform::Snp => VerifyError::UntrustedRoot { subject: "no AMD root is trusted".into() }.into(),
+    }
+}
 /// Upper bound on an encoded receipt or evidence; anything larger is refused unread.
 pub const MAX_ENCODED_BYTES: usize = 64 * 1024;
 /// Upper bound on a Merkle proof's length (2^64 leaves).
@@ -66,6 +130,8 @@ impl ReportBundle {
 pub struct Evidence {
     /// [`FORMAT_VERSION`].
     pub version: u32,
+    /// [`Platform`] tag: `snp` or `sim`.
+    pub platform: String,
     /// Report and certificates.
     pub bundle: ReportBundle,
     /// CBOR [`AttestationClaims`], exactly the bytes hashed into REPORT_DATA.
@@ -110,6 +176,8 @@ pub struct ReceiptLeaf {
 pub struct Receipt {
     /// [`FORMAT_VERSION`].
     pub version: u32,
+    /// [`Platform`] tag: `snp` or `sim`.
+    pub platform: String,
     /// CBOR [`ReceiptLeaf`].
     #[serde(with = "serde_bytes")]
     pub leaf: Vec<u8>,
@@ -136,6 +204,25 @@ pub enum ReceiptError {
         /// Detail.
         reason: String,
     },
+    /// The evidence is from an older or newer format than this verifier reads.
+    #[error("{what} format version {actual} is not supported (this verifier reads version {expected}{hint})")]
+    UnsupportedVersion {
+        /// Which structure.
+        what: &'static str,
+        /// [`FORMAT_VERSION`].
+        expected: u32,
+        /// The version carried.
+        actual: u32,
+        /// Why, for known old versions.
+        hint: &'static str,
+    },
+    /// The platform tag names a TEE this verifier does not support.
+    #[error("platform {0:?} is not supported by this verifier (known: snp, sim)")]
+    UnknownPlatform(String),
+    /// The evidence is from Vouch's SIMULATED secure processor and no simulated root
+    /// is trusted. Refused before any signature is checked.
+    #[error("the evidence is from Vouch's SIMULATED secure processor (platform \"sim\"), not AMD hardware, and no simulated root is trusted")]
+    SimulatedNotTrusted,
     /// The report or its chain failed verification.
     #[error("attestation report: {0}")]
     Report(#[from] VerifyError),
@@ -172,10 +259,11 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &'static str) -> Res
 
 fn check_version(v: u32, what: &'static str) -> Result<(), ReceiptError> {
     if v != FORMAT_VERSION {
-        return Err(ReceiptError::Malformed {
-            what,
-            reason: format!("version {v}, expected {FORMAT_VERSION}"),
-        });
+        let hint = match v {
+            1 => "; version 1 did not say whether hardware or the simulator made it — ask the enclave for a fresh receipt",
+            _ => "",
+        };
+        return Err(ReceiptError::UnsupportedVersion { what, expected: FORMAT_VERSION, actual: v, hint });
     }
     Ok(())
 }
@@ -183,11 +271,16 @@ fn check_version(v: u32, what: &'static str) -> Result<(), ReceiptError> {
 /// Evidence whose report verified, met the policy, and binds these claims.
 #[derive(Clone, Debug)]
 pub struct VerifiedEvidence {
+    platform: Platform,
     report: VerifiedReport,
     claims: AttestationClaims,
 }
 
 impl VerifiedEvidence {
+    /// The platform whose roots it verified under.
+    pub fn platform(&self) -> Platform {
+        self.platform
+    }
     /// The verified report.
     pub fn report(&self) -> &VerifiedReport {
         &self.report
@@ -208,7 +301,9 @@ pub fn verify_evidence(
 ) -> Result<VerifiedEvidence, ReceiptError> {
     let ev: Evidence = decode(evidence_cbor, "evidence")?;
     check_version(ev.version, "evidence")?;
-    let report = verify_report(anchors, &ev.bundle.report, &ev.bundle.chain_input(), now)?;
+    let platform = Platform::from_tag(&ev.platform)?;
+    let anchors = anchors_for(anchors, platform)?;
+    let report = verify_report(&anchors, &ev.bundle.report, &ev.bundle.chain_input(), now)?;
     validate(&report, policy)?;
     if binding::report_data(binding::ATTESTATION_DOMAIN, &ev.claims) != report.report().report_data() {
         return Err(ReceiptError::BindingMismatch);
@@ -222,7 +317,7 @@ pub fn verify_evidence(
             actual: hex::encode(&claims.nonce),
         });
     }
-    Ok(VerifiedEvidence { report, claims })
+    Ok(VerifiedEvidence { platform, report, claims })
 }
 
 /// A receipt that verified end to end.
@@ -272,7 +367,8 @@ impl VerifiedReceipt {
 /// receipts pays the chain and signature once per batch.
 #[derive(Debug)]
 pub struct ReceiptVerifier {
-    anchors: TrustAnchors,
+    amd: Option<TrustAnchors>,
+    sim: Option<TrustAnchors>,
     policy: Policy,
     now: u64,
     chains: HashMap<[u8; 32], VerifiedChain>,
@@ -282,18 +378,27 @@ pub struct ReceiptVerifier {
 impl ReceiptVerifier {
     /// A verifier with these roots, this policy, at time `now` (Unix seconds).
     pub fn new(anchors: TrustAnchors, policy: Policy, now: u64) -> ReceiptVerifier {
-        ReceiptVerifier { anchors, policy, now, chains: HashMap::new(), batches: HashMap::new() }
+        ReceiptVerifier {
+            amd: anchors.only(RootKind::Amd),
+            sim: anchors.only(RootKind::Simulated),
+            policy,
+            now,
+            chains: HashMap::new(),
+            batches: HashMap::new(),
+        }
     }
 
     /// Verifies one encoded receipt.
     pub fn verify(&mut self, receipt_cbor: &[u8]) -> Result<VerifiedReceipt, ReceiptError> {
         let r: Receipt = decode(receipt_cbor, "receipt")?;
         check_version(r.version, "receipt")?;
+        let platform = Platform::from_tag(&r.platform)?;
         if r.proof.len() > MAX_PROOF_LEN {
             return Err(ReceiptError::Malformed { what: "receipt", reason: "proof too long".into() });
         }
         // Cache key: everything that determines the batch verdict.
         let key = cache_key(&[
+            r.platform.as_bytes(),
             &r.bundle.report,
             &r.bundle.leaf_cert,
             &r.bundle.chain,
@@ -303,7 +408,7 @@ impl ReceiptVerifier {
         let (report, batch) = match self.batches.get(&key) {
             Some(v) => v.clone(),
             None => {
-                let v = self.verify_batch(&r)?;
+                let v = self.verify_batch(&r, platform)?;
                 self.batches.insert(key, v.clone());
                 v
             }
@@ -332,12 +437,21 @@ impl ReceiptVerifier {
         Ok(VerifiedReceipt { leaf, batch, report })
     }
 
-    fn verify_batch(&mut self, r: &Receipt) -> Result<(VerifiedReport, BatchClaims), ReceiptError> {
-        let leaf_key = cache_key(&[&r.bundle.leaf_cert, &r.bundle.chain, &r.bundle.crl]);
+    fn verify_batch(
+        &mut self,
+        r: &Receipt,
+        platform: Platform,
+    ) -> Result<(VerifiedReport, BatchClaims), ReceiptError> {
+        let anchors = match platform {
+            Platform::Snp => self.amd.as_ref(),
+            Platform::Sim => self.sim.as_ref(),
+        };
+        let anchors = anchors.ok_or_else(|| no_anchors(platform))?;
+        let leaf_key = cache_key(&[r.platform.as_bytes(), &r.bundle.leaf_cert, &r.bundle.chain, &r.bundle.crl]);
         let report = match self.chains.get(&leaf_key) {
             Some(chain) => verify_report_with_chain(chain, &r.bundle.report)?,
             None => {
-                let v = verify_report(&self.anchors, &r.bundle.report, &r.bundle.chain_input(), self.now)?;
+                let v = verify_report(anchors, &r.bundle.report, &r.bundle.chain_input(), self.now)?;
                 self.chains.insert(leaf_key, v.chain().clone());
                 v
             }

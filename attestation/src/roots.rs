@@ -70,6 +70,22 @@ pub fn amd_roots() -> &'static [AmdRoots] {
     })
 }
 
+/// Intermediates AMD has revoked, by product, role and serial (big-endian, as encoded),
+/// refused on every chain whether or not a CRL is supplied: a host that withholds the CRL
+/// must not be able to bring back a retired intermediate. Source: AMD KDS
+/// `/vcek/v1/Genoa/crl` (crlNumber 10, thisUpdate 2026-08-19) revokes serial 0x020001,
+/// the first Genoa ASK (revocationDate 2022-10-31); the Milan and Turin CRLs of the same
+/// date revoke nothing. `revoked_list_covers_amds_crls` cross-checks this list against
+/// AMD's published CRLs whenever `../shared/vectors` is present.
+pub const REVOKED_INTERMEDIATES: &[(Product, CertRole, &[u8])] =
+    &[(Product::Genoa, CertRole::Ask, &[0x02, 0x00, 0x01])];
+
+/// Whether `serial` of a `role` intermediate of `product` is in [`REVOKED_INTERMEDIATES`].
+pub fn is_revoked_builtin(product: Product, role: CertRole, serial: &[u8]) -> bool {
+    let strip = |s: &[u8]| -> Vec<u8> { s.iter().copied().skip_while(|&b| b == 0).collect() };
+    REVOKED_INTERMEDIATES.iter().any(|(p, r, s)| *p == product && *r == role && strip(s) == strip(serial))
+}
+
 /// The compiled-in roots of `product`.
 pub fn amd_roots_for(product: Product) -> Option<&'static AmdRoots> {
     amd_roots().iter().find(|r| r.product == product)
@@ -109,6 +125,18 @@ mod tests {
             assert_eq!(&hex::encode(r.ark.sha256()), ark, "{:?} ARK", r.product);
             assert_eq!(&hex::encode(r.ask.sha256()), ask, "{:?} ASK", r.product);
             assert_eq!(&hex::encode(r.asvk.sha256()), asvk, "{:?} ASVK", r.product);
+        }
+    }
+
+    #[test]
+    fn builtin_revocations_match_serials_and_not_the_current_asks() {
+        assert!(is_revoked_builtin(Product::Genoa, CertRole::Ask, &[0x02, 0x00, 0x01]));
+        assert!(is_revoked_builtin(Product::Genoa, CertRole::Ask, &[0x00, 0x02, 0x00, 0x01]));
+        assert!(!is_revoked_builtin(Product::Genoa, CertRole::Asvk, &[0x02, 0x00, 0x01]));
+        assert!(!is_revoked_builtin(Product::Milan, CertRole::Ask, &[0x02, 0x00, 0x01]));
+        for r in amd_roots() {
+            assert!(!is_revoked_builtin(r.product, CertRole::Ask, r.ask.serial()), "{:?}", r.product);
+            assert!(!is_revoked_builtin(r.product, CertRole::Asvk, r.asvk.serial()), "{:?}", r.product);
         }
     }
 

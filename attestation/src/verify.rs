@@ -62,14 +62,27 @@ impl TrustAnchors {
         TrustAnchors { anchors }
     }
 
-    /// Adds Vouch's simulated ARK (self-signed; DER or PEM). Every report verified
-    /// through it is marked [`RootKind::Simulated`]. Use only for development and
-    /// tests: it proves nothing about AMD hardware.
+    /// Adds Vouch's simulated ARK (self-signed; DER or PEM) for `product`. Every report
+    /// verified through it is marked [`RootKind::Simulated`]. Use only for development
+    /// and tests: it proves nothing about AMD hardware.
+    ///
+    /// Only a root the simulator made is accepted: its subject must be exactly
+    /// `CN=SIMULATED-ARK-<product>` in the organisation [`crate::sim::SIMULATED_MARK`],
+    /// and nothing in it may name AMD. A look-alike root (say, one whose subject copies
+    /// `CN=ARK-Genoa, O=Advanced Micro Devices`) is refused before its signature is even
+    /// looked at, so "trust this sim root" can never be read as "trust this AMD root".
     pub fn dangerous_add_simulated_root(&mut self, ark: &[u8], product: Product) -> Result<(), VerifyError> {
         let ark = cert::certs_from_pem_or_der(ark, CertRole::Ark)?
             .into_iter()
             .next()
             .ok_or(VerifyError::Pem { reason: "no certificate".into() })?;
+        let named = simulated_root_product(&ark)?;
+        if named != product {
+            return Err(VerifyError::NotASimulatedRoot {
+                subject: ark.subject().to_owned(),
+                reason: format!("it names {named}, not {product}"),
+            });
+        }
         ark.verify_signed_by(&ark, CertRole::Ark, CertRole::Ark)?;
         if crate::roots::amd_roots().iter().any(|r| r.ark.der() == ark.der()) {
             // Adding AMD's own root as "simulated" would mislabel genuine evidence.
@@ -81,9 +94,46 @@ impl TrustAnchors {
         Ok(())
     }
 
+    /// Only the anchors of one kind: the AMD path never sees a simulated root, and the
+    /// simulated path never an AMD one. `None` when no anchor of that kind is trusted.
+    pub fn only(&self, kind: RootKind) -> Option<TrustAnchors> {
+        let anchors: Vec<Anchor> = self.anchors.iter().filter(|a| a.kind == kind).cloned().collect();
+        (!anchors.is_empty()).then_some(TrustAnchors { anchors })
+    }
+
     fn is_anchor(&self, c: &AmdCert) -> bool {
         self.anchors.iter().any(|a| a.ark.der() == c.der())
     }
+
+    fn is_amd_intermediate(&self, c: &AmdCert) -> bool {
+        self.anchors
+            .iter()
+            .filter(|a| a.kind == RootKind::Amd)
+            .any(|a| a.intermediates.iter().any(|(_, i)| i.der() == c.der()))
+    }
+}
+
+/// The product a simulated root names, checking that the simulator made it: subject
+/// `CN=SIMULATED-ARK-<Product>`, organisation [`crate::sim::SIMULATED_MARK`], no
+/// attribute naming AMD (see [`TrustAnchors::dangerous_add_simulated_root`]).
+pub fn simulated_root_product(ark: &AmdCert) -> Result<Product, VerifyError> {
+    use const_oid::db::rfc4519::{CN, O};
+    let refuse = |reason: &str| VerifyError::NotASimulatedRoot {
+        subject: ark.subject().to_owned(),
+        reason: reason.to_owned(),
+    };
+    if ark.subject().to_ascii_lowercase().contains("advanced micro devices") {
+        return Err(refuse("its subject names Advanced Micro Devices"));
+    }
+    let cns = ark.subject_attributes(CN);
+    let orgs = ark.subject_attributes(O);
+    if orgs != [crate::sim::SIMULATED_MARK] {
+        return Err(refuse("its organisation is not Vouch's simulated secure processor"));
+    }
+    let [cn] = cns.as_slice() else { return Err(refuse("it does not have exactly one common name")) };
+    cn.strip_prefix("SIMULATED-ARK-")
+        .and_then(Product::from_name)
+        .ok_or_else(|| refuse("its common name is not SIMULATED-ARK-<Milan|Genoa|Turin>"))
 }
 
 /// A leaf key whose chain to a trusted root verified at a given time.
@@ -253,7 +303,11 @@ pub fn verify_chain(
         .ok_or(VerifyError::Pem { reason: "no leaf certificate".into() })?;
     let product = determine_product(report, &leaf, input.product)?;
 
-    // Caller-supplied intermediates (never roots).
+    // Caller-supplied certificates. They never add a root, and never an AMD
+    // intermediate either: for AMD anchors only the compiled-in ASK/ASVK is used, so
+    // the host cannot pick the intermediate (a retired or revoked one, say). A supplied
+    // copy byte-equal to a compiled-in one adds nothing and is dropped; anything else is
+    // kept only as a candidate for a simulated root.
     let mut supplied = Vec::new();
     if let Some(chain) = input.chain {
         for c in cert::certs_from_pem_or_der(chain, CertRole::Intermediate)? {
@@ -261,6 +315,9 @@ pub fn verify_chain(
                 if !anchors.is_anchor(&c) {
                     return Err(VerifyError::UntrustedRoot { subject: c.subject().to_owned() });
                 }
+                continue;
+            }
+            if anchors.is_amd_intermediate(&c) {
                 continue;
             }
             supplied.push(c);
@@ -284,10 +341,11 @@ pub fn verify_chain(
 
     let mut last_err = None;
     for anchor in anchors.anchors.iter().filter(|a| a.product == product) {
-        let candidates: Vec<&AmdCert> = if supplied.is_empty() {
-            anchor.intermediates.iter().filter(|(r, _)| *r == inter_role).map(|(_, c)| c).collect()
-        } else {
-            supplied.iter().collect()
+        let candidates: Vec<&AmdCert> = match anchor.kind {
+            RootKind::Amd => {
+                anchor.intermediates.iter().filter(|(r, _)| *r == inter_role).map(|(_, c)| c).collect()
+            }
+            RootKind::Simulated => supplied.iter().collect(),
         };
         if candidates.is_empty() && anchor.kind == RootKind::Simulated {
             last_err = Some(VerifyError::MissingIntermediate {
@@ -305,6 +363,16 @@ pub fn verify_chain(
                 Err(e) => last_err = Some(e),
             }
         }
+    }
+    // The leaf chains to no trusted anchor. When the evidence brought an intermediate of
+    // its own, say so: that certificate is what the verifier refused to use.
+    let has_sim = anchors.anchors.iter().any(|a| a.product == product && a.kind == RootKind::Simulated);
+    if let (Some(foreign), false) = (supplied.first(), has_sim) {
+        return Err(VerifyError::UntrustedIntermediate {
+            role: inter_role,
+            subject: foreign.subject().to_owned(),
+            serial: foreign.serial_hex(),
+        });
     }
     Err(last_err.unwrap_or(VerifyError::MissingIntermediate {
         role: leaf_role,
@@ -328,6 +396,9 @@ fn verify_link(
     anchor.ark.check_validity(now, CertRole::Ark)?;
     inter.check_validity(now, inter_role)?;
     leaf.check_validity(now, leaf_role)?;
+    if anchor.kind == RootKind::Amd && crate::roots::is_revoked_builtin(anchor.product, inter_role, inter.serial()) {
+        return Err(VerifyError::Revoked { role: inter_role, serial: inter.serial_hex() });
+    }
     let crl = match crl {
         None => None,
         Some(bytes) => {

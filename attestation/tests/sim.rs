@@ -153,7 +153,7 @@ fn evidence_binds_nonce_key_and_model() {
     let claims_bytes = binding::to_cbor(&claims);
     let rd = binding::report_data(binding::ATTESTATION_DOMAIN, &claims_bytes);
     let report = sp.report(&rd, &[0; 48], 0).unwrap();
-    let ev = Evidence { version: 1, bundle: bundle(&sp, &report[..]), claims: claims_bytes.clone() };
+    let ev = Evidence { version: vouch_attestation::receipt::FORMAT_VERSION, platform: "sim".into(), bundle: bundle(&sp, &report[..]), claims: claims_bytes.clone() };
     let enc = binding::to_cbor(&ev);
     let v = verify_evidence(&a, &enc, &nonce, &Policy::default(), NOW).unwrap();
     assert_eq!(v.claims(), &claims);
@@ -190,7 +190,7 @@ fn evidence_binds_nonce_key_and_model() {
 fn leaf(i: u32) -> ReceiptLeaf {
     use sha2::Digest;
     ReceiptLeaf {
-        version: 1,
+        version: vouch_attestation::receipt::FORMAT_VERSION,
         request_sha256: sha2::Sha256::digest(format!("request {i}")).to_vec(),
         output_sha256: sha2::Sha256::digest(format!("output {i}")).to_vec(),
         finish_reason: "stop".into(),
@@ -222,7 +222,8 @@ fn batch(sp: &SimulatedSp, n: u32) -> Vec<Vec<u8>> {
     (0..n as usize)
         .map(|i| {
             binding::to_cbor(&Receipt {
-                version: 1,
+                version: vouch_attestation::receipt::FORMAT_VERSION,
+                platform: "sim".into(),
                 leaf: leaves[i].clone(),
                 leaf_index: i as u64,
                 proof: merkle::inclusion_proof(&hashes, i)

@@ -11,7 +11,7 @@ use crate::client::{ChatRequest, ClientConfig, ClientError, VouchClient};
 use crate::kds::{Backoff, HttpsFetcher, KdsCache, KdsClient, KDS_BASE};
 use crate::policy::{ClientPolicy, PolicyError};
 use crate::receipts::{check_receipt, ReceiptCheckError, ReceiptFile};
-use crate::report_view::ReportView;
+use crate::report_view::{PolicyApplied, ReportView};
 use crate::verdict::SIMULATED_BANNER;
 use clap::{Args, Parser, Subcommand};
 use std::io::Write;
@@ -38,9 +38,15 @@ pub struct TrustArgs {
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
     /// DANGEROUS: also trust this SIMULATED root (PEM/DER, e.g. <sim-dir>/sim-ark.pem).
-    /// For development only; every output then says SIMULATED.
+    /// For development only; every output then says SIMULATED. Only a root Vouch's
+    /// simulator made is accepted (never one that names AMD).
     #[arg(long, value_name = "FILE")]
     pub trust_sim_root: Option<PathBuf>,
+    /// DANGEROUS: accept a guest whose code identity the policy does not pin (no
+    /// measurement, ID-key or author-key digest, or HOST_DATA): then ANY program in any
+    /// guest on genuine hardware passes. Every verdict says CODE IDENTITY NOT PINNED.
+    #[arg(long)]
+    pub allow_any_code: bool,
     /// Machine-readable JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -85,6 +91,11 @@ pub struct VerifyReportArgs {
     /// Verification time, Unix seconds (default: now).
     #[arg(long, value_name = "UNIX_SECS")]
     pub now: Option<u64>,
+    /// Check authenticity only (chain to an AMD root, signature, certificate ↔ report
+    /// consistency) and apply NO policy; the output says so. Without it (and without
+    /// --policy) the strict built-in policy applies.
+    #[arg(long, conflicts_with = "policy")]
+    pub authenticity_only: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub trust: TrustArgs,
@@ -153,6 +164,11 @@ pub struct VerifyArgs {
     /// Verification time, Unix seconds (default: now).
     #[arg(long, value_name = "UNIX_SECS")]
     pub now: Option<u64>,
+    /// Accept a bare receipt (no request body and output to check it against): the
+    /// receipt is verified, the answer is NOT. Without it, `verify` exits 0 only when
+    /// the exchange was checked.
+    #[arg(long)]
+    pub receipt_only: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub trust: TrustArgs,
@@ -202,6 +218,9 @@ pub enum CliError {
     /// The receipt file is malformed.
     #[error("NOT VERIFIED: {0}")]
     MalformedReceipt(String),
+    /// A bare receipt was given without `--receipt-only`: nothing ties it to an answer.
+    #[error("NOT VERIFIED: the file carries no request body and output, so no answer was checked against the receipt; pass --receipt-only to verify the receipt alone")]
+    ExchangeMissing,
     /// Talking to or verifying the enclave failed.
     #[error("{0}")]
     Client(#[from] ClientError),
@@ -251,10 +270,12 @@ pub fn decode_report_file(bytes: &[u8]) -> Vec<u8> {
 }
 
 fn load_policy(t: &TrustArgs) -> Result<ClientPolicy, CliError> {
-    match &t.policy {
-        Some(p) => Ok(ClientPolicy::load(p)?),
-        None => Ok(ClientPolicy::default()),
-    }
+    let mut p = match &t.policy {
+        Some(path) => ClientPolicy::load(path)?,
+        None => ClientPolicy::default(),
+    };
+    p.snp.dangerous_allow_any_code = t.allow_any_code;
+    Ok(p)
 }
 
 /// AMD's roots, plus the simulated root if `--trust-sim-root` names one.
@@ -262,28 +283,18 @@ pub fn load_anchors(t: &TrustArgs) -> Result<(TrustAnchors, bool), CliError> {
     let mut anchors = TrustAnchors::amd();
     let Some(path) = &t.trust_sim_root else { return Ok((anchors, false)) };
     let bytes = read_file(path)?;
-    // The simulated ARK names the product it imitates ("SIMULATED-ARK-<Product>");
-    // when it does not, trust it for every product (it is still only a sim root).
-    let der = vouch_attestation::cert::der_from_pem_or_der(&bytes).unwrap_or_default();
-    let named = sim_root_product(&der);
-    let products: Vec<Product> = match named {
-        Some(p) => vec![p],
-        None => Product::ALL.to_vec(),
+    let unusable = |e: VerifyError| {
+        CliError::Usage(format!("--trust-sim-root {}: not a usable simulated root: {e}", path.display()))
     };
-    for p in products {
-        anchors.dangerous_add_simulated_root(&bytes, p).map_err(|e| {
-            CliError::Usage(format!("--trust-sim-root {}: not a usable simulated root: {e}", path.display()))
-        })?;
-    }
+    // The simulated ARK names the one product it imitates ("SIMULATED-ARK-<Product>").
+    let ark = vouch_attestation::cert::certs_from_pem_or_der(&bytes, vouch_attestation::CertRole::Ark)
+        .map_err(unusable)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| unusable(VerifyError::Pem { reason: "no certificate".into() }))?;
+    let product = vouch_attestation::verify::simulated_root_product(&ark).map_err(unusable)?;
+    anchors.dangerous_add_simulated_root(&bytes, product).map_err(unusable)?;
     Ok((anchors, true))
-}
-
-fn sim_root_product(bytes: &[u8]) -> Option<Product> {
-    let mark = b"SIMULATED-ARK-";
-    let i = bytes.windows(mark.len()).position(|w| w == mark)?;
-    let rest = &bytes[i + mark.len()..];
-    let name: String = rest.iter().take_while(|b| b.is_ascii_alphabetic()).map(|&b| b as char).collect();
-    Product::from_name(&name)
 }
 
 fn out_json(v: &serde_json::Value) {
@@ -332,7 +343,9 @@ fn verify_report(a: VerifyReportArgs) -> Result<(), CliError> {
         ),
         None => None,
     };
-    let policy = a.trust.policy.as_ref().map(|_| load_policy(&a.trust)).transpose()?;
+    // Strict by default: the built-in policy unless a file is given; no policy at all
+    // only when asked for by name.
+    let policy = if a.authenticity_only { None } else { Some(load_policy(&a.trust)?) };
     let (anchors, _) = load_anchors(&a.trust)?;
     let report = decode_report_file(&read_file(&a.report)?);
     let vcek = read_file(&a.vcek)?;
@@ -345,7 +358,12 @@ fn verify_report(a: VerifyReportArgs) -> Result<(), CliError> {
     if let Some(p) = &policy {
         vouch_attestation::validate(&verified, &p.snp).map_err(CliError::PolicyViolated)?;
     }
-    let view = ReportView::new(&verified, policy.is_some());
+    let applied = match (&policy, &a.trust.policy) {
+        (None, _) => PolicyApplied::None,
+        (Some(_), Some(path)) => PolicyApplied::File(path.display().to_string()),
+        (Some(_), None) => PolicyApplied::BuiltIn,
+    };
+    let view = ReportView::new(&verified, policy.as_ref().map(|p| &p.snp), applied);
     if a.trust.json {
         out_json(&serde_json::to_value(&view).unwrap_or_default());
     } else {
@@ -461,6 +479,9 @@ fn verify(a: VerifyArgs) -> Result<(), CliError> {
             ))
         }
     };
+    if exchange.is_none() && !a.receipt_only {
+        return Err(CliError::ExchangeMissing);
+    }
     let now = a.now.unwrap_or_else(now_unix);
     let verdict = check_receipt(&anchors, &policy, &loaded.receipt_cbor, exchange, None, now)?;
     if a.trust.json {
@@ -513,22 +534,6 @@ mod tests {
         assert_eq!(decode_report_file(&raw), raw);
         assert_eq!(decode_report_file(hex::encode(&raw).as_bytes()), raw);
         assert_eq!(decode_report_file(b"\x00\x01"), vec![0, 1]);
-    }
-
-    #[test]
-    fn sim_root_product_from_subject() {
-        assert_eq!(sim_root_product(b"xxSIMULATED-ARK-Genoa\x31"), Some(Product::Genoa));
-        assert_eq!(sim_root_product(b"nothing"), None);
-        // The real simulated ARK (DER: the next RDN's SET tag 0x31 follows the name).
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../attestation/testdata/sim-test-chain/TEST-ONLY-sim-keys.cbor"
-        );
-        let keys: vouch_attestation::sim::SimKeyMaterial =
-            vouch_attestation::binding::from_cbor(&std::fs::read(path).unwrap()).unwrap();
-        let sp = vouch_attestation::sim::SimulatedSp::from_keys(&keys).unwrap();
-        let der = vouch_attestation::cert::der_from_pem_or_der(sp.ark_pem().as_bytes()).unwrap();
-        assert_eq!(sim_root_product(&der), Some(sp.product()));
     }
 
     #[test]

@@ -21,7 +21,7 @@
 
 use crate::kds::{hwid_from_chip_id, KdsClient, KdsError};
 use crate::policy::ClientPolicy;
-use crate::receipts::{check_receipt, decode_receipt_b64, is_simulated_cert, Expected, ReceiptCheckError};
+use crate::receipts::{check_receipt, decode_receipt_b64, Expected, ReceiptCheckError};
 use crate::sse::SseParser;
 use crate::tls::{enclave_tls_config, spki_sha256};
 use crate::verdict::Verdict;
@@ -564,7 +564,7 @@ impl VouchClient {
             .check_model(&claims.model_sha256, &claims.model_name)
             .map_err(ClientError::ModelRejected)?;
         Ok(Attestation {
-            verdict: Verdict::from_evidence(&verified),
+            verdict: Verdict::from_evidence(&verified, &self.cfg.policy.snp),
             tls_spki_sha256: spki,
             model_sha256: claims.model_sha256.clone(),
             model_name: claims.model_name.clone(),
@@ -581,16 +581,7 @@ impl VouchClient {
             now_unix(),
         ) {
             Ok(v) => Ok(v),
-            Err(ReceiptError::Report(e)) => {
-                let sim = vouch_attestation::binding::from_cbor::<Evidence>(body)
-                    .map(|ev| is_simulated_cert(&ev.bundle.leaf_cert))
-                    .unwrap_or(false);
-                Err(if sim {
-                    ClientError::SimulatedNotTrusted
-                } else {
-                    ClientError::Evidence(ReceiptError::Report(e))
-                })
-            }
+            Err(ReceiptError::SimulatedNotTrusted) => Err(ClientError::SimulatedNotTrusted),
             Err(e) => Err(ClientError::Evidence(e)),
         }
     }

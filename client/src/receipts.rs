@@ -17,7 +17,7 @@ use crate::policy::ClientPolicy;
 use crate::verdict::Verdict;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use vouch_attestation::receipt::{Receipt, ReceiptError, ReceiptVerifier};
+use vouch_attestation::receipt::{ReceiptError, ReceiptVerifier};
 use vouch_attestation::TrustAnchors;
 
 /// Largest receipt file read, in bytes (a receipt is a few KiB; request and output
@@ -61,12 +61,6 @@ pub struct Expected<'a> {
     pub model_sha256: &'a [u8],
 }
 
-/// True when `der` is a certificate from Vouch's simulated secure processor.
-pub(crate) fn is_simulated_cert(der: &[u8]) -> bool {
-    let mark = vouch_attestation::sim::SIMULATED_MARK.as_bytes();
-    der.windows(mark.len()).any(|w| w == mark)
-}
-
 /// Verifies one receipt. With `exchange`, also checks it commits to exactly these
 /// request bytes and output text; with `expected`, that it names this TLS key and model.
 pub fn check_receipt(
@@ -80,17 +74,9 @@ pub fn check_receipt(
     let mut verifier = ReceiptVerifier::new(anchors.clone(), policy.snp.clone(), now);
     let verified = match verifier.verify(receipt_cbor) {
         Ok(v) => v,
-        Err(ReceiptError::Report(e)) => {
-            // Distinguish "a simulated enclave, and you did not opt in" from forgery.
-            let sim = vouch_attestation::binding::from_cbor::<Receipt>(receipt_cbor)
-                .map(|r| is_simulated_cert(&r.bundle.leaf_cert))
-                .unwrap_or(false);
-            return Err(if sim {
-                ReceiptCheckError::SimulatedNotTrusted
-            } else {
-                ReceiptError::Report(e).into()
-            });
-        }
+        // "A simulated enclave, and you did not opt in" — said by the platform tag,
+        // before any signature was checked.
+        Err(ReceiptError::SimulatedNotTrusted) => return Err(ReceiptCheckError::SimulatedNotTrusted),
         Err(e) => return Err(e.into()),
     };
     if let Some((request, output)) = exchange {
@@ -121,7 +107,7 @@ pub fn check_receipt(
             hex::encode(&batch.model_sha256)
         )));
     }
-    Ok(Verdict::from_receipt(&verified, exchange.is_some()))
+    Ok(Verdict::from_receipt(&verified, &policy.snp, exchange.is_some()))
 }
 
 /// Decodes the `vouch_receipt` field (standard base64).

@@ -7,7 +7,20 @@
 
 use serde::Serialize;
 use vouch_attestation::report::policy_bits;
-use vouch_attestation::{RootKind, Tcb, VerifiedReport};
+use vouch_attestation::policy::warnings;
+use vouch_attestation::{Policy, RootKind, Tcb, VerifiedReport};
+
+/// Which policy `verify-report` applied.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyApplied {
+    /// None: `--authenticity-only`.
+    None,
+    /// The strict built-in policy (no `--policy`).
+    BuiltIn,
+    /// The policy file at this path.
+    File(String),
+}
 
 /// Guest policy bits, decoded.
 #[derive(Clone, Debug, Serialize)]
@@ -129,13 +142,16 @@ pub struct ReportView {
     pub current_mit_vector: Option<String>,
     /// CRL status.
     pub crl: CrlView,
-    /// "passed" when a policy was given and passed; absent otherwise.
-    pub policy_check: Option<&'static str>,
+    /// Which policy was applied (and passed): none, the built-in one, or a file.
+    pub policy: PolicyApplied,
+    /// What the output must say although the report passed (code identity not
+    /// pinned, Milan, no TCB floor, CRL not checked...). Empty with no policy.
+    pub warnings: Vec<String>,
 }
 
 impl ReportView {
     /// Decodes a verified report.
-    pub fn new(v: &VerifiedReport, policy_checked: bool) -> ReportView {
+    pub fn new(v: &VerifiedReport, policy: Option<&Policy>, applied: PolicyApplied) -> ReportView {
         let r = v.report();
         let p = r.policy();
         let (abi_major, abi_minor) = r.policy_abi();
@@ -197,7 +213,8 @@ impl ReportView {
                 next_update: crl.map(|c| c.next_update()),
                 revoked_entries: crl.map(|c| c.revoked_serials().len()),
             },
-            policy_check: policy_checked.then_some("passed"),
+            warnings: policy.map(|p| warnings(v, p).iter().map(|w| w.to_string()).collect()).unwrap_or_default(),
+            policy: applied,
         }
     }
 }
@@ -213,11 +230,18 @@ fn yn(b: bool) -> &'static str {
 impl std::fmt::Display for ReportView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use crate::verdict::{tcb_line, SIMULATED_BANNER};
+        let verdict = match &self.policy {
+            PolicyApplied::None => "AUTHENTIC (authenticity only: NO POLICY APPLIED)",
+            _ => "VERIFIED",
+        };
         if self.simulated {
-            writeln!(f, "AUTHENTIC (SIMULATED root, NOT AMD)")?;
+            writeln!(f, "{verdict} (SIMULATED root, NOT AMD)")?;
             writeln!(f, "  !! {SIMULATED_BANNER}")?;
         } else {
-            writeln!(f, "AUTHENTIC: report signed by a genuine AMD {} ({})", self.product, self.signer)?;
+            writeln!(f, "{verdict}: report signed by a genuine AMD {} ({})", self.product, self.signer)?;
+        }
+        for w in &self.warnings {
+            writeln!(f, "  !! {w}")?;
         }
         writeln!(f, "  product        {}", self.product)?;
         writeln!(f, "  version        {}", self.version)?;
@@ -286,8 +310,13 @@ impl std::fmt::Display for ReportView {
             )?,
             _ => writeln!(f, "  CRL            not checked (pass --crl FILE)")?,
         }
-        if let Some(p) = self.policy_check {
-            writeln!(f, "  policy         {p}")?;
+        match &self.policy {
+            PolicyApplied::None => writeln!(
+                f,
+                "  policy         NONE applied (--authenticity-only): debug, TCB, measurement... not judged"
+            )?,
+            PolicyApplied::BuiltIn => writeln!(f, "  policy         strict built-in policy: passed")?,
+            PolicyApplied::File(p) => writeln!(f, "  policy         {p}: passed")?,
         }
         Ok(())
     }

@@ -8,8 +8,9 @@
 //! and the human form says SIMULATED on its first line.
 
 use serde::Serialize;
+use vouch_attestation::policy::{warnings, Warning};
 use vouch_attestation::receipt::{VerifiedEvidence, VerifiedReceipt};
-use vouch_attestation::{RootKind, Tcb, VerifiedReport};
+use vouch_attestation::{Policy, RootKind, Tcb, VerifiedReport};
 
 /// What a receipt committed to (present when the verdict is about an answer).
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -47,8 +48,20 @@ pub struct ReceiptFacts {
 #[derive(Clone, Debug, Serialize, PartialEq)]
 #[non_exhaustive]
 pub struct Verdict {
+    /// The first line of the human form, e.g. `VERIFIED (AMD root)` or
+    /// `VERIFIED (AMD root) — CODE IDENTITY NOT PINNED`: what a reader must see first.
+    pub headline: String,
     /// Always true: failed verifications are errors, not verdicts.
     pub verified: bool,
+    /// False when the policy pinned no code identity (`--allow-any-code`): then any
+    /// program in any guest on genuine hardware would have produced this verdict.
+    pub code_identity_pinned: bool,
+    /// What the verdict must say even though everything verified (code identity not
+    /// pinned, Milan, no TCB floor, CRL not checked...), most important first.
+    pub warnings: Vec<String>,
+    /// For answer verdicts: whether the request body and output text were checked
+    /// against the receipt (false: the receipt alone, `--receipt-only`).
+    pub exchange_checked: Option<bool>,
     /// True when the report chains to Vouch's SIMULATED root, not to AMD.
     pub simulated: bool,
     /// "AMD" or "SIMULATED".
@@ -79,11 +92,22 @@ pub struct Verdict {
     pub receipt: Option<ReceiptFacts>,
 }
 
-fn base(r: &VerifiedReport, model_sha256: &[u8], tls_spki_sha256: &[u8]) -> Verdict {
+fn base(r: &VerifiedReport, policy: &Policy, model_sha256: &[u8], tls_spki_sha256: &[u8]) -> Verdict {
     let rep = r.report();
     let simulated = r.chain().root() == RootKind::Simulated;
+    let found = warnings(r, policy);
+    let code_identity_pinned = !found.contains(&Warning::CodeIdentityNotPinned);
+    let mut headline =
+        String::from(if simulated { "VERIFIED (SIMULATED root, NOT AMD)" } else { "VERIFIED (AMD root)" });
+    if !code_identity_pinned {
+        headline.push_str(" — CODE IDENTITY NOT PINNED");
+    }
     Verdict {
+        headline,
         verified: true,
+        code_identity_pinned,
+        warnings: found.iter().map(|w| w.to_string()).collect(),
+        exchange_checked: None,
         simulated,
         root: if simulated { "SIMULATED" } else { "AMD" },
         product: r.product().to_string(),
@@ -103,9 +127,9 @@ fn base(r: &VerifiedReport, model_sha256: &[u8], tls_spki_sha256: &[u8]) -> Verd
 
 impl Verdict {
     /// The verdict of fresh, verified evidence.
-    pub(crate) fn from_evidence(e: &VerifiedEvidence) -> Verdict {
+    pub(crate) fn from_evidence(e: &VerifiedEvidence, policy: &Policy) -> Verdict {
         let c = e.claims();
-        let mut v = base(e.report(), &c.model_sha256, &c.tls_spki_sha256);
+        let mut v = base(e.report(), policy, &c.model_sha256, &c.tls_spki_sha256);
         v.model_name = Some(c.model_name.clone());
         v.enclave_version = Some(c.enclave_version.clone());
         v
@@ -113,10 +137,14 @@ impl Verdict {
 
     /// The verdict of a verified receipt; `exchange_checked` says whether
     /// `check_exchange` ran too.
-    pub(crate) fn from_receipt(r: &VerifiedReceipt, exchange_checked: bool) -> Verdict {
+    pub(crate) fn from_receipt(r: &VerifiedReceipt, policy: &Policy, exchange_checked: bool) -> Verdict {
         let b = r.batch();
         let l = r.leaf();
-        let mut v = base(r.report(), &b.model_sha256, &b.tls_spki_sha256);
+        let mut v = base(r.report(), policy, &b.model_sha256, &b.tls_spki_sha256);
+        v.exchange_checked = Some(exchange_checked);
+        if !exchange_checked {
+            v.headline.push_str(" — RECEIPT ONLY: no answer was checked against it");
+        }
         v.receipt = Some(ReceiptFacts {
             response_id: l.response_id.clone(),
             finish_reason: l.finish_reason.clone(),
@@ -168,11 +196,12 @@ pub const SIMULATED_BANNER: &str =
 
 impl std::fmt::Display for Verdict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{}", self.headline)?;
         if self.simulated {
-            writeln!(f, "VERIFIED (SIMULATED root, NOT AMD)")?;
             writeln!(f, "  !! {SIMULATED_BANNER}")?;
-        } else {
-            writeln!(f, "VERIFIED (AMD root)")?;
+        }
+        for w in &self.warnings {
+            writeln!(f, "  !! {w}")?;
         }
         writeln!(
             f,

@@ -17,7 +17,7 @@ use vouch_enclave::provider::SimProvider;
 
 fn leaf(i: u64) -> Vec<u8> {
     binding::to_cbor(&ReceiptLeaf {
-        version: 1,
+        version: vouch_attestation::receipt::FORMAT_VERSION,
         request_sha256: i.to_le_bytes().repeat(4),
         output_sha256: vec![0; 32],
         finish_reason: "stop".into(),

@@ -20,3 +20,5 @@ pub mod api;
 pub mod notary;
 pub mod provider;
 pub mod serve;
+#[cfg(feature = "sim")]
+pub mod sim_provider;

@@ -135,7 +135,12 @@ async fn run(ctx: Ctx, mut rx: mpsc::Receiver<Job>) {
                 Job::Evidence { claims, reply } => {
                     let rd = binding::report_data(binding::ATTESTATION_DOMAIN, &claims);
                     let out = report(&ctx, rd).await.map(|bundle| {
-                        binding::to_cbor(&Evidence { version: FORMAT_VERSION, bundle, claims })
+                        binding::to_cbor(&Evidence {
+                            version: FORMAT_VERSION,
+                            platform: ctx.provider.platform().tag().to_owned(),
+                            bundle,
+                            claims,
+                        })
                     });
                     let _ = reply.send(out);
                 }
@@ -163,6 +168,7 @@ async fn run(ctx: Ctx, mut rx: mpsc::Receiver<Job>) {
             let out = result.clone().map(|bundle| {
                 binding::to_cbor(&Receipt {
                     version: FORMAT_VERSION,
+                    platform: ctx.provider.platform().tag().to_owned(),
                     leaf,
                     leaf_index: i as u64,
                     proof: merkle::inclusion_proof(&hashes, i)
@@ -259,6 +265,9 @@ mod tests {
         impl AttestationProvider for Broken {
             fn kind(&self) -> &'static str {
                 "broken"
+            }
+            fn platform(&self) -> vouch_attestation::receipt::Platform {
+                vouch_attestation::receipt::Platform::Sim
             }
             fn report(&self, _: &[u8; 64]) -> Result<ReportBundle, ProviderError> {
                 Err(ProviderError::Firmware("EIO".into()))

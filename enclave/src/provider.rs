@@ -3,17 +3,17 @@
 //! Trusted side (inside the guest). One trait, two implementations:
 //! - [`SevGuestProvider`]: the AMD secure processor through `/dev/sev-guest` (the `sev`
 //!   crate's SNP_GET_EXT_REPORT ioctl), with the certificate table the host installed;
-//! - [`SimProvider`]: Vouch's simulated secure processor for machines without SEV-SNP.
-//!   Its measurement is derived from the enclave binary; its root is not AMD's.
+//! - `SimProvider` (`crate::sim_provider`, only with the cargo feature `sim`): Vouch's
+//!   simulated secure processor for machines without SEV-SNP. Its measurement is derived
+//!   from the enclave binary; its root is not AMD's. Production builds (the guest image)
+//!   leave the feature off, so they cannot start in sim mode at all.
 //!
 //! Providers are blocking: the receipts task calls them from a blocking thread and is
 //! their only caller, so requests to the secure processor are serialised.
 
-use std::path::{Path, PathBuf};
+use vouch_attestation::receipt::{Platform, ReportBundle};
+#[cfg(target_os = "linux")]
 use std::time::Duration;
-use vouch_attestation::receipt::ReportBundle;
-use vouch_attestation::sim::{SimKeyMaterial, SimulatedSp};
-use vouch_attestation::Product;
 
 /// A report and the certificates a verifier needs.
 pub type ReportWithCerts = ReportBundle;
@@ -37,118 +37,14 @@ pub enum ProviderError {
 pub trait AttestationProvider: Send + Sync {
     /// "sev-guest" or "sim".
     fn kind(&self) -> &'static str;
+    /// The platform tag its evidence carries (verifiers pick their roots by it).
+    fn platform(&self) -> Platform;
     /// A report binding `report_data`, with certificates.
     fn report(&self, report_data: &[u8; 64]) -> Result<ReportWithCerts, ProviderError>;
 }
 
-/// File names in the simulator's key directory.
-pub const SIM_KEYS_FILE: &str = "sim-keys.cbor";
-/// The simulated root certificate, for clients that choose to trust it.
-pub const SIM_ARK_FILE: &str = "sim-ark.pem";
-
-/// The simulated secure processor.
-pub struct SimProvider {
-    sp: SimulatedSp,
-    measurement: [u8; 48],
-    latency: Duration,
-    vmpl: u32,
-}
-
-impl std::fmt::Debug for SimProvider {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimProvider").field("latency", &self.latency).finish_non_exhaustive()
-    }
-}
-
-/// SHA-384 of the running executable: the simulator's stand-in for a launch measurement
-/// (on real hardware the firmware measures the guest image at launch).
-pub fn binary_measurement() -> Result<[u8; 48], ProviderError> {
-    use sha2::Digest;
-    let exe = std::env::current_exe().map_err(|e| ProviderError::Sim(format!("current_exe: {e}")))?;
-    let bytes =
-        std::fs::read(&exe).map_err(|e| ProviderError::Sim(format!("read {}: {e}", exe.display())))?;
-    Ok(sha2::Sha384::digest(&bytes).into())
-}
-
-impl SimProvider {
-    /// Loads the simulator's keys from `dir`, creating them when missing, and writes
-    /// `dir/sim-ark.pem`. Key generation (RSA-4096) takes a few seconds, once.
-    pub fn open(dir: &Path, product: Product, latency: Duration) -> Result<SimProvider, ProviderError> {
-        let err = |what: &str, p: &Path, e: std::io::Error| {
-            ProviderError::Sim(format!("{what} {}: {e}", p.display()))
-        };
-        std::fs::create_dir_all(dir).map_err(|e| err("create", dir, e))?;
-        let keys_path = dir.join(SIM_KEYS_FILE);
-        let keys: SimKeyMaterial = match std::fs::read(&keys_path) {
-            Ok(bytes) => vouch_attestation::binding::from_cbor(&bytes)
-                .map_err(|e| ProviderError::Sim(format!("{}: {e}", keys_path.display())))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                tracing::info!(dir = %dir.display(), "generating simulated secure processor keys (RSA-4096, once)");
-                let k = SimKeyMaterial::generate(product).map_err(|e| ProviderError::Sim(e.to_string()))?;
-                write_private(&keys_path, &vouch_attestation::binding::to_cbor(&k))
-                    .map_err(|e| err("write", &keys_path, e))?;
-                k
-            }
-            Err(e) => return Err(err("read", &keys_path, e)),
-        };
-        let sp = SimulatedSp::from_keys(&keys).map_err(|e| ProviderError::Sim(e.to_string()))?;
-        let ark_path = dir.join(SIM_ARK_FILE);
-        std::fs::write(&ark_path, sp.ark_pem()).map_err(|e| err("write", &ark_path, e))?;
-        Ok(SimProvider { sp, measurement: binary_measurement()?, latency, vmpl: 0 })
-    }
-
-    /// A provider around an already loaded simulator (tests and benchmarks use the
-    /// committed TEST-ONLY keys this way).
-    pub fn from_simulator(sp: SimulatedSp, measurement: [u8; 48], latency: Duration) -> SimProvider {
-        SimProvider { sp, measurement, latency, vmpl: 0 }
-    }
-
-    /// The simulated launch measurement.
-    pub fn measurement(&self) -> [u8; 48] {
-        self.measurement
-    }
-
-    /// Path of the root certificate inside `dir`.
-    pub fn ark_path(dir: &Path) -> PathBuf {
-        dir.join(SIM_ARK_FILE)
-    }
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
-}
-
-impl AttestationProvider for SimProvider {
-    fn kind(&self) -> &'static str {
-        "sim"
-    }
-    fn report(&self, report_data: &[u8; 64]) -> Result<ReportWithCerts, ProviderError> {
-        if !self.latency.is_zero() {
-            // Imitates the secure processor's round trip (~8 ms measured on SNP guests).
-            std::thread::sleep(self.latency);
-        }
-        let report = self
-            .sp
-            .report(report_data, &self.measurement, self.vmpl)
-            .map_err(|e| ProviderError::Sim(e.to_string()))?;
-        Ok(ReportBundle {
-            report: report.to_vec(),
-            leaf_cert: self.sp.vcek_der().to_vec(),
-            chain: self.sp.ask_der().to_vec(),
-            crl: Vec::new(),
-        })
-    }
-}
+#[cfg(feature = "sim")]
+pub use crate::sim_provider::{binary_measurement, SimProvider, SIM_ARK_FILE, SIM_KEYS_FILE, SIM_POLICY_FILE};
 
 /// The AMD secure processor via `/dev/sev-guest`.
 #[cfg(target_os = "linux")]
@@ -217,6 +113,9 @@ impl SevGuestProvider {
 impl AttestationProvider for SevGuestProvider {
     fn kind(&self) -> &'static str {
         "sev-guest"
+    }
+    fn platform(&self) -> Platform {
+        Platform::Snp
     }
     fn report(&self, report_data: &[u8; 64]) -> Result<ReportWithCerts, ProviderError> {
         use sev::error::UserApiError;

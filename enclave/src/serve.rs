@@ -8,7 +8,7 @@
 use crate::api::{self, AppState};
 use crate::model::{Engine, EngineConfig, Model, Runtime};
 use crate::notary::Notary;
-use crate::provider::{AttestationProvider, SimProvider};
+use crate::provider::AttestationProvider;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use sha2::{Digest, Sha256};
 use std::future::Future;
@@ -37,15 +37,17 @@ pub struct ServeArgs {
     /// Where to listen: tcp:HOST:PORT, unix:PATH or vsock:CID:PORT.
     #[arg(long)]
     pub listen: String,
-    /// Attestation provider: `sim` (software, NOT AMD) or `sev-guest` (/dev/sev-guest).
+    /// Attestation provider: `sev-guest` (/dev/sev-guest) or `sim` (software, NOT AMD;
+    /// only in builds with the cargo feature `sim` — never the guest image).
     #[arg(long, value_parser = ["sim", "sev-guest"])]
     pub attestation: String,
     /// Key directory of the simulated secure processor (created when missing);
     /// its root certificate is written to DIR/sim-ark.pem.
     #[arg(long, default_value = ".vouch-sim")]
     pub sim_dir: PathBuf,
-    /// Product the simulator imitates.
-    #[arg(long, default_value = "milan")]
+    /// Product the simulator imitates (Genoa by default: verifiers refuse Milan unless
+    /// their policy accepts it).
+    #[arg(long, default_value = "genoa")]
     pub sim_product: String,
     /// Simulated report latency in milliseconds (~8 ms measured on SNP guests).
     #[arg(long, default_value_t = 0)]
@@ -209,7 +211,9 @@ pub fn tls_identity() -> Result<TlsIdentity, ServeError> {
 pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
     let addr: ListenAddr = args.listen.parse()?;
     let provider: Arc<dyn AttestationProvider> = match args.attestation.as_str() {
+        #[cfg(feature = "sim")]
         "sim" => {
+            use crate::provider::{SimProvider, SIM_POLICY_FILE};
             let product = Product::from_name(&args.sim_product)
                 .ok_or_else(|| ServeError::Usage(format!("unknown product {:?}", args.sim_product)))?;
             let p = SimProvider::open(&args.sim_dir, product, Duration::from_millis(args.sim_latency_ms))?;
@@ -218,7 +222,19 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> Result<
                 SimProvider::ark_path(&args.sim_dir).display()
             );
             println!("vouch-enclave: simulated launch measurement {}", hex::encode(p.measurement()));
+            println!(
+                "vouch-enclave: client policy pinning it: {}",
+                args.sim_dir.join(SIM_POLICY_FILE).display()
+            );
             Arc::new(p)
+        }
+        #[cfg(not(feature = "sim"))]
+        "sim" => {
+            return Err(ServeError::Usage(
+                "this vouch-enclave was built without the simulated secure processor (cargo feature \
+                 `sim`); production builds attest with --attestation sev-guest only"
+                    .into(),
+            ))
         }
         #[cfg(target_os = "linux")]
         "sev-guest" => Arc::new(crate::provider::SevGuestProvider::open(args.vmpl)?),

@@ -205,7 +205,7 @@ fn forge_evidence(
         chain: sp.ask_der().to_vec(),
         crl: vec![],
     };
-    binding::to_cbor(&Evidence { version: 1, bundle, claims })
+    binding::to_cbor(&Evidence { version: vouch_attestation::receipt::FORMAT_VERSION, platform: "sim".into(), bundle, claims })
 }
 
 /// A fake enclave: the host's own TLS key, and evidence forged with the simulated keys

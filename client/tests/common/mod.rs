@@ -74,13 +74,13 @@ pub fn evidence(sp: &SimulatedSp, nonce: &[u8], spki_sha256: &[u8]) -> Vec<u8> {
     };
     let cb = binding::to_cbor(&claims);
     let report = sp.report(&binding::report_data(binding::ATTESTATION_DOMAIN, &cb), &[9; 48], 0).unwrap();
-    binding::to_cbor(&Evidence { version: 1, bundle: bundle(sp, &report[..]), claims: cb })
+    binding::to_cbor(&Evidence { version: vouch_attestation::receipt::FORMAT_VERSION, platform: "sim".into(), bundle: bundle(sp, &report[..]), claims: cb })
 }
 
 /// A one-answer batch receipt for exactly `request` and `output`.
 pub fn receipt(sp: &SimulatedSp, request: &[u8], output: &str, spki_sha256: &[u8]) -> Vec<u8> {
     let leaf = ReceiptLeaf {
-        version: 1,
+        version: vouch_attestation::receipt::FORMAT_VERSION,
         request_sha256: sha2::Sha256::digest(request).to_vec(),
         output_sha256: sha2::Sha256::digest(output.as_bytes()).to_vec(),
         finish_reason: "stop".into(),
@@ -106,7 +106,8 @@ pub fn receipt(sp: &SimulatedSp, request: &[u8], output: &str, spki_sha256: &[u8
     let cb = binding::to_cbor(&claims);
     let report = sp.report(&binding::report_data(binding::BATCH_DOMAIN, &cb), &[9; 48], 0).unwrap();
     binding::to_cbor(&Receipt {
-        version: 1,
+        version: vouch_attestation::receipt::FORMAT_VERSION,
+        platform: "sim".into(),
         leaf,
         leaf_index: 0,
         proof: vec![],
