@@ -297,7 +297,9 @@ fn check_pin<const N: usize>(
 }
 
 fn check_chip_id(out: &mut Vec<Violation>, chip: [u8; 64], policy: &Policy) {
-    for (field, list) in [("allowed_chip_ids", &policy.allowed_chip_ids), ("denied_chip_ids", &policy.denied_chip_ids)] {
+    for (field, list) in
+        [("allowed_chip_ids", &policy.allowed_chip_ids), ("denied_chip_ids", &policy.denied_chip_ids)]
+    {
         if list.iter().any(Hex::is_zero) {
             out.push(Violation::ZeroValuePinned { field });
         }
@@ -441,8 +443,13 @@ pub fn validate(v: &VerifiedReport, policy: &Policy) -> Result<(), PolicyViolati
     if !policy.measurements.is_empty() && !policy.measurements.iter().any(|m| m.0 == r.measurement()) {
         out.push(Violation::Measurement { actual: hex::encode(r.measurement()) });
     }
-    check_pin(&mut out, &policy.host_data, r.host_data(), |expected, actual| Violation::HostData { expected, actual });
-    for (field, list) in [("id_key_digests", &policy.id_key_digests), ("author_key_digests", &policy.author_key_digests)] {
+    check_pin(&mut out, &policy.host_data, r.host_data(), |expected, actual| Violation::HostData {
+        expected,
+        actual,
+    });
+    for (field, list) in
+        [("id_key_digests", &policy.id_key_digests), ("author_key_digests", &policy.author_key_digests)]
+    {
         if list.iter().any(Hex::is_zero) {
             out.push(Violation::ZeroValuePinned { field });
         }
@@ -458,9 +465,18 @@ pub fn validate(v: &VerifiedReport, policy: &Policy) -> Result<(), PolicyViolati
             out.push(Violation::AuthorKey { actual: hex::encode(r.author_key_digest()) });
         }
     }
-    check_pin(&mut out, &policy.family_id, r.family_id(), |expected, actual| Violation::FamilyId { expected, actual });
-    check_pin(&mut out, &policy.image_id, r.image_id(), |expected, actual| Violation::ImageId { expected, actual });
-    check_pin(&mut out, &policy.report_id, r.report_id(), |expected, actual| Violation::ReportId { expected, actual });
+    check_pin(&mut out, &policy.family_id, r.family_id(), |expected, actual| Violation::FamilyId {
+        expected,
+        actual,
+    });
+    check_pin(&mut out, &policy.image_id, r.image_id(), |expected, actual| Violation::ImageId {
+        expected,
+        actual,
+    });
+    check_pin(&mut out, &policy.report_id, r.report_id(), |expected, actual| Violation::ReportId {
+        expected,
+        actual,
+    });
     check_pin(&mut out, &policy.report_id_ma, r.report_id_ma(), |expected, actual| Violation::ReportIdMa {
         expected,
         actual,

@@ -3,10 +3,14 @@
 //! chain) and genuine AWS VLEK reports. Every option has a negative test that expects
 //! the exact violation list.
 
+#![allow(clippy::unwrap_used, clippy::panic)] // Test helpers: a failed unwrap is a failed test.
+
 use std::path::PathBuf;
 use vouch_attestation::binding;
 use vouch_attestation::policy::{BitRule, Hex, MinTcb, MILAN_FORGEABLE};
-use vouch_attestation::report::{flag_bits, platform_info_bits as pi, policy_bits as gp, FirmwareVersion, ReportBuilder};
+use vouch_attestation::report::{
+    flag_bits, platform_info_bits as pi, policy_bits as gp, FirmwareVersion, ReportBuilder,
+};
 use vouch_attestation::sim::{SimKeyMaterial, SimulatedSp};
 use vouch_attestation::*;
 
@@ -23,7 +27,8 @@ fn manifest_dir() -> PathBuf {
 /// The committed TEST-ONLY sim keys, re-issued as `product`'s chain (the keys do not
 /// depend on the product; the certificates and CPUID do).
 fn sp(product: Product) -> SimulatedSp {
-    let bytes = std::fs::read(manifest_dir().join("testdata/sim-test-chain/TEST-ONLY-sim-keys.cbor")).unwrap();
+    let bytes =
+        std::fs::read(manifest_dir().join("testdata/sim-test-chain/TEST-ONLY-sim-keys.cbor")).unwrap();
     let mut k: SimKeyMaterial = binding::from_cbor(&bytes).unwrap();
     k.product = product;
     k.tcb = Tcb::encode(product, 1, 9, 0, 22, 0xd5);
@@ -108,7 +113,8 @@ fn allow_any_code_accepts_unpinned_code_with_a_warning() {
 #[test]
 fn accepted_products_and_min_tcb_decide_the_products() {
     let (milan, genoa, turin) = (sp(Product::Milan), sp(Product::Genoa), sp(Product::Turin));
-    let (vm, vg, vt) = (verified(&milan, body(&milan)), verified(&genoa, body(&genoa)), verified(&turin, body(&turin)));
+    let (vm, vg, vt) =
+        (verified(&milan, body(&milan)), verified(&genoa, body(&genoa)), verified(&turin, body(&turin)));
 
     // Listed Milan is accepted, with a warning naming the attack.
     let p = Policy { accepted_products: vec!["Milan".into()], ..pinned() };
@@ -118,7 +124,10 @@ fn accepted_products_and_min_tcb_decide_the_products() {
     assert!(Warning::MilanForgeable.to_string().contains("2605.12990"));
     assert_eq!(
         violations(&vg, &p),
-        vec![Violation::ProductNotAccepted { product: Product::Genoa, reason: "it is not listed in accepted_products" }]
+        vec![Violation::ProductNotAccepted {
+            product: Product::Genoa,
+            reason: "it is not listed in accepted_products"
+        }]
     );
     assert!(!warnings(&vg, &pinned()).contains(&Warning::MilanForgeable));
 
@@ -220,7 +229,10 @@ fn minimum_guest_policy_abi() {
     for minimum in ["0.32", "1.0"] {
         assert_eq!(
             violations(&v, &at(minimum)),
-            vec![Violation::GuestPolicyAbiTooLow { minimum: minimum.parse().unwrap(), actual: SIM_ABI.parse().unwrap() }]
+            vec![Violation::GuestPolicyAbiTooLow {
+                minimum: minimum.parse().unwrap(),
+                actual: SIM_ABI.parse().unwrap()
+            }]
         );
     }
 }
@@ -233,7 +245,16 @@ fn platform_info_reserved_bits_and_rules() {
     // Bits 6 and 7 are defined (genuine Turin reports set bit 6), not reserved.
     validate(&verified(&sp, body(&sp).platform_info(pi::IOMMU_WRITE_SAFE | pi::TIO_EN)), &pinned()).unwrap();
 
-    let names = ["SMT_EN", "TSME_EN", "ECC_EN", "RAPL_DIS", "CIPHERTEXT_HIDING_EN", "ALIAS_CHECK_COMPLETE", "IOMMU_WRITE_SAFE", "TIO_EN"];
+    let names = [
+        "SMT_EN",
+        "TSME_EN",
+        "ECC_EN",
+        "RAPL_DIS",
+        "CIPHERTEXT_HIDING_EN",
+        "ALIAS_CHECK_COMPLETE",
+        "IOMMU_WRITE_SAFE",
+        "TIO_EN",
+    ];
     for (i, bit) in names.into_iter().enumerate() {
         let mask = 1u64 << i;
         let with = verified(&sp, body(&sp).platform_info(mask));
@@ -267,7 +288,8 @@ fn platform_info_reserved_bits_and_rules() {
 fn minimum_firmware_build_and_version() {
     let sp = sp(Product::Genoa);
     let v = verified(&sp, body(&sp)); // 1.55.42
-    validate(&v, &Policy { min_build: Some(42), min_version: Some("1.55".parse().unwrap()), ..pinned() }).unwrap();
+    validate(&v, &Policy { min_build: Some(42), min_version: Some("1.55".parse().unwrap()), ..pinned() })
+        .unwrap();
     assert_eq!(
         violations(&v, &Policy { min_build: Some(43), ..pinned() }),
         vec![
@@ -313,7 +335,10 @@ fn certified_tcb_may_not_exceed_current_tcb() {
     let lower = Tcb::encode(Product::Genoa, 0, 9, 0, 21, 0xd5);
     let v = verified(&sp, body(&sp).current_tcb(lower));
     let err = violations(&v, &pinned());
-    assert_eq!(err[0], Violation::CertifiedTcbAboveCurrent { component: TcbComponent::Snp, certified: 22, current: 21 });
+    assert_eq!(
+        err[0],
+        Violation::CertifiedTcbAboveCurrent { component: TcbComponent::Snp, certified: 22, current: 21 }
+    );
     // COMMITTED (22) != CURRENT (21) as well; allowing provisional firmware leaves only the TCB claim.
     assert!(matches!(err[1..], [Violation::ProvisionalFirmware { .. }]), "{err:?}");
     let p = Policy { allow_provisional_firmware: true, ..pinned() };
@@ -424,7 +449,10 @@ fn vlek_reports_follow_allow_vlek_csp_ids_and_chip_lists() {
         ..Policy::default()
     };
     validate(&v, &base).unwrap();
-    assert_eq!(violations(&v, &Policy { allow_vlek: false, ..base.clone() }), vec![Violation::VlekNotAllowed]);
+    assert_eq!(
+        violations(&v, &Policy { allow_vlek: false, ..base.clone() }),
+        vec![Violation::VlekNotAllowed]
+    );
     let p = Policy { accepted_csp_ids: vec!["CN=nobody.example".into()], ..base.clone() };
     assert!(matches!(violations(&v, &p)[..], [Violation::CspIdNotAccepted { .. }]));
     // Masked CHIP_ID: a chip list cannot be applied, so it refuses.
@@ -451,7 +479,8 @@ fn every_genuine_vector_passes_the_new_checks() {
         let anchors = TrustAnchors::amd();
         // At 2026-09-01, or else the day after the leaf's notBefore (from its JSON).
         let v = verify_report(&anchors, &report, &input, NOW).or_else(|_| {
-            let json: serde_json::Value = serde_json::from_slice(&read(&format!("reports/{name}.json"))).unwrap();
+            let json: serde_json::Value =
+                serde_json::from_slice(&read(&format!("reports/{name}.json"))).unwrap();
             let nb = json["leaf_cert"]["not_before"].as_str().unwrap();
             verify_report(&anchors, &report, &input, unix_day(nb) + 86_400)
         });
@@ -470,7 +499,8 @@ fn every_genuine_vector_passes_the_new_checks() {
 
 /// "YYYY-MM-DD…" to Unix seconds at midnight UTC (days from civil).
 fn unix_day(s: &str) -> u64 {
-    let (y, m, d): (i64, i64, i64) = (s[0..4].parse().unwrap(), s[5..7].parse().unwrap(), s[8..10].parse().unwrap());
+    let (y, m, d): (i64, i64, i64) =
+        (s[0..4].parse().unwrap(), s[5..7].parse().unwrap(), s[8..10].parse().unwrap());
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;

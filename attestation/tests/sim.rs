@@ -1,6 +1,8 @@
 //! The simulated secure processor, evidence binding and receipts, end to end through
 //! the same verifier genuine reports use — plus every tamper we can think of.
 
+#![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
+
 use std::path::PathBuf;
 use vouch_attestation::binding::{self, AttestationClaims, BatchClaims};
 use vouch_attestation::receipt::*;
@@ -191,10 +193,7 @@ fn evidence_binds_nonce_key_and_model() {
         Err(ReceiptError::Malformed { .. })
     ));
     let big = vec![0u8; MAX_ENCODED_BYTES + 1];
-    assert!(matches!(
-        verify_evidence(&a, &big, &nonce, &pinned(), NOW),
-        Err(ReceiptError::Malformed { .. })
-    ));
+    assert!(matches!(verify_evidence(&a, &big, &nonce, &pinned(), NOW), Err(ReceiptError::Malformed { .. })));
 }
 
 fn leaf(i: u32) -> ReceiptLeaf {

@@ -219,7 +219,10 @@ mod tests {
         let masks: u64 = g.iter().map(|r| r.1).fold(0, |a, m| a | m);
         // SMT (bit 16) and bits 20..=25; DEBUG/MIGRATE_MA have their own switches.
         assert_eq!(masks, gp::SMT | 0x3f << 20);
-        assert_eq!(g.iter().filter(|r| r.2 == BitRule::Forbid).map(|r| r.0).collect::<Vec<_>>(), ["CXL_ALLOW"]);
+        assert_eq!(
+            g.iter().filter(|r| r.2 == BitRule::Forbid).map(|r| r.0).collect::<Vec<_>>(),
+            ["CXL_ALLOW"]
+        );
         let p = PlatformInfoRules::default().rules();
         assert_eq!(p.iter().map(|r| r.1).fold(0, |a, m| a | m), pi::KNOWN);
     }

@@ -322,7 +322,9 @@ impl std::fmt::Display for Warning {
                  (set [snp.min_tcb.{}])",
                 product.kds_name().to_ascii_lowercase()
             ),
-            Warning::CrlNotChecked => f.write_str("no CRL was checked: a revoked AMD intermediate would go unnoticed"),
+            Warning::CrlNotChecked => {
+                f.write_str("no CRL was checked: a revoked AMD intermediate would go unnoticed")
+            }
         }
     }
 }
