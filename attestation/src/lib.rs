@@ -34,7 +34,7 @@ pub mod sim;
 pub mod verify;
 
 pub use error::{CertRole, VerifyError};
-pub use policy::{validate, Policy, PolicyViolations, Violation};
+pub use policy::{validate, warnings, Policy, PolicyViolations, Violation, Warning};
 pub use product::{Product, Tcb, TcbComponent};
 pub use report::{Report, SigningKey};
 pub use verify::{

@@ -74,6 +74,42 @@ pub mod policy_bits {
     pub const PAGE_SWAP_DISABLE: u64 = 1 << 25;
 }
 
+/// PLATFORM_INFO bit positions (report offset 0x40; ABI spec, Table "ATTESTATION_REPORT
+/// Structure", field PLATFORM_INFO; same numbering as go-sev-guest `abi.SnpPlatformInfo`).
+/// Bits 63:8 are reserved.
+pub mod platform_info_bits {
+    /// SMT is enabled on the host.
+    pub const SMT_EN: u64 = 1 << 0;
+    /// Transparent SME is enabled.
+    pub const TSME_EN: u64 = 1 << 1;
+    /// The platform uses ECC memory (reported when firmware supports ECC reporting).
+    pub const ECC_EN: u64 = 1 << 2;
+    /// RAPL (power-based side channel) is disabled.
+    pub const RAPL_DIS: u64 = 1 << 3;
+    /// Ciphertext hiding is enabled for DRAM.
+    pub const CIPHERTEXT_HIDING_EN: u64 = 1 << 4;
+    /// Alias detection has completed since the last reset and found no aliasing
+    /// addresses: the BadRAM mitigation (AMD-SB-3015, CVE-2024-21944).
+    pub const ALIAS_CHECK_COMPLETE: u64 = 1 << 5;
+    /// The IOMMU write-buffer fix is in effect (AMD-SB-3016; set by Turin firmware).
+    pub const IOMMU_WRITE_SAFE: u64 = 1 << 6;
+    /// SEV-TIO (trusted I/O) is enabled.
+    pub const TIO_EN: u64 = 1 << 7;
+    /// Every bit a published ABI revision defines; the rest are reserved.
+    pub const KNOWN: u64 = 0xff;
+}
+
+/// FLAGS bit positions (report offset 0x48; ABI spec, Table "ATTESTATION_REPORT
+/// Structure", field FLAGS; go-sev-guest `abi.ParseSignerInfo`).
+pub mod flag_bits {
+    /// AUTHOR_KEY_EN: the ID block was signed by an author key (AUTHOR_KEY_DIGEST valid).
+    pub const AUTHOR_KEY_EN: u32 = 1 << 0;
+    /// MASK_CHIP_KEY: the host masked CHIP_ID (reported as zeros).
+    pub const MASK_CHIP_KEY: u32 = 1 << 1;
+    /// SIGNING_KEY = VLEK (bits 4:2 hold 1).
+    pub const SIGNING_KEY_VLEK: u32 = 1 << 2;
+}
+
 /// Which key signed a report (FLAGS.SIGNING_KEY, bits 4:2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum SigningKey {
@@ -407,6 +443,53 @@ impl ReportBuilder {
     /// Sets VMPL.
     pub fn vmpl(mut self, v: u32) -> Self {
         self.put_u32(OFF_VMPL, v);
+        self
+    }
+    /// Sets VERSION (the builder starts at 5; 2–5 are valid).
+    pub fn version(mut self, v: u32) -> Self {
+        self.put_u32(OFF_VERSION, v);
+        self
+    }
+    /// Sets FAMILY_ID.
+    pub fn family_id(mut self, v: &[u8; 16]) -> Self {
+        self.raw[OFF_FAMILY_ID..OFF_FAMILY_ID + 16].copy_from_slice(v);
+        self
+    }
+    /// Sets IMAGE_ID.
+    pub fn image_id(mut self, v: &[u8; 16]) -> Self {
+        self.raw[OFF_IMAGE_ID..OFF_IMAGE_ID + 16].copy_from_slice(v);
+        self
+    }
+    /// Sets FLAGS (see [`flag_bits`]).
+    pub fn flags(mut self, v: u32) -> Self {
+        self.put_u32(OFF_FLAGS, v);
+        self
+    }
+    /// Sets ID_KEY_DIGEST.
+    pub fn id_key_digest(mut self, v: &[u8; 48]) -> Self {
+        self.raw[OFF_ID_KEY_DIGEST..OFF_ID_KEY_DIGEST + 48].copy_from_slice(v);
+        self
+    }
+    /// Sets AUTHOR_KEY_DIGEST.
+    pub fn author_key_digest(mut self, v: &[u8; 48]) -> Self {
+        self.raw[OFF_AUTHOR_KEY_DIGEST..OFF_AUTHOR_KEY_DIGEST + 48].copy_from_slice(v);
+        self
+    }
+    /// Sets REPORT_ID_MA (call after [`ReportBuilder::report_id`], which sets it to all 0xFF).
+    pub fn report_id_ma(mut self, v: &[u8; 32]) -> Self {
+        self.raw[OFF_REPORT_ID_MA..OFF_REPORT_ID_MA + 32].copy_from_slice(v);
+        self
+    }
+    /// Sets CURRENT_TCB only (call after [`ReportBuilder::tcb`]).
+    pub fn current_tcb(mut self, raw: u64) -> Self {
+        self.put_u64(OFF_CURRENT_TCB, raw);
+        self
+    }
+    /// Sets LAUNCH_MIT_VECTOR and CURRENT_MIT_VECTOR (meaningful in version 5 only; the
+    /// parser requires these bytes to be zero in older versions).
+    pub fn mitigations(mut self, launch: u64, current: u64) -> Self {
+        self.put_u64(OFF_LAUNCH_MIT, launch);
+        self.put_u64(OFF_CURRENT_MIT, current);
         self
     }
     /// Sets all four TCB fields (current, reported, committed, launch) to `raw`.

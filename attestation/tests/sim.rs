@@ -1,6 +1,8 @@
 //! The simulated secure processor, evidence binding and receipts, end to end through
 //! the same verifier genuine reports use — plus every tamper we can think of.
 
+#![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
+
 use std::path::PathBuf;
 use vouch_attestation::binding::{self, AttestationClaims, BatchClaims};
 use vouch_attestation::receipt::*;
@@ -22,7 +24,17 @@ fn sim() -> SimulatedSp {
             k
         }
     };
+    // The committed keys were generated as Milan; re-issue them as Genoa, which the
+    // default policy accepts (Milan reports can be forged: see policy::MILAN_FORGEABLE).
+    // Genoa's TCB layout is Milan's, so the raw TCB stays valid.
+    let keys = SimKeyMaterial { product: Product::Genoa, ..keys };
     SimulatedSp::from_keys(&keys).unwrap()
+}
+
+/// The default policy with the measurements these tests' reports carry pinned (the
+/// default refuses a policy that pins no code identity).
+fn pinned() -> Policy {
+    Policy { measurements: vec![policy::Hex([0; 48]), policy::Hex([9; 48])], ..Policy::default() }
 }
 
 fn anchors(sp: &SimulatedSp) -> TrustAnchors {
@@ -42,7 +54,7 @@ fn simulated_reports_verify_only_when_the_sim_root_is_trusted() {
     let v = verify_report(&anchors(&sp), &report[..], &input(&sp), NOW).unwrap();
     assert!(v.is_simulated());
     assert_eq!(v.report().report_data(), [7; 64]);
-    validate(&v, &Policy::default()).unwrap();
+    validate(&v, &pinned()).unwrap();
 
     // AMD roots only: the supplied ASK names no AMD root; with the chain file the sim
     // ASK is tried and fails against AMD's ARK; without it, AMD's ASK is not the issuer.
@@ -74,10 +86,10 @@ fn signed_but_inconsistent_reports_are_refused() {
     let sp = sim();
     let a = anchors(&sp);
     // REPORTED_TCB differs from the VCEK's SPLs, though correctly signed.
-    let mut tcb = Tcb::decode(sp.tcb(), Product::Milan);
+    let mut tcb = Tcb::decode(sp.tcb(), sp.product());
     tcb.snp += 1;
-    let raw = Tcb::encode(Product::Milan, 0, tcb.bootloader, tcb.tee, tcb.snp, tcb.microcode);
-    let r = sp.sign(ReportBuilder::new(Product::Milan).tcb(raw).chip_id(&sp.chip_id())).unwrap();
+    let raw = Tcb::encode(sp.product(), 0, tcb.bootloader, tcb.tee, tcb.snp, tcb.microcode);
+    let r = sp.sign(ReportBuilder::new(sp.product()).tcb(raw).chip_id(&sp.chip_id())).unwrap();
     let err = verify_report(&a, &r[..], &input(&sp), NOW).unwrap_err();
     assert_eq!(
         err,
@@ -86,19 +98,19 @@ fn signed_but_inconsistent_reports_are_refused() {
     // CHIP_ID differs from the hwID.
     let mut chip = sp.chip_id();
     chip[0] ^= 1;
-    let r = sp.sign(ReportBuilder::new(Product::Milan).tcb(sp.tcb()).chip_id(&chip)).unwrap();
+    let r = sp.sign(ReportBuilder::new(sp.product()).tcb(sp.tcb()).chip_id(&chip)).unwrap();
     assert!(matches!(verify_report(&a, &r[..], &input(&sp), NOW), Err(VerifyError::ChipIdMismatch { .. })));
     // Debug guest: authentic, but the default policy refuses it.
     let r = sp
         .sign(
-            ReportBuilder::new(Product::Milan)
+            ReportBuilder::new(sp.product())
                 .tcb(sp.tcb())
                 .chip_id(&sp.chip_id())
                 .policy(0x30000 | report::policy_bits::DEBUG),
         )
         .unwrap();
     let v = verify_report(&a, &r[..], &input(&sp), NOW).unwrap();
-    assert_eq!(validate(&v, &Policy::default()).unwrap_err().0, vec![Violation::DebugAllowed]);
+    assert_eq!(validate(&v, &pinned()).unwrap_err().0, vec![Violation::DebugAllowed]);
 }
 
 #[test]
@@ -155,11 +167,11 @@ fn evidence_binds_nonce_key_and_model() {
     let report = sp.report(&rd, &[0; 48], 0).unwrap();
     let ev = Evidence { version: vouch_attestation::receipt::FORMAT_VERSION, platform: "sim".into(), bundle: bundle(&sp, &report[..]), claims: claims_bytes.clone() };
     let enc = binding::to_cbor(&ev);
-    let v = verify_evidence(&a, &enc, &nonce, &Policy::default(), NOW).unwrap();
+    let v = verify_evidence(&a, &enc, &nonce, &pinned(), NOW).unwrap();
     assert_eq!(v.claims(), &claims);
     // Another nonce: replayed evidence.
     assert!(matches!(
-        verify_evidence(&a, &enc, &[6; 32], &Policy::default(), NOW),
+        verify_evidence(&a, &enc, &[6; 32], &pinned(), NOW),
         Err(ReceiptError::ClaimMismatch { field: "nonce", .. })
     ));
     // Claims swapped for others (e.g. a MITM's TLS key): binding fails.
@@ -167,24 +179,21 @@ fn evidence_binds_nonce_key_and_model() {
     other.tls_spki_sha256 = vec![9; 32];
     let ev2 = Evidence { claims: binding::to_cbor(&other), ..ev.clone() };
     assert_eq!(
-        verify_evidence(&a, &binding::to_cbor(&ev2), &nonce, &Policy::default(), NOW).unwrap_err(),
+        verify_evidence(&a, &binding::to_cbor(&ev2), &nonce, &pinned(), NOW).unwrap_err(),
         ReceiptError::BindingMismatch
     );
     // AMD-only verifier refuses the simulated evidence.
     assert!(matches!(
-        verify_evidence(&TrustAnchors::amd(), &enc, &nonce, &Policy::default(), NOW),
+        verify_evidence(&TrustAnchors::amd(), &enc, &nonce, &pinned(), NOW),
         Err(ReceiptError::Report(_))
     ));
     // Garbage and oversize.
     assert!(matches!(
-        verify_evidence(&a, b"\xff\x00", &nonce, &Policy::default(), NOW),
+        verify_evidence(&a, b"\xff\x00", &nonce, &pinned(), NOW),
         Err(ReceiptError::Malformed { .. })
     ));
     let big = vec![0u8; MAX_ENCODED_BYTES + 1];
-    assert!(matches!(
-        verify_evidence(&a, &big, &nonce, &Policy::default(), NOW),
-        Err(ReceiptError::Malformed { .. })
-    ));
+    assert!(matches!(verify_evidence(&a, &big, &nonce, &pinned(), NOW), Err(ReceiptError::Malformed { .. })));
 }
 
 fn leaf(i: u32) -> ReceiptLeaf {
@@ -242,7 +251,7 @@ fn receipts_verify_offline_and_every_tamper_fails() {
     let sp = sim();
     let a = anchors(&sp);
     let receipts = batch(&sp, 5);
-    let mut verifier = ReceiptVerifier::new(a.clone(), Policy::default(), NOW);
+    let mut verifier = ReceiptVerifier::new(a.clone(), pinned(), NOW);
     for (i, r) in receipts.iter().enumerate() {
         let v = verifier.verify(r).unwrap();
         v.check_exchange(format!("request {i}").as_bytes(), &format!("output {i}")).unwrap();
@@ -257,7 +266,7 @@ fn receipts_verify_offline_and_every_tamper_fails() {
         assert!(v.report().is_simulated());
     }
     let decoded: Receipt = binding::from_cbor(&receipts[2]).unwrap();
-    let check = |r: &Receipt| verify_receipt(&a, &binding::to_cbor(r), &Policy::default(), NOW);
+    let check = |r: &Receipt| verify_receipt(&a, &binding::to_cbor(r), &pinned(), NOW);
 
     // Leaf swapped with another receipt's leaf: the proof no longer leads to the root.
     let mut r = decoded.clone();
@@ -301,13 +310,13 @@ fn receipts_verify_offline_and_every_tamper_fails() {
     assert!(matches!(check(&r).unwrap_err(), ReceiptError::Malformed { .. }));
     // AMD-only verifier.
     assert!(matches!(
-        verify_receipt(&TrustAnchors::amd(), &receipts[0], &Policy::default(), NOW).unwrap_err(),
+        verify_receipt(&TrustAnchors::amd(), &receipts[0], &pinned(), NOW).unwrap_err(),
         ReceiptError::Report(_)
     ));
     // Truncated encodings never panic.
     for cut in [0, 1, 10, receipts[0].len() / 2, receipts[0].len() - 1] {
         assert!(matches!(
-            verify_receipt(&a, &receipts[0][..cut], &Policy::default(), NOW).unwrap_err(),
+            verify_receipt(&a, &receipts[0][..cut], &pinned(), NOW).unwrap_err(),
             ReceiptError::Malformed { .. }
         ));
     }
