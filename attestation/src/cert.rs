@@ -239,6 +239,18 @@ impl AmdCert {
         Ok(Some(s.as_str().to_owned()))
     }
 
+    /// The CSP_ID extension of a VLEK (an IA5String naming the cloud provider, e.g.
+    /// "CN=cc-us-east-2.amazonaws.com"), if present.
+    pub fn csp_id(&self, role: CertRole) -> Result<Option<String>, VerifyError> {
+        let Some(v) = self.extension(OID_CSP_ID) else { return Ok(None) };
+        let s = der::asn1::Ia5StringRef::from_der(v).map_err(|e| VerifyError::BadExtension {
+            role,
+            oid: OID_CSP_ID,
+            reason: e.to_string(),
+        })?;
+        Ok(Some(s.as_str().to_owned()))
+    }
+
     /// The hwID extension: the raw extension value (not an inner OCTET STRING).
     pub fn hwid(&self) -> Option<&[u8]> {
         self.extension(OID_HWID)

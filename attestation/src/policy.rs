@@ -261,12 +261,9 @@ fn check_bit(
     }
 }
 
-/// The VLEK certificate's CSP_ID, once [`crate::verify::VerifiedChain`] exposes it.
-///
-/// Until then this is `None`, so a non-empty `accepted_csp_ids` refuses every VLEK
-/// report (fail closed) rather than accepting one it cannot check.
-fn vlek_csp_id(_v: &VerifiedReport) -> Option<&str> {
-    None
+/// The VLEK certificate's CSP_ID (VCEK chains have none).
+fn vlek_csp_id(v: &VerifiedReport) -> Option<&str> {
+    v.chain().csp_id()
 }
 
 /// The signer checks: VLEK allowed at all, and if so, by an accepted cloud provider.

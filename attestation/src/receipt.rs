@@ -257,6 +257,19 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &'static str) -> Res
     binding::from_cbor(bytes).map_err(|reason| ReceiptError::Malformed { what, reason })
 }
 
+/// Claims (bound into REPORT_DATA) carry their own version, [`binding::CLAIMS_VERSION`].
+fn check_claims_version(v: u32, what: &'static str) -> Result<(), ReceiptError> {
+    if v != binding::CLAIMS_VERSION {
+        return Err(ReceiptError::UnsupportedVersion {
+            what,
+            expected: binding::CLAIMS_VERSION,
+            actual: v,
+            hint: "",
+        });
+    }
+    Ok(())
+}
+
 fn check_version(v: u32, what: &'static str) -> Result<(), ReceiptError> {
     if v != FORMAT_VERSION {
         let hint = match v {
@@ -309,7 +322,7 @@ pub fn verify_evidence(
         return Err(ReceiptError::BindingMismatch);
     }
     let claims: AttestationClaims = decode(&ev.claims, "attestation claims")?;
-    check_version(claims.version, "attestation claims")?;
+    check_claims_version(claims.version, "attestation claims")?;
     if claims.nonce != nonce {
         return Err(ReceiptError::ClaimMismatch {
             field: "nonce",
@@ -461,7 +474,7 @@ impl ReceiptVerifier {
             return Err(ReceiptError::BindingMismatch);
         }
         let batch: BatchClaims = decode(&r.batch_claims, "batch claims")?;
-        check_version(batch.version, "batch claims")?;
+        check_claims_version(batch.version, "batch claims")?;
         Ok((report, batch))
     }
 }

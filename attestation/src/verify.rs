@@ -147,6 +147,7 @@ pub struct VerifiedChain {
     leaf_sha256: [u8; 32],
     spl: Tcb,
     hwid: Option<Vec<u8>>,
+    csp_id: Option<String>,
     ark_subject: String,
     intermediate_subject: String,
     crl: Option<VerifiedCrl>,
@@ -176,6 +177,10 @@ impl VerifiedChain {
     /// The VCEK hwID (VLEKs have none).
     pub fn hwid(&self) -> Option<&[u8]> {
         self.hwid.as_deref()
+    }
+    /// The VLEK's CSP_ID extension (the cloud provider), when present; VCEKs have none.
+    pub fn csp_id(&self) -> Option<&str> {
+        self.csp_id.as_deref()
     }
     /// The verified CRL, when one was supplied.
     pub fn crl(&self) -> Option<&VerifiedCrl> {
@@ -304,10 +309,11 @@ pub fn verify_chain(
     let product = determine_product(report, &leaf, input.product)?;
 
     // Caller-supplied certificates. They never add a root, and never an AMD
-    // intermediate either: for AMD anchors only the compiled-in ASK/ASVK is used, so
-    // the host cannot pick the intermediate (a retired or revoked one, say). A supplied
-    // copy byte-equal to a compiled-in one adds nothing and is dropped; anything else is
-    // kept only as a candidate for a simulated root.
+    // intermediate either: for AMD anchors a supplied ASK/ASVK is used only when it is
+    // byte-equal to a compiled-in one, so the host cannot pick the intermediate (a
+    // retired or revoked one, say). Anything else is kept only as a candidate for a
+    // simulated root, and reported as untrusted when there is none.
+    let mut supplied_amd = Vec::new();
     let mut supplied = Vec::new();
     if let Some(chain) = input.chain {
         for c in cert::certs_from_pem_or_der(chain, CertRole::Intermediate)? {
@@ -318,9 +324,10 @@ pub fn verify_chain(
                 continue;
             }
             if anchors.is_amd_intermediate(&c) {
-                continue;
+                supplied_amd.push(c);
+            } else {
+                supplied.push(c);
             }
-            supplied.push(c);
         }
     }
 
@@ -342,6 +349,11 @@ pub fn verify_chain(
     let mut last_err = None;
     for anchor in anchors.anchors.iter().filter(|a| a.product == product) {
         let candidates: Vec<&AmdCert> = match anchor.kind {
+            // What the evidence named, when it named compiled-in ones (a wrong one, e.g.
+            // another product's ASK, fails the leaf link); nothing when it named only
+            // foreign ones; else the compiled-in intermediate of the leaf's kind.
+            RootKind::Amd if !supplied_amd.is_empty() => supplied_amd.iter().collect(),
+            RootKind::Amd if !supplied.is_empty() => Vec::new(),
             RootKind::Amd => {
                 anchor.intermediates.iter().filter(|(r, _)| *r == inter_role).map(|(_, c)| c).collect()
             }
@@ -367,7 +379,7 @@ pub fn verify_chain(
     // The leaf chains to no trusted anchor. When the evidence brought an intermediate of
     // its own, say so: that certificate is what the verifier refused to use.
     let has_sim = anchors.anchors.iter().any(|a| a.product == product && a.kind == RootKind::Simulated);
-    if let (Some(foreign), false) = (supplied.first(), has_sim) {
+    if let (Some(foreign), true, false) = (supplied.first(), supplied_amd.is_empty(), has_sim) {
         return Err(VerifyError::UntrustedIntermediate {
             role: inter_role,
             subject: foreign.subject().to_owned(),
@@ -443,6 +455,10 @@ fn finish_chain(
         }
         SigningKey::Vlek => None,
     };
+    let csp_id = match signer {
+        SigningKey::Vlek => leaf.csp_id(role)?,
+        SigningKey::Vcek => None,
+    };
     Ok(VerifiedChain {
         product,
         root: anchor.kind,
@@ -451,6 +467,7 @@ fn finish_chain(
         leaf_sha256: leaf.sha256(),
         spl,
         hwid,
+        csp_id,
         ark_subject: anchor.ark.subject().to_owned(),
         intermediate_subject: inter.subject().to_owned(),
         crl,

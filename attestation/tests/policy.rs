@@ -455,6 +455,12 @@ fn vlek_reports_follow_allow_vlek_csp_ids_and_chip_lists() {
     );
     let p = Policy { accepted_csp_ids: vec!["CN=nobody.example".into()], ..base.clone() };
     assert!(matches!(violations(&v, &p)[..], [Violation::CspIdNotAccepted { .. }]));
+    assert_eq!(
+        violations(&v, &p),
+        vec![Violation::CspIdNotAccepted { actual: Some("CN=cc-us-east-2.amazonaws.com".into()) }]
+    );
+    let p = Policy { accepted_csp_ids: vec!["CN=cc-us-east-2.amazonaws.com".into()], ..base.clone() };
+    validate(&v, &p).unwrap();
     // Masked CHIP_ID: a chip list cannot be applied, so it refuses.
     let p = Policy { denied_chip_ids: vec![Hex([7; 64])], ..base };
     assert_eq!(violations(&v, &p), vec![Violation::ChipIdMasked]);

@@ -19,15 +19,14 @@ fn sim() -> SimulatedSp {
     let keys: SimKeyMaterial = match std::fs::read(&path) {
         Ok(b) => binding::from_cbor(&b).unwrap(),
         Err(_) => {
-            let k = SimKeyMaterial::generate(Product::Milan).unwrap();
+            let k = SimKeyMaterial::generate(Product::Genoa).unwrap();
             std::fs::write(&path, binding::to_cbor(&k)).unwrap();
             k
         }
     };
-    // The committed keys were generated as Milan; re-issue them as Genoa, which the
-    // default policy accepts (Milan reports can be forged: see policy::MILAN_FORGEABLE).
-    // Genoa's TCB layout is Milan's, so the raw TCB stays valid.
-    let keys = SimKeyMaterial { product: Product::Genoa, ..keys };
+    // Genoa: the default policy refuses Milan (its reports can be forged; see
+    // policy::MILAN_FORGEABLE).
+    assert_eq!(keys.product, Product::Genoa, "regenerate {}", path.display());
     SimulatedSp::from_keys(&keys).unwrap()
 }
 
@@ -56,11 +55,14 @@ fn simulated_reports_verify_only_when_the_sim_root_is_trusted() {
     assert_eq!(v.report().report_data(), [7; 64]);
     validate(&v, &pinned()).unwrap();
 
-    // AMD roots only: the supplied ASK names no AMD root; with the chain file the sim
-    // ASK is tried and fails against AMD's ARK; without it, AMD's ASK is not the issuer.
+    // AMD roots only: the supplied sim ASK is not AMD's compiled-in ASK, so it is never
+    // tried (intermediates are compiled in); without it, AMD's ASK is not the issuer.
     let amd = TrustAnchors::amd();
     let err = verify_report(&amd, &report[..], &input(&sp), NOW).unwrap_err();
-    assert!(matches!(err, VerifyError::IssuerMismatch { role: CertRole::Ask, .. }), "{err:?}");
+    assert!(
+        matches!(&err, VerifyError::UntrustedIntermediate { role: CertRole::Ask, serial, .. } if serial == "010001"),
+        "{err:?}"
+    );
     let bare = ChainInput { leaf: sp.vcek_der(), ..Default::default() };
     let err = verify_report(&amd, &report[..], &bare, NOW).unwrap_err();
     assert!(matches!(err, VerifyError::IssuerMismatch { role: CertRole::Vcek, .. }), "{err:?}");
@@ -75,10 +77,20 @@ fn simulated_reports_verify_only_when_the_sim_root_is_trusted() {
 fn amd_root_cannot_be_added_as_simulated() {
     let mut a = TrustAnchors::amd();
     let ark = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("roots/ark_milan.pem")).unwrap();
-    assert!(matches!(
-        a.dangerous_add_simulated_root(&ark, Product::Milan),
-        Err(VerifyError::UntrustedRoot { .. })
-    ));
+    // Refused on its name before its signature is looked at: it names AMD.
+    let err = a.dangerous_add_simulated_root(&ark, Product::Milan).unwrap_err();
+    assert!(
+        matches!(&err, VerifyError::NotASimulatedRoot { reason, .. } if reason.contains("Advanced Micro Devices")),
+        "{err:?}"
+    );
+    // The simulator's own root, but for a product it does not name.
+    let sp = sim();
+    let err = a.dangerous_add_simulated_root(sp.ark_der(), Product::Turin).unwrap_err();
+    assert!(
+        matches!(&err, VerifyError::NotASimulatedRoot { reason, .. } if reason.contains("names Genoa, not Turin")),
+        "{err:?}"
+    );
+    a.dangerous_add_simulated_root(sp.ark_der(), Product::Genoa).unwrap();
 }
 
 #[test]
@@ -182,10 +194,11 @@ fn evidence_binds_nonce_key_and_model() {
         verify_evidence(&a, &binding::to_cbor(&ev2), &nonce, &pinned(), NOW).unwrap_err(),
         ReceiptError::BindingMismatch
     );
-    // AMD-only verifier refuses the simulated evidence.
+    // AMD-only verifier refuses the simulated evidence by its platform tag, before
+    // any signature is checked.
     assert!(matches!(
         verify_evidence(&TrustAnchors::amd(), &enc, &nonce, &pinned(), NOW),
-        Err(ReceiptError::Report(_))
+        Err(ReceiptError::SimulatedNotTrusted)
     ));
     // Garbage and oversize.
     assert!(matches!(
@@ -304,15 +317,30 @@ fn receipts_verify_offline_and_every_tamper_fails() {
     let n = r.bundle.leaf_cert.len();
     r.bundle.leaf_cert[n - 10] ^= 1;
     assert!(matches!(check(&r).unwrap_err(), ReceiptError::Report(_)));
-    // Version.
+    // Versions: format 1 (no platform tag) is refused by name, never guessed at.
     let mut r = decoded.clone();
-    r.version = 2;
-    assert!(matches!(check(&r).unwrap_err(), ReceiptError::Malformed { .. }));
-    // AMD-only verifier.
-    assert!(matches!(
+    r.version = 1;
+    assert!(matches!(check(&r).unwrap_err(), ReceiptError::UnsupportedVersion { actual: 1, expected: 2, .. }));
+    let mut r = decoded.clone();
+    r.version = 3;
+    assert!(matches!(check(&r).unwrap_err(), ReceiptError::UnsupportedVersion { actual: 3, .. }));
+    // AMD-only verifier: refused on the platform tag, before any signature check.
+    assert_eq!(
         verify_receipt(&TrustAnchors::amd(), &receipts[0], &pinned(), NOW).unwrap_err(),
-        ReceiptError::Report(_)
+        ReceiptError::SimulatedNotTrusted
+    );
+    // Relabelled as hardware evidence: checked against AMD's roots only, where the
+    // simulated chain cannot verify (its ASK is not AMD's compiled-in one).
+    let mut r = decoded.clone();
+    r.platform = "snp".into();
+    assert!(matches!(
+        check(&r).unwrap_err(),
+        ReceiptError::Report(VerifyError::UntrustedIntermediate { role: CertRole::Ask, .. })
     ));
+    // An unknown platform is refused by name.
+    let mut r = decoded.clone();
+    r.platform = "tdx".into();
+    assert_eq!(check(&r).unwrap_err(), ReceiptError::UnknownPlatform("tdx".into()));
     // Truncated encodings never panic.
     for cut in [0, 1, 10, receipts[0].len() / 2, receipts[0].len() - 1] {
         assert!(matches!(

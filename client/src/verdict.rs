@@ -96,7 +96,7 @@ fn base(r: &VerifiedReport, policy: &Policy, model_sha256: &[u8], tls_spki_sha25
     let rep = r.report();
     let simulated = r.chain().root() == RootKind::Simulated;
     let found = warnings(r, policy);
-    let code_identity_pinned = !found.contains(&Warning::CodeIdentityNotPinned);
+    let code_identity_pinned = !found.iter().any(|w| matches!(w, Warning::CodeIdentityNotPinned { .. }));
     let mut headline =
         String::from(if simulated { "VERIFIED (SIMULATED root, NOT AMD)" } else { "VERIFIED (AMD root)" });
     if !code_identity_pinned {
