@@ -50,6 +50,30 @@ fn normalize(serial: &[u8]) -> &[u8] {
     &serial[first..]
 }
 
+/// The cRLNumber extension (RFC 5280 §5.2.3), when present and at most 64 bits.
+fn crl_number(crl: &x509_cert::crl::CertificateList) -> Option<u64> {
+    crl.tbs_cert_list
+        .crl_extensions
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_CRL_NUMBER)
+        .and_then(|e| x509_cert::ext::pkix::CrlNumber::from_der(e.extn_value.as_bytes()).ok())
+        .and_then(|n| {
+            let b = n.0.as_bytes();
+            (b.len() <= 8).then(|| b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)))
+        })
+}
+
+/// (nextUpdate, cRLNumber) of a DER CRL WITHOUT verifying it: for a cache deciding
+/// whether to fetch a newer copy. Whatever copy is used is verified by [`verify_crl`].
+pub fn unverified_freshness(der: &[u8]) -> (Option<u64>, Option<u64>) {
+    match x509_cert::crl::CertificateList::from_der(der) {
+        Ok(crl) => (crl.tbs_cert_list.next_update.map(|t| t.to_unix_duration().as_secs()), crl_number(&crl)),
+        Err(_) => (None, None),
+    }
+}
+
 /// Verifies a DER CRL against `ark` at time `now` (Unix seconds).
 pub fn verify_crl(der: &[u8], ark: &AmdCert, now: u64) -> Result<VerifiedCrl, VerifyError> {
     let bad = |reason: String| VerifyError::CrlInvalid { reason };
@@ -73,6 +97,7 @@ pub fn verify_crl(der: &[u8], ark: &AmdCert, now: u64) -> Result<VerifiedCrl, Ve
     if now < this_update || now >= next_update {
         return Err(VerifyError::CrlStale { this_update, next_update, now });
     }
+    let number = crl_number(&crl);
     let revoked = crl
         .tbs_cert_list
         .revoked_certificates
@@ -80,17 +105,5 @@ pub fn verify_crl(der: &[u8], ark: &AmdCert, now: u64) -> Result<VerifiedCrl, Ve
         .into_iter()
         .map(|r| r.serial_number.as_bytes().to_vec())
         .collect();
-    let number = crl
-        .tbs_cert_list
-        .crl_extensions
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .find(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_CRL_NUMBER)
-        .and_then(|e| x509_cert::ext::pkix::CrlNumber::from_der(e.extn_value.as_bytes()).ok())
-        .and_then(|n| {
-            let b = n.0.as_bytes();
-            (b.len() <= 8).then(|| b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)))
-        });
     Ok(VerifiedCrl { this_update, next_update, number, revoked })
 }

@@ -31,9 +31,10 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use vouch_attestation::receipt::{Evidence, ReceiptError, VerifiedEvidence};
+use vouch_attestation::receipt::{Evidence, Receipt, ReceiptError, ReportBundle, VerifiedEvidence};
 use vouch_attestation::{Report, TrustAnchors};
 
 /// Largest response body read from the enclave (chat JSON or a whole SSE stream).
@@ -42,6 +43,17 @@ pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 pub const MAX_EVIDENCE_BYTES: usize = vouch_attestation::receipt::MAX_ENCODED_BYTES;
 /// Idle connections kept for reuse.
 const MAX_IDLE_SESSIONS: usize = 8;
+/// Chips whose KDS certificates are remembered (one enclave is one chip; a pool a few).
+const MAX_COMPLETIONS: usize = 64;
+
+/// Whose certificates a completion holds: the VCEK is per chip and TCB, the CRL per
+/// product and key kind (keyed here by the same chip, so they travel together).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct CompletionKey {
+    chip_id: [u8; 64],
+    reported_tcb: u64,
+    vlek: bool,
+}
 
 /// Time bounds of each step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -356,6 +368,7 @@ pub struct ChatOutcome {
 /// The Vouch client. Cheap to share behind an `Arc`; connections are pooled.
 pub struct VouchClient {
     cfg: ClientConfig,
+    completions: Mutex<HashMap<CompletionKey, (Vec<u8>, Vec<u8>)>>,
     endpoint: Endpoint,
     tls: Arc<rustls::ClientConfig>,
     pinned: Mutex<Option<Arc<Attestation>>>,
@@ -414,7 +427,14 @@ impl VouchClient {
         let endpoint = Endpoint::parse(&cfg.url)?;
         let tls = enclave_tls_config()
             .map_err(|e| ClientError::Connect { addr: endpoint.authority(), reason: e.to_string() })?;
-        Ok(VouchClient { cfg, endpoint, tls, pinned: Mutex::new(None), idle: Mutex::new(Vec::new()) })
+        Ok(VouchClient {
+            cfg,
+            endpoint,
+            tls,
+            completions: Mutex::new(HashMap::new()),
+            pinned: Mutex::new(None),
+            idle: Mutex::new(Vec::new()),
+        })
     }
 
     /// The current pinned attestation, if any.
@@ -485,35 +505,78 @@ impl VouchClient {
         let Ok(mut ev) = vouch_attestation::binding::from_cbor::<Evidence>(&body) else {
             return Ok(body); // verify_evidence reports the precise decoding error
         };
-        let needs_vcek = ev.bundle.leaf_cert.is_empty();
-        let needs_crl = self.cfg.policy.snp.require_crl && ev.bundle.crl.is_empty();
-        if !needs_vcek && !needs_crl {
+        if !self.complete_bundle(&mut ev.bundle).await? {
             return Ok(body);
         }
-        let kds = match &self.cfg.kds {
-            Some(k) if !self.cfg.policy.offline => k.clone(),
-            _ => KdsClient::offline(self.cfg.policy.kds_cache_dir.clone().map(crate::kds::KdsCache::new)),
+        Ok(vouch_attestation::binding::to_cbor(&ev))
+    }
+
+    /// The same for a receipt: a host without an extended-report certificate table
+    /// ships receipts without a VCEK, and a `require_crl` policy needs the CRL too.
+    /// The completed receipt is what the client verifies and what `--receipt-out`
+    /// saves, so it verifies later offline. Leaf, proof and batch claims travel
+    /// verbatim; only certificates are added.
+    async fn complete_receipt(&self, cbor: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+        let Ok(mut r) = vouch_attestation::binding::from_cbor::<Receipt>(&cbor) else {
+            return Ok(cbor); // the verifier reports the precise decoding error
         };
-        let report = Report::parse(&ev.bundle.report).map_err(|e| ClientError::Evidence(e.into()))?;
-        // The product: CPUID (v3+), else the leaf's productName cannot help (no leaf),
-        // so v2 reports without certificates cannot be completed.
+        if !self.complete_bundle(&mut r.bundle).await? {
+            return Ok(cbor);
+        }
+        Ok(vouch_attestation::binding::to_cbor(&r))
+    }
+
+    /// Adds the VCEK and CRL a bundle lacks (see [`Self::complete_evidence`]); returns
+    /// whether anything was added. What attestation fetched is remembered, keyed by
+    /// chip, TCB and key kind, so the receipts of that enclave reuse it.
+    async fn complete_bundle(&self, bundle: &mut ReportBundle) -> Result<bool, ClientError> {
+        let needs_vcek = bundle.leaf_cert.is_empty();
+        let needs_crl = self.cfg.policy.snp.require_crl && bundle.crl.is_empty();
+        if !needs_vcek && !needs_crl {
+            return Ok(false);
+        }
+        let report = Report::parse(&bundle.report).map_err(|e| ClientError::Evidence(e.into()))?;
+        // The product: CPUID (v3+); a v2 report without certificates cannot say.
         let product =
             report.cpuid_product().map_err(|e| ClientError::Evidence(e.into()))?.ok_or_else(|| {
                 ClientError::Protocol("v2 report without a VCEK: cannot tell the product to fetch one".into())
             })?;
         let signer = report.signing_key();
-        if needs_vcek {
+        let key = CompletionKey {
+            chip_id: report.chip_id(),
+            reported_tcb: report.reported_tcb_raw(),
+            vlek: signer == vouch_attestation::SigningKey::Vlek,
+        };
+        let memo = self.completions.lock().ok().and_then(|m| m.get(&key).cloned());
+        let (mut leaf, mut crl) = memo.unwrap_or_default();
+        let kds = match &self.cfg.kds {
+            Some(k) if !self.cfg.policy.offline => k.clone(),
+            _ => KdsClient::offline(self.cfg.policy.kds_cache_dir.clone().map(crate::kds::KdsCache::new)),
+        };
+        if needs_vcek && leaf.is_empty() {
             if signer == vouch_attestation::SigningKey::Vlek {
                 return Err(KdsError::VlekNotServed.into());
             }
             let tcb = report.tcb(report.reported_tcb_raw(), product);
             let chip = report.chip_id();
-            ev.bundle.leaf_cert = kds.vcek(product, hwid_from_chip_id(product, &chip), &tcb).await?;
+            leaf = kds.vcek(product, hwid_from_chip_id(product, &chip), &tcb).await?;
+        }
+        if needs_crl && crl.is_empty() {
+            crl = kds.current_crl(product, signer, now_unix()).await?;
+        }
+        if needs_vcek {
+            bundle.leaf_cert = leaf.clone();
         }
         if needs_crl {
-            ev.bundle.crl = kds.crl(product, signer, false).await?;
+            bundle.crl = crl.clone();
         }
-        Ok(vouch_attestation::binding::to_cbor(&ev))
+        if let Ok(mut m) = self.completions.lock() {
+            if m.len() >= MAX_COMPLETIONS {
+                m.clear();
+            }
+            m.insert(key, (leaf, crl));
+        }
+        Ok(true)
     }
 
     /// Runs the attestation exchange on a fresh connection's sender.
@@ -761,7 +824,15 @@ impl VouchClient {
         };
         self.release(s);
         let receipt_b64 = receipt_b64.ok_or(ClientError::MissingReceipt)?;
-        let receipt = decode_receipt_b64(&receipt_b64)?;
+        let received = decode_receipt_b64(&receipt_b64)?;
+        let receipt = self.complete_receipt(received.clone()).await?;
+        // What the client verified is what it keeps: the completed receipt.
+        let receipt_b64 = if receipt == received {
+            receipt_b64
+        } else {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(&receipt)
+        };
         let verdict = check_receipt(
             &self.cfg.anchors,
             &self.cfg.policy,

@@ -507,6 +507,34 @@ impl KdsClient {
             .await
     }
 
+    /// The ARK's CRL (DER), current at `now`: a cached copy past its nextUpdate is
+    /// fetched anew (once) instead of failing every verification until someone clears
+    /// the cache. Of the cached and the fetched copy, the one with the higher cRLNumber
+    /// wins. Its signature is checked later, by the verifier, like every certificate.
+    pub async fn current_crl(
+        &self,
+        product: Product,
+        signer: SigningKey,
+        now: u64,
+    ) -> Result<Vec<u8>, KdsError> {
+        let cached = self.crl(product, signer, false).await?;
+        let (cached_next, cached_number) = vouch_attestation::crl::unverified_freshness(&cached);
+        if cached_next.is_some_and(|next| now < next) {
+            return Ok(cached);
+        }
+        tracing::info!(%product, "cached AMD CRL is past its nextUpdate; fetching a fresh one");
+        let fresh = self.crl(product, signer, true).await?;
+        let (_, fresh_number) = vouch_attestation::crl::unverified_freshness(&fresh);
+        if cached_number > fresh_number {
+            // KDS served an older CRL than one already held: keep the newer.
+            if let Some(cache) = &self.cache {
+                cache.put(&CacheKey::Crl { product, signer }, &cached)?;
+            }
+            return Ok(cached);
+        }
+        Ok(fresh)
+    }
+
     /// The ARK's CRL (DER). `refresh` bypasses (and replaces) a cached copy, for when
     /// the cached one turned out stale.
     pub async fn crl(

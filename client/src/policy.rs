@@ -128,6 +128,18 @@ impl ClientPolicy {
                 });
             }
         }
+        if (!f.accepted_models.is_empty() || !f.accepted_model_names.is_empty()) && !snp.pins_code_identity()
+        {
+            // A model digest is a claim the enclave's own code makes: unpinned code can
+            // claim any model, so such a policy would look strict and check nothing.
+            return Err(PolicyError::Invalid {
+                path: path.to_owned(),
+                reason: "it pins models but no code identity, and any code can claim any model: pin the \
+                         launch measurement in [snp] measurements (from `vouch measure`), or id_key_digests, \
+                         author_key_digests or host_data"
+                    .into(),
+            });
+        }
         let max_age = f.max_evidence_age_secs.unwrap_or(DEFAULT_MAX_EVIDENCE_AGE_SECS);
         if max_age == 0 {
             return Err(PolicyError::Invalid {
@@ -186,6 +198,9 @@ mod tests {
         assert!(!policy.snp.allow_debug);
         assert_eq!(policy.accepted_models.len(), 1);
         assert!(policy.snp.min_tcb.contains_key("milan"));
+        assert!(policy.snp.pins_code_identity(), "the example must pin code");
+        // Milan has a floor but is not accepted: that takes accepted_products.
+        assert!(policy.snp.accepted_products.is_empty());
     }
 
     #[test]
@@ -202,6 +217,22 @@ mod tests {
         assert!(matches!(e, PolicyError::Parse { .. }), "{e}");
         let e = ClientPolicy::from_toml("[snp.min_tcb.venice]\nsnp = 1", Path::new("x")).unwrap_err();
         assert!(matches!(e, PolicyError::Invalid { .. }), "{e}");
+    }
+
+    #[test]
+    fn models_without_code_identity_are_refused_at_load() {
+        let model = format!("accepted_models = [\"{}\"]\n", "ab".repeat(32));
+        let e = ClientPolicy::from_toml(&model, Path::new("x")).unwrap_err();
+        assert!(
+            matches!(&e, PolicyError::Invalid { reason, .. } if reason.contains("pins models but no code identity")),
+            "{e}"
+        );
+        let e = ClientPolicy::from_toml("accepted_model_names = [\"m\"]", Path::new("x")).unwrap_err();
+        assert!(matches!(e, PolicyError::Invalid { .. }), "{e}");
+        let pinned = format!("{model}[snp]\nmeasurements = [\"{}\"]\n", "cd".repeat(48));
+        let p = ClientPolicy::from_toml(&pinned, Path::new("x")).unwrap();
+        assert!(p.snp.pins_code_identity());
+        assert_eq!(p.accepted_models, vec![[0xab; 32]]);
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! nothing is printed as a fact unless its signature verified.
 
 use serde::Serialize;
-use vouch_attestation::report::policy_bits;
 use vouch_attestation::policy::warnings;
+use vouch_attestation::report::policy_bits;
 use vouch_attestation::{Policy, RootKind, Tcb, VerifiedReport};
 
 /// Which policy `verify-report` applied.
@@ -213,7 +213,9 @@ impl ReportView {
                 next_update: crl.map(|c| c.next_update()),
                 revoked_entries: crl.map(|c| c.revoked_serials().len()),
             },
-            warnings: policy.map(|p| warnings(v, p).iter().map(|w| w.to_string()).collect()).unwrap_or_default(),
+            warnings: policy
+                .map(|p| warnings(v, p).iter().map(|w| w.to_string()).collect())
+                .unwrap_or_default(),
             policy: applied,
         }
     }

@@ -46,6 +46,13 @@ async fn fake_enclave(mode: Mode) -> (String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let sp = Arc::new(sim());
     std::fs::write(dir.path().join("sim-ark.pem"), sp.ark_pem()).unwrap();
+    // The code identity these fake reports carry (measurement 09…09), pinned as the
+    // real sim enclave's sim-policy.toml pins its own.
+    std::fs::write(
+        dir.path().join("sim-policy.toml"),
+        format!("[snp]\nmeasurements = [\"{}\"]\n", hex::encode([9u8; 48])),
+    )
+    .unwrap();
     let bound = if mode == Mode::WrongKey { [0xEE; 32] } else { spki };
     tokio::spawn(async move {
         loop {
@@ -121,10 +128,15 @@ fn root(dir: &tempfile::TempDir) -> String {
     dir.path().join("sim-ark.pem").to_string_lossy().into_owned()
 }
 
+/// The policy pinning the fake enclave's code identity.
+fn pinned(dir: &tempfile::TempDir) -> String {
+    dir.path().join("sim-policy.toml").to_string_lossy().into_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attest_refuses_sim_without_opt_in_and_says_simulated_with_it() {
     let (url, dir) = fake_enclave(Mode::Honest).await;
-    let o = run(&["attest", "--url", &url, "--offline"]).await;
+    let o = run(&["attest", "--url", &url, "--offline", "--policy", &pinned(&dir)]).await;
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     assert!(
         stderr(&o).contains("not signed by AMD (simulated root); pass --trust-sim-root"),
@@ -132,12 +144,14 @@ async fn attest_refuses_sim_without_opt_in_and_says_simulated_with_it() {
         stderr(&o)
     );
 
-    let o = run(&["attest", "--url", &url, "--trust-sim-root", &root(&dir)]).await;
+    let o = run(&["attest", "--url", &url, "--trust-sim-root", &root(&dir), "--policy", &pinned(&dir)]).await;
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(stdout(&o).contains("SIMULATED"), "{}", stdout(&o));
     assert!(stdout(&o).contains(MODEL_NAME));
 
-    let o = run(&["attest", "--url", &url, "--trust-sim-root", &root(&dir), "--json"]).await;
+    let o =
+        run(&["attest", "--url", &url, "--trust-sim-root", &root(&dir), "--policy", &pinned(&dir), "--json"])
+            .await;
     assert_eq!(code(&o), 0);
     let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(j["simulated"], true);
@@ -146,15 +160,40 @@ async fn attest_refuses_sim_without_opt_in_and_says_simulated_with_it() {
 
     // A policy that wants another model refuses.
     let pol = dir.path().join("p.toml");
-    std::fs::write(&pol, format!("accepted_models = [\"{}\"]", hex::encode([5u8; 32]))).unwrap();
+    std::fs::write(
+        &pol,
+        format!(
+            "accepted_models = [\"{}\"]\n[snp]\nmeasurements = [\"{}\"]\n",
+            hex::encode([5u8; 32]),
+            hex::encode([9u8; 48])
+        ),
+    )
+    .unwrap();
     let o =
         run(&["attest", "--url", &url, "--trust-sim-root", &root(&dir), "--policy", pol.to_str().unwrap()])
             .await;
     assert_eq!(code(&o), 1);
     assert!(stderr(&o).contains("accepted_models"), "{}", stderr(&o));
 
+    // A policy that pins the model but no code is refused when loaded, with the reason.
+    std::fs::write(&pol, format!("accepted_models = [\"{}\"]\n", hex::encode(MODEL_SHA256))).unwrap();
+    let o =
+        run(&["attest", "--url", &url, "--trust-sim-root", &root(&dir), "--policy", pol.to_str().unwrap()])
+            .await;
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("pins models but no code identity"), "{}", stderr(&o));
+
     // Nobody listening: I/O error.
-    let o = run(&["attest", "--url", "https://127.0.0.1:1", "--trust-sim-root", &root(&dir)]).await;
+    let o = run(&[
+        "attest",
+        "--url",
+        "https://127.0.0.1:1",
+        "--trust-sim-root",
+        &root(&dir),
+        "--policy",
+        &pinned(&dir),
+    ])
+    .await;
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     // Plain http is a usage error.
     let o = run(&["attest", "--url", "http://127.0.0.1:1"]).await;
@@ -162,12 +201,44 @@ async fn attest_refuses_sim_without_opt_in_and_says_simulated_with_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn evidence_for_another_tls_key_is_refused() {
-    let (url, dir) = fake_enclave(Mode::WrongKey).await;
+async fn unpinned_code_is_refused_unless_allowed_and_then_said_first() {
+    let (url, dir) = fake_enclave(Mode::Honest).await;
+    // The default policy pins no code: refused, saying what to pin (the measurement).
     let o = run(&["attest", "--url", &url, "--trust-sim-root", &root(&dir)]).await;
     assert_eq!(code(&o), 1, "{}", stderr(&o));
-    assert!(stderr(&o).contains("binds TLS key"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("pins no code identity") && stderr(&o).contains(&hex::encode([9u8; 48])),
+        "{}",
+        stderr(&o)
+    );
     let o = run(&["chat", "--url", &url, "--trust-sim-root", &root(&dir), "hi"]).await;
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(!stdout(&o).contains("Hello"), "answered with no pinned code: {}", stdout(&o));
+    // --allow-any-code: verified, and the first line says the code was not pinned.
+    let o = run(&["attest", "--url", &url, "--trust-sim-root", &root(&dir), "--allow-any-code"]).await;
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let first = stdout(&o).lines().next().unwrap_or_default().to_owned();
+    assert!(first.contains("CODE IDENTITY NOT PINNED"), "{first}");
+    let o =
+        run(&["attest", "--url", &url, "--trust-sim-root", &root(&dir), "--allow-any-code", "--json"]).await;
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(j["headline"].as_str().unwrap().contains("CODE IDENTITY NOT PINNED"), "{j}");
+    assert_eq!(j["code_identity_pinned"], false);
+    // Pinned: no such line.
+    let o = run(&["attest", "--url", &url, "--trust-sim-root", &root(&dir), "--policy", &pinned(&dir)]).await;
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(!stdout(&o).contains("NOT PINNED"), "{}", stdout(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_for_another_tls_key_is_refused() {
+    let (url, dir) = fake_enclave(Mode::WrongKey).await;
+    let o = run(&["attest", "--url", &url, "--trust-sim-root", &root(&dir), "--policy", &pinned(&dir)]).await;
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("binds TLS key"), "{}", stderr(&o));
+    let o =
+        run(&["chat", "--url", &url, "--trust-sim-root", &root(&dir), "--policy", &pinned(&dir), "hi"]).await;
     assert_eq!(code(&o), 1);
     assert!(!stdout(&o).contains("Hello"), "a prompt was answered before attestation: {}", stdout(&o));
 }
@@ -182,6 +253,8 @@ async fn chat_streams_verifies_and_saves_a_re_checkable_receipt() {
         &url,
         "--trust-sim-root",
         &root(&dir),
+        "--policy",
+        &pinned(&dir),
         "--receipt-out",
         out.to_str().unwrap(),
         "--max-tokens",
@@ -195,8 +268,37 @@ async fn chat_streams_verifies_and_saves_a_re_checkable_receipt() {
     let s = stdout(&o);
     assert!(s.starts_with("Hello there!"), "{s}");
     assert!(s.contains("SIMULATED") && s.contains("request and output match the receipt"), "{s}");
-    let o = run(&["verify", out.to_str().unwrap(), "--trust-sim-root", &root(&dir)]).await;
+    let o =
+        run(&["verify", out.to_str().unwrap(), "--trust-sim-root", &root(&dir), "--policy", &pinned(&dir)])
+            .await;
     assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = run(&[
+        "verify",
+        out.to_str().unwrap(),
+        "--trust-sim-root",
+        &root(&dir),
+        "--policy",
+        &pinned(&dir),
+        "--json",
+    ])
+    .await;
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(j["exchange_checked"], true, "{j}");
+    // A bare receipt is not an answer: exit 1 unless --receipt-only, which says so.
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let bare = dir.path().join("bare.b64");
+    std::fs::write(&bare, saved["receipt"].as_str().unwrap()).unwrap();
+    let args = ["verify", bare.to_str().unwrap(), "--trust-sim-root", &root(&dir), "--policy", &pinned(&dir)];
+    let o = run(&args).await;
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("--receipt-only"), "{}", stderr(&o));
+    let o = run(&[&args[..], &["--receipt-only"]].concat()).await;
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).lines().next().unwrap_or_default().contains("RECEIPT ONLY"), "{}", stdout(&o));
+    let o = run(&[&args[..], &["--receipt-only", "--json"]].concat()).await;
+    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(j["exchange_checked"], false, "{j}");
     let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(saved["output"], "Hello there!");
     let req =
@@ -206,9 +308,19 @@ async fn chat_streams_verifies_and_saves_a_re_checkable_receipt() {
     assert_eq!(req["temperature"], 0.0);
     assert_eq!(req["max_tokens"], 16);
 
-    let o =
-        run(&["chat", "--url", &url, "--trust-sim-root", &root(&dir), "--no-stream", "--json", "Say hello"])
-            .await;
+    let o = run(&[
+        "chat",
+        "--url",
+        &url,
+        "--trust-sim-root",
+        &root(&dir),
+        "--policy",
+        &pinned(&dir),
+        "--no-stream",
+        "--json",
+        "Say hello",
+    ])
+    .await;
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(j["text"], "Hello there!");
@@ -219,8 +331,9 @@ async fn chat_streams_verifies_and_saves_a_re_checkable_receipt() {
 async fn a_receipt_for_another_output_is_refused() {
     let (url, dir) = fake_enclave(Mode::WrongOutput).await;
     let root = root(&dir);
+    let pinned = pinned(&dir);
     for extra in [&[][..], &["--no-stream"][..]] {
-        let mut args = vec!["chat", "--url", &url, "--trust-sim-root", &root];
+        let mut args = vec!["chat", "--url", &url, "--trust-sim-root", &root, "--policy", &pinned];
         args.extend_from_slice(extra);
         args.push("hi");
         let o = run(&args).await;
@@ -249,7 +362,17 @@ async fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String)
 
 async fn start_proxy(url: &str, dir: &tempfile::TempDir) -> (tokio::process::Child, String) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_vouch"))
-        .args(["proxy", "--url", url, "--listen", "127.0.0.1:0", "--trust-sim-root", &root(dir)])
+        .args([
+            "proxy",
+            "--url",
+            url,
+            "--listen",
+            "127.0.0.1:0",
+            "--trust-sim-root",
+            &root(dir),
+            "--policy",
+            &pinned(dir),
+        ])
         .env("RUST_LOG", "off")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

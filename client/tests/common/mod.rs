@@ -74,7 +74,12 @@ pub fn evidence(sp: &SimulatedSp, nonce: &[u8], spki_sha256: &[u8]) -> Vec<u8> {
     };
     let cb = binding::to_cbor(&claims);
     let report = sp.report(&binding::report_data(binding::ATTESTATION_DOMAIN, &cb), &[9; 48], 0).unwrap();
-    binding::to_cbor(&Evidence { version: vouch_attestation::receipt::FORMAT_VERSION, platform: "sim".into(), bundle: bundle(sp, &report[..]), claims: cb })
+    binding::to_cbor(&Evidence {
+        version: vouch_attestation::receipt::FORMAT_VERSION,
+        platform: "sim".into(),
+        bundle: bundle(sp, &report[..]),
+        claims: cb,
+    })
 }
 
 /// A one-answer batch receipt for exactly `request` and `output`.
