@@ -15,6 +15,7 @@ use hyper_util::rt::TokioIo;
 use sha2::Digest;
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use vouch_attestation::binding;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
@@ -23,6 +24,22 @@ enum Mode {
     WrongKey,
     /// Receipts commit to a different output than the one sent.
     WrongOutput,
+    /// Evidence and receipts without the VCEK (and no CRL), as from a host that
+    /// installed no extended-report certificate table: the client must complete them
+    /// from KDS. (The simulated ASK stays: unlike AMD's, it is compiled in nowhere.)
+    NoVcek,
+}
+
+/// Drops the VCEK from an encoded evidence or receipt bundle ([`Mode::NoVcek`]).
+fn strip_vcek(cbor: Vec<u8>) -> Vec<u8> {
+    use vouch_attestation::receipt::{Evidence, Receipt};
+    if let Ok(mut r) = binding::from_cbor::<Receipt>(&cbor) {
+        r.bundle.leaf_cert.clear();
+        return binding::to_cbor(&r);
+    }
+    let mut e: Evidence = binding::from_cbor(&cbor).unwrap();
+    e.bundle.leaf_cert.clear();
+    binding::to_cbor(&e)
 }
 
 const ANSWER: [&str; 3] = ["Hello", " there", "!"];
@@ -70,7 +87,8 @@ async fn fake_enclave(mode: Mode) -> (String, tempfile::TempDir) {
                         let (ct, out): (&str, Vec<u8>) = match path.as_str() {
                             "/v1/attestation" => {
                                 let nonce = hex::decode(query.strip_prefix("nonce=").unwrap()).unwrap();
-                                ("application/cbor", evidence(&sp, &nonce, &bound))
+                                let ev = evidence(&sp, &nonce, &bound);
+                                ("application/cbor", if mode == Mode::NoVcek { strip_vcek(ev) } else { ev })
                             }
                             "/v1/models" => (
                                 "application/json",
@@ -85,8 +103,9 @@ async fn fake_enclave(mode: Mode) -> (String, tempfile::TempDir) {
                                 } else {
                                     text.clone()
                                 };
-                                let r = base64::engine::general_purpose::STANDARD
-                                    .encode(receipt(&sp, &body, &committed, &spki));
+                                let r = receipt(&sp, &body, &committed, &spki);
+                                let r = if mode == Mode::NoVcek { strip_vcek(r) } else { r };
+                                let r = base64::engine::general_purpose::STANDARD.encode(r);
                                 if req["stream"] == true {
                                     let mut s = String::new();
                                     for d in ANSWER {
@@ -420,4 +439,110 @@ async fn proxy_adds_verdicts_and_refuses_unverifiable_answers() {
     let body = r#"{"model":"test-model","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
     let (_, text) = http(&addr, "POST", "/v1/chat/completions", body).await;
     assert!(text.contains("vouch_verification_error") && !text.contains("[DONE]"), "{text}");
+}
+
+/// Serves one product's VCEK and CRL at their KDS URLs.
+struct FakeKds(std::collections::HashMap<String, Vec<u8>>);
+
+impl vouch_client::kds::KdsFetcher for FakeKds {
+    fn fetch<'a>(
+        &'a self,
+        url: &'a str,
+    ) -> vouch_client::kds::BoxFuture<'a, Result<vouch_client::kds::FetchResponse, vouch_client::kds::KdsError>>
+    {
+        Box::pin(async move {
+            Ok(match self.0.get(url) {
+                Some(b) => {
+                    vouch_client::kds::FetchResponse { status: 200, retry_after: None, body: b.clone() }
+                }
+                None => vouch_client::kds::FetchResponse { status: 404, retry_after: None, body: vec![] },
+            })
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_without_certificates_are_completed_from_kds_and_verify_offline() {
+    use vouch_client::kds::{crl_url, hwid_from_chip_id, vcek_url, Backoff, KdsClient};
+    let (url, dir) = fake_enclave(Mode::NoVcek).await;
+    let sp = sim();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let base = "https://kds.test";
+    let product = sp.product();
+    let tcb = vouch_attestation::Tcb::decode(sp.tcb(), product);
+    let chip = sp.chip_id();
+    let mut routes = std::collections::HashMap::new();
+    routes.insert(
+        vcek_url(base, product, hwid_from_chip_id(product, &chip), &tcb).unwrap(),
+        sp.vcek_der().to_vec(),
+    );
+    let crl = sp.crl(&[], now - 86_400, now + 30 * 86_400).unwrap();
+    routes.insert(crl_url(base, product, vouch_attestation::SigningKey::Vcek), crl);
+    let kds = KdsClient::new(base, Arc::new(FakeKds(routes)), None, Backoff::default());
+
+    let mut anchors = vouch_attestation::TrustAnchors::amd();
+    anchors.dangerous_add_simulated_root(sp.ark_der(), product).unwrap();
+    let mut policy = vouch_client::policy::ClientPolicy::default();
+    policy.snp.measurements = vec![vouch_attestation::policy::Hex([9; 48])];
+    policy.snp.require_crl = true;
+
+    // Without KDS (offline), neither evidence nor receipt can be checked.
+    let mut cfg = vouch_client::client::ClientConfig::new(&url, policy.clone());
+    cfg.anchors = anchors.clone();
+    let offline = vouch_client::client::VouchClient::new(cfg.clone()).unwrap();
+    let err = offline.attest().await.unwrap_err();
+    assert!(err.to_string().contains("KDS"), "{err}");
+
+    // With KDS: attestation and the answer's receipt are completed and verify, CRL checked.
+    cfg.kds = Some(kds);
+    let client = vouch_client::client::VouchClient::new(cfg).unwrap();
+    let out = client.chat(&vouch_client::client::ChatRequest::prompt("hi"), &mut |_| {}).await.unwrap();
+    assert_eq!(out.text, "Hello there!");
+    assert!(out.verdict.crl_checked);
+    // The receipt kept is the completed one: it verifies offline, with no network,
+    // under require_crl, with the request and output it was issued for.
+    let saved = base64::engine::general_purpose::STANDARD.decode(&out.receipt_b64).unwrap();
+    let r: vouch_attestation::receipt::Receipt = binding::from_cbor(&saved).unwrap();
+    assert!(!r.bundle.leaf_cert.is_empty() && !r.bundle.crl.is_empty());
+    let v = vouch_client::receipts::check_receipt(
+        &anchors,
+        &policy,
+        &saved,
+        Some((&out.request_body, &out.text)),
+        None,
+        now,
+    )
+    .unwrap();
+    assert!(v.crl_checked && v.exchange_checked == Some(true));
+    // And through the CLI, offline, from a --receipt-out style file.
+    let file = vouch_client::receipts::ReceiptFile::new(&out.receipt_b64, &out.request_body, &out.text, None);
+    let path = dir.path().join("completed.json");
+    std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
+    let pol = dir.path().join("crl.toml");
+    std::fs::write(
+        &pol,
+        format!(
+            "require_crl = true\noffline = true\n[snp]\nmeasurements = [\"{}\"]\n",
+            hex::encode([9u8; 48])
+        ),
+    )
+    .unwrap();
+    let o = run(&[
+        "verify",
+        path.to_str().unwrap(),
+        "--trust-sim-root",
+        &root(&dir),
+        "--policy",
+        pol.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("CRL          checked"), "{}", stdout(&o));
+    // The receipt as the enclave sent it (no VCEK) does not verify offline.
+    let mut bare = r.clone();
+    bare.bundle.leaf_cert.clear();
+    let err =
+        vouch_client::receipts::check_receipt(&anchors, &policy, &binding::to_cbor(&bare), None, None, now)
+            .unwrap_err();
+    assert!(err.to_string().contains("leaf"), "{err}");
 }
