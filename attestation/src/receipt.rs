@@ -19,7 +19,8 @@ use crate::error::VerifyError;
 use crate::merkle;
 use crate::policy::{validate, Policy, PolicyViolations};
 use crate::verify::{
-    verify_report, verify_report_with_chain, ChainInput, RootKind, TrustAnchors, VerifiedChain, VerifiedReport,
+    verify_report, verify_report_with_chain, ChainInput, RootKind, TrustAnchors, VerifiedChain,
+    VerifiedReport,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -205,7 +206,9 @@ pub enum ReceiptError {
         reason: String,
     },
     /// The evidence is from an older or newer format than this verifier reads.
-    #[error("{what} format version {actual} is not supported (this verifier reads version {expected}{hint})")]
+    #[error(
+        "{what} format version {actual} is not supported (this verifier reads version {expected}{hint})"
+    )]
     UnsupportedVersion {
         /// Which structure.
         what: &'static str,
@@ -460,7 +463,8 @@ impl ReceiptVerifier {
             Platform::Sim => self.sim.as_ref(),
         };
         let anchors = anchors.ok_or_else(|| no_anchors(platform))?;
-        let leaf_key = cache_key(&[r.platform.as_bytes(), &r.bundle.leaf_cert, &r.bundle.chain, &r.bundle.crl]);
+        let leaf_key =
+            cache_key(&[r.platform.as_bytes(), &r.bundle.leaf_cert, &r.bundle.chain, &r.bundle.crl]);
         let report = match self.chains.get(&leaf_key) {
             Some(chain) => verify_report_with_chain(chain, &r.bundle.report)?,
             None => {

@@ -408,7 +408,9 @@ fn verify_link(
     anchor.ark.check_validity(now, CertRole::Ark)?;
     inter.check_validity(now, inter_role)?;
     leaf.check_validity(now, leaf_role)?;
-    if anchor.kind == RootKind::Amd && crate::roots::is_revoked_builtin(anchor.product, inter_role, inter.serial()) {
+    if anchor.kind == RootKind::Amd
+        && crate::roots::is_revoked_builtin(anchor.product, inter_role, inter.serial())
+    {
         return Err(VerifyError::Revoked { role: inter_role, serial: inter.serial_hex() });
     }
     let crl = match crl {

@@ -177,7 +177,12 @@ fn evidence_binds_nonce_key_and_model() {
     let claims_bytes = binding::to_cbor(&claims);
     let rd = binding::report_data(binding::ATTESTATION_DOMAIN, &claims_bytes);
     let report = sp.report(&rd, &[0; 48], 0).unwrap();
-    let ev = Evidence { version: vouch_attestation::receipt::FORMAT_VERSION, platform: "sim".into(), bundle: bundle(&sp, &report[..]), claims: claims_bytes.clone() };
+    let ev = Evidence {
+        version: vouch_attestation::receipt::FORMAT_VERSION,
+        platform: "sim".into(),
+        bundle: bundle(&sp, &report[..]),
+        claims: claims_bytes.clone(),
+    };
     let enc = binding::to_cbor(&ev);
     let v = verify_evidence(&a, &enc, &nonce, &pinned(), NOW).unwrap();
     assert_eq!(v.claims(), &claims);
@@ -320,7 +325,10 @@ fn receipts_verify_offline_and_every_tamper_fails() {
     // Versions: format 1 (no platform tag) is refused by name, never guessed at.
     let mut r = decoded.clone();
     r.version = 1;
-    assert!(matches!(check(&r).unwrap_err(), ReceiptError::UnsupportedVersion { actual: 1, expected: 2, .. }));
+    assert!(matches!(
+        check(&r).unwrap_err(),
+        ReceiptError::UnsupportedVersion { actual: 1, expected: 2, .. }
+    ));
     let mut r = decoded.clone();
     r.version = 3;
     assert!(matches!(check(&r).unwrap_err(), ReceiptError::UnsupportedVersion { actual: 3, .. }));

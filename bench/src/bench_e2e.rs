@@ -113,9 +113,12 @@ async fn main() {
     );
     let idle_rss = vm_kib(enclave.id(), "VmRSS:");
 
-    let mut cfg = ClientConfig::new(&format!("https://{host_addr}"), ClientPolicy::default());
+    // The policy the simulated enclave publishes: it pins the measurement it reports.
+    let policy = ClientPolicy::load(&sim.join("sim-policy.toml")).expect("sim policy");
+    let mut cfg = ClientConfig::new(&format!("https://{host_addr}"), policy);
     let root = std::fs::read(sim.join("sim-ark.pem")).expect("sim root");
     for p in vouch_attestation::Product::ALL {
+        // Only the product the simulated root names is accepted; the others refuse.
         let _ = cfg.anchors.dangerous_add_simulated_root(&root, p);
     }
     let client = VouchClient::new(cfg).expect("client");

@@ -11,9 +11,9 @@
 //! Providers are blocking: the receipts task calls them from a blocking thread and is
 //! their only caller, so requests to the secure processor are serialised.
 
-use vouch_attestation::receipt::{Platform, ReportBundle};
 #[cfg(target_os = "linux")]
 use std::time::Duration;
+use vouch_attestation::receipt::{Platform, ReportBundle};
 
 /// A report and the certificates a verifier needs.
 pub type ReportWithCerts = ReportBundle;
@@ -44,7 +44,9 @@ pub trait AttestationProvider: Send + Sync {
 }
 
 #[cfg(feature = "sim")]
-pub use crate::sim_provider::{binary_measurement, SimProvider, SIM_ARK_FILE, SIM_KEYS_FILE, SIM_POLICY_FILE};
+pub use crate::sim_provider::{
+    binary_measurement, SimProvider, SIM_ARK_FILE, SIM_KEYS_FILE, SIM_POLICY_FILE,
+};
 
 /// The AMD secure processor via `/dev/sev-guest`.
 #[cfg(target_os = "linux")]

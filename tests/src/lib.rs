@@ -51,8 +51,14 @@ pub struct Proc {
 impl Proc {
     /// Spawns `program` with `args`.
     pub fn spawn(program: &Path, args: &[&str]) -> Proc {
+        // `vouch` gets the simulated enclave's published policy as in [`vouch`].
+        let args = if program.file_name().is_some_and(|n| n == "vouch") {
+            with_sim_policy(args)
+        } else {
+            args.iter().map(|a| a.to_string()).collect()
+        };
         let mut child = Command::new(program)
-            .args(args)
+            .args(&args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -156,8 +162,31 @@ pub fn start_host(enclaves: &[&str]) -> (Proc, String) {
 }
 
 /// Runs `vouch` to completion.
+///
+/// Code identity must be pinned (or `--allow-any-code` given), so a call that trusts a
+/// simulated root `DIR/sim-ark.pem` and names no `--policy` gets `DIR/sim-policy.toml`
+/// — the policy a simulated enclave publishes, pinning the measurement it reports —
+/// when that file exists, as the demo does. Tests of the refusal itself pass
+/// `--policy` or `--allow-any-code`, or use a directory without that file.
 pub fn vouch(args: &[&str]) -> Output {
-    Command::new(bin("vouch")).args(args).output().expect("run vouch")
+    Command::new(bin("vouch")).args(with_sim_policy(args)).output().expect("run vouch")
+}
+
+/// `args` plus `--policy DIR/sim-policy.toml` as described at [`vouch`].
+pub fn with_sim_policy(args: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let named = |flag: &str| args.iter().any(|a| *a == flag);
+    if named("--policy") || named("--allow-any-code") {
+        return out;
+    }
+    let root = args.iter().position(|a| *a == "--trust-sim-root").and_then(|i| args.get(i + 1));
+    if let Some(policy) = root.and_then(|r| Path::new(r).parent()).map(|d| d.join("sim-policy.toml")) {
+        if policy.exists() {
+            out.push("--policy".into());
+            out.push(policy.to_string_lossy().into_owned());
+        }
+    }
+    out
 }
 
 /// stdout + stderr of an output, for assertions and messages.

@@ -205,7 +205,12 @@ fn forge_evidence(
         chain: sp.ask_der().to_vec(),
         crl: vec![],
     };
-    binding::to_cbor(&Evidence { version: vouch_attestation::receipt::FORMAT_VERSION, platform: "sim".into(), bundle, claims })
+    binding::to_cbor(&Evidence {
+        version: vouch_attestation::receipt::FORMAT_VERSION,
+        platform: "sim".into(),
+        bundle,
+        claims,
+    })
 }
 
 /// A fake enclave: the host's own TLS key, and evidence forged with the simulated keys
@@ -241,7 +246,14 @@ fn forged_simulated_evidence_is_refused_for_debug_vmpl_migration_and_version_dow
         std::fs::write(&p, toml).unwrap();
         p.to_str().unwrap().to_owned()
     };
-    let min_v5 = policy("min-v5.toml", "[snp]\nmin_report_version = 5\n");
+    // The forged reports claim measurement 11…11: the code identity these clients pin
+    // (the default sim-policy.toml lookup of `vouch()` finds this one).
+    let forged_measurement = hex::encode([0x11u8; 48]);
+    policy("sim-policy.toml", &format!("[snp]\nmeasurements = [\"{forged_measurement}\"]\n"));
+    let min_v5 = policy(
+        "min-v5.toml",
+        &format!("[snp]\nmin_report_version = 5\nmeasurements = [\"{forged_measurement}\"]\n"),
+    );
 
     // The control: a host holding the simulator's keys forges evidence for its OWN TLS
     // key that a sim-trusting client accepts. The simulated root proves nothing (and
@@ -283,7 +295,9 @@ fn forged_simulated_evidence_is_refused_for_debug_vmpl_migration_and_version_dow
     anchors.dangerous_add_simulated_root(sp.ark_der(), sp.product()).unwrap();
     let nonce = [9u8; 32];
     let now = 1_788_220_800;
-    let strict = Policy { min_report_version: 5, ..Policy::default() };
+    let pinned =
+        Policy { measurements: vec![vouch_attestation::policy::Hex([0x11; 48])], ..Policy::default() };
+    let strict = Policy { min_report_version: 5, ..pinned.clone() };
     let ev = forge_evidence(&sp, &keys, &[1; 32], nonce.to_vec(), Forge { version: 2, ..HONEST });
     assert_eq!(
         verify_evidence(&anchors, &ev, &nonce, &strict, now).unwrap_err(),
@@ -297,20 +311,28 @@ fn forged_simulated_evidence_is_refused_for_debug_vmpl_migration_and_version_dow
         Forge { policy: HONEST.policy | policy_bits::DEBUG, ..HONEST },
     );
     assert_eq!(
-        verify_evidence(&anchors, &ev, &nonce, &Policy::default(), now).unwrap_err(),
+        verify_evidence(&anchors, &ev, &nonce, &pinned, now).unwrap_err(),
         ReceiptError::Policy(PolicyViolations(vec![Violation::DebugAllowed]))
     );
+    // The default policy also says the code identity is not pinned, with the value.
+    assert_eq!(
+        verify_evidence(&anchors, &ev, &nonce, &Policy::default(), now).unwrap_err(),
+        ReceiptError::Policy(PolicyViolations(vec![
+            Violation::CodeIdentityNotPinned { measurement: forged_measurement.clone() },
+            Violation::DebugAllowed,
+        ]))
+    );
     let ev = forge_evidence(&sp, &keys, &[1; 32], nonce.to_vec(), HONEST);
-    assert!(matches!(
-        verify_evidence(&TrustAnchors::amd(), &ev, &nonce, &Policy::default(), now).unwrap_err(),
-        ReceiptError::Report(_)
-    ));
+    assert_eq!(
+        verify_evidence(&TrustAnchors::amd(), &ev, &nonce, &pinned, now).unwrap_err(),
+        ReceiptError::SimulatedNotTrusted
+    );
     // An unknown future version is not guessed at.
     let mut ev: Evidence =
         binding::from_cbor(&forge_evidence(&sp, &keys, &[1; 32], nonce.to_vec(), HONEST)).unwrap();
     ev.bundle.report[0] = 6;
     assert!(matches!(
-        verify_evidence(&anchors, &binding::to_cbor(&ev), &nonce, &Policy::default(), now).unwrap_err(),
+        verify_evidence(&anchors, &binding::to_cbor(&ev), &nonce, &pinned, now).unwrap_err(),
         ReceiptError::Report(vouch_attestation::VerifyError::UnsupportedVersion { version: 6 })
     ));
 }

@@ -168,7 +168,15 @@ fn concurrent_clients_all_get_verified_receipts() {
         .map(|i| {
             let f = tmp.path().join(format!("c{i}.json"));
             Command::new(bin("vouch"))
-                .args(["chat", "--url", &url, "--trust-sim-root", &root, "--max-tokens", "2"])
+                .args(with_sim_policy(&[
+                    "chat",
+                    "--url",
+                    &url,
+                    "--trust-sim-root",
+                    &root,
+                    "--max-tokens",
+                    "2",
+                ]))
                 .arg("--receipt-out")
                 .arg(&f)
                 .arg(format!("Say the number {i}."))

@@ -75,7 +75,7 @@ fn sixty_four_concurrent_clients_get_verified_answers_or_clean_429s() {
                 while k == 0 || Instant::now() < deadline {
                     let receipt = dir.join(format!("r-{i}-{k}.json"));
                     let out = Command::new(bin("vouch"))
-                        .args([
+                        .args(with_sim_policy(&[
                             "chat",
                             "--url",
                             &url,
@@ -84,7 +84,7 @@ fn sixty_four_concurrent_clients_get_verified_answers_or_clean_429s() {
                             "--max-tokens",
                             "2",
                             "--json",
-                        ])
+                        ]))
                         .arg("--receipt-out")
                         .arg(&receipt)
                         .arg(format!("Say the number {i}."))
@@ -261,7 +261,16 @@ fn slowloris_connections_do_not_block_other_clients_and_are_cut_off() {
         // Meanwhile a real client is served promptly.
         let started = Instant::now();
         let out = tokio::process::Command::new(bin("vouch"))
-            .args(["chat", "--url", &url, "--trust-sim-root", &root, "--max-tokens", "4", "Say hi."])
+            .args(with_sim_policy(&[
+                "chat",
+                "--url",
+                &url,
+                "--trust-sim-root",
+                &root,
+                "--max-tokens",
+                "4",
+                "Say hi.",
+            ]))
             .output()
             .await
             .unwrap();
