@@ -14,6 +14,8 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 struct Setup {
     dir: tempfile::TempDir,
     root: String,
+    /// A policy pinning the code identity the receipts' reports carry (09…09).
+    policy: String,
     file: String,
     receipt: Vec<u8>,
     request: Vec<u8>,
@@ -25,6 +27,8 @@ fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("sim-ark.pem");
     std::fs::write(&root, sp.ark_pem()).unwrap();
+    let policy = dir.path().join("pinned.toml");
+    std::fs::write(&policy, format!("[snp]\nmeasurements = [\"{}\"]\n", hex::encode([9u8; 48]))).unwrap();
     let request = br#"{"model":"test-model","messages":[{"role":"user","content":"hi"}],"temperature":0.0,"stream":true}"#.to_vec();
     let output = "Hello there!".to_owned();
     let receipt = receipt(&sp, &request, &output, &[1; 32]);
@@ -33,6 +37,7 @@ fn setup() -> Setup {
     std::fs::write(&file, serde_json::to_vec_pretty(&f).unwrap()).unwrap();
     Setup {
         root: root.to_string_lossy().into_owned(),
+        policy: policy.to_string_lossy().into_owned(),
         file: file.to_string_lossy().into_owned(),
         dir,
         receipt,
@@ -51,14 +56,14 @@ fn write(s: &Setup, name: &str, receipt: &[u8], request: &[u8], output: &str) ->
 #[test]
 fn simulated_receipt_verifies_only_with_the_sim_root_and_says_so() {
     let s = setup();
-    let o = vouch(&["verify", &s.file, "--trust-sim-root", &s.root]);
+    let o = vouch(&["verify", &s.file, "--trust-sim-root", &s.root, "--policy", &s.policy]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("SIMULATED"), "{out}");
     assert!(out.contains("request and output match the receipt"), "{out}");
     assert!(out.contains(&hex::encode(MODEL_SHA256)), "{out}");
 
-    let o = vouch(&["verify", &s.file, "--trust-sim-root", &s.root, "--json"]);
+    let o = vouch(&["verify", &s.file, "--trust-sim-root", &s.root, "--policy", &s.policy, "--json"]);
     assert_eq!(code(&o), 0);
     let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(j["verified"], true);
@@ -88,8 +93,14 @@ fn bare_receipts_verify_without_the_exchange() {
     for (name, bytes) in [("r.cbor", s.receipt.clone()), ("r.b64", B64.encode(&s.receipt).into_bytes())] {
         let p = s.dir.path().join(name);
         std::fs::write(&p, bytes).unwrap();
-        let o = vouch(&["verify", p.to_str().unwrap(), "--trust-sim-root", &s.root]);
+        let args = ["verify", p.to_str().unwrap(), "--trust-sim-root", &s.root, "--policy", &s.policy];
+        // Not an answer: refused unless asked for the receipt alone, which it then says.
+        let o = vouch(&args);
+        assert_eq!(code(&o), 1, "{name}: {}", stdout(&o));
+        assert!(stderr(&o).contains("pass --receipt-only"), "{name}: {}", stderr(&o));
+        let o = vouch(&[&args[..], &["--receipt-only"]].concat());
         assert_eq!(code(&o), 0, "{name}: {}", stderr(&o));
+        assert!(stdout(&o).lines().next().unwrap_or_default().contains("RECEIPT ONLY"), "{name}");
         assert!(stdout(&o).contains("NOT checked"), "{name}");
     }
 }
@@ -103,25 +114,25 @@ fn every_flipped_byte_region_is_refused() {
         let mut r = s.receipt.clone();
         r[at] ^= 0x01;
         let p = write(&s, &format!("flip{at}.json"), &r, &s.request, &s.output);
-        let o = vouch(&["verify", &p, "--trust-sim-root", &s.root]);
+        let o = vouch(&["verify", &p, "--trust-sim-root", &s.root, "--policy", &s.policy]);
         assert_eq!(code(&o), 1, "flip at {at}/{n} accepted: {}", stdout(&o));
         assert!(stderr(&o).contains("NOT VERIFIED"), "{}", stderr(&o));
     }
     // Another request or another output: the exchange check fails.
     let p = write(&s, "req.json", &s.receipt, b"{\"other\":1}", &s.output);
-    let o = vouch(&["verify", &p, "--trust-sim-root", &s.root]);
+    let o = vouch(&["verify", &p, "--trust-sim-root", &s.root, "--policy", &s.policy]);
     assert_eq!(code(&o), 1);
     assert!(stderr(&o).contains("request mismatch"), "{}", stderr(&o));
     let p = write(&s, "out.json", &s.receipt, &s.request, "Hello there?");
-    let o = vouch(&["verify", &p, "--trust-sim-root", &s.root]);
+    let o = vouch(&["verify", &p, "--trust-sim-root", &s.root, "--policy", &s.policy]);
     assert_eq!(code(&o), 1);
     assert!(stderr(&o).contains("output mismatch"), "{}", stderr(&o));
     // Malformed files.
     let p = s.dir.path().join("garbage.json");
     std::fs::write(&p, "{\"receipt\": \"!!!\"}").unwrap();
-    assert_eq!(code(&vouch(&["verify", p.to_str().unwrap(), "--trust-sim-root", &s.root])), 1);
+    assert_eq!(code(&vouch(&["verify", p.to_str().unwrap(), "--trust-sim-root", &s.root, "--policy", &s.policy])), 1);
     std::fs::write(&p, [0xffu8, 0, 1, 2]).unwrap();
-    assert_eq!(code(&vouch(&["verify", p.to_str().unwrap(), "--trust-sim-root", &s.root])), 1);
+    assert_eq!(code(&vouch(&["verify", p.to_str().unwrap(), "--trust-sim-root", &s.root, "--policy", &s.policy])), 1);
     // Unreadable file or root: I/O.
     assert_eq!(code(&vouch(&["verify", "/nonexistent/receipt.json"])), 2);
     assert_eq!(code(&vouch(&["verify", &s.file, "--trust-sim-root", "/nonexistent/ark.pem"])), 2);
@@ -135,7 +146,15 @@ fn every_flipped_byte_region_is_refused() {
 fn policy_applies_to_receipts() {
     let s = setup();
     let pol = s.dir.path().join("p.toml");
-    std::fs::write(&pol, format!("accepted_models = [\"{}\"]\n", hex::encode([3u8; 32]))).unwrap();
+    std::fs::write(
+        &pol,
+        format!(
+            "accepted_models = [\"{}\"]\n[snp]\nmeasurements = [\"{}\"]\n",
+            hex::encode([3u8; 32]),
+            hex::encode([9u8; 48])
+        ),
+    )
+    .unwrap();
     let o = vouch(&["verify", &s.file, "--trust-sim-root", &s.root, "--policy", pol.to_str().unwrap()]);
     assert_eq!(code(&o), 1);
     assert!(stderr(&o).contains("accepted_models"), "{}", stderr(&o));
@@ -154,4 +173,11 @@ fn policy_applies_to_receipts() {
     let o = vouch(&["verify", &s.file, "--trust-sim-root", &s.root, "--policy", pol.to_str().unwrap()]);
     assert_eq!(code(&o), 1);
     assert!(stderr(&o).contains("measurement"), "{}", stderr(&o));
+    // No code identity pinned: refused with what to pin, unless --allow-any-code.
+    let o = vouch(&["verify", &s.file, "--trust-sim-root", &s.root]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("pins no code identity"), "{}", stderr(&o));
+    let o = vouch(&["verify", &s.file, "--trust-sim-root", &s.root, "--allow-any-code"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).lines().next().unwrap_or_default().contains("CODE IDENTITY NOT PINNED"));
 }
