@@ -111,8 +111,12 @@ fn check_positive(set: &Vectors, dev: &Vectors, p: &Value, anchors: &TrustAnchor
     let chain = set.read(p["chain"].as_str().unwrap());
     let report = set.read(p["report"].as_str().unwrap());
     // v2 reports carry no CPUID; their VCEKs name the product, so no hint is needed.
-    let input =
-        ChainInput { leaf: &leaf, chain: Some(&chain), crl: with_crl.then_some(crl.as_slice()), product: None };
+    let input = ChainInput {
+        leaf: &leaf,
+        chain: Some(&chain),
+        crl: with_crl.then_some(crl.as_slice()),
+        product: None,
+    };
     let v = verify_report(anchors, &report, &input, now).unwrap_or_else(|e| panic!("{name}: {e}"));
     // Also with the compiled-in intermediates only (no chain file).
     let bare = ChainInput { leaf: &leaf, ..Default::default() };
