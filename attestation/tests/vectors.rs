@@ -196,10 +196,11 @@ fn check_positive(set: &Vectors, dev: &Vectors, p: &Value, anchors: &TrustAnchor
 #[test]
 fn all_genuine_reports_verify_and_match_their_json() {
     let Some(dev) = Vectors::dev() else { return };
-    let Some(heldout) = Vectors::heldout() else { return };
+    let heldout = Vectors::heldout(); // skipped alone (VOUCH_ALLOW_MISSING_VECTORS=1): dev still runs
     let anchors = TrustAnchors::amd();
     let mut counts = Vec::new();
-    for (set, expected) in [(&dev, DEV_POSITIVES), (&heldout, HELDOUT_POSITIVES)] {
+    let sets = [Some((&dev, DEV_POSITIVES)), heldout.as_ref().map(|h| (h, HELDOUT_POSITIVES))];
+    for (set, expected) in sets.into_iter().flatten() {
         let m = set.manifest();
         let positives = m["positive"].as_array().unwrap();
         assert_eq!(positives.len(), expected, "{} positives in {}", set.set.label(), set.dir.display());
@@ -217,11 +218,11 @@ fn all_genuine_reports_verify_and_match_their_json() {
 #[test]
 fn expired_vleks_verify_only_inside_their_validity() {
     let Some(dev) = Vectors::dev() else { return };
-    let Some(heldout) = Vectors::heldout() else { return };
+    let heldout = Vectors::heldout(); // skipped alone (VOUCH_ALLOW_MISSING_VECTORS=1): dev still runs
     let anchors = TrustAnchors::amd();
     let today = now_unix();
     let mut expired = 0;
-    for set in [&dev, &heldout] {
+    for set in [Some(&dev), heldout.as_ref()].into_iter().flatten() {
         let m = set.manifest();
         for p in m["positive"].as_array().unwrap().iter().filter(|p| p["signer"] == "VLEK") {
             let name = &format!("{}/{}", set.set.label(), p["name"].as_str().unwrap());
@@ -284,10 +285,10 @@ fn expected_negative_error(name: &str) -> Option<VerifyError> {
 #[test]
 fn every_negative_vector_fails_with_its_exact_error() {
     let Some(dev) = Vectors::dev() else { return };
-    let Some(heldout) = Vectors::heldout() else { return };
+    let heldout = Vectors::heldout(); // skipped alone (VOUCH_ALLOW_MISSING_VECTORS=1): dev still runs
     let anchors = TrustAnchors::amd();
     let mut counts = Vec::new();
-    for set in [&dev, &heldout] {
+    for set in [Some(&dev), heldout.as_ref()].into_iter().flatten() {
         let m = set.manifest();
         let negatives = m["negative"].as_array().unwrap();
         assert!(!negatives.is_empty(), "{}: no negatives", set.dir.display());
