@@ -7,6 +7,8 @@
 //! The genuine report comes from `../shared/vectors` (not in this repository; see
 //! `tests/support/shared_vectors.rs`): without it the bench fails and says where to put it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a bench: a failure is a failed run
+
 #[path = "../tests/support/shared_vectors.rs"]
 mod shared_vectors;
 

@@ -15,6 +15,7 @@
 //! The PEMs are decoded here with `pem-rfc7468`, not the verifier's own loader, so a
 //! fault in that loader cannot hide a difference.
 #![cfg(target_os = "linux")] // sev, like the enclave's use of it, is a Linux dev-dependency
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a test failure
 
 #[path = "support/shared_vectors.rs"]
 mod shared_vectors;

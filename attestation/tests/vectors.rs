@@ -9,6 +9,8 @@
 //!
 //! The vectors are not in this repository; `support/shared_vectors.rs` finds them.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a test failure
+
 #[path = "support/shared_vectors.rs"]
 mod shared_vectors;
 
@@ -541,9 +543,7 @@ fn policy_reports_every_violation() {
     p.min_guest_svn = Some(u32::MAX);
     p.measurements = vec!["00".repeat(48).parse().unwrap()];
     p.require_crl = true;
-    let mut min = policy::MinTcb::default();
-    min.microcode = Some(0xff);
-    p.min_tcb.insert("milan".into(), min);
+    p.min_tcb.insert("milan".into(), policy::MinTcb { microcode: Some(0xff), ..Default::default() });
     let err = validate(&v, &p).unwrap_err();
     let kinds: Vec<_> = err.0.iter().map(std::mem::discriminant).collect();
     assert!(err.0.contains(&Violation::DebugAllowed), "{err}");

@@ -17,6 +17,7 @@
 //! of those crates sits one directory below the workspace root, which is what
 //! `CARGO_MANIFEST_DIR/..` relies on.
 #![allow(dead_code)] // each includer uses a subset
+#![allow(clippy::panic)] // also built into the bench: a missing vector fails the run, and its message is the point
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
