@@ -19,6 +19,16 @@ done
 OUT=bench/out; mkdir -p "$OUT"
 PROFILE_DIR=target/release
 log() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
+# The genuine SEV-SNP vectors are not in this repository: they sit beside the checkout
+# (the rule of attestation/tests/support/shared_vectors.rs). Checked first, so a missing
+# set fails before minutes of building.
+V="${VOUCH_VECTORS_DIR:-$(cd .. && pwd)/shared/vectors}"
+if [[ ! -f "$V/manifest.json" ]]; then
+    echo "bench: genuine SEV-SNP vectors not found at $V (no manifest.json). They are not" \
+        "committed: put the project's shared/ folder beside the checkout (<repo>/../shared/vectors)" \
+        "or set VOUCH_VECTORS_DIR." >&2
+    exit 1
+fi
 
 bash scripts/fetch-model.sh
 if [[ $SMOKE -eq 1 ]]; then
@@ -41,28 +51,27 @@ else
 fi
 
 log "2/6 whole process: vouch verify-report vs snpguest verify attestation and a Python verifier"
-V=attestation/testdata/vectors
 SNPGUEST=$(command -v snpguest || echo "$HOME/.cargo/bin/snpguest")
 if [[ ! -x "$SNPGUEST" && $SMOKE -eq 0 ]]; then
     echo "bench: installing snpguest 0.11.0 from crates.io (needs libssl-dev, pkg-config)" >&2
     cargo install snpguest --version 0.11.0 --locked >/dev/null 2>&1 || true
 fi
-D=$(mktemp -d); cp $V/reports/milan_v3_mstav.bin "$D/report.bin"; mkdir -p "$D/certs"
-cp $V/reports/milan_v3_mstav.vcek.der "$D/certs/vcek.der"
+D=$(mktemp -d); cp "$V/reports/milan_v3_mstav.bin" "$D/report.bin"; mkdir -p "$D/certs"
+cp "$V/reports/milan_v3_mstav.vcek.der" "$D/certs/vcek.der"
 n=30; [[ $SMOKE -eq 1 ]] && n=2
 now_ns() { date +%s%N; }
 t_true=0; t_vouch=0; t_sg=0; t_py=0
 # Interleaved, so drifting background load hits every contender alike.
 for _ in $(seq $n); do
     a=$(now_ns); /bin/true; b=$(now_ns); t_true=$((t_true + b - a))
-    a=$(now_ns); "$PROFILE_DIR/vouch" verify-report --report $V/reports/milan_v3_mstav.bin \
-        --vcek $V/reports/milan_v3_mstav.vcek.der --now 1788220800 >/dev/null; b=$(now_ns); t_vouch=$((t_vouch + b - a))
+    a=$(now_ns); "$PROFILE_DIR/vouch" verify-report --report "$V/reports/milan_v3_mstav.bin" \
+        --vcek "$V/reports/milan_v3_mstav.vcek.der" --now 1788220800 >/dev/null; b=$(now_ns); t_vouch=$((t_vouch + b - a))
     if [[ -x "$SNPGUEST" ]]; then
         a=$(now_ns); "$SNPGUEST" verify attestation "$D/certs" "$D/report.bin" >/dev/null 2>&1 || true; b=$(now_ns)
         t_sg=$((t_sg + b - a))
     fi
-    a=$(now_ns); python3 bench/py_verify.py $V/reports/milan_v3_mstav.bin $V/reports/milan_v3_mstav.vcek.der \
-        $V/certs/milan_cert_chain.pem >/dev/null 2>&1; b=$(now_ns); t_py=$((t_py + b - a))
+    a=$(now_ns); python3 bench/py_verify.py "$V/reports/milan_v3_mstav.bin" "$V/reports/milan_v3_mstav.vcek.der" \
+        "$V/certs/milan_cert_chain.pem" >/dev/null 2>&1; b=$(now_ns); t_py=$((t_py + b - a))
 done
 us() { echo $(( $1 / n / 1000 )); }
 {

@@ -1,9 +1,54 @@
 #!/usr/bin/env bash
-# The test command (README): fetches the model (idempotent), then runs every test in the
-# workspace — unit tests, the genuine AMD vectors, the enclave/host/client integration
-# tests and the end-to-end tests that start the real binaries on loopback.
+# The test command (README). Stands alone on a fresh machine: installs what the tests
+# need, fetches the model (idempotent), then runs every test in the workspace — unit
+# tests, the genuine AMD vectors, the enclave/host/client integration tests and the
+# end-to-end tests that start the real binaries on loopback.
+#
+# What it installs (each step is quick when already done):
+#   curl                  raw HTTP checks in the end-to-end tests (apt)
+#   <repo>/.venv-test     a Python venv this script owns, with the OpenAI SDK (drives
+#                         `vouch proxy` in tests/tests/openai_sdk.rs) and, through
+#                         scripts/install-measure-deps.sh, the pinned sev-snp-measure
+#   OVMF, veritysetup     the launch-measurement tests (scripts/install-measure-deps.sh)
+#
+# The genuine SEV-SNP vectors are not in this repository: the tests read them from
+# <repo>/../shared (see attestation/testdata/README.md).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd)
+OPENAI_SPEC='openai>=1.40,<3'
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_install() {
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+command -v cargo >/dev/null || { echo "test: cargo not found (install Rust: https://rustup.rs)" >&2; exit 1; }
+command -v python3 >/dev/null || { echo "test: python3 not found" >&2; exit 1; }
+command -v curl >/dev/null || apt_install curl
+
+# The venv: PATH puts it first, so the tests' `python3` (measure/tests/reference.rs) and
+# VOUCH_PYTHON (tests/tests/openai_sdk.rs) are both this interpreter.
+VENV="$ROOT/.venv-test"
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "test: creating $VENV" >&2
+    # Debian ships venv separately (python3-venv); a half-made venv is removed first.
+    python3 -m venv "$VENV" 2>/dev/null || { rm -rf "$VENV"; apt_install python3-venv; python3 -m venv "$VENV"; }
+fi
+export VOUCH_PYTHON="$VENV/bin/python"
+export PATH="$VENV/bin:$PATH"
+if ! "$VOUCH_PYTHON" - <<'PY' 2>/dev/null; then
+import importlib.metadata as m, sys
+major, minor = (int(x) for x in m.version("openai").split(".")[:2])
+sys.exit(0 if (1, 40) <= (major, minor) and major < 3 else 1)
+PY
+    echo "test: installing the OpenAI Python SDK ($OPENAI_SPEC) into $VENV" >&2
+    "$VOUCH_PYTHON" -m pip install --quiet --disable-pip-version-check "$OPENAI_SPEC"
+fi
+# OVMF, veritysetup and sev-snp-measure (into the venv: VOUCH_PYTHON is set).
+bash scripts/install-measure-deps.sh
+
 bash scripts/fetch-model.sh
 echo "test: cargo test --workspace (debug build; dependencies optimised)" >&2
 cargo test --workspace --locked "$@"

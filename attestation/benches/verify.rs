@@ -3,6 +3,14 @@
 //!
 //! `cargo bench -p vouch-attestation --bench verify` prints a table and, last, one JSON
 //! line (`BENCH_JSON {...}`) that `bench/run.sh` collects.
+//!
+//! The genuine report comes from `../shared/vectors` (not in this repository; see
+//! `tests/support/shared_vectors.rs`): without it the bench fails and says where to put it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a bench: a failure is a failed run
+
+#[path = "../tests/support/shared_vectors.rs"]
+mod shared_vectors;
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -36,9 +44,9 @@ fn us(d: Duration) -> f64 {
 }
 
 fn main() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/vectors/reports/");
-    let report = std::fs::read(format!("{dir}milan_v3_mstav.bin")).expect("vector");
-    let vcek = std::fs::read(format!("{dir}milan_v3_mstav.vcek.der")).expect("vector");
+    let Some(vectors) = shared_vectors::Vectors::dev() else { return };
+    let report = vectors.read("reports/milan_v3_mstav.bin");
+    let vcek = vectors.read("reports/milan_v3_mstav.vcek.der");
     let anchors = TrustAnchors::amd();
     let input = ChainInput { leaf: &vcek, ..Default::default() };
     let verified = verify_report(&anchors, &report, &input, NOW).expect("genuine report verifies");

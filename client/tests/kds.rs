@@ -13,13 +13,14 @@ use std::time::Duration;
 use vouch_attestation::{Product, Report, SigningKey, Tcb};
 use vouch_client::kds::*;
 
-fn report(name: &str) -> Report {
-    Report::parse(&std::fs::read(vectors().join(format!("reports/{name}.bin"))).unwrap()).unwrap()
+fn report(dv: &Vectors, name: &str) -> Report {
+    Report::parse(&dv.read(&format!("reports/{name}.bin"))).unwrap()
 }
 
 #[test]
 fn turin_url_has_fmc_and_an_8_byte_hwid() {
-    let r = report("turin_v5_oak");
+    let Some(dv) = Vectors::dev() else { return };
+    let r = report(&dv, "turin_v5_oak");
     let tcb = r.tcb(r.reported_tcb_raw(), Product::Turin);
     let chip = r.chip_id();
     let hwid = hwid_from_chip_id(Product::Turin, &chip);
@@ -41,8 +42,9 @@ fn turin_url_has_fmc_and_an_8_byte_hwid() {
 
 #[test]
 fn milan_and_genoa_urls_use_the_64_byte_hwid_and_no_fmc() {
+    let Some(dv) = Vectors::dev() else { return };
     for (name, product) in [("milan_v3_mstav", Product::Milan), ("genoa_v3_mstav", Product::Genoa)] {
-        let r = report(name);
+        let r = report(&dv, name);
         let tcb = r.tcb(r.reported_tcb_raw(), product);
         let chip = r.chip_id();
         let url = vcek_url(KDS_BASE, product, hwid_from_chip_id(product, &chip), &tcb).unwrap();
@@ -136,11 +138,12 @@ fn fast() -> Backoff {
 
 #[tokio::test]
 async fn fetched_vcek_verifies_the_report_and_is_cached_by_full_tcb() {
-    let r = report("turin_v5_oak");
+    let Some(dv) = Vectors::dev() else { return };
+    let r = report(&dv, "turin_v5_oak");
     let tcb = r.tcb(r.reported_tcb_raw(), Product::Turin);
     let chip = r.chip_id();
     let hwid = hwid_from_chip_id(Product::Turin, &chip).to_vec();
-    let vcek = std::fs::read(vectors().join("reports/turin_v5_oak.vcek.der")).unwrap();
+    let vcek = dv.read("reports/turin_v5_oak.vcek.der");
     let url = vcek_url(KDS_BASE, Product::Turin, &hwid, &tcb).unwrap();
     let fake = Arc::new(FakeKds {
         routes: HashMap::from([(url.clone(), vcek.clone())]),
@@ -196,7 +199,8 @@ async fn fetched_vcek_verifies_the_report_and_is_cached_by_full_tcb() {
 
 #[tokio::test]
 async fn persistent_rate_limiting_gives_up_and_crl_refresh_bypasses_the_cache() {
-    let crl = std::fs::read(vectors().join("crl/milan_2026-08-19.crl")).unwrap();
+    let Some(dv) = Vectors::dev() else { return };
+    let crl = dv.read("crl/milan_2026-08-19.crl");
     let url = crl_url(KDS_BASE, Product::Milan, SigningKey::Vcek);
     let fake = Arc::new(FakeKds {
         routes: HashMap::from([(url.clone(), crl.clone())]),

@@ -18,11 +18,11 @@ fn now_for(name: &str) -> &'static str {
     }
 }
 
-fn run_vector(v: &serde_json::Value, extra: &[&str]) -> std::process::Output {
+fn run_vector(dv: &Vectors, v: &serde_json::Value, extra: &[&str]) -> std::process::Output {
     let now = now_for(v["name"].as_str().unwrap());
-    let report = vector(v["report"].as_str().unwrap());
-    let leaf = vector(v["leaf_cert"].as_str().unwrap());
-    let chain = vector(v["chain"].as_str().unwrap());
+    let report = dv.arg(v["report"].as_str().unwrap());
+    let leaf = dv.arg(v["leaf_cert"].as_str().unwrap());
+    let chain = dv.arg(v["chain"].as_str().unwrap());
     let mut args =
         vec!["verify-report", "--report", &report, "--vcek", &leaf, "--chain", &chain, "--now", now];
     args.extend_from_slice(extra);
@@ -31,16 +31,15 @@ fn run_vector(v: &serde_json::Value, extra: &[&str]) -> std::process::Output {
 
 #[test]
 fn every_genuine_report_verifies_and_prints_its_measurement() {
-    let m = manifest();
+    let Some(dv) = Vectors::dev() else { return };
+    let m = dv.manifest();
     let positives = m["positive"].as_array().unwrap();
     assert!(positives.len() >= 27);
     for v in positives {
         let name = v["name"].as_str().unwrap();
-        let json: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(vectors().join(format!("reports/{name}.json"))).unwrap())
-                .unwrap();
+        let json: serde_json::Value = dv.fields_of(v);
         let measurement = json["report"]["measurement"].as_str().unwrap();
-        let o = run_vector(v, &[]);
+        let o = run_vector(&dv, v, &[]);
         assert_eq!(code(&o), 0, "{name}: {}", stderr(&o));
         let out = stdout(&o);
         assert!(out.contains(measurement), "{name}: measurement missing:\n{out}");
@@ -66,16 +65,15 @@ fn every_genuine_report_verifies_and_prints_its_measurement() {
 
 #[test]
 fn json_output_parses_and_matches_the_vector() {
-    let m = manifest();
+    let Some(dv) = Vectors::dev() else { return };
+    let m = dv.manifest();
     for v in m["positive"].as_array().unwrap().iter().filter(|v| {
         let n = v["name"].as_str().unwrap();
         n == "turin_v5_oak" || n == "milan_v2_virtee" || n == "milan_v3_vlek_aws_trustee"
     }) {
         let name = v["name"].as_str().unwrap();
-        let expected: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(vectors().join(format!("reports/{name}.json"))).unwrap())
-                .unwrap();
-        let o = run_vector(v, &["--json"]);
+        let expected: serde_json::Value = dv.fields_of(v);
+        let o = run_vector(&dv, v, &["--json"]);
         assert_eq!(code(&o), 0, "{name}: {}", stderr(&o));
         let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
         let r = &expected["report"];
@@ -98,9 +96,9 @@ fn json_output_parses_and_matches_the_vector() {
     let o = vouch(&[
         "verify-report",
         "--report",
-        &vector("reports/turin_v5_oak.bin"),
+        &dv.arg("reports/turin_v5_oak.bin"),
         "--vcek",
-        &vector("reports/turin_v5_oak.vcek.der"),
+        &dv.arg("reports/turin_v5_oak.vcek.der"),
         "--now",
         NOW_S,
         "--json",
@@ -114,10 +112,11 @@ fn json_output_parses_and_matches_the_vector() {
 
 #[test]
 fn every_tampered_vector_exits_1_with_a_reason() {
-    let m = manifest();
+    let Some(dv) = Vectors::dev() else { return };
+    let m = dv.manifest();
     for v in m["negative"].as_array().unwrap() {
         let name = v["name"].as_str().unwrap();
-        let o = run_vector(v, &[]);
+        let o = run_vector(&dv, v, &[]);
         assert_eq!(code(&o), 1, "{name}: stdout {} stderr {}", stdout(&o), stderr(&o));
         let err = stderr(&o);
         assert!(err.contains("NOT AUTHENTIC"), "{name}: {err}");
@@ -131,7 +130,7 @@ fn every_tampered_vector_exits_1_with_a_reason() {
             assert!(err.contains("signature") || err.contains("issuer"), "{name}: {err}");
         }
         // --json failures are JSON too.
-        let o = run_vector(v, &["--json"]);
+        let o = run_vector(&dv, v, &["--json"]);
         assert_eq!(code(&o), 1);
         let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
         assert_eq!(j["verified"], false);
@@ -141,8 +140,9 @@ fn every_tampered_vector_exits_1_with_a_reason() {
 
 #[test]
 fn truncated_and_garbage_reports_exit_1() {
+    let Some(dv) = Vectors::dev() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let genuine = std::fs::read(vectors().join("reports/genoa_v3_mstav.bin")).unwrap();
+    let genuine = dv.read("reports/genoa_v3_mstav.bin");
     for (label, bytes) in [
         ("truncated", genuine[..genuine.len() - 1].to_vec()),
         ("half", genuine[..600].to_vec()),
@@ -156,7 +156,7 @@ fn truncated_and_garbage_reports_exit_1() {
             "--report",
             p.to_str().unwrap(),
             "--vcek",
-            &vector("reports/genoa_v3_mstav.vcek.der"),
+            &dv.arg("reports/genoa_v3_mstav.vcek.der"),
             "--now",
             NOW_S,
         ]);
@@ -173,7 +173,7 @@ fn truncated_and_garbage_reports_exit_1() {
         "--report",
         p.to_str().unwrap(),
         "--vcek",
-        &vector("reports/genoa_v3_mstav.vcek.der"),
+        &dv.arg("reports/genoa_v3_mstav.vcek.der"),
         "--now",
         NOW_S,
     ]);
@@ -183,13 +183,14 @@ fn truncated_and_garbage_reports_exit_1() {
 
 #[test]
 fn certificate_time_and_crl_are_checked() {
+    let Some(dv) = Vectors::dev() else { return };
     // Long after the VCEK expired.
     let o = vouch(&[
         "verify-report",
         "--report",
-        &vector("reports/turin_v5_oak.bin"),
+        &dv.arg("reports/turin_v5_oak.bin"),
         "--vcek",
-        &vector("reports/turin_v5_oak.vcek.der"),
+        &dv.arg("reports/turin_v5_oak.vcek.der"),
         "--now",
         "4102444800",
     ]);
@@ -199,11 +200,11 @@ fn certificate_time_and_crl_are_checked() {
     let o = vouch(&[
         "verify-report",
         "--report",
-        &vector("reports/turin_v5_oak.bin"),
+        &dv.arg("reports/turin_v5_oak.bin"),
         "--vcek",
-        &vector("reports/turin_v5_oak.vcek.der"),
+        &dv.arg("reports/turin_v5_oak.vcek.der"),
         "--crl",
-        &vector("crl/turin_2026-08-19.crl"),
+        &dv.arg("crl/turin_2026-08-19.crl"),
         "--now",
         NOW_S,
         "--json",
@@ -215,11 +216,11 @@ fn certificate_time_and_crl_are_checked() {
     let o = vouch(&[
         "verify-report",
         "--report",
-        &vector("reports/turin_v5_oak.bin"),
+        &dv.arg("reports/turin_v5_oak.bin"),
         "--vcek",
-        &vector("reports/turin_v5_oak.vcek.der"),
+        &dv.arg("reports/turin_v5_oak.vcek.der"),
         "--crl",
-        &vector("crl/milan_2026-08-19.crl"),
+        &dv.arg("crl/milan_2026-08-19.crl"),
         "--now",
         NOW_S,
     ]);
@@ -229,6 +230,7 @@ fn certificate_time_and_crl_are_checked() {
 
 #[test]
 fn policy_is_applied_when_given() {
+    let Some(dv) = Vectors::dev() else { return };
     let dir = tempfile::tempdir().unwrap();
     let strict = dir.path().join("strict.toml");
     // turin_v5_oak reports SNP SPL 2; demand 3, and a specific measurement.
@@ -236,9 +238,9 @@ fn policy_is_applied_when_given() {
     let o = vouch(&[
         "verify-report",
         "--report",
-        &vector("reports/turin_v5_oak.bin"),
+        &dv.arg("reports/turin_v5_oak.bin"),
         "--vcek",
-        &vector("reports/turin_v5_oak.vcek.der"),
+        &dv.arg("reports/turin_v5_oak.vcek.der"),
         "--now",
         NOW_S,
         "--policy",
@@ -257,9 +259,9 @@ fn policy_is_applied_when_given() {
     let o = vouch(&[
         "verify-report",
         "--report",
-        &vector("reports/turin_v5_oak.bin"),
+        &dv.arg("reports/turin_v5_oak.bin"),
         "--vcek",
-        &vector("reports/turin_v5_oak.vcek.der"),
+        &dv.arg("reports/turin_v5_oak.vcek.der"),
         "--now",
         NOW_S,
         "--policy",
@@ -271,9 +273,9 @@ fn policy_is_applied_when_given() {
     let o = vouch(&[
         "verify-report",
         "--report",
-        &vector("reports/turin_v5_oak.bin"),
+        &dv.arg("reports/turin_v5_oak.bin"),
         "--vcek",
-        &vector("reports/turin_v5_oak.vcek.der"),
+        &dv.arg("reports/turin_v5_oak.vcek.der"),
         "--now",
         NOW_S,
         "--policy",
@@ -284,18 +286,19 @@ fn policy_is_applied_when_given() {
 
 #[test]
 fn usage_and_io_errors_exit_2() {
+    let Some(dv) = Vectors::dev() else { return };
     // Missing report file.
     let o = vouch(&[
         "verify-report",
         "--report",
         "/nonexistent/r.bin",
         "--vcek",
-        &vector("reports/turin_v5_oak.vcek.der"),
+        &dv.arg("reports/turin_v5_oak.vcek.der"),
     ]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     assert!(stderr(&o).contains("/nonexistent/r.bin"));
     // Missing required flag, unknown flag, unknown subcommand, bad number.
-    assert_eq!(code(&vouch(&["verify-report", "--report", &vector("reports/turin_v5_oak.bin")])), 2);
+    assert_eq!(code(&vouch(&["verify-report", "--report", &dv.arg("reports/turin_v5_oak.bin")])), 2);
     assert_eq!(code(&vouch(&["verify-report", "--bogus"])), 2);
     assert_eq!(code(&vouch(&["frobnicate"])), 2);
     assert_eq!(code(&vouch(&[])), 2);
@@ -303,9 +306,9 @@ fn usage_and_io_errors_exit_2() {
         code(&vouch(&[
             "verify-report",
             "--report",
-            &vector("reports/turin_v5_oak.bin"),
+            &dv.arg("reports/turin_v5_oak.bin"),
             "--vcek",
-            &vector("reports/turin_v5_oak.vcek.der"),
+            &dv.arg("reports/turin_v5_oak.vcek.der"),
             "--now",
             "yesterday",
         ])),
@@ -315,9 +318,9 @@ fn usage_and_io_errors_exit_2() {
         code(&vouch(&[
             "verify-report",
             "--report",
-            &vector("reports/turin_v5_oak.bin"),
+            &dv.arg("reports/turin_v5_oak.bin"),
             "--vcek",
-            &vector("reports/turin_v5_oak.vcek.der"),
+            &dv.arg("reports/turin_v5_oak.vcek.der"),
             "--product",
             "Venice",
         ])),
@@ -329,13 +332,14 @@ fn usage_and_io_errors_exit_2() {
 
 #[test]
 fn product_flag_must_agree() {
+    let Some(dv) = Vectors::dev() else { return };
     // A Milan v2 report cannot be verified as Genoa.
     let o = vouch(&[
         "verify-report",
         "--report",
-        &vector("reports/milan_v2_virtee.bin"),
+        &dv.arg("reports/milan_v2_virtee.bin"),
         "--vcek",
-        &vector("reports/milan_v2_virtee.vcek.der"),
+        &dv.arg("reports/milan_v2_virtee.vcek.der"),
         "--product",
         "Genoa",
         "--now",

@@ -2,16 +2,26 @@
 //! simulated root so that evidence and receipts can verify all the way down), verified
 //! chains of the genuine vectors, and the fixed clock.
 //!
+//! The genuine vectors are not in this repository: they are read from
+//! `<repo>/../shared/vectors` and `../shared/vectors-heldout` (overrides
+//! `VOUCH_VECTORS_DIR`, `VOUCH_HELDOUT_DIR`), found by the same rule as the tests
+//! (`attestation/tests/support/shared_vectors.rs`). Absent, the targets still run: the
+//! chains they would have checked against are simply missing.
+//!
 //! Verifier side: every target feeds attacker-controlled bytes to a decoder the client
 //! runs on what the host hands it. A target must never panic, hang or allocate without
 //! bound, whatever the input.
 
+#[path = "../../attestation/tests/support/shared_vectors.rs"]
+mod shared_vectors;
+
+use shared_vectors::VectorSet;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use vouch_attestation::binding;
 use vouch_attestation::cert::AmdCert;
 use vouch_attestation::sim::{SimKeyMaterial, SimulatedSp};
-use vouch_attestation::{verify_chain, ChainInput, CertRole, TrustAnchors, VerifiedChain};
+use vouch_attestation::{verify_chain, CertRole, ChainInput, TrustAnchors, VerifiedChain};
 
 /// 2026-09-01: inside the validity of the simulated chain and of the committed CRLs.
 pub const NOW: u64 = 1_788_220_800;
@@ -19,9 +29,10 @@ pub const NOW: u64 = 1_788_220_800;
 /// The nonce the committed evidence seeds were fetched with.
 pub const SEED_NONCE: [u8; 32] = [0x42; 32];
 
-/// attestation/testdata/vectors.
+/// The development vector set (`<repo>/../shared/vectors`), present or not: a fuzz
+/// target must not panic, so a missing file reads as empty.
 pub fn vectors() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../attestation/testdata/vectors")
+    VectorSet::Dev.path()
 }
 
 fn sim() -> &'static SimulatedSp {
@@ -52,24 +63,27 @@ pub fn amd() -> &'static TrustAnchors {
     A.get_or_init(TrustAnchors::amd)
 }
 
-/// Verified chains of every genuine vector's VCEK/VLEK, each at a time inside its
-/// validity, with the chip id it certifies (for picking the right one).
+/// Verified chains of every genuine vector's VCEK/VLEK (both sets, whichever are
+/// present), each at a time inside its validity, with the chip id it certifies (for
+/// picking the right one).
 pub fn genuine_chains() -> &'static [VerifiedChain] {
     static C: OnceLock<Vec<VerifiedChain>> = OnceLock::new();
     C.get_or_init(|| {
-        let manifest: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(vectors().join("manifest.json")).expect("manifest"))
-                .expect("manifest JSON");
         let mut out = Vec::new();
-        for p in manifest["positive"].as_array().into_iter().flatten() {
-            let read = |k: &str| std::fs::read(vectors().join(p[k].as_str().unwrap_or(""))).unwrap_or_default();
-            let leaf = read("leaf_cert");
-            let chain = read("chain");
-            let Ok(cert) = AmdCert::from_der(&leaf, CertRole::Leaf) else { continue };
-            let now = cert.validity().0 + 86_400;
-            let input = ChainInput { leaf: &leaf, chain: Some(&chain), crl: None, product: None };
-            if let Ok(c) = verify_chain(amd(), &input, None, now) {
-                out.push(c);
+        for set in [VectorSet::Dev, VectorSet::Heldout] {
+            let dir = set.path();
+            let Ok(bytes) = std::fs::read(dir.join("manifest.json")) else { continue };
+            let manifest: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            for p in manifest["positive"].as_array().into_iter().flatten() {
+                let read = |k: &str| std::fs::read(dir.join(p[k].as_str().unwrap_or(""))).unwrap_or_default();
+                let leaf = read("leaf_cert");
+                let chain = read("chain");
+                let Ok(cert) = AmdCert::from_der(&leaf, CertRole::Leaf) else { continue };
+                let now = cert.validity().0 + 86_400;
+                let input = ChainInput { leaf: &leaf, chain: Some(&chain), crl: None, product: None };
+                if let Ok(c) = verify_chain(amd(), &input, None, now) {
+                    out.push(c);
+                }
             }
         }
         out

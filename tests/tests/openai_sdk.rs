@@ -1,12 +1,30 @@
-//! The official OpenAI Python SDK (`pip install openai`; .ci/run installs it) talks to
-//! `vouch proxy`, which forwards only to an enclave it verified and adds its verdict.
+//! The official OpenAI Python SDK talks to `vouch proxy`, which forwards only to an
+//! enclave it verified and adds its verdict. The interpreter is `VOUCH_PYTHON`, else
+//! `python3`; scripts/test.sh installs the SDK into a venv it owns and exports
+//! `VOUCH_PYTHON` pointing there.
 
 use std::process::Command;
 use std::time::Duration;
 use vouch_e2e::*;
 
+/// The interpreter that has the SDK. Checked before anything starts, so a missing SDK
+/// is one sentence saying what to do, not a `ModuleNotFoundError` traceback.
+fn python_with_openai() -> String {
+    let python = std::env::var("VOUCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = Command::new(&python).args(["-c", "import openai"]).output();
+    let ok = probe.as_ref().is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "the OpenAI Python SDK is not available to `{python}`: run scripts/test.sh (it creates \
+         <repo>/.venv-test with `openai` and exports VOUCH_PYTHON), or set VOUCH_PYTHON to a \
+         python that has it"
+    );
+    python
+}
+
 #[test]
 fn openai_sdk_through_the_verifying_proxy() {
+    let python = python_with_openai();
     let tmp = tempfile::tempdir().unwrap();
     let sim = tmp.path().join("sim");
     let (_enclave, enclave_addr) = start_enclave(&sim, &[]);
@@ -26,12 +44,11 @@ fn openai_sdk_through_the_verifying_proxy() {
     );
     let addr = proxy.wait_for("vouch proxy listening on ", Duration::from_secs(60));
     let script = repo().join("tests/python/openai_sdk_check.py");
-    let out =
-        Command::new("python3").arg(&script).arg(format!("http://{addr}/v1")).output().expect("python3");
+    let out = Command::new(&python).arg(&script).arg(format!("http://{addr}/v1")).output().expect("python");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "OpenAI SDK check failed (is `openai` installed? .ci/run installs it):\n{stdout}\n{}",
+        "OpenAI SDK check failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();

@@ -1,4 +1,5 @@
-//! Shared test helpers: the real `vouch` binary, the genuine vectors, and a TEST-ONLY
+//! Shared test helpers: the real `vouch` binary, the genuine vectors (found outside the
+//! repository, in `../shared`), and a TEST-ONLY
 //! simulated secure processor that builds evidence and receipts the way the enclave does.
 #![allow(dead_code)] // each test binary uses a subset
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure is a test failure
@@ -30,17 +31,14 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-pub fn vectors() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../attestation/testdata/vectors")
-}
-
-pub fn vector(rel: &str) -> String {
-    vectors().join(rel).to_string_lossy().into_owned()
-}
-
-pub fn manifest() -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(vectors().join("manifest.json")).unwrap()).unwrap()
-}
+/// The genuine vectors live outside the repository (`<workspace>/../shared/vectors`); the
+/// attestation crate's locator is the one rule, included here. A test that needs them
+/// starts with `let Some(dv) = Vectors::dev() else { return };` (absent: it fails naming
+/// the path, or skips with `VOUCH_ALLOW_MISSING_VECTORS=1`).
+#[path = "../../../attestation/tests/support/shared_vectors.rs"]
+mod shared_vectors;
+#[allow(unused_imports)] // test binaries that use no vectors (live, receipts) include this too
+pub use shared_vectors::Vectors;
 
 /// The TEST-ONLY simulated chain committed in the attestation crate.
 pub fn sim() -> SimulatedSp {
