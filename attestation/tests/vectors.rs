@@ -30,8 +30,13 @@ const HELDOUT_POSITIVES: usize = 65;
 /// itself (debug, VMPL 0, SMT allowed, VLEK allowed, any report version), spelled out so
 /// that changes to `Policy::default()` (e.g. refusing Milan, requiring a pinned code
 /// identity) do not silently change what these tests mean. Adapt here, once.
+/// The policy of these authenticity tests: every product (the vectors are mostly
+/// Milan, which the default refuses) and any code (they come from many guests; code
+/// identity is what a deployment pins, tested in tests/policy.rs) — the rest strict.
 fn authenticity_policy() -> Policy {
     Policy {
+        accepted_products: vec!["milan".into(), "genoa".into(), "turin".into()],
+        dangerous_allow_any_code: true,
         allow_debug: false,
         allow_smt: true,
         vmpl: Some(0),

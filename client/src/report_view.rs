@@ -144,6 +144,9 @@ pub struct ReportView {
     pub crl: CrlView,
     /// Which policy was applied (and passed): none, the built-in one, or a file.
     pub policy: PolicyApplied,
+    /// False when a policy was applied that pins no code identity (`--allow-any-code`).
+    /// True with no policy at all: nothing was judged, which `policy` says.
+    pub code_identity_pinned: bool,
     /// What the output must say although the report passed (code identity not
     /// pinned, Milan, no TCB floor, CRL not checked...). Empty with no policy.
     pub warnings: Vec<String>,
@@ -216,6 +219,7 @@ impl ReportView {
             warnings: policy
                 .map(|p| warnings(v, p).iter().map(|w| w.to_string()).collect())
                 .unwrap_or_default(),
+            code_identity_pinned: policy.is_none_or(|p| p.pins_code_identity()),
             policy: applied,
         }
     }
@@ -236,11 +240,16 @@ impl std::fmt::Display for ReportView {
             PolicyApplied::None => "AUTHENTIC (authenticity only: NO POLICY APPLIED)",
             _ => "VERIFIED",
         };
+        let unpinned = if self.code_identity_pinned { "" } else { " — CODE IDENTITY NOT PINNED" };
         if self.simulated {
-            writeln!(f, "{verdict} (SIMULATED root, NOT AMD)")?;
+            writeln!(f, "{verdict} (SIMULATED root, NOT AMD){unpinned}")?;
             writeln!(f, "  !! {SIMULATED_BANNER}")?;
         } else {
-            writeln!(f, "{verdict}: report signed by a genuine AMD {} ({})", self.product, self.signer)?;
+            writeln!(
+                f,
+                "{verdict}: report signed by a genuine AMD {} ({}){unpinned}",
+                self.product, self.signer
+            )?;
         }
         for w in &self.warnings {
             writeln!(f, "  !! {w}")?;

@@ -130,9 +130,15 @@ fn every_flipped_byte_region_is_refused() {
     // Malformed files.
     let p = s.dir.path().join("garbage.json");
     std::fs::write(&p, "{\"receipt\": \"!!!\"}").unwrap();
-    assert_eq!(code(&vouch(&["verify", p.to_str().unwrap(), "--trust-sim-root", &s.root, "--policy", &s.policy])), 1);
+    assert_eq!(
+        code(&vouch(&["verify", p.to_str().unwrap(), "--trust-sim-root", &s.root, "--policy", &s.policy])),
+        1
+    );
     std::fs::write(&p, [0xffu8, 0, 1, 2]).unwrap();
-    assert_eq!(code(&vouch(&["verify", p.to_str().unwrap(), "--trust-sim-root", &s.root, "--policy", &s.policy])), 1);
+    assert_eq!(
+        code(&vouch(&["verify", p.to_str().unwrap(), "--trust-sim-root", &s.root, "--policy", &s.policy])),
+        1
+    );
     // Unreadable file or root: I/O.
     assert_eq!(code(&vouch(&["verify", "/nonexistent/receipt.json"])), 2);
     assert_eq!(code(&vouch(&["verify", &s.file, "--trust-sim-root", "/nonexistent/ark.pem"])), 2);

@@ -39,11 +39,11 @@ fn every_genuine_report_verifies_and_prints_its_measurement() {
         let name = v["name"].as_str().unwrap();
         let json: serde_json::Value = dv.fields_of(v);
         let measurement = json["report"]["measurement"].as_str().unwrap();
-        let o = run_vector(&dv, v, &[]);
+        let o = run_vector(&dv, v, &["--authenticity-only"]);
         assert_eq!(code(&o), 0, "{name}: {}", stderr(&o));
         let out = stdout(&o);
         assert!(out.contains(measurement), "{name}: measurement missing:\n{out}");
-        assert!(out.contains("AUTHENTIC"), "{name}");
+        assert!(out.contains("AUTHENTIC") && out.contains("NO POLICY APPLIED"), "{name}");
         assert!(out.contains(v["generation"].as_str().unwrap()), "{name}");
         assert!(out.contains(v["signer"].as_str().unwrap()), "{name}");
         assert!(!out.contains("SIMULATED"), "{name}");
@@ -73,8 +73,9 @@ fn json_output_parses_and_matches_the_vector() {
     }) {
         let name = v["name"].as_str().unwrap();
         let expected: serde_json::Value = dv.fields_of(v);
-        let o = run_vector(&dv, v, &["--json"]);
+        let o = run_vector(&dv, v, &["--json", "--authenticity-only"]);
         assert_eq!(code(&o), 0, "{name}: {}", stderr(&o));
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap()["policy"], "none");
         let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
         let r = &expected["report"];
         assert_eq!(j["verified"], true);
@@ -102,6 +103,7 @@ fn json_output_parses_and_matches_the_vector() {
         "--now",
         NOW_S,
         "--json",
+        "--authenticity-only",
     ]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
@@ -208,6 +210,7 @@ fn certificate_time_and_crl_are_checked() {
         "--now",
         NOW_S,
         "--json",
+        "--authenticity-only",
     ]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
@@ -255,7 +258,19 @@ fn policy_is_applied_when_given() {
         "{err}"
     );
     let ok = dir.path().join("ok.toml");
-    std::fs::write(&ok, "[snp.min_tcb.turin]\nsnp = 2\n").unwrap();
+    let measurement = {
+        let j: serde_json::Value = dv.fields_of(
+            dv.manifest()["positive"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == "turin_v5_oak")
+                .unwrap(),
+        );
+        j["report"]["measurement"].as_str().unwrap().to_owned()
+    };
+    std::fs::write(&ok, format!("[snp]\nmeasurements = [\"{measurement}\"]\n[snp.min_tcb.turin]\nsnp = 2\n"))
+        .unwrap();
     let o = vouch(&[
         "verify-report",
         "--report",
@@ -268,7 +283,7 @@ fn policy_is_applied_when_given() {
         ok.to_str().unwrap(),
     ]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert!(stdout(&o).contains("policy         passed"));
+    assert!(stdout(&o).contains(&format!("policy         {}: passed", ok.display())), "{}", stdout(&o));
     // An unreadable policy is an I/O error.
     let o = vouch(&[
         "verify-report",
@@ -281,6 +296,45 @@ fn policy_is_applied_when_given() {
         "--policy",
         "/nonexistent/policy.toml",
     ]);
+    assert_eq!(code(&o), 2);
+}
+
+#[test]
+fn without_a_policy_the_strict_built_in_one_applies() {
+    let Some(dv) = Vectors::dev() else { return };
+    let run = |name: &str, extra: &[&str]| {
+        let v =
+            dv.manifest()["positive"].as_array().unwrap().iter().find(|v| v["name"] == name).unwrap().clone();
+        run_vector(&dv, &v, extra)
+    };
+    // A genuine Turin report, no --policy: refused, because no code identity is pinned;
+    // the message says what to pin.
+    let o = run("turin_v5_oak", &[]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("REJECTED by policy") && stderr(&o).contains("pins no code identity"),
+        "{}",
+        stderr(&o)
+    );
+    // --allow-any-code: verified under the built-in policy, which the output names, and
+    // the missing TCB floor and code pin are said first.
+    let o = run("turin_v5_oak", &["--allow-any-code"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("strict built-in policy: passed"), "{out}");
+    let head: Vec<&str> = out.lines().take(4).collect();
+    assert!(head.iter().any(|l| l.contains("CODE IDENTITY NOT PINNED")), "{out}");
+    assert!(head[0].contains("CODE IDENTITY NOT PINNED"), "{out}");
+    assert!(head.iter().any(|l| l.contains("no minimum TCB for Turin")), "{out}");
+    // Milan is refused by default, naming the attack; authenticity-only still checks it.
+    let o = run("milan_v3_mstav", &["--allow-any-code"]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    assert!(stderr(&o).contains("2605.12990"), "{}", stderr(&o));
+    let o = run("milan_v3_mstav", &["--authenticity-only"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("NONE applied"), "{}", stdout(&o));
+    // --authenticity-only and --policy together are a usage error.
+    let o = run("turin_v5_oak", &["--authenticity-only", "--policy", "/dev/null"]);
     assert_eq!(code(&o), 2);
 }
 

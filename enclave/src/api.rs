@@ -6,14 +6,13 @@
 //! the model digest. Bad input gets an OpenAI-style error and never disturbs other
 //! requests; a full model queue answers 429 with Retry-After.
 
-use crate::model::{ChatMessage, Engine, GenerateEvent, GenerateRequest, SamplingParams};
+use crate::model::{Engine, GenerateEvent, GenerateRequest, SamplingParams};
 use crate::notary::Notary;
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::convert::Infallible;
@@ -27,14 +26,7 @@ use vouch_attestation::receipt::{ReceiptLeaf, FORMAT_VERSION};
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Time allowed to receive a whole request body (slow clients are cut off).
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest prompt text accepted before tokenizing, in bytes: the context window times a
-/// generous 16 bytes per token. Beyond it a prompt cannot fit, and refusing it early
-/// spares tokenizing (and holding) hundreds of thousands of tokens.
-pub const MAX_PROMPT_BYTES: usize = crate::model::MAX_CONTEXT_TOKENS * 16;
-/// Default `max_tokens` when the request gives none.
-pub const DEFAULT_MAX_TOKENS: u32 = 256;
-/// Largest `max_tokens` accepted.
-pub const MAX_TOKENS_CAP: u32 = 2048;
+pub use crate::request::{DEFAULT_MAX_TOKENS, MAX_PROMPT_BYTES, MAX_TOKENS_CAP};
 /// The enclave software version bound into evidence.
 pub const ENCLAVE_VERSION: &str = concat!("vouch-enclave/", env!("CARGO_PKG_VERSION"));
 
@@ -140,20 +132,6 @@ async fn attestation(state: &AppState, query: Option<&str>) -> Response<Body> {
     }
 }
 
-/// The part of an OpenAI chat request this server uses; unknown fields are ignored.
-#[derive(Debug, Deserialize)]
-struct ChatRequest {
-    model: Option<String>,
-    messages: Vec<ChatMessage>,
-    max_tokens: Option<u32>,
-    max_completion_tokens: Option<u32>,
-    temperature: Option<f64>,
-    top_p: Option<f64>,
-    seed: Option<u64>,
-    #[serde(default)]
-    stream: bool,
-}
-
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
     let too_large = || {
         error(
@@ -204,16 +182,9 @@ async fn chat(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let parsed: ChatRequest = match serde_json::from_slice(&body) {
+    let parsed = match crate::request::parse_chat_request(&body) {
         Ok(p) => p,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "invalid_json",
-                format!("invalid request: {e}"),
-            )
-        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", e.code(), e.to_string()),
     };
     if let Some(m) = &parsed.model {
         if !m.eq_ignore_ascii_case(state.engine.model_name()) {
@@ -228,33 +199,7 @@ async fn chat(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
             );
         }
     }
-    let max_tokens = parsed.max_completion_tokens.or(parsed.max_tokens).unwrap_or(DEFAULT_MAX_TOKENS);
-    if max_tokens == 0 || max_tokens > MAX_TOKENS_CAP {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "invalid_max_tokens",
-            format!("max_tokens must be in 1..={MAX_TOKENS_CAP}"),
-        );
-    }
-    let params = SamplingParams {
-        temperature: parsed.temperature.unwrap_or(0.0),
-        top_p: parsed.top_p,
-        seed: parsed.seed.unwrap_or(0),
-        max_tokens,
-    };
-    let prompt_bytes: usize = parsed.messages.iter().map(|m| m.content.len()).sum();
-    if prompt_bytes > MAX_PROMPT_BYTES {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "context_length_exceeded",
-            format!(
-                "prompt of {prompt_bytes} bytes cannot fit the {}-token context",
-                crate::model::MAX_CONTEXT_TOKENS
-            ),
-        );
-    }
+    let params = parsed.params.clone();
     let request = GenerateRequest { messages: parsed.messages, params: params.clone() };
     if let Err(e) = request.validate() {
         return error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request", e.to_string());

@@ -19,6 +19,7 @@ pub mod model;
 pub mod api;
 pub mod notary;
 pub mod provider;
+pub mod request;
 pub mod serve;
 #[cfg(feature = "sim")]
 pub mod sim_provider;

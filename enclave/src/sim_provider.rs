@@ -81,7 +81,7 @@ impl SimProvider {
         let sp = SimulatedSp::from_keys(&keys).map_err(|e| ProviderError::Sim(e.to_string()))?;
         let measurement = binary_measurement()?;
         let ark_path = dir.join(SIM_ARK_FILE);
-        write_replacing(&ark_path, sp.ark_pem().as_bytes()).map_err(|e| err("write", &ark_path, e))?;
+        std::fs::write(&ark_path, sp.ark_pem()).map_err(|e| err("write", &ark_path, e))?;
         let policy_path = dir.join(SIM_POLICY_FILE);
         write_replacing(&policy_path, sim_policy(&sp, &measurement).as_bytes())
             .map_err(|e| err("write", &policy_path, e))?;

@@ -308,8 +308,8 @@ impl std::fmt::Display for Warning {
         match self {
             Warning::CodeIdentityNotPinned { measurement } => write!(
                 f,
-                "ANY CODE ACCEPTED (--allow-any-code): the policy pins no code identity; \
-                 this report's measurement is {measurement}"
+                "CODE IDENTITY NOT PINNED (--allow-any-code): any program in any guest would \
+                 pass; this report's measurement is {measurement}"
             ),
             Warning::MilanForgeable => write!(
                 f,

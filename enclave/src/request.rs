@@ -1,0 +1,135 @@
+//! The chat request body (`POST /v1/chat/completions`): bytes in, a checked request out.
+//!
+//! Trusted side, but the bytes are the client's (relayed by the untrusted host inside
+//! TLS). A pure function — no I/O, no model, no async — so the fuzz target
+//! (`fuzz/fuzz_targets/http_request.rs`) runs the very parser the API runs. It bounds
+//! what it accepts (token budget, prompt size) and leaves what needs the model (its
+//! name, the chat template, sampling ranges) to the API and the engine.
+//!
+//! ```text
+//!  body bytes ─► parse_chat_request ─► ChatRequest { messages, params, stream, model }
+//!                   │ (serde_json, then bounds)       └─► api: model name, engine
+//!                   └─► RequestError { code(), message }  (400 invalid_request_error)
+//! ```
+
+use crate::model::{ChatMessage, SamplingParams};
+use serde::Deserialize;
+
+/// Longest prompt text accepted before tokenizing, in bytes: the context window times a
+/// generous 16 bytes per token. Beyond it a prompt cannot fit, and refusing it early
+/// spares tokenizing (and holding) hundreds of thousands of tokens.
+pub const MAX_PROMPT_BYTES: usize = crate::model::MAX_CONTEXT_TOKENS * 16;
+/// Default `max_tokens` when the request gives none.
+pub const DEFAULT_MAX_TOKENS: u32 = 256;
+/// Largest `max_tokens` accepted.
+pub const MAX_TOKENS_CAP: u32 = 2048;
+
+/// The part of an OpenAI chat request this server uses; unknown fields are ignored.
+#[derive(Debug, Deserialize)]
+struct Wire {
+    model: Option<String>,
+    messages: Vec<ChatMessage>,
+    max_tokens: Option<u32>,
+    max_completion_tokens: Option<u32>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    seed: Option<u64>,
+    #[serde(default)]
+    stream: bool,
+}
+
+/// A parsed, bounded chat request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatRequest {
+    /// The model the client named, if any (the API checks it against the served one).
+    pub model: Option<String>,
+    /// The conversation.
+    pub messages: Vec<ChatMessage>,
+    /// Sampling parameters as they will be committed in the receipt.
+    pub params: SamplingParams,
+    /// Stream deltas as server-sent events.
+    pub stream: bool,
+}
+
+/// Why a body is not an acceptable chat request. Each maps to an OpenAI-style 400.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// Not JSON, or not the chat request's shape.
+    #[error("invalid request: {0}")]
+    InvalidJson(String),
+    /// `max_tokens` / `max_completion_tokens` outside `1..=MAX_TOKENS_CAP`.
+    #[error("max_tokens must be in 1..={cap}")]
+    InvalidMaxTokens {
+        /// [`MAX_TOKENS_CAP`].
+        cap: u32,
+    },
+    /// The prompt text cannot fit the context window.
+    #[error("prompt of {bytes} bytes cannot fit the {tokens}-token context")]
+    ContextLengthExceeded {
+        /// Total bytes of message text.
+        bytes: usize,
+        /// The context window in tokens.
+        tokens: usize,
+    },
+}
+
+impl RequestError {
+    /// The OpenAI-style `error.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RequestError::InvalidJson(_) => "invalid_json",
+            RequestError::InvalidMaxTokens { .. } => "invalid_max_tokens",
+            RequestError::ContextLengthExceeded { .. } => "context_length_exceeded",
+        }
+    }
+}
+
+/// Parses and bounds a chat request body (the bytes exactly as received; the receipt
+/// hashes those same bytes).
+pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
+    let w: Wire = serde_json::from_slice(body).map_err(|e| RequestError::InvalidJson(e.to_string()))?;
+    let max_tokens = w.max_completion_tokens.or(w.max_tokens).unwrap_or(DEFAULT_MAX_TOKENS);
+    if max_tokens == 0 || max_tokens > MAX_TOKENS_CAP {
+        return Err(RequestError::InvalidMaxTokens { cap: MAX_TOKENS_CAP });
+    }
+    let bytes = w.messages.iter().fold(0usize, |n, m| n.saturating_add(m.content.len()));
+    if bytes > MAX_PROMPT_BYTES {
+        return Err(RequestError::ContextLengthExceeded { bytes, tokens: crate::model::MAX_CONTEXT_TOKENS });
+    }
+    let params = SamplingParams {
+        temperature: w.temperature.unwrap_or(0.0),
+        top_p: w.top_p,
+        seed: w.seed.unwrap_or(0),
+        max_tokens,
+    };
+    Ok(ChatRequest { model: w.model, messages: w.messages, params, stream: w.stream })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_bounds_and_errors() {
+        let r = parse_chat_request(br#"{"messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+        assert_eq!(r.params, SamplingParams { temperature: 0.0, top_p: None, seed: 0, max_tokens: 256 });
+        assert!(!r.stream && r.model.is_none());
+        let r = parse_chat_request(
+            br#"{"model":"m","messages":[],"max_tokens":5,"max_completion_tokens":7,"stream":true,"seed":3}"#,
+        )
+        .unwrap();
+        assert_eq!((r.params.max_tokens, r.params.seed, r.stream), (7, 3, true));
+        for bad in [&br#"{"messages":[],"max_tokens":0}"#[..], br#"{"messages":[],"max_tokens":2049}"#] {
+            assert_eq!(parse_chat_request(bad).unwrap_err(), RequestError::InvalidMaxTokens { cap: 2048 });
+        }
+        assert_eq!(parse_chat_request(b"{").unwrap_err().code(), "invalid_json");
+        assert_eq!(parse_chat_request(br#"{"messages":"x"}"#).unwrap_err().code(), "invalid_json");
+        let long =
+            format!(r#"{{"messages":[{{"role":"user","content":"{}"}}]}}"#, "a".repeat(MAX_PROMPT_BYTES + 1));
+        assert!(matches!(
+            parse_chat_request(long.as_bytes()),
+            Err(RequestError::ContextLengthExceeded { bytes, .. }) if bytes == MAX_PROMPT_BYTES + 1
+        ));
+    }
+}
