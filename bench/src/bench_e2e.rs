@@ -6,7 +6,10 @@
 //!
 //! `bench-e2e --bin-dir target/release --model FILE [--tokens 64] [--runs 3] [--latency-ms 8]`
 //! prints a table and a final `BENCH_JSON {...}` line.
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // a benchmark driver: fail loudly
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+// a benchmark driver: fail loudly
+// The benchmark kills and reaps its children at the end of the run (or dies with them).
+#![allow(clippy::zombie_processes)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -48,6 +48,9 @@ const MAX_COMPLETIONS: usize = 64;
 
 /// Whose certificates a completion holds: the VCEK is per chip and TCB, the CRL per
 /// product and key kind (keyed here by the same chip, so they travel together).
+/// What KDS supplied for one key: (VCEK DER, CRL DER), either possibly empty.
+type Completion = (Vec<u8>, Vec<u8>);
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct CompletionKey {
     chip_id: [u8; 64],
@@ -368,7 +371,7 @@ pub struct ChatOutcome {
 /// The Vouch client. Cheap to share behind an `Arc`; connections are pooled.
 pub struct VouchClient {
     cfg: ClientConfig,
-    completions: Mutex<HashMap<CompletionKey, (Vec<u8>, Vec<u8>)>>,
+    completions: Mutex<HashMap<CompletionKey, Completion>>,
     endpoint: Endpoint,
     tls: Arc<rustls::ClientConfig>,
     pinned: Mutex<Option<Arc<Attestation>>>,

@@ -6,6 +6,8 @@
 //!
 //! `cargo run --release -p vouch-enclave --example bench_notary [-- SECONDS]`
 
+#![allow(clippy::expect_used)] // a benchmark driver: fail loudly on broken fixtures
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

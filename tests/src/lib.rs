@@ -175,7 +175,7 @@ pub fn vouch(args: &[&str]) -> Output {
 /// `args` plus `--policy DIR/sim-policy.toml` as described at [`vouch`].
 pub fn with_sim_policy(args: &[&str]) -> Vec<String> {
     let mut out: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let named = |flag: &str| args.iter().any(|a| *a == flag);
+    let named = |flag: &str| args.contains(&flag);
     if named("--policy") || named("--allow-any-code") {
         return out;
     }

@@ -1,5 +1,7 @@
 //! The whole system on loopback: real enclave (sim attestation), real host, real client.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a test failure
+
 use base64::Engine;
 use std::process::Command;
 use vouch_e2e::*;

@@ -7,6 +7,8 @@
 //!   signatures are verified with aws-lc-rs, and the `sev` crate is used without its
 //!   `crypto_nossl` feature (which is what would bring `rsa` in).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a test failure
+
 use vouch_e2e::repo;
 
 fn locked_packages() -> Vec<String> {
