@@ -19,7 +19,7 @@ secs="${1:-60}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(report cert crl evidence receipt http_request)
+    targets=(report cert crl evidence receipt http_request policy)
 fi
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 

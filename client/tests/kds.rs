@@ -228,3 +228,47 @@ async fn persistent_rate_limiting_gives_up_and_crl_refresh_bypasses_the_cache() 
     assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
     assert_eq!(fake.seen.lock().unwrap()[0], "https://kdsintf.amd.com/vcek/v1/Milan/crl");
 }
+
+/// A fake serving `body` at the Milan VCEK CRL URL.
+fn crl_server(body: Vec<u8>) -> Arc<FakeKds> {
+    Arc::new(FakeKds {
+        routes: HashMap::from([(crl_url(KDS_BASE, Product::Milan, SigningKey::Vcek), body)]),
+        throttle: 0,
+        calls: AtomicUsize::new(0),
+        seen: Mutex::new(vec![]),
+    })
+}
+
+#[tokio::test]
+async fn a_cached_crl_past_its_next_update_is_fetched_anew_and_the_higher_number_kept() {
+    let Some(dv) = Vectors::dev() else { return };
+    // AMD's Milan CRLs: #9 (2026-06-22, next 2026-08-08) and #11 (2026-08-19, next 2026-10-04).
+    let old = dv.read("crl/milan_2026-06-22.crl");
+    let new = dv.read("crl/milan_2026-08-19.crl");
+    assert_eq!(vouch_attestation::crl::unverified_freshness(&old).1, Some(9));
+    assert_eq!(vouch_attestation::crl::unverified_freshness(&new).1, Some(11));
+    let sept = 1_788_220_800; // 2026-09-01
+    let dir = tempfile::tempdir().unwrap();
+    let cache = KdsCache::new(dir.path());
+    let key = CacheKey::Crl { product: Product::Milan, signer: SigningKey::Vcek };
+
+    // Cached #9 is stale in September: fetched anew, and the cache now holds #11.
+    cache.put(&key, &old).unwrap();
+    let fake = crl_server(new.clone());
+    let kds = KdsClient::new(KDS_BASE, fake.clone(), Some(KdsCache::new(dir.path())), fast());
+    assert_eq!(kds.current_crl(Product::Milan, SigningKey::Vcek, sept).await.unwrap(), new);
+    assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(cache.get(&key).unwrap().unwrap(), new);
+    // Current: served from the cache, no fetch.
+    assert_eq!(kds.current_crl(Product::Milan, SigningKey::Vcek, sept).await.unwrap(), new);
+    assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
+
+    // After #11's nextUpdate a KDS (or a cache in front of it) serving the older #9:
+    // the higher number is kept, in the cache too.
+    let october = 1_791_590_400; // 2026-10-10
+    let fake = crl_server(old.clone());
+    let kds = KdsClient::new(KDS_BASE, fake.clone(), Some(KdsCache::new(dir.path())), fast());
+    assert_eq!(kds.current_crl(Product::Milan, SigningKey::Vcek, october).await.unwrap(), new);
+    assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(cache.get(&key).unwrap().unwrap(), new);
+}

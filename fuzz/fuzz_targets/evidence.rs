@@ -8,7 +8,7 @@ use vouch_attestation::receipt::verify_evidence;
 use vouch_attestation::Policy;
 
 fuzz_target!(|data: &[u8]| {
-    let policy = Policy::default();
+    let policy = vouch_fuzz::deep_policy();
     if let Ok(v) = verify_evidence(vouch_fuzz::anchors_with_sim(), data, &vouch_fuzz::SEED_NONCE, &policy, vouch_fuzz::NOW) {
         let _ = (v.claims(), v.report().is_simulated());
     }

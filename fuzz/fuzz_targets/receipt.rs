@@ -12,7 +12,7 @@ use vouch_attestation::Policy;
 fn verifier() -> &'static Mutex<ReceiptVerifier> {
     static V: OnceLock<Mutex<ReceiptVerifier>> = OnceLock::new();
     V.get_or_init(|| {
-        Mutex::new(ReceiptVerifier::new(vouch_fuzz::anchors_with_sim().clone(), Policy::default(), vouch_fuzz::NOW))
+        Mutex::new(ReceiptVerifier::new(vouch_fuzz::anchors_with_sim().clone(), vouch_fuzz::deep_policy(), vouch_fuzz::NOW))
     })
 }
 
@@ -25,4 +25,5 @@ fuzz_target!(|data: &[u8]| {
     drop(v);
     // The uncached path with AMD roots only (the simulated seeds fail at the chain).
     let _ = verify_receipt(vouch_fuzz::amd(), data, &Policy::default(), vouch_fuzz::NOW);
+    let _ = verify_receipt(vouch_fuzz::amd(), data, &vouch_fuzz::deep_policy(), vouch_fuzz::NOW);
 });

@@ -20,6 +20,8 @@ fuzz_target!(|data: &[u8]| {
     if let Some(chain) = best {
         if let Ok(v) = verify_report_with_chain(chain, data) {
             let _ = validate(&v, &Policy::default());
+            let _ = validate(&v, &vouch_fuzz::deep_policy());
+            let _ = vouch_attestation::warnings(&v, &vouch_fuzz::deep_policy());
             let _ = (v.reported_tcb(), v.current_tcb(), v.committed_tcb(), v.launch_tcb());
         }
     }

@@ -57,6 +57,29 @@ pub fn anchors_with_sim() -> &'static TrustAnchors {
     })
 }
 
+/// A policy that lets verification run to its end on any authentic input (every
+/// product, any code), so the fuzzer reaches the binding, claims and Merkle code; the
+/// strict default would stop nearly every input at the policy.
+pub fn deep_policy() -> vouch_attestation::Policy {
+    vouch_attestation::Policy {
+        accepted_products: vec!["milan".into(), "genoa".into(), "turin".into()],
+        dangerous_allow_any_code: true,
+        ..vouch_attestation::Policy::default()
+    }
+}
+
+/// One verified simulated report (TEST-ONLY keys), for targets that apply policies.
+pub fn sim_report() -> Option<&'static vouch_attestation::VerifiedReport> {
+    static R: OnceLock<Option<vouch_attestation::VerifiedReport>> = OnceLock::new();
+    R.get_or_init(|| {
+        let sp = sim();
+        let report = sp.report(&[7; 64], &[0x4d; 48], 0).ok()?;
+        let input = ChainInput { leaf: sp.vcek_der(), chain: Some(sp.ask_der()), crl: None, product: None };
+        vouch_attestation::verify_report(anchors_with_sim(), &report[..], &input, NOW).ok()
+    })
+    .as_ref()
+}
+
 /// AMD's roots only.
 pub fn amd() -> &'static TrustAnchors {
     static A: OnceLock<TrustAnchors> = OnceLock::new();
