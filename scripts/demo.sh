@@ -36,7 +36,9 @@ bash scripts/fetch-model.sh
 step "2/5 Building release binaries (first build takes several minutes)"
 # The simulated secure processor is a cargo feature: production (guest image) builds
 # leave it out, so they cannot start in sim mode.
-cargo build --release --locked -p vouch-enclave -p vouch-host -p vouch-client --features vouch-enclave/sim
+# (Two commands: `--features vouch-enclave/sim` next to other `-p` packages is not applied.)
+cargo build --release --locked -p vouch-enclave --features sim
+cargo build --release --locked -p vouch-host -p vouch-client
 BIN="$ROOT/target/release"
 
 step "3/5 Starting the enclave (attestation: SIMULATED secure processor, not AMD) and the host"

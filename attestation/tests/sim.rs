@@ -357,3 +357,30 @@ fn receipts_verify_offline_and_every_tamper_fails() {
         ));
     }
 }
+
+/// The fuzz seeds of `evidence` and `receipt` (fuzz/corpus, Vouch's own, signed with the
+/// TEST-ONLY keys) verify to the end, so the fuzzer starts from inputs that reach the
+/// binding and Merkle code — and a format change that forgets to regenerate them fails.
+#[test]
+fn committed_fuzz_seeds_verify_to_the_end() {
+    let sp = sim();
+    let a = anchors(&sp);
+    let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+    let any_code = Policy { dangerous_allow_any_code: true, ..Policy::default() };
+    let mut seen = 0;
+    for dir in ["evidence", "receipt"] {
+        for f in std::fs::read_dir(corpus.join(dir)).unwrap() {
+            let bytes = std::fs::read(f.unwrap().path()).unwrap();
+            match dir {
+                "evidence" => {
+                    verify_evidence(&a, &bytes, &[0x42; 32], &any_code, NOW).unwrap();
+                }
+                _ => {
+                    verify_receipt(&a, &bytes, &any_code, NOW).unwrap();
+                }
+            }
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 3);
+}

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{watch, Semaphore};
-use vouch_attestation::Product;
 
 /// Most concurrent connections; more wait in the kernel's accept queue.
 pub const MAX_CONNECTIONS: usize = 512;
@@ -214,6 +213,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> Result<
         #[cfg(feature = "sim")]
         "sim" => {
             use crate::provider::{SimProvider, SIM_POLICY_FILE};
+            use vouch_attestation::Product;
             let product = Product::from_name(&args.sim_product)
                 .ok_or_else(|| ServeError::Usage(format!("unknown product {:?}", args.sim_product)))?;
             let p = SimProvider::open(&args.sim_dir, product, Duration::from_millis(args.sim_latency_ms))?;
