@@ -75,8 +75,8 @@ pub fn amd_roots() -> &'static [AmdRoots] {
 /// must not be able to bring back a retired intermediate. Source: AMD KDS
 /// `/vcek/v1/Genoa/crl` (crlNumber 10, thisUpdate 2026-08-19) revokes serial 0x020001,
 /// the first Genoa ASK (revocationDate 2022-10-31); the Milan and Turin CRLs of the same
-/// date revoke nothing. `revoked_list_covers_amds_crls` cross-checks this list against
-/// AMD's published CRLs whenever `../shared/vectors` is present.
+/// date revoke nothing. `tests/vectors.rs` (`crls_verify_inside_their_window_and_are_stale_today`)
+/// checks every serial AMD's published CRLs revoke is in this list.
 pub const REVOKED_INTERMEDIATES: &[(Product, CertRole, &[u8])] =
     &[(Product::Genoa, CertRole::Ask, &[0x02, 0x00, 0x01])];
 

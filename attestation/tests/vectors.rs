@@ -372,6 +372,16 @@ fn crls_verify_inside_their_window_and_are_stale_today() {
         let at = if name.contains("06-22") { 1_783_000_000 } else { SEPT_2026 };
         let crl = crl::verify_crl(&der, ark, at).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(crl.this_update() <= at && at < crl.next_update());
+        // revoked_list_covers_amds_crls: every intermediate AMD's CRLs revoke is compiled
+        // in, so it is refused even when the host withholds the CRL.
+        for serial in crl.revoked_serials() {
+            assert!(
+                roots::is_revoked_builtin(product, CertRole::Ask, serial)
+                    || roots::is_revoked_builtin(product, CertRole::Asvk, serial),
+                "{name}: serial {} is revoked by AMD but not in roots::REVOKED_INTERMEDIATES",
+                hex::encode(serial)
+            );
+        }
         if product == Product::Genoa {
             assert_eq!(crl.revoked_serials(), &[vec![0x02, 0x00, 0x01]]);
             // The current Genoa ASK (0x020002) is not revoked.

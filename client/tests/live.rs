@@ -244,6 +244,10 @@ async fn unpinned_code_is_refused_unless_allowed_and_then_said_first() {
     let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert!(j["headline"].as_str().unwrap().contains("CODE IDENTITY NOT PINNED"), "{j}");
     assert_eq!(j["code_identity_pinned"], false);
+    // The proxy attests before it listens: with no pinned code it never serves.
+    let o = run(&["proxy", "--url", &url, "--listen", "127.0.0.1:0", "--trust-sim-root", &root(&dir)]).await;
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("pins no code identity"), "{}", stderr(&o));
     // Pinned: no such line.
     let o = run(&["attest", "--url", &url, "--trust-sim-root", &root(&dir), "--policy", &pinned(&dir)]).await;
     assert_eq!(code(&o), 0, "{}", stderr(&o));
