@@ -350,10 +350,10 @@ pub fn verify_chain(
     for anchor in anchors.anchors.iter().filter(|a| a.product == product) {
         let candidates: Vec<&AmdCert> = match anchor.kind {
             // What the evidence named, when it named compiled-in ones (a wrong one, e.g.
-            // another product's ASK, fails the leaf link); nothing when it named only
-            // foreign ones; else the compiled-in intermediate of the leaf's kind.
+            // another product's ASK, fails the leaf link); else — nothing supplied, or
+            // only certificates that are not AMD's compiled-in ones, which are never
+            // used — the compiled-in intermediate of the leaf's kind.
             RootKind::Amd if !supplied_amd.is_empty() => supplied_amd.iter().collect(),
-            RootKind::Amd if !supplied.is_empty() => Vec::new(),
             RootKind::Amd => {
                 anchor.intermediates.iter().filter(|(r, _)| *r == inter_role).map(|(_, c)| c).collect()
             }

@@ -580,3 +580,21 @@ fn policy_reports_every_violation() {
     p.vmpl = Some(1);
     assert_eq!(validate(&v, &p).unwrap_err().0, vec![Violation::Vmpl { expected: 1, actual: 0 }]);
 }
+
+/// Intermediates are compiled in: a supplied certificate that is not AMD's compiled-in
+/// ASK/ASVK is never used. Next to a genuine VCEK it is ignored (the compiled-in ASK
+/// verifies it); when only it could have issued the leaf, the refusal names it
+/// (`tests/sim.rs`: `UntrustedIntermediate`).
+#[test]
+fn a_supplied_intermediate_that_is_not_amds_is_never_used() {
+    let Some(dev) = Vectors::dev() else { return };
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/sim-test-chain/TEST-ONLY-sim-keys.cbor");
+    let keys: sim::SimKeyMaterial = binding::from_cbor(&std::fs::read(path).unwrap()).unwrap();
+    let foreign = sim::SimulatedSp::from_keys(&keys).unwrap().ask_der().to_vec();
+    let (report, leaf) = genuine(&dev, "genoa_v3_mstav");
+    let input = ChainInput { leaf: &leaf, chain: Some(&foreign), ..Default::default() };
+    let v = verify_report(&TrustAnchors::amd(), &report, &input, SEPT_2026).unwrap();
+    let ask = &roots::amd_roots_for(Product::Genoa).unwrap().ask;
+    assert_eq!(v.chain().intermediate_subject(), ask.subject());
+}
