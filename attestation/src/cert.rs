@@ -228,27 +228,26 @@ impl AmdCert {
         }
     }
 
-    /// The productName extension (e.g. "Milan-B0"), if present.
-    pub fn product_name(&self, role: CertRole) -> Result<Option<String>, VerifyError> {
-        let Some(v) = self.extension(OID_PRODUCT_NAME) else { return Ok(None) };
+    /// An extension holding an IA5String, if present.
+    fn ia5_extension(&self, oid: &'static str, role: CertRole) -> Result<Option<String>, VerifyError> {
+        let Some(v) = self.extension(oid) else { return Ok(None) };
         let s = der::asn1::Ia5StringRef::from_der(v).map_err(|e| VerifyError::BadExtension {
             role,
-            oid: OID_PRODUCT_NAME,
+            oid,
             reason: e.to_string(),
         })?;
         Ok(Some(s.as_str().to_owned()))
     }
 
+    /// The productName extension (e.g. "Milan-B0"), if present.
+    pub fn product_name(&self, role: CertRole) -> Result<Option<String>, VerifyError> {
+        self.ia5_extension(OID_PRODUCT_NAME, role)
+    }
+
     /// The CSP_ID extension of a VLEK (an IA5String naming the cloud provider, e.g.
     /// "CN=cc-us-east-2.amazonaws.com"), if present.
     pub fn csp_id(&self, role: CertRole) -> Result<Option<String>, VerifyError> {
-        let Some(v) = self.extension(OID_CSP_ID) else { return Ok(None) };
-        let s = der::asn1::Ia5StringRef::from_der(v).map_err(|e| VerifyError::BadExtension {
-            role,
-            oid: OID_CSP_ID,
-            reason: e.to_string(),
-        })?;
-        Ok(Some(s.as_str().to_owned()))
+        self.ia5_extension(OID_CSP_ID, role)
     }
 
     /// The hwID extension: the raw extension value (not an inner OCTET STRING).
