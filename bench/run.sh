@@ -60,6 +60,9 @@ if [[ ! -x "$SNPGUEST" && $SMOKE -eq 0 ]]; then
 fi
 D=$(mktemp -d); cp "$V/reports/milan_v3_mstav.bin" "$D/report.bin"; mkdir -p "$D/certs"
 cp "$V/reports/milan_v3_mstav.vcek.der" "$D/certs/vcek.der"
+# The strict built-in policy refuses Milan and unpinned code; the benchmark still runs the
+# policy checks, with this (Milan, any code) policy, so the work measured is unchanged.
+printf '[snp]\naccepted_products = ["milan"]\n' > "$D/policy.toml"
 n=30; [[ $SMOKE -eq 1 ]] && n=2
 now_ns() { date +%s%N; }
 t_true=0; t_vouch=0; t_sg=0; t_py=0
@@ -67,7 +70,8 @@ t_true=0; t_vouch=0; t_sg=0; t_py=0
 for _ in $(seq $n); do
     a=$(now_ns); /bin/true; b=$(now_ns); t_true=$((t_true + b - a))
     a=$(now_ns); "$PROFILE_DIR/vouch" verify-report --report "$V/reports/milan_v3_mstav.bin" \
-        --vcek "$V/reports/milan_v3_mstav.vcek.der" --now 1788220800 >/dev/null; b=$(now_ns); t_vouch=$((t_vouch + b - a))
+        --vcek "$V/reports/milan_v3_mstav.vcek.der" --now 1788220800 --policy "$D/policy.toml" --allow-any-code \
+        >/dev/null; b=$(now_ns); t_vouch=$((t_vouch + b - a))
     if [[ -x "$SNPGUEST" ]]; then
         a=$(now_ns); "$SNPGUEST" verify attestation "$D/certs" "$D/report.bin" >/dev/null 2>&1 || true; b=$(now_ns)
         t_sg=$((t_sg + b - a))
