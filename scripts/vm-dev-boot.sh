@@ -13,8 +13,10 @@
 # target/release/vouch, models/SmolLM2-135M-Instruct.Q4_1.gguf, build/vm-dev, port 18443,
 # 180 s for the guest to listen. --keep leaves the VM running (prints its pid) instead of
 # tearing it down. Needs root for apt-get only when packages are missing.
-# Environment: VCPUS [2], MEM [2G], ACCEL [kvm; tcg = software emulation, slow, for hosts
-# whose /dev/kvm cannot run a stock guest], CPU [EPYC-Milan with kvm, max with tcg].
+# Environment: VCPUS [2], MEM [2G], CPU [EPYC-Milan with kvm, max with tcg],
+# ACCEL [auto: kvm when /dev/kvm is kvm_amd/kvm_intel, else tcg (software emulation).
+# A /dev/kvm from kvm_pvm (nested sandboxes) cannot run OVMF or a stock Debian kernel:
+# OVMF dies in SEC with a KVM internal error, -cpu host fails on MSR 0x10a].
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 enclave="$root/target/release/vouch-enclave" vouch="$root/target/release/vouch"
@@ -33,9 +35,17 @@ while [ $# -gt 0 ]; do
         *) echo "vm-dev-boot: unknown argument $1" >&2; exit 2 ;;
     esac
 done
-VCPUS="${VCPUS:-2}" MEM="${MEM:-2G}" ACCEL="${ACCEL:-kvm}"
+VCPUS="${VCPUS:-2}" MEM="${MEM:-2G}" ACCEL="${ACCEL:-auto}"
 say() { echo "vm-dev-boot: $*" >&2; }
 die() { say "$*"; exit 1; }
+if [ "$ACCEL" = auto ]; then
+    if [ -e /dev/kvm ] && { [ -d /sys/module/kvm_amd ] || [ -d /sys/module/kvm_intel ]; }; then ACCEL=kvm
+    elif [ -e /dev/kvm ]; then
+        ACCEL=tcg
+        echo "vm-dev-boot: /dev/kvm is not kvm_amd/kvm_intel ($(ls /sys/module | grep -m1 '^kvm_' || echo unknown)): it cannot run OVMF; using TCG emulation" >&2
+    else echo "vm-dev-boot: SKIPPED: /dev/kvm not available (ACCEL=tcg to emulate)"; exit 0
+    fi
+fi
 case "$ACCEL" in
     kvm) CPU="${CPU:-EPYC-Milan}" accel=(-enable-kvm)
          [ -e /dev/kvm ] || { echo "vm-dev-boot: SKIPPED: /dev/kvm not available (ACCEL=tcg to emulate)"; exit 0; } ;;
@@ -141,5 +151,18 @@ sed -n '/BEGIN \/run\/vouch-sim\/sim-policy.toml/,/END \/run\/vouch-sim\/sim-pol
 grep -q 'BEGIN CERTIFICATE' "$out/sim-ark.pem" || die "no sim root on the console"
 timeout 60 "$vouch" attest --url "https://127.0.0.1:$port" --trust-sim-root "$out/sim-ark.pem" \
     --allow-any-code | tee "$out/attest.txt" >&2 || die "vouch attest failed"
+# Pinned: the simulator's MEASUREMENT is the SHA-384 of the enclave binary, computed here on
+# the host (not taken from the console). Any other pinned value must be refused.
+printf '[snp]\nmeasurements = ["%s"]\n' "$(sha384sum "$enclave" | cut -d' ' -f1)" > "$out/pinned-policy.toml"
+timeout 60 "$vouch" attest --url "https://127.0.0.1:$port" --trust-sim-root "$out/sim-ark.pem" \
+    --policy "$out/pinned-policy.toml" > "$out/attest-pinned.txt" 2>&1 \
+    || { cat "$out/attest-pinned.txt" >&2; die "vouch attest with the pinned measurement failed"; }
+say "attest, measurement pinned: $(head -1 "$out/attest-pinned.txt")"
+printf '[snp]\nmeasurements = ["%s"]\n' "$(printf '%096d' 0)" > "$out/wrong-policy.toml"
+if timeout 60 "$vouch" attest --url "https://127.0.0.1:$port" --trust-sim-root "$out/sim-ark.pem" \
+    --policy "$out/wrong-policy.toml" > "$out/attest-wrong.txt" 2>&1; then
+    die "a client pinning another measurement was NOT refused"
+fi
+say "attest, other measurement pinned: refused ($(head -1 "$out/attest-wrong.txt"))"
 say "OK: boot to listening ${t_listen}s; attested (SIMULATED, dev launch mode)"
 if [ "$keep" = 1 ]; then say "VM left running: pid $qpid, https://127.0.0.1:$port"; fi
