@@ -164,5 +164,15 @@ if timeout 60 "$vouch" attest --url "https://127.0.0.1:$port" --trust-sim-root "
     die "a client pinning another measurement was NOT refused"
 fi
 say "attest, other measurement pinned: refused ($(head -1 "$out/attest-wrong.txt"))"
-say "OK: boot to listening ${t_listen}s; attested (SIMULATED, dev launch mode)"
+# One answer from the VM, verified, and its receipt verified offline.
+t0=$(date +%s.%N)
+timeout 300 "$vouch" chat --url "https://127.0.0.1:$port" --trust-sim-root "$out/sim-ark.pem" \
+    --policy "$out/pinned-policy.toml" --max-tokens 16 --receipt-out "$out/receipt.json" \
+    "Say hello in five words." > "$out/chat.txt" 2>&1 || { cat "$out/chat.txt" >&2; die "vouch chat failed"; }
+t_answer=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')
+say "chat (16 tokens, verified) in ${t_answer}s: $(tr '\n' ' ' < "$out/chat.txt" | cut -c1-300)"
+timeout 60 "$vouch" verify --trust-sim-root "$out/sim-ark.pem" --policy "$out/pinned-policy.toml" \
+    "$out/receipt.json" > "$out/verify.txt" 2>&1 || { cat "$out/verify.txt" >&2; die "offline receipt verification failed"; }
+say "receipt verified offline: $(head -1 "$out/verify.txt")"
+say "OK: boot to listening ${t_listen}s, first answer ${t_answer}s; attested (SIMULATED, dev launch mode)"
 if [ "$keep" = 1 ]; then say "VM left running: pid $qpid, https://127.0.0.1:$port"; fi
