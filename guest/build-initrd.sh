@@ -3,7 +3,8 @@
 # hence the same SHA-256 in the SEV hashes table, hence the same launch measurement.
 #
 #   guest/build-initrd.sh --enclave PATH --busybox PATH --out FILE
-#                         [--args FILE] [--model FILE] [--modules DIR] [--gzip]
+#                         [--args FILE] [--model FILE] [--lib FILE]... [--module KO]...
+#                         [--dev [--sim-keys FILE]] [--gzip]
 #
 #   --enclave   the vouch-enclave binary (statically linked, e.g. built for
 #               x86_64-unknown-linux-musl, or with its shared libraries added via --lib)
@@ -11,7 +12,20 @@
 #   --args      extra `vouch-enclave serve` arguments, one per line (default guest/enclave.args)
 #   --model     put the model file in the initrd at /model/model.gguf (small models; large
 #               ones go on a dm-verity disk, see build-model-disk.sh)
-#   --lib       add a file under /lib (repeatable; shared libraries for a dynamic binary)
+#   --lib       add a file under /lib (repeatable; shared libraries for a dynamic binary;
+#               /lib64 is a link to /lib, so the glibc loader path resolves)
+#   --module    add a kernel module (repeatable, in load order: dependencies first); /init
+#               insmods /lib/modules/*.ko in that order (for kernels, like Debian's, that
+#               build virtio/vsock/sev-guest as modules). Must match the kernel's version.
+#   --dev       DEV LAUNCH MODE (no SNP): writes /etc/vouch/dev-mode, which makes /init
+#               configure eth0 (QEMU user-mode net), listen on tcp:0.0.0.0:PORT instead of
+#               vsock and start the enclave with `--attestation sim`. Needs an enclave built
+#               with the `sim` feature (production builds refuse sim, so this file in a
+#               production initrd only stops the enclave from starting). It is in the
+#               initrd, hence in the measurement: a dev initrd never measures as a
+#               production one.
+#   --sim-keys  with --dev: sim-keys.cbor for the simulated secure processor (known root,
+#               e.g. attestation/testdata/sim-test-chain/TEST-ONLY-sim-keys.cbor)
 #   --gzip      compress with `gzip -n -9` (no name, no timestamp: still reproducible)
 #
 # Writes FILE and FILE.list (the exact cpio manifest, for audit). SOURCE_DATE_EPOCH sets
@@ -19,8 +33,8 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
-enclave= busybox= out= args="$here/enclave.args" model= gz=0
-libs=()
+enclave= busybox= out= args="$here/enclave.args" model= gz=0 dev=0 sim_keys=
+libs=() mods=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --enclave) enclave="$2"; shift 2 ;;
@@ -29,13 +43,18 @@ while [ $# -gt 0 ]; do
         --args) args="$2"; shift 2 ;;
         --model) model="$2"; shift 2 ;;
         --lib) libs+=("$2"); shift 2 ;;
+        --module) mods+=("$2"); shift 2 ;;
+        --dev) dev=1; shift ;;
+        --sim-keys) sim_keys="$2"; shift 2 ;;
         --gzip) gz=1; shift ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
         *) echo "build-initrd: unknown argument $1" >&2; exit 2 ;;
     esac
 done
 [ -n "$enclave" ] && [ -n "$busybox" ] && [ -n "$out" ] || { echo "build-initrd: --enclave, --busybox and --out are required" >&2; exit 2; }
-for f in "$enclave" "$busybox" "$args" "$here/init" ${model:+"$model"} ${libs[@]+"${libs[@]}"}; do
+[ -z "$sim_keys" ] || [ "$dev" = 1 ] || { echo "build-initrd: --sim-keys needs --dev" >&2; exit 2; }
+for f in "$enclave" "$busybox" "$args" "$here/init" ${model:+"$model"} ${sim_keys:+"$sim_keys"} \
+         ${libs[@]+"${libs[@]}"} ${mods[@]+"${mods[@]}"}; do
     [ -f "$f" ] || { echo "build-initrd: $f: not a file" >&2; exit 2; }
 done
 abs() { (cd "$(dirname "$1")" && echo "$(pwd)/$(basename "$1")"); }
@@ -54,7 +73,7 @@ list="$out.list"
     echo "dir /sys 0555 0 0"
     echo "file /init $(abs "$here/init") 0755 0 0"
     echo "file /bin/busybox $(abs "$busybox") 0755 0 0"
-    for applet in sh mount cat head sleep modprobe poweroff; do
+    for applet in sh mount mkdir cat head sleep modprobe insmod ip poweroff; do
         echo "slink /bin/$applet busybox 0777 0 0"
     done
     echo "file /bin/vouch-enclave $(abs "$enclave") 0755 0 0"
@@ -62,6 +81,19 @@ list="$out.list"
     for l in ${libs[@]+"${libs[@]}"}; do
         echo "file /lib/$(basename "$l") $(abs "$l") 0755 0 0"
     done
+    [ ${#libs[@]} -eq 0 ] || echo "slink /lib64 lib 0777 0 0"
+    if [ ${#mods[@]} -gt 0 ]; then
+        echo "dir /lib/modules 0755 0 0"
+        i=10
+        for m in "${mods[@]}"; do
+            echo "file /lib/modules/$i-$(basename "$m") $(abs "$m") 0644 0 0"
+            i=$((i + 1))
+        done
+    fi
+    if [ "$dev" = 1 ]; then
+        echo "file /etc/vouch/dev-mode /dev/null 0644 0 0"
+        [ -z "$sim_keys" ] || echo "file /etc/vouch/sim-keys.cbor $(abs "$sim_keys") 0444 0 0"
+    fi
     if [ -n "$model" ]; then
         echo "dir /model 0755 0 0"
         echo "file /model/model.gguf $(abs "$model") 0444 0 0"
