@@ -80,17 +80,13 @@ impl std::fmt::Display for Platform {
     }
 }
 
-/// The anchors that may verify evidence of `platform` (see [`Platform`]).
+/// The anchors that may verify evidence of `platform` (see [`Platform`]); when none of
+/// its kind is trusted, the refusal says so before any signature is checked.
 fn anchors_for(anchors: &TrustAnchors, platform: Platform) -> Result<TrustAnchors, ReceiptError> {
-    anchors.only(platform.root_kind()).ok_or_else(|| no_anchors(platform))
-}
-
-/// Why evidence of `platform` cannot be checked: no root of its kind is trusted.
-fn no_anchors(platform: Platform) -> ReceiptError {
-    match platform {
+    anchors.only(platform.root_kind()).ok_or_else(|| match platform {
         Platform::Sim => ReceiptError::SimulatedNotTrusted,
         Platform::Snp => VerifyError::UntrustedRoot { subject: "no AMD root is trusted".into() }.into(),
-    }
+    })
 }
 /// Upper bound on an encoded receipt or evidence; anything larger is refused unread.
 pub const MAX_ENCODED_BYTES: usize = 64 * 1024;
@@ -383,8 +379,7 @@ impl VerifiedReceipt {
 /// receipts pays the chain and signature once per batch.
 #[derive(Debug)]
 pub struct ReceiptVerifier {
-    amd: Option<TrustAnchors>,
-    sim: Option<TrustAnchors>,
+    anchors: TrustAnchors,
     policy: Policy,
     now: u64,
     chains: HashMap<[u8; 32], VerifiedChain>,
@@ -394,14 +389,7 @@ pub struct ReceiptVerifier {
 impl ReceiptVerifier {
     /// A verifier with these roots, this policy, at time `now` (Unix seconds).
     pub fn new(anchors: TrustAnchors, policy: Policy, now: u64) -> ReceiptVerifier {
-        ReceiptVerifier {
-            amd: anchors.only(RootKind::Amd),
-            sim: anchors.only(RootKind::Simulated),
-            policy,
-            now,
-            chains: HashMap::new(),
-            batches: HashMap::new(),
-        }
+        ReceiptVerifier { anchors, policy, now, chains: HashMap::new(), batches: HashMap::new() }
     }
 
     /// Verifies one encoded receipt.
@@ -458,17 +446,14 @@ impl ReceiptVerifier {
         r: &Receipt,
         platform: Platform,
     ) -> Result<(VerifiedReport, BatchClaims), ReceiptError> {
-        let anchors = match platform {
-            Platform::Snp => self.amd.as_ref(),
-            Platform::Sim => self.sim.as_ref(),
-        };
-        let anchors = anchors.ok_or_else(|| no_anchors(platform))?;
+        // Once per batch (the result is cached), so the filtered copy costs nothing.
+        let anchors = anchors_for(&self.anchors, platform)?;
         let leaf_key =
             cache_key(&[r.platform.as_bytes(), &r.bundle.leaf_cert, &r.bundle.chain, &r.bundle.crl]);
         let report = match self.chains.get(&leaf_key) {
             Some(chain) => verify_report_with_chain(chain, &r.bundle.report)?,
             None => {
-                let v = verify_report(anchors, &r.bundle.report, &r.bundle.chain_input(), self.now)?;
+                let v = verify_report(&anchors, &r.bundle.report, &r.bundle.chain_input(), self.now)?;
                 self.chains.insert(leaf_key, v.chain().clone());
                 v
             }

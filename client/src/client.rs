@@ -46,11 +46,11 @@ const MAX_IDLE_SESSIONS: usize = 8;
 /// Chips whose KDS certificates are remembered (one enclave is one chip; a pool a few).
 const MAX_COMPLETIONS: usize = 64;
 
-/// Whose certificates a completion holds: the VCEK is per chip and TCB, the CRL per
-/// product and key kind (keyed here by the same chip, so they travel together).
 /// What KDS supplied for one key: (VCEK DER, CRL DER), either possibly empty.
 type Completion = (Vec<u8>, Vec<u8>);
 
+/// Whose certificates a completion holds: the VCEK is per chip and TCB, the CRL per
+/// product and key kind (keyed here by the same chip, so they travel together).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct CompletionKey {
     chip_id: [u8; 64],
@@ -518,15 +518,15 @@ impl VouchClient {
     /// ships receipts without a VCEK, and a `require_crl` policy needs the CRL too.
     /// The completed receipt is what the client verifies and what `--receipt-out`
     /// saves, so it verifies later offline. Leaf, proof and batch claims travel
-    /// verbatim; only certificates are added.
-    async fn complete_receipt(&self, cbor: Vec<u8>) -> Result<Vec<u8>, ClientError> {
-        let Ok(mut r) = vouch_attestation::binding::from_cbor::<Receipt>(&cbor) else {
-            return Ok(cbor); // the verifier reports the precise decoding error
+    /// verbatim; only certificates are added. `None`: nothing was missing.
+    async fn complete_receipt(&self, cbor: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
+        let Ok(mut r) = vouch_attestation::binding::from_cbor::<Receipt>(cbor) else {
+            return Ok(None); // the verifier reports the precise decoding error
         };
         if !self.complete_bundle(&mut r.bundle).await? {
-            return Ok(cbor);
+            return Ok(None);
         }
-        Ok(vouch_attestation::binding::to_cbor(&r))
+        Ok(Some(vouch_attestation::binding::to_cbor(&r)))
     }
 
     /// Adds the VCEK and CRL a bundle lacks (see [`Self::complete_evidence`]); returns
@@ -828,13 +828,14 @@ impl VouchClient {
         self.release(s);
         let receipt_b64 = receipt_b64.ok_or(ClientError::MissingReceipt)?;
         let received = decode_receipt_b64(&receipt_b64)?;
-        let receipt = self.complete_receipt(received.clone()).await?;
-        // What the client verified is what it keeps: the completed receipt.
-        let receipt_b64 = if receipt == received {
-            receipt_b64
-        } else {
-            use base64::Engine;
-            base64::engine::general_purpose::STANDARD.encode(&receipt)
+        // What the client verified is what it keeps: the completed receipt, if one was.
+        let (receipt, receipt_b64) = match self.complete_receipt(&received).await? {
+            None => (received, receipt_b64),
+            Some(completed) => {
+                use base64::Engine;
+                let b64 = base64::engine::general_purpose::STANDARD.encode(&completed);
+                (completed, b64)
+            }
         };
         let verdict = check_receipt(
             &self.cfg.anchors,

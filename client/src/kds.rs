@@ -519,7 +519,8 @@ impl KdsClient {
     ) -> Result<Vec<u8>, KdsError> {
         let cached = self.crl(product, signer, false).await?;
         let (cached_next, cached_number) = vouch_attestation::crl::unverified_freshness(&cached);
-        if cached_next.is_some_and(|next| now < next) {
+        // Without a cache that copy was just fetched: fetching again gets the same.
+        if self.cache.is_none() || cached_next.is_some_and(|next| now < next) {
             return Ok(cached);
         }
         tracing::info!(%product, "cached AMD CRL is past its nextUpdate; fetching a fresh one");

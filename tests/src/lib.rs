@@ -169,7 +169,15 @@ pub fn start_host(enclaves: &[&str]) -> (Proc, String) {
 /// when that file exists, as the demo does. Tests of the refusal itself pass
 /// `--policy` or `--allow-any-code`, or use a directory without that file.
 pub fn vouch(args: &[&str]) -> Output {
-    Command::new(bin("vouch")).args(with_sim_policy(args)).output().expect("run vouch")
+    vouch_command(args).output().expect("run vouch")
+}
+
+/// `vouch` with `args` (and the simulated enclave's policy, as at [`vouch`]), not yet
+/// started: for callers that spawn it or pipe its output.
+pub fn vouch_command(args: &[&str]) -> Command {
+    let mut c = Command::new(bin("vouch"));
+    c.args(with_sim_policy(args));
+    c
 }
 
 /// `args` plus `--policy DIR/sim-policy.toml` as described at [`vouch`].

@@ -169,16 +169,7 @@ fn concurrent_clients_all_get_verified_receipts() {
     let procs: Vec<_> = (0..n)
         .map(|i| {
             let f = tmp.path().join(format!("c{i}.json"));
-            Command::new(bin("vouch"))
-                .args(with_sim_policy(&[
-                    "chat",
-                    "--url",
-                    &url,
-                    "--trust-sim-root",
-                    &root,
-                    "--max-tokens",
-                    "2",
-                ]))
+            vouch_command(&["chat", "--url", &url, "--trust-sim-root", &root, "--max-tokens", "2"])
                 .arg("--receipt-out")
                 .arg(&f)
                 .arg(format!("Say the number {i}."))

@@ -94,19 +94,18 @@ fn enclave_killed_mid_stream_never_yields_a_verified_answer() {
     let sim = seeded_sim_dir(tmp.path());
     let (mut enclave, addr) = start_enclave(&sim, &[]);
     let (_host, host_addr) = start_host(&[&addr]);
-    let mut child = Command::new(bin("vouch"))
-        .args(with_sim_policy(&[
-            "chat",
-            "--url",
-            &format!("https://{host_addr}"),
-            "--trust-sim-root",
-            &sim_root(&sim),
-        ]))
-        .args(["--max-tokens", "400", "Write a long story about a lighthouse keeper and a storm."])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = vouch_command(&[
+        "chat",
+        "--url",
+        &format!("https://{host_addr}"),
+        "--trust-sim-root",
+        &sim_root(&sim),
+    ])
+    .args(["--max-tokens", "400", "Write a long story about a lighthouse keeper and a storm."])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let (tx, rx) = mpsc::channel::<Vec<u8>>();
     let mut stdout = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {

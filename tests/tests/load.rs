@@ -9,7 +9,6 @@
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -74,22 +73,21 @@ fn sixty_four_concurrent_clients_get_verified_answers_or_clean_429s() {
                 // Every client makes at least one attempt, then keeps going until the deadline.
                 while k == 0 || Instant::now() < deadline {
                     let receipt = dir.join(format!("r-{i}-{k}.json"));
-                    let out = Command::new(bin("vouch"))
-                        .args(with_sim_policy(&[
-                            "chat",
-                            "--url",
-                            &url,
-                            "--trust-sim-root",
-                            &root,
-                            "--max-tokens",
-                            "2",
-                            "--json",
-                        ]))
-                        .arg("--receipt-out")
-                        .arg(&receipt)
-                        .arg(format!("Say the number {i}."))
-                        .output()
-                        .unwrap();
+                    let out = vouch_command(&[
+                        "chat",
+                        "--url",
+                        &url,
+                        "--trust-sim-root",
+                        &root,
+                        "--max-tokens",
+                        "2",
+                        "--json",
+                    ])
+                    .arg("--receipt-out")
+                    .arg(&receipt)
+                    .arg(format!("Say the number {i}."))
+                    .output()
+                    .unwrap();
                     k += 1;
                     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
                     let mut t = tally.lock().unwrap();
@@ -260,20 +258,19 @@ fn slowloris_connections_do_not_block_other_clients_and_are_cut_off() {
 
         // Meanwhile a real client is served promptly.
         let started = Instant::now();
-        let out = tokio::process::Command::new(bin("vouch"))
-            .args(with_sim_policy(&[
-                "chat",
-                "--url",
-                &url,
-                "--trust-sim-root",
-                &root,
-                "--max-tokens",
-                "4",
-                "Say hi.",
-            ]))
-            .output()
-            .await
-            .unwrap();
+        let out = tokio::process::Command::from(vouch_command(&[
+            "chat",
+            "--url",
+            &url,
+            "--trust-sim-root",
+            &root,
+            "--max-tokens",
+            "4",
+            "Say hi.",
+        ]))
+        .output()
+        .await
+        .unwrap();
         let took = started.elapsed();
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));
         eprintln!("a verified answer during the slowloris took {took:?}");
