@@ -71,7 +71,12 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
         (&Method::GET, "/v1/attestation") => attestation(&state, req.uri().query()).await,
         (&Method::POST, "/v1/chat/completions") => chat(state, req).await,
         (&Method::GET, "/healthz") => full(StatusCode::OK, "text/plain", "ok\n"),
-        (_, "/v1/models" | "/v1/attestation" | "/v1/chat/completions") => error(
+        (&Method::GET, "/metrics") => full(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            render_metrics(&state.engine.metrics()),
+        ),
+        (_, "/v1/models" | "/v1/attestation" | "/v1/chat/completions" | "/metrics") => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "invalid_request_error",
             "method_not_allowed",
@@ -80,6 +85,73 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
         _ => error(StatusCode::NOT_FOUND, "invalid_request_error", "not_found", format!("no route {path}")),
     };
     Ok(resp)
+}
+
+/// The engine's state in the Prometheus text format. Served inside attested TLS, so the
+/// host (which only forwards bytes) cannot read or alter it; it says how busy the enclave
+/// is, never what it computes.
+pub fn render_metrics(m: &crate::model::EngineMetrics) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        let _ = writeln!(out, "# HELP vouch_engine_{name} {help}\n# TYPE vouch_engine_{name} {kind}\nvouch_engine_{name} {value}");
+    };
+    metric("max_batch", "gauge", "Most sequences decoded in one forward step.", m.max_batch.to_string());
+    metric("active_sequences", "gauge", "Sequences in the batch now.", m.active.to_string());
+    metric("queued_requests", "gauge", "Requests waiting for a slot or KV memory.", m.queued.to_string());
+    metric("queue_depth", "gauge", "Requests that may wait beyond the batch.", m.queue_depth.to_string());
+    metric("kv_budget_bytes", "gauge", "KV-cache budget.", m.kv_budget_bytes.to_string());
+    metric(
+        "kv_reserved_bytes",
+        "gauge",
+        "KV cache reserved by running requests.",
+        m.kv_reserved_bytes.to_string(),
+    );
+    metric(
+        "kv_allocated_bytes",
+        "gauge",
+        "KV cache allocated by running requests.",
+        m.kv_allocated_bytes.to_string(),
+    );
+    metric(
+        "kv_bytes_per_position",
+        "gauge",
+        "KV cache per position of one sequence.",
+        m.kv_bytes_per_position.to_string(),
+    );
+    metric("steps_total", "counter", "Forward steps run.", m.steps_total.to_string());
+    metric(
+        "batched_sequences_total",
+        "counter",
+        "Sum over steps of the sequences in the step.",
+        m.batched_sequences_total.to_string(),
+    );
+    metric("prompt_tokens_total", "counter", "Prompt tokens fed.", m.prompt_tokens_total.to_string());
+    metric(
+        "completion_tokens_total",
+        "counter",
+        "Completion tokens generated.",
+        m.completion_tokens_total.to_string(),
+    );
+    metric(
+        "requests_finished_total",
+        "counter",
+        "Requests finished, failed or cancelled.",
+        m.requests_finished_total.to_string(),
+    );
+    metric(
+        "requests_rejected_total",
+        "counter",
+        "Requests refused as busy (429).",
+        m.requests_rejected_total.to_string(),
+    );
+    metric(
+        "completion_tokens_per_second",
+        "gauge",
+        "Completion tokens per second over the last 10 s.",
+        format!("{:.3}", m.completion_tokens_per_s),
+    );
+    out
 }
 
 fn models(state: &AppState) -> Response<Body> {

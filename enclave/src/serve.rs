@@ -54,9 +54,21 @@ pub struct ServeArgs {
     /// VMPL at which `sev-guest` requests reports.
     #[arg(long, default_value_t = 0)]
     pub vmpl: u32,
-    /// Requests that may wait for the model; more get 429.
+    /// Requests that may wait for a batch slot or KV memory, beyond the running batch;
+    /// more get 429 with Retry-After.
     #[arg(long, default_value_t = 16)]
     pub queue_depth: usize,
+    /// Most requests decoded together in one forward step (default: what the KV budget
+    /// fits at 1024 positions each, at least 8 and at most 32; always 1 under candle).
+    #[arg(long)]
+    pub max_batch: Option<usize>,
+    /// KV-cache memory all running requests together may reserve, in MiB. Each request
+    /// reserves prompt + max_tokens positions when it starts; one that does not fit waits.
+    #[arg(long, default_value_t = crate::model::DEFAULT_KV_BUDGET_MIB)]
+    pub kv_budget_mib: usize,
+    /// Most prompt tokens fed per step while other requests decode.
+    #[arg(long, default_value_t = crate::model::DEFAULT_PREFILL_CHUNK)]
+    pub prefill_chunk: usize,
     /// Model compute threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -252,7 +264,28 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> Result<
         model.kernel()
     );
     let threads = args.threads.unwrap_or_else(|| EngineConfig::default().threads);
-    let engine = Engine::start(model, EngineConfig { queue_depth: args.queue_depth, threads });
+    let engine = Engine::start(
+        model,
+        EngineConfig {
+            queue_depth: args.queue_depth,
+            threads,
+            max_batch: args.max_batch,
+            kv_budget_bytes: args.kv_budget_mib.saturating_mul(1 << 20),
+            prefill_chunk: args.prefill_chunk,
+        },
+    );
+    let per_position = engine.kv_bytes_per_position();
+    println!(
+        "vouch-enclave: batch up to {} sequences, queue {}, KV budget {} MiB ({} positions at {:.1} KiB each), \
+         prefill chunk {}, {} threads",
+        engine.max_batch(),
+        engine.queue_depth(),
+        args.kv_budget_mib,
+        engine.kv_budget_bytes() / per_position.max(1),
+        per_position as f64 / 1024.0,
+        args.prefill_chunk,
+        engine.threads(),
+    );
     let tls = tls_identity()?;
     let notary = Notary::start(provider, tls.spki_sha256, engine.model_digest(), !args.no_group_commit);
     let listener = Listener::bind(&addr).await?;

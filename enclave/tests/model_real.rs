@@ -270,11 +270,15 @@ fn missing_file_is_not_found() {
 async fn engine_streams_and_rejects_beyond_its_queue() {
     let model = load(Runtime::default());
     let digest = model.digest();
-    let engine = Engine::start(model, EngineConfig { queue_depth: 1, threads: 2 });
+    let engine = Engine::start(
+        model,
+        EngineConfig { queue_depth: 1, threads: 2, max_batch: Some(1), ..EngineConfig::default() },
+    );
     assert_eq!(engine.model_digest(), digest);
     assert_eq!(engine.model_name(), "SmolLM2-135M-Instruct");
 
-    // One request runs, one waits; with nothing finishing in between, a third is refused.
+    // One request runs (a batch of one), one waits; with nothing finishing in between, a
+    // third is refused.
     let long = SamplingParams::greedy(24);
     let mut first = engine.submit(ask(GERMANY, long.clone())).expect("first request accepted");
     let mut results = Vec::new();
@@ -282,8 +286,8 @@ async fn engine_streams_and_rejects_beyond_its_queue() {
         results.push(engine.submit(ask(GERMANY, long.clone())));
     }
     assert!(
-        results.iter().any(|r| matches!(r, Err(EngineBusy { queue_depth: 1 }))),
-        "expected EngineBusy with queue_depth 1"
+        results.iter().any(|r| matches!(r, Err(EngineBusy { running: 1, queue_depth: 1 }))),
+        "expected EngineBusy with one running and queue_depth 1"
     );
     // Drop the waiting ones: they are cancelled without running.
     drop(results);

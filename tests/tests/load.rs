@@ -144,6 +144,103 @@ fn sixty_four_concurrent_clients_get_verified_answers_or_clean_429s() {
     );
 }
 
+/// One `vouch chat --json` with the given sampling; returns (exit code, JSON output).
+fn sampled_chat(
+    url: &str,
+    root: &str,
+    question: &str,
+    temperature: &str,
+    seed: &str,
+    stream: bool,
+) -> (Option<i32>, Value) {
+    let mut args = vec![
+        "chat",
+        "--url",
+        url,
+        "--trust-sim-root",
+        root,
+        "--max-tokens",
+        "24",
+        "--temperature",
+        temperature,
+        "--seed",
+        seed,
+        "--json",
+    ];
+    if !stream {
+        args.push("--no-stream");
+    }
+    args.push(question);
+    let out = vouch(&args);
+    (out.status.code(), serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
+}
+
+/// The receipts issued under load verify, and each answer equals the answer the same
+/// request gets alone: batching changes nothing a client or an auditor can see.
+#[test]
+fn answers_under_load_equal_their_solo_answers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = seeded_sim_dir(tmp.path());
+    let (_enclave, addr) = start_enclave(&sim, &["--max-batch", "8", "--prefill-chunk", "16"]);
+    let (_host, host_addr) = start_host(&[&addr]);
+    let url = format!("https://{host_addr}");
+    let root = sim_root(&sim);
+    let requests: Vec<(String, &str, String, bool)> = (0..10)
+        .map(|i| {
+            let question = format!("Tell me a short story about the number {i}.");
+            let temperature = if i % 3 == 0 { "0" } else { "0.8" };
+            (question, temperature, (1000 + i).to_string(), i % 2 == 0)
+        })
+        .collect();
+    let solo: Vec<String> = requests
+        .iter()
+        .map(|(q, t, seed, stream)| {
+            let (code, v) = sampled_chat(&url, &root, q, t, seed, *stream);
+            assert_eq!(code, Some(0), "solo {q}: {v}");
+            v["text"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let loaded: Vec<_> = requests
+        .iter()
+        .cloned()
+        .map(|(q, t, seed, stream)| {
+            let (url, root) = (url.clone(), root.clone());
+            std::thread::spawn(move || sampled_chat(&url, &root, &q, t, &seed, stream))
+        })
+        .collect();
+    for (i, (handle, solo)) in loaded.into_iter().zip(&solo).enumerate() {
+        let (code, v) = handle.join().unwrap();
+        assert_eq!(code, Some(0), "request {i} under load: {v}");
+        assert_eq!(v["verified"], true, "request {i}: {v}");
+        assert_eq!(v["verdict"]["receipt"]["exchange_checked"], true, "request {i}: {v}");
+        assert_eq!(
+            v["text"].as_str().unwrap(),
+            solo,
+            "request {i}: the answer under load differs from its solo answer"
+        );
+    }
+    // The enclave's metrics (inside attested TLS) saw batches of more than one.
+    let raw = block_on(https_raw(
+        &host_addr,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(10),
+    ))
+    .unwrap();
+    let response = parse_response(&raw);
+    assert_eq!(response.status, 200, "{}", response.head);
+    let body = String::from_utf8_lossy(&response.body).into_owned();
+    let value = |name: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("vouch_engine_{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{body}"))
+    };
+    assert_eq!(value("max_batch"), 8.0);
+    assert!(value("batched_sequences_total") > value("steps_total"), "no step held two sequences:\n{body}");
+    assert_eq!(value("active_sequences"), 0.0);
+    assert_eq!(value("kv_reserved_bytes"), 0.0);
+}
+
 /// How a slow connection ended.
 #[derive(Debug)]
 struct SlowEnd {

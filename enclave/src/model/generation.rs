@@ -1,20 +1,31 @@
-//! The generation loop (trusted side, inside the enclave): prompt ids in, text deltas and
-//! statistics out. Used directly by `vouch-enclave generate` and by the [`super::Engine`]
-//! thread.
+//! The generation of one answer (trusted side, inside the enclave), as a state machine the
+//! caller steps: prompt ids in, text deltas and statistics out. [`generate_blocking`] steps
+//! one [`Sequence`] alone; the [`super::Engine`] steps many in shared forward passes. Both
+//! run this same code, so an answer is the same whichever way it was produced.
 //!
-//! Schedule, fixed so that results are reproducible: clear the KV cache; run the whole
-//! prompt through the model in one forward pass ([`PREFILL_SCHEDULE`] = "all"); then pick a
-//! token, stop if it is a stop token or the budget is spent, otherwise feed it back one
-//! token at a time.
+//! ```text
+//!  Sequence::new: validate, chat template, context check, seeded sampler
+//!  ┌─► input(budget): the next prompt chunk, or the last sampled token
+//!  │   (caller runs Model::step over this and other sequences' inputs)
+//!  └── advance(logits): sample ─► stop token? budget spent? ─► UTF-8 delta ─► Finished?
+//! ```
+//!
+//! Reproducible: the tokens depend only on the model, the prompt ids and the sampling
+//! parameters (with their seed). The native runtime's logits do not depend on how the
+//! prompt was split into chunks nor on what shared the step ([`super::native`]); candle's
+//! would, so the engine gives candle one sequence at a time and the whole prompt at once.
 
 use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use candle_transformers::generation::LogitsProcessor;
 
 use super::chat::encode_chat_prompt;
 use super::sampling::logits_processor;
 use super::utf8::Utf8Stream;
 use super::{
-    compute_threads, FinishReason, GenerateRequest, GenerationStats, Model, ModelError, MAX_CONTEXT_TOKENS,
-    PREFILL_SCHEDULE,
+    compute_threads, FinishReason, GenerateRequest, GenerationStats, Model, ModelError, SeqCache, Step,
+    MAX_CONTEXT_TOKENS, PREFILL_SCHEDULE,
 };
 
 /// Runs one generation to completion, calling `on_delta` with each piece of new text
@@ -35,82 +46,201 @@ pub fn generate_cancellable(
     mut on_delta: impl FnMut(&str),
     is_cancelled: impl Fn() -> bool,
 ) -> Result<(FinishReason, GenerationStats), ModelError> {
-    req.validate()?;
-    let params = &req.params;
-    let prompt_ids = encode_chat_prompt(&model.tokenizer, &req.messages)?;
-    if prompt_ids.len() + params.max_tokens as usize > MAX_CONTEXT_TOKENS {
-        return Err(ModelError::ContextTooLong {
-            prompt_tokens: prompt_ids.len(),
-            max_tokens: params.max_tokens,
-            limit: MAX_CONTEXT_TOKENS,
-        });
-    }
-    let mut sampler = logits_processor(params)?;
-
-    let mut stats = GenerationStats {
-        prompt_tokens: prompt_ids.len() as u32,
-        completion_tokens: 0,
-        prompt_token_ids: prompt_ids.clone(),
-        completion_token_ids: Vec::new(),
-        prefill_chunk: PREFILL_SCHEDULE.to_owned(),
-        load_ms: model.load_ms,
-        queue_ms: 0.0,
-        prefill_ms: 0.0,
-        decode_ms: 0.0,
-        prompt_tokens_per_s: 0.0,
-        completion_tokens_per_s: 0.0,
-        threads: compute_threads(),
-    };
-    if params.max_tokens == 0 {
-        return Ok((FinishReason::Length, stats));
-    }
-    if is_cancelled() {
-        return Err(ModelError::Cancelled);
-    }
-
-    // A previous request (or a failed one) may have left state behind.
-    model.start_sequence(prompt_ids.len() + params.max_tokens as usize);
-
-    let prefill_started = Instant::now();
-    let mut logits = model.forward(&prompt_ids, 0)?;
-    stats.prefill_ms = prefill_started.elapsed().as_secs_f64() * 1e3;
-
-    let decode_started = Instant::now();
-    let mut decode_forwards = 0u32;
-    let mut text = Utf8Stream::new();
-    let mut position = prompt_ids.len();
-    let finish = loop {
-        let next = sampler.sample(&logits).map_err(ModelError::inference)?;
-        if model.tokenizer.is_stop(next) {
-            break FinishReason::Stop;
-        }
-        stats.completion_token_ids.push(next);
-        let delta = text.push(model.tokenizer.token_bytes(next));
-        if !delta.is_empty() {
-            on_delta(&delta);
-        }
-        if stats.completion_token_ids.len() >= params.max_tokens as usize {
-            break FinishReason::Length;
+    let mut seq = Sequence::new(model, req)?;
+    seq.reserve_cache(model);
+    loop {
+        if let Some(finish) = seq.finished() {
+            return Ok((finish, seq.into_stats()));
         }
         if is_cancelled() {
             return Err(ModelError::Cancelled);
         }
-        logits = model.forward(&[next], position)?;
-        position += 1;
-        decode_forwards += 1;
-    };
-    let tail = text.finish();
-    if !tail.is_empty() {
-        on_delta(&tail);
+        let (cache, tokens, logits) = seq.input(usize::MAX);
+        let fed = tokens.len();
+        let mut out = model.step(&mut [Step { cache, tokens, logits }])?;
+        seq.advance(model, fed, out.pop().flatten(), &mut on_delta)?;
     }
-    stats.decode_ms = decode_started.elapsed().as_secs_f64() * 1e3;
-    // Free the cache now rather than holding it until the next request.
-    model.end_sequence();
+}
 
-    stats.completion_tokens = stats.completion_token_ids.len() as u32;
-    stats.prompt_tokens_per_s = per_second(stats.prompt_tokens, stats.prefill_ms);
-    stats.completion_tokens_per_s = per_second(decode_forwards, stats.decode_ms);
-    Ok((finish, stats))
+/// One answer being generated.
+pub(crate) struct Sequence {
+    cache: SeqCache,
+    prompt: Vec<u32>,
+    /// Prompt tokens already fed.
+    fed: usize,
+    /// The last sampled token, fed in the next step.
+    next: [u32; 1],
+    max_tokens: usize,
+    sampler: LogitsProcessor,
+    text: Utf8Stream,
+    stats: GenerationStats,
+    finished: Option<FinishReason>,
+    started: Option<Instant>,
+    decode_started: Option<Instant>,
+    decode_forwards: u32,
+}
+
+impl Sequence {
+    /// Validates `req`, renders and tokenizes its prompt and checks that prompt and
+    /// completion fit the context. Allocates the KV cache's first positions.
+    pub(crate) fn new(model: &Model, req: &GenerateRequest) -> Result<Sequence, ModelError> {
+        req.validate()?;
+        let params = &req.params;
+        let prompt = encode_chat_prompt(&model.tokenizer, &req.messages)?;
+        if prompt.len() + params.max_tokens as usize > MAX_CONTEXT_TOKENS {
+            return Err(ModelError::ContextTooLong {
+                prompt_tokens: prompt.len(),
+                max_tokens: params.max_tokens,
+                limit: MAX_CONTEXT_TOKENS,
+            });
+        }
+        let sampler = logits_processor(params)?;
+        let stats = GenerationStats {
+            prompt_tokens: prompt.len() as u32,
+            completion_tokens: 0,
+            prompt_token_ids: prompt.clone(),
+            completion_token_ids: Vec::new(),
+            prefill_chunk: PREFILL_SCHEDULE.to_owned(),
+            load_ms: model.load_ms,
+            queue_ms: 0.0,
+            prefill_ms: 0.0,
+            decode_ms: 0.0,
+            prompt_tokens_per_s: 0.0,
+            completion_tokens_per_s: 0.0,
+            threads: compute_threads(),
+        };
+        let max_tokens = params.max_tokens as usize;
+        Ok(Sequence {
+            cache: model.new_cache(0),
+            finished: (max_tokens == 0).then_some(FinishReason::Length),
+            prompt,
+            fed: 0,
+            next: [0],
+            max_tokens,
+            sampler,
+            text: Utf8Stream::new(),
+            stats,
+            started: None,
+            decode_started: None,
+            decode_forwards: 0,
+        })
+    }
+
+    /// Positions the sequence may occupy in its KV cache: prompt plus completion budget.
+    pub(crate) fn positions_needed(&self) -> usize {
+        self.prompt.len() + self.max_tokens
+    }
+
+    /// Sets KV-cache memory aside for the sequence's first positions (see
+    /// [`Model::new_cache`]); before that, the cache grows as it fills.
+    pub(crate) fn reserve_cache(&mut self, model: &Model) {
+        self.cache = model.new_cache(self.positions_needed());
+    }
+
+    /// Completion tokens generated so far.
+    pub(crate) fn generated(&self) -> usize {
+        self.stats.completion_token_ids.len()
+    }
+
+    /// Prompt tokens not yet fed (0 once decoding).
+    pub(crate) fn prefill_remaining(&self) -> usize {
+        self.prompt.len() - self.fed
+    }
+
+    /// Why it finished, once it has.
+    pub(crate) fn finished(&self) -> Option<FinishReason> {
+        self.finished
+    }
+
+    /// Bytes its KV cache holds now.
+    pub(crate) fn cache_bytes(&self) -> usize {
+        self.cache.allocated_bytes()
+    }
+
+    /// Sets the time spent waiting before the first step, for the statistics.
+    pub(crate) fn set_queue_ms(&mut self, ms: f64) {
+        self.stats.queue_ms = ms;
+    }
+
+    /// What to feed next: up to `prefill_budget` prompt tokens (at least one) while the
+    /// prompt is not all in, else the last sampled token; and whether that step's logits
+    /// are needed (only after the prompt's last token and when decoding).
+    pub(crate) fn input(&mut self, prefill_budget: usize) -> (&mut SeqCache, &[u32], bool) {
+        self.started.get_or_insert_with(Instant::now);
+        let remaining = self.prompt.len() - self.fed;
+        if remaining > 0 {
+            let take = remaining.min(prefill_budget.max(1));
+            let chunk = &self.prompt[self.fed..self.fed + take];
+            (&mut self.cache, chunk, take == remaining)
+        } else {
+            (&mut self.cache, &self.next, true)
+        }
+    }
+
+    /// Takes the result of a step that fed `fed` tokens from [`Sequence::input`]: with the
+    /// logits, picks the next token, reports new text through `on_delta`, and finishes on
+    /// the stop token or the completion budget.
+    pub(crate) fn advance(
+        &mut self,
+        model: &Model,
+        fed: usize,
+        logits: Option<Vec<f32>>,
+        on_delta: &mut impl FnMut(&str),
+    ) -> Result<(), ModelError> {
+        if self.fed < self.prompt.len() {
+            self.fed += fed;
+            if self.fed < self.prompt.len() {
+                return Ok(()); // more prompt to come
+            }
+            let now = Instant::now();
+            self.stats.prefill_ms = self.started.map_or(0.0, |s| ms_between(s, now));
+            self.decode_started = Some(now);
+        } else {
+            self.decode_forwards += 1;
+        }
+        let logits = logits.ok_or_else(|| ModelError::inference("a decoding step returned no logits"))?;
+        let vocab = logits.len();
+        let logits = Tensor::from_vec(logits, vocab, &Device::Cpu).map_err(ModelError::inference)?;
+        let next = self.sampler.sample(&logits).map_err(ModelError::inference)?;
+        if model.tokenizer.is_stop(next) {
+            return self.finish(FinishReason::Stop, on_delta);
+        }
+        self.stats.completion_token_ids.push(next);
+        let delta = self.text.push(model.tokenizer.token_bytes(next));
+        if !delta.is_empty() {
+            on_delta(&delta);
+        }
+        if self.stats.completion_token_ids.len() >= self.max_tokens {
+            return self.finish(FinishReason::Length, on_delta);
+        }
+        self.next = [next];
+        Ok(())
+    }
+
+    fn finish(&mut self, reason: FinishReason, on_delta: &mut impl FnMut(&str)) -> Result<(), ModelError> {
+        let tail = self.text.finish();
+        if !tail.is_empty() {
+            on_delta(&tail);
+        }
+        self.stats.decode_ms = self.decode_started.map_or(0.0, |s| ms_between(s, Instant::now()));
+        self.finished = Some(reason);
+        // Free the cache now rather than when the sequence is dropped.
+        self.cache.release();
+        Ok(())
+    }
+
+    /// The statistics, once finished.
+    pub(crate) fn into_stats(mut self) -> GenerationStats {
+        let s = &mut self.stats;
+        s.completion_tokens = s.completion_token_ids.len() as u32;
+        s.prompt_tokens_per_s = per_second(s.prompt_tokens, s.prefill_ms);
+        s.completion_tokens_per_s = per_second(self.decode_forwards, s.decode_ms);
+        self.stats
+    }
+}
+
+fn ms_between(a: Instant, b: Instant) -> f64 {
+    b.duration_since(a).as_secs_f64() * 1e3
 }
 
 fn per_second(count: u32, ms: f64) -> f64 {

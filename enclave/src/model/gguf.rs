@@ -18,12 +18,25 @@ use candle_core::Device;
 use candle_transformers::models::quantized_llama::ModelWeights;
 use sha2::{Digest, Sha256};
 
-use super::native::NativeLlama;
+use super::native::NativeModel;
 use super::tokenizer::GgufTokenizer;
 use super::{compute_threads, Model, ModelError, Weights};
 
 /// The only architecture this runtime implements (candle's quantized llama).
 const SUPPORTED_ARCHITECTURE: &str = "llama";
+
+/// What one position of an f32 KV cache takes for this model's shape (keys and values,
+/// every layer), from the `llama.*` metadata; 0 when the metadata does not say.
+fn kv_bytes_per_position(content: &Content) -> usize {
+    let get = |key: &str| content.metadata.get(key).and_then(|v| v.to_u32().ok()).map(|n| n as usize);
+    let (Some(layers), Some(dim), Some(heads)) =
+        (get("llama.block_count"), get("llama.embedding_length"), get("llama.attention.head_count"))
+    else {
+        return 0;
+    };
+    let kv_heads = get("llama.attention.head_count_kv").unwrap_or(heads);
+    layers * (dim / heads.max(1)) * kv_heads * 2 * std::mem::size_of::<f32>()
+}
 
 /// The GGUF magic, as the first four bytes of the file.
 const GGUF_MAGIC: &[u8; 4] = b"GGUF";
@@ -132,10 +145,11 @@ pub(crate) fn load(path: &Path, runtime: Runtime) -> Result<Model, ModelError> {
     check_tensor_extents(&content, file_size)?;
     let stored_format = dominant_matrix_type(&content);
     let name = model_name(&content, path);
+    let candle_kv_bytes_per_position = kv_bytes_per_position(&content);
 
     let (weights, weights_digest) = match runtime {
         Runtime::Native => {
-            let llama = NativeLlama::new(&content, bytes, compute_threads())?;
+            let llama = NativeModel::new(&content, bytes, compute_threads())?;
             (Weights::Native(Box::new(llama)), digest)
         }
         Runtime::Candle => {
@@ -164,7 +178,18 @@ pub(crate) fn load(path: &Path, runtime: Runtime) -> Result<Model, ModelError> {
         load_ms,
         "model loaded"
     );
-    Ok(Model { weights, tokenizer, digest, weights_digest, runtime, stored_format, name, file_size, load_ms })
+    Ok(Model {
+        weights,
+        tokenizer,
+        digest,
+        weights_digest,
+        runtime,
+        stored_format,
+        name,
+        file_size,
+        load_ms,
+        candle_kv_bytes_per_position,
+    })
 }
 
 fn weights_error(e: candle_core::Error) -> ModelError {

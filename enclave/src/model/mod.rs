@@ -45,7 +45,10 @@ use candle_transformers::models::quantized_llama::ModelWeights;
 use serde::{Deserialize, Serialize};
 
 pub use chat::{render_chat_prompt, Role, DEFAULT_SYSTEM_PROMPT};
-pub use engine::{Engine, EngineBusy, EngineConfig, GenerateEvent};
+pub use engine::{
+    Engine, EngineBusy, EngineConfig, EngineMetrics, GenerateEvent, DEFAULT_KV_BUDGET_MIB,
+    DEFAULT_PREFILL_CHUNK,
+};
 pub use error::ModelError;
 pub use generation::{generate_blocking, generate_cancellable};
 pub use gguf::Runtime;
@@ -68,7 +71,7 @@ pub const MAX_CONTEXT_TOKENS: usize = candle_transformers::models::quantized_lla
 
 /// The weights and the code that computes with them.
 enum Weights {
-    Native(Box<native::NativeLlama>),
+    Native(Box<native::NativeModel>),
     Candle(Box<ModelWeights>),
 }
 
@@ -86,6 +89,45 @@ pub struct Model {
     name: String,
     file_size: u64,
     load_ms: f64,
+    /// What one position of candle's f32 KV cache takes (unused by the native runtime).
+    candle_kv_bytes_per_position: usize,
+}
+
+/// One sequence's KV cache, in the form its runtime keeps it.
+#[derive(Debug)]
+pub(crate) enum SeqCache {
+    /// The native runtime's per-sequence cache.
+    Native(native::SeqKv),
+    /// candle keeps the cache inside the model (one sequence at a time); this counts the
+    /// positions fed so far.
+    Candle {
+        /// Tokens fed so far.
+        positions: usize,
+    },
+}
+
+impl SeqCache {
+    /// Bytes the cache holds now (0 for candle, which does not say).
+    pub(crate) fn allocated_bytes(&self) -> usize {
+        match self {
+            SeqCache::Native(kv) => kv.allocated_bytes(),
+            SeqCache::Candle { .. } => 0,
+        }
+    }
+
+    /// Returns the cache's memory (a finished sequence keeps no positions).
+    pub(crate) fn release(&mut self) {
+        if let SeqCache::Native(kv) = self {
+            *kv = native::SeqKv::default();
+        }
+    }
+}
+
+/// What one sequence feeds into a forward step ([`Model::step`]).
+pub(crate) struct Step<'a> {
+    pub(crate) cache: &'a mut SeqCache,
+    pub(crate) tokens: &'a [u32],
+    pub(crate) logits: bool,
 }
 
 impl std::fmt::Debug for Model {
@@ -151,7 +193,7 @@ impl Model {
 
     /// The logits after `ids` (already templated token ids), computed from an empty KV
     /// cache in one forward pass. For auditors and tests comparing runtimes; generation
-    /// goes through [`generate_blocking`].
+    /// goes through [`generate_blocking`] or the [`Engine`].
     pub fn prompt_logits(&mut self, ids: &[u32]) -> Result<Vec<f32>, ModelError> {
         if ids.is_empty() || ids.len() > MAX_CONTEXT_TOKENS {
             return Err(ModelError::InvalidRequest(format!(
@@ -159,51 +201,70 @@ impl Model {
                 ids.len()
             )));
         }
-        self.start_sequence(ids.len());
-        let logits = self.forward(ids, 0).and_then(|l| l.to_vec1::<f32>().map_err(ModelError::inference));
-        self.end_sequence();
-        logits
+        let mut cache = self.new_cache(ids.len());
+        let mut logits = self.step(&mut [Step { cache: &mut cache, tokens: ids, logits: true }])?;
+        logits.pop().flatten().ok_or_else(|| ModelError::inference("no logits"))
     }
 
-    /// Empties the KV cache and makes room for a sequence of `positions` tokens.
-    fn start_sequence(&mut self, positions: usize) {
-        match &mut self.weights {
-            Weights::Native(llama) => {
-                llama.clear_kv_cache();
-                llama.reserve(positions);
-            }
-            Weights::Candle(weights) => weights.clear_kv_cache(),
+    /// Whether several sequences can share one forward step (the native runtime; candle's
+    /// models hold one KV cache).
+    pub fn batches(&self) -> bool {
+        matches!(self.weights, Weights::Native(_))
+    }
+
+    /// Bytes of KV cache one position of one sequence takes. For candle, which allocates
+    /// its own cache, the same figure for its f32 cache of this shape.
+    pub fn kv_bytes_per_position(&self) -> usize {
+        match &self.weights {
+            Weights::Native(model) => model.kv_bytes_per_position(),
+            Weights::Candle(_) => self.candle_kv_bytes_per_position,
         }
     }
 
-    /// Releases the KV cache's memory.
-    fn end_sequence(&mut self) {
-        match &mut self.weights {
-            Weights::Native(llama) => llama.clear_kv_cache(),
-            Weights::Candle(weights) => weights.clear_kv_cache(),
+    /// A new, empty KV cache for one sequence of up to `positions` tokens.
+    pub(crate) fn new_cache(&self, positions: usize) -> SeqCache {
+        match &self.weights {
+            Weights::Native(model) => SeqCache::Native(model.new_sequence(positions)),
+            Weights::Candle(_) => SeqCache::Candle { positions: 0 },
         }
     }
 
-    /// Feeds `tokens` at `position` (the number of tokens already in the sequence) and
-    /// returns the logits after the last one, as a 1-D tensor for the sampler.
-    fn forward(&mut self, tokens: &[u32], position: usize) -> Result<Tensor, ModelError> {
+    /// One forward step: each step's tokens go into its sequence's cache, and the logits
+    /// after the last token of each step that asks are returned (in order; `None` for the
+    /// others). Under the native runtime every sequence's logits are bit-identical to
+    /// running it alone; candle takes one step at a time.
+    pub(crate) fn step(&mut self, steps: &mut [Step<'_>]) -> Result<Vec<Option<Vec<f32>>>, ModelError> {
         match &mut self.weights {
-            Weights::Native(llama) => {
-                if llama.cached_positions() != position {
-                    return Err(ModelError::inference(format!(
-                        "position {position} does not follow the {} cached positions",
-                        llama.cached_positions()
-                    )));
+            Weights::Native(model) => {
+                let mut native_steps = Vec::with_capacity(steps.len());
+                for step in steps.iter_mut() {
+                    let SeqCache::Native(kv) = &mut *step.cache else {
+                        return Err(ModelError::inference("a candle cache given to the native runtime"));
+                    };
+                    native_steps.push(native::SeqStep { kv, tokens: step.tokens, logits: step.logits });
                 }
-                let logits = llama.forward(tokens)?;
-                let vocab = llama.vocab();
-                Tensor::from_vec(logits, vocab, &Device::Cpu).map_err(ModelError::inference)
+                model.forward_batch(&mut native_steps)
             }
             Weights::Candle(weights) => {
-                let input = Tensor::new(tokens, &Device::Cpu)
+                let [step] = steps else {
+                    return Err(ModelError::inference("the candle runtime runs one sequence per step"));
+                };
+                let SeqCache::Candle { positions } = &mut *step.cache else {
+                    return Err(ModelError::inference("a native cache given to the candle runtime"));
+                };
+                if *positions == 0 {
+                    weights.clear_kv_cache(); // a new sequence
+                }
+                let input = Tensor::new(step.tokens, &Device::Cpu)
                     .and_then(|t| t.unsqueeze(0))
                     .map_err(ModelError::inference)?;
-                weights.forward(&input, position).and_then(|l| l.squeeze(0)).map_err(ModelError::inference)
+                let logits = weights
+                    .forward(&input, *positions)
+                    .and_then(|l| l.squeeze(0))
+                    .and_then(|l| l.to_vec1::<f32>())
+                    .map_err(ModelError::inference)?;
+                *positions += step.tokens.len();
+                Ok(vec![step.logits.then_some(logits)])
             }
         }
     }

@@ -1,27 +1,40 @@
-//! The native llama runtime (trusted side, inside the enclave): a forward pass written for
-//! this job, computing straight from the GGUF bytes that were hashed into the model digest.
+//! The native runtime (trusted side, inside the enclave): a forward pass written for this
+//! job, computing straight from the GGUF bytes that were hashed into the model digest, for
+//! a batch of independent sequences at once.
 //!
 //! ```text
 //!  file bytes (hashed, attested) ── weights referenced in place, never copied or converted
-//!  token ids ─► embedding rows ─► 30 × [ RMSNorm ─► Q,K,V ─► RoPE ─► KV cache ─► attention
-//!                                       ─► O ─► + ─► RMSNorm ─► gate,up ─► SiLU·up ─► down ─► + ]
-//!            ─► RMSNorm ─► output matrix (tied to the embedding when absent) ─► logits
+//!
+//!  step: sequence A: 1 token (decoding)   ┐
+//!        sequence B: 1 token (decoding)   ├─► one matrix of activation rows, one row per token
+//!        sequence C: 32 prompt tokens     ┘
+//!     ─► embedding rows ─► layers (the architecture's block, e.g. llama.rs):
+//!          every weight matrix multiplies all rows in one pass (the weights stream once);
+//!          RoPE and attention run per sequence, over that sequence's own KV cache (SeqKv)
+//!     ─► final norm ─► output matrix over the last row of each sequence that wants logits
 //! ```
 //!
 //! Why not candle: on a 135M-parameter model candle spends most of a token in per-op
 //! overhead and has no SIMD kernel for the shipped Q4_1, and it dequantizes the embedding
-//! to f32 (113 MB). Here every matrix-vector product is one call into [`kernels`] over the
-//! stored blocks, scratch buffers are reused, and resident memory is the file plus the KV
-//! cache.
+//! to f32 (113 MB). Here every matrix product is one call into [`kernels`] over the stored
+//! blocks, and resident memory is the file plus the KV caches.
 //!
-//! Determinism: each output value is computed by exactly one thread with one fixed
-//! sequence of operations; `exp` is our own (plain multiplies and adds, vectorized
-//! operation for operation) and the few other transcendental calls (RoPE angles) come
-//! from the `libm` crate (pure Rust, identical on every platform). So the logits do not depend on the thread count,
-//! on AVX2 versus scalar kernels, or on the prefill schedule: a prompt processed in one
-//! batch gives the same bits as the same prompt fed one token at a time (a test pins it).
+//! Architectures plug in through one seam, [`arch::Architecture`]: a family is one file
+//! (today [`llama`]) plus one line in [`arch::load`].
+//!
+//! Determinism and batch invariance: each output value is computed by exactly one thread
+//! with one fixed sequence of operations that involves only its own token's row (a matrix
+//! product computes `W[r] · x[t]` for each row and token separately; norms, RoPE and
+//! attention are per token, over the token's own sequence). `exp` is our own (plain
+//! multiplies and adds, vectorized operation for operation) and the few other
+//! transcendental calls (RoPE angles) come from the `libm` crate (pure Rust, identical on
+//! every platform). So a sequence's logits do not depend on the thread count, on the SIMD
+//! level, on the prefill schedule, or on which other sequences share its batch and when
+//! they joined: tests pin all of these bit for bit.
 
+mod arch;
 pub(crate) mod kernels;
+mod llama;
 mod pool;
 
 use std::sync::Arc;
@@ -30,9 +43,10 @@ use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::GgmlDType;
 
 use super::ModelError;
+use arch::{Architecture, Shape};
 use kernels::{
-    attention_scores, attention_values, dequantize_row, dot, dot_f32, dot_rows, exp_shifted, quantize_row,
-    silu_mul, ActBlock, Kernel, QType, QK,
+    attention_scores, attention_values, dot, dot_f32, dot_rows, exp_shifted, quantize_row, ActBlock, Kernel,
+    QType, QK,
 };
 use pool::Pool;
 
@@ -40,32 +54,12 @@ use pool::Pool;
 /// a re-run of a request reproduces the tokens only under the same version.
 pub const NATIVE_ENGINE_VERSION: &str = "vouch-native-1";
 
-/// Most positions [`NativeLlama::reserve`] sets KV-cache memory aside for up front
-/// (SmolLM2-135M: 46 KB per position, so 23 MB).
+/// Most positions [`SeqKv::reserve`] sets memory aside for up front (SmolLM2-135M: 45 KiB
+/// per position, so 22.5 MiB); past it a cache grows as needed.
 const RESERVE_POSITIONS: usize = 512;
 
 /// Matrices with fewer rows are not worth sharing out among threads.
 const MIN_SHARED_ROWS: usize = 64;
-
-/// Shape and hyper-parameters, from the GGUF metadata.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Config {
-    pub(crate) dim: usize,
-    pub(crate) layers: usize,
-    pub(crate) heads: usize,
-    pub(crate) kv_heads: usize,
-    pub(crate) head_dim: usize,
-    pub(crate) ffn_dim: usize,
-    pub(crate) vocab: usize,
-    pub(crate) eps: f32,
-    pub(crate) rope_base: f32,
-}
-
-impl Config {
-    fn kv_dim(&self) -> usize {
-        self.kv_heads * self.head_dim
-    }
-}
 
 /// A weight matrix: `rows` rows of `cols` values, stored at `offset` in the file bytes.
 #[derive(Debug, Clone, Copy)]
@@ -87,48 +81,73 @@ impl Matrix {
     }
 }
 
-struct Layer {
-    attn_norm: Vec<f32>,
-    q: Matrix,
-    k: Matrix,
-    v: Matrix,
-    o: Matrix,
-    ffn_norm: Vec<f32>,
-    gate: Matrix,
-    up: Matrix,
-    down: Matrix,
-}
-
-/// Keys and values of every position so far, per layer: `[position][kv_dim]`.
-#[derive(Default)]
-struct KvCache {
+/// One sequence's keys and values, per layer: `[position][kv_dim]`.
+#[derive(Debug, Default)]
+pub(crate) struct SeqKv {
     keys: Vec<Vec<f32>>,
     values: Vec<Vec<f32>>,
+    positions: usize,
+}
+
+impl SeqKv {
+    /// Positions cached so far.
+    #[cfg(test)]
+    pub(crate) fn positions(&self) -> usize {
+        self.positions
+    }
+
+    /// Bytes of memory the cache holds now.
+    pub(crate) fn allocated_bytes(&self) -> usize {
+        self.keys.iter().chain(&self.values).map(|k| k.capacity() * 4).sum()
+    }
+
+    /// Sets memory aside for `positions` positions in total (at most [`RESERVE_POSITIONS`]),
+    /// so decoding rarely reallocates. The cap keeps a request with a large `max_tokens`
+    /// that stops early from holding memory it never uses.
+    fn reserve(&mut self, shape: &Shape, positions: usize) {
+        if self.keys.is_empty() {
+            self.keys = vec![Vec::new(); shape.layers];
+            self.values = vec![Vec::new(); shape.layers];
+        }
+        let want = positions.min(RESERVE_POSITIONS) * shape.kv_dim;
+        for k in self.keys.iter_mut().chain(self.values.iter_mut()) {
+            k.reserve_exact(want.saturating_sub(k.len()));
+        }
+    }
+}
+
+/// What one sequence contributes to a forward step.
+pub(crate) struct SeqStep<'a> {
+    /// The sequence's cache; the step's tokens are appended to it.
+    pub(crate) kv: &'a mut SeqKv,
+    /// Tokens at positions `kv.positions()..`: a prompt chunk, or the one sampled token.
+    pub(crate) tokens: &'a [u32],
+    /// Whether the logits after the last of `tokens` are wanted (not for a prompt chunk
+    /// that is not the prompt's last).
+    pub(crate) logits: bool,
 }
 
 /// Where the kernels run: which implementation, and on how many threads.
-struct Compute {
+pub(crate) struct Compute {
     kernel: Kernel,
     pool: Option<Pool>,
 }
 
-/// A llama model computing from its GGUF bytes.
-pub(crate) struct NativeLlama {
+/// A model computing from its GGUF bytes.
+pub(crate) struct NativeModel {
     bytes: Arc<Vec<u8>>,
-    cfg: Config,
-    embedding: Matrix,
-    output: Matrix,
-    output_norm: Vec<f32>,
-    layers: Vec<Layer>,
-    inv_freq: Vec<f32>,
+    arch: Box<dyn Architecture>,
     compute: Compute,
-    cache: KvCache,
+    /// The cache behind the single-sequence API tests use ([`NativeModel::forward`]).
+    #[cfg(test)]
+    solo: SeqKv,
 }
 
-impl std::fmt::Debug for NativeLlama {
+impl std::fmt::Debug for NativeModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NativeLlama")
-            .field("cfg", &self.cfg)
+        f.debug_struct("NativeModel")
+            .field("family", &self.arch.family())
+            .field("shape", self.arch.shape())
             .field("kernel", &self.compute.kernel)
             .finish_non_exhaustive()
     }
@@ -138,7 +157,11 @@ fn weights_error(reason: String) -> ModelError {
     ModelError::Weights { reason }
 }
 
-fn meta_usize(content: &Content, key: &'static str, default: Option<usize>) -> Result<usize, ModelError> {
+pub(crate) fn meta_usize(
+    content: &Content,
+    key: &'static str,
+    default: Option<usize>,
+) -> Result<usize, ModelError> {
     match content.metadata.get(key) {
         Some(v) => v
             .to_u64()
@@ -154,7 +177,7 @@ fn meta_usize(content: &Content, key: &'static str, default: Option<usize>) -> R
     }
 }
 
-fn meta_f32(content: &Content, key: &'static str, default: f32) -> Result<f32, ModelError> {
+pub(crate) fn meta_f32(content: &Content, key: &'static str, default: f32) -> Result<f32, ModelError> {
     match content.metadata.get(key) {
         Some(v) => v.to_f32().ok().filter(|x| x.is_finite() && *x > 0.0).ok_or_else(|| {
             ModelError::InvalidMetadata { key, reason: format!("expected a positive float, got {v:?}") }
@@ -163,45 +186,8 @@ fn meta_f32(content: &Content, key: &'static str, default: f32) -> Result<f32, M
     }
 }
 
-impl Config {
-    fn from_metadata(content: &Content) -> Result<Config, ModelError> {
-        let dim = meta_usize(content, "llama.embedding_length", None)?;
-        let heads = meta_usize(content, "llama.attention.head_count", None)?;
-        let kv_heads = meta_usize(content, "llama.attention.head_count_kv", Some(heads))?;
-        let head_dim = meta_usize(content, "llama.rope.dimension_count", Some(dim / heads.max(1)))?;
-        let cfg = Config {
-            dim,
-            layers: meta_usize(content, "llama.block_count", None)?,
-            heads,
-            kv_heads,
-            head_dim,
-            ffn_dim: meta_usize(content, "llama.feed_forward_length", None)?,
-            vocab: 0,
-            eps: meta_f32(content, "llama.attention.layer_norm_rms_epsilon", 1e-5)?,
-            rope_base: meta_f32(content, "llama.rope.freq_base", 10_000.0)?,
-        };
-        let invalid = |reason: String| ModelError::InvalidMetadata { key: "llama.*", reason };
-        if heads.checked_mul(head_dim) != Some(dim) || head_dim % 2 != 0 {
-            return Err(invalid(format!(
-                "{heads} heads × {head_dim} does not make dimension {dim} (or is odd)"
-            )));
-        }
-        if heads % kv_heads != 0 {
-            return Err(invalid(format!("{heads} heads is not a multiple of {kv_heads} key/value heads")));
-        }
-        for (what, n) in
-            [("embedding length", dim), ("feed-forward length", cfg.ffn_dim), ("kv dim", cfg.kv_dim())]
-        {
-            if n % QK != 0 {
-                return Err(invalid(format!("{what} {n} is not a multiple of {QK}")));
-            }
-        }
-        Ok(cfg)
-    }
-}
-
 /// Looks up a 2-D quantized tensor and checks its shape and extent.
-fn matrix(
+pub(crate) fn matrix(
     content: &Content,
     bytes: &[u8],
     name: &str,
@@ -256,7 +242,12 @@ fn check_extent(bytes: &[u8], name: &str, offset: usize, len: usize) -> Result<(
 }
 
 /// Reads a 1-D f32 tensor of `len` values (the norms).
-fn vector(content: &Content, bytes: &[u8], name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
+pub(crate) fn vector(
+    content: &Content,
+    bytes: &[u8],
+    name: &str,
+    len: usize,
+) -> Result<Vec<f32>, ModelError> {
     let info =
         content.tensor_infos.get(name).ok_or_else(|| weights_error(format!("tensor {name:?} is missing")))?;
     if info.ggml_dtype != GgmlDType::F32 || info.shape.dims() != [len] {
@@ -274,42 +265,11 @@ fn vector(content: &Content, bytes: &[u8], name: &str, len: usize) -> Result<Vec
         .collect())
 }
 
-impl NativeLlama {
+impl NativeModel {
     /// Builds the model over `bytes` (the whole GGUF file, already hashed), computing on
-    /// `threads` threads.
-    pub(crate) fn new(content: &Content, bytes: Vec<u8>, threads: usize) -> Result<NativeLlama, ModelError> {
-        let mut cfg = Config::from_metadata(content)?;
-        let embedding = matrix(content, &bytes, "token_embd.weight", None, cfg.dim)?;
-        cfg.vocab = embedding.rows;
-        let output = if content.tensor_infos.contains_key("output.weight") {
-            matrix(content, &bytes, "output.weight", Some(cfg.vocab), cfg.dim)?
-        } else {
-            embedding
-        };
-        let output_norm = vector(content, &bytes, "output_norm.weight", cfg.dim)?;
-        let (dim, kv, ffn) = (cfg.dim, cfg.kv_dim(), cfg.ffn_dim);
-        let layers = (0..cfg.layers)
-            .map(|i| {
-                let m = |name: &str, rows, cols| {
-                    matrix(content, &bytes, &format!("blk.{i}.{name}.weight"), Some(rows), cols)
-                };
-                let v = |name: &str| vector(content, &bytes, &format!("blk.{i}.{name}.weight"), dim);
-                Ok(Layer {
-                    attn_norm: v("attn_norm")?,
-                    q: m("attn_q", dim, dim)?,
-                    k: m("attn_k", kv, dim)?,
-                    v: m("attn_v", kv, dim)?,
-                    o: m("attn_output", dim, dim)?,
-                    ffn_norm: v("ffn_norm")?,
-                    gate: m("ffn_gate", ffn, dim)?,
-                    up: m("ffn_up", ffn, dim)?,
-                    down: m("ffn_down", dim, ffn)?,
-                })
-            })
-            .collect::<Result<Vec<_>, ModelError>>()?;
-        let inv_freq = (0..cfg.head_dim / 2)
-            .map(|i| 1.0 / libm::powf(cfg.rope_base, (2 * i) as f32 / cfg.head_dim as f32))
-            .collect();
+    /// `threads` threads. The architecture comes from `general.architecture`.
+    pub(crate) fn new(content: &Content, bytes: Vec<u8>, threads: usize) -> Result<NativeModel, ModelError> {
+        let arch = arch::load(content, &bytes)?;
         let bytes = Arc::new(bytes);
         let pool = if threads > 1 {
             Some(
@@ -319,17 +279,12 @@ impl NativeLlama {
         } else {
             None
         };
-        let cache = KvCache { keys: vec![Vec::new(); cfg.layers], values: vec![Vec::new(); cfg.layers] };
-        Ok(NativeLlama {
+        Ok(NativeModel {
             bytes,
-            cfg,
-            embedding,
-            output,
-            output_norm,
-            layers,
-            inv_freq,
+            arch,
             compute: Compute { kernel: Kernel::detect(), pool },
-            cache,
+            #[cfg(test)]
+            solo: SeqKv::default(),
         })
     }
 
@@ -344,122 +299,225 @@ impl NativeLlama {
         self.compute.kernel = kernel;
     }
 
-    /// Number of tokens in the vocabulary (rows of the output matrix).
-    pub(crate) fn vocab(&self) -> usize {
-        self.cfg.vocab
+    /// Bytes of KV cache one position of one sequence takes (keys and values, f32, every
+    /// layer).
+    pub(crate) fn kv_bytes_per_position(&self) -> usize {
+        let shape = self.arch.shape();
+        shape.layers * shape.kv_dim * 2 * std::mem::size_of::<f32>()
     }
 
-    /// Positions currently in the KV cache.
+    /// A new, empty cache for one sequence, with memory set aside for `positions`.
+    pub(crate) fn new_sequence(&self, positions: usize) -> SeqKv {
+        let mut kv = SeqKv::default();
+        kv.reserve(self.arch.shape(), positions);
+        kv
+    }
+
+    /// Positions in the single-sequence cache.
+    #[cfg(test)]
     pub(crate) fn cached_positions(&self) -> usize {
-        self.cache.keys.first().map_or(0, |k| k.len() / self.cfg.kv_dim())
+        self.solo.positions
     }
 
-    /// Forgets every cached position and returns the cache's memory.
+    /// Forgets the single-sequence cache and returns its memory.
+    #[cfg(test)]
     pub(crate) fn clear_kv_cache(&mut self) {
-        for k in self.cache.keys.iter_mut().chain(self.cache.values.iter_mut()) {
-            *k = Vec::new();
-        }
+        self.solo = SeqKv::default();
     }
 
-    /// Reserves cache memory for `positions` positions in total (at most
-    /// [`RESERVE_POSITIONS`]), so the decode loop rarely reallocates the cache. The cap
-    /// keeps a request with a large `max_tokens` that stops early from holding memory it
-    /// never uses; past it the cache grows as needed.
-    pub(crate) fn reserve(&mut self, positions: usize) {
-        let want = positions.min(RESERVE_POSITIONS) * self.cfg.kv_dim();
-        for k in self.cache.keys.iter_mut().chain(self.cache.values.iter_mut()) {
-            k.reserve_exact(want.saturating_sub(k.len()));
-        }
-    }
-
-    /// Runs `tokens` through the model at positions `cached_positions()..`, appending them
-    /// to the KV cache, and returns the logits after the last one.
+    /// Runs `tokens` through the model at positions `cached_positions()..` of the single
+    /// sequence, appending them to its cache, and returns the logits after the last one.
+    #[cfg(test)]
     pub(crate) fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
-        let cfg = &self.cfg;
-        let n = tokens.len();
-        if n == 0 {
-            return Err(ModelError::inference("forward pass over no tokens"));
-        }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= cfg.vocab) {
-            return Err(ModelError::inference(format!(
-                "token id {bad} is outside the vocabulary of {}",
-                cfg.vocab
-            )));
-        }
-        let start = self.cached_positions();
-        let (dim, kv_dim, ffn, hd) = (cfg.dim, cfg.kv_dim(), cfg.ffn_dim, cfg.head_dim);
+        let mut kv = std::mem::take(&mut self.solo);
+        let result = self.forward_batch(&mut [SeqStep { kv: &mut kv, tokens, logits: true }]);
+        self.solo = kv;
+        let mut logits = result?;
+        logits.pop().flatten().ok_or_else(|| ModelError::inference("no logits for the sequence"))
+    }
 
-        let mut x = vec![0f32; n * dim];
-        for (t, &token) in tokens.iter().enumerate() {
-            dequantize_row(
-                self.embedding.ty,
-                self.embedding.row(&self.bytes, token as usize),
-                &mut x[t * dim..(t + 1) * dim],
+    /// One forward step for several sequences at once: each step's tokens are appended to
+    /// its own cache, and for each step that asks, the logits after its last token are
+    /// returned (in step order; `None` for the others). Every sequence's logits are
+    /// bit-identical to running it alone. Nothing is appended anywhere when the batch is
+    /// refused (an empty step, a token outside the vocabulary).
+    pub(crate) fn forward_batch(
+        &self,
+        steps: &mut [SeqStep<'_>],
+    ) -> Result<Vec<Option<Vec<f32>>>, ModelError> {
+        let shape = self.arch.shape();
+        for step in steps.iter() {
+            if step.tokens.is_empty() {
+                return Err(ModelError::inference("forward pass over no tokens"));
+            }
+            if let Some(&bad) = step.tokens.iter().find(|&&t| t as usize >= shape.vocab) {
+                return Err(ModelError::inference(format!(
+                    "token id {bad} is outside the vocabulary of {}",
+                    shape.vocab
+                )));
+            }
+        }
+        if steps.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut spans = Vec::with_capacity(steps.len());
+        let mut rows = 0;
+        for step in steps.iter_mut() {
+            step.kv.reserve(shape, 0); // (only makes the per-layer vectors; growth is amortised)
+            spans.push(Span { rows: rows..rows + step.tokens.len(), start: step.kv.positions });
+            rows += step.tokens.len();
+        }
+        let dim = shape.dim;
+        let mut x = vec![0f32; rows * dim];
+        for (span, step) in spans.iter().zip(steps.iter()) {
+            for (t, &token) in span.rows.clone().zip(step.tokens) {
+                self.arch.embed(&self.bytes, token, &mut x[t * dim..(t + 1) * dim]);
+            }
+        }
+        let mut batch = Batch {
+            compute: &self.compute,
+            bytes: &self.bytes,
+            steps,
+            spans: &spans,
+            rows,
+            rope_tables: Vec::new(),
+        };
+        for layer in 0..shape.layers {
+            self.arch.layer(layer, &mut batch, &mut x)?;
+        }
+        for (span, step) in spans.iter().zip(batch.steps.iter_mut()) {
+            step.kv.positions += span.rows.len();
+        }
+
+        // Logits for the last row of each sequence that wants them, in one product.
+        let wanted: Vec<usize> = (0..spans.len()).filter(|&i| batch.steps[i].logits).collect();
+        let (norm, output) = self.arch.output();
+        let mut normed = vec![0f32; wanted.len() * dim];
+        for (k, &i) in wanted.iter().enumerate() {
+            let last = spans[i].rows.end - 1;
+            rms_norm_rows(
+                &x[last * dim..(last + 1) * dim],
+                norm,
+                shape.eps,
+                &mut normed[k * dim..(k + 1) * dim],
             );
         }
-        let (cos, sin) = rope_tables(&self.inv_freq, start, n);
+        let mut acts = vec![ActBlock::default(); wanted.len() * dim / QK];
+        quantize_rows(&normed, dim, &mut acts);
+        let mut logits = vec![0f32; wanted.len() * shape.vocab];
+        matmul(&self.compute, &self.bytes, output, &acts, wanted.len(), &mut logits, &mut Vec::new())?;
+        let mut per_seq: Vec<Option<Vec<f32>>> = (0..spans.len()).map(|_| None).collect();
+        for (k, &i) in wanted.iter().enumerate() {
+            per_seq[i] = Some(logits[k * shape.vocab..(k + 1) * shape.vocab].to_vec());
+        }
+        Ok(per_seq)
+    }
+}
 
-        let mut xn = vec![0f32; n * dim];
-        let mut acts = vec![ActBlock::default(); n * ffn.max(dim) / QK];
-        let mut q = vec![0f32; n * dim];
-        let mut k = vec![0f32; n * kv_dim];
-        let mut v = vec![0f32; n * kv_dim];
-        let mut attn = vec![0f32; n * dim];
-        let mut out = vec![0f32; n * dim];
-        let mut gate = vec![0f32; n * ffn];
-        let mut up = vec![0f32; n * ffn];
-        let mut scratch = vec![0f32; n * ffn.max(dim)];
+/// Rows of the batch's activation matrix belonging to one sequence, and the position of
+/// its first row.
+#[derive(Debug, Clone)]
+pub(crate) struct Span {
+    rows: std::ops::Range<usize>,
+    start: usize,
+}
 
-        for (li, layer) in self.layers.iter().enumerate() {
-            rms_norm_rows(&x, &layer.attn_norm, cfg.eps, &mut xn);
-            quantize_rows(&xn, dim, &mut acts);
-            let c = &self.compute;
-            matmul(c, &self.bytes, &layer.q, &acts, n, &mut q, &mut scratch)?;
-            matmul(c, &self.bytes, &layer.k, &acts, n, &mut k, &mut scratch)?;
-            matmul(c, &self.bytes, &layer.v, &acts, n, &mut v, &mut scratch)?;
-            for t in 0..n {
-                let (ct, st) = (&cos[t * hd / 2..(t + 1) * hd / 2], &sin[t * hd / 2..(t + 1) * hd / 2]);
-                for head in q[t * dim..(t + 1) * dim].chunks_exact_mut(hd) {
-                    rope(head, ct, st);
+/// One forward step in flight: what an architecture's block computes with.
+pub(crate) struct Batch<'a, 'b> {
+    compute: &'a Compute,
+    bytes: &'a [u8],
+    steps: &'a mut [SeqStep<'b>],
+    spans: &'a [Span],
+    /// Activation rows in the batch (tokens of all sequences).
+    rows: usize,
+    /// RoPE cosines and sines per row, keyed by the address of their frequencies.
+    rope_tables: Vec<(usize, Vec<f32>, Vec<f32>)>,
+}
+
+impl Batch<'_, '_> {
+    /// Activation rows in the batch.
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The kernel implementation in use.
+    pub(crate) fn kernel(&self) -> Kernel {
+        self.compute.kernel
+    }
+
+    /// `out[t] = W · acts[t]` for every row `t` of the batch.
+    pub(crate) fn matmul(
+        &self,
+        w: &Matrix,
+        acts: &[ActBlock],
+        out: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
+        matmul(self.compute, self.bytes, w, acts, self.rows, out, scratch)
+    }
+
+    /// Rotates every head of `x` (rows of `width` values, heads of `head_dim`) by its
+    /// row's position, with inverse frequencies `inv_freq` (GGUF llama's interleaved pairs).
+    /// The angles' cosines and sines are computed once per step for each `inv_freq`.
+    pub(crate) fn rope(&mut self, x: &mut [f32], width: usize, head_dim: usize, inv_freq: &[f32]) {
+        let key = inv_freq.as_ptr() as usize;
+        let index = match self.rope_tables.iter().position(|(k, _, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                let half = inv_freq.len();
+                let (mut cos, mut sin) = (vec![0f32; self.rows * half], vec![0f32; self.rows * half]);
+                for span in self.spans {
+                    for (i, t) in span.rows.clone().enumerate() {
+                        let p = (span.start + i) as f32;
+                        for (j, &f) in inv_freq.iter().enumerate() {
+                            let angle = p * f;
+                            cos[t * half + j] = libm::cosf(angle);
+                            sin[t * half + j] = libm::sinf(angle);
+                        }
+                    }
                 }
-                for head in k[t * kv_dim..(t + 1) * kv_dim].chunks_exact_mut(hd) {
-                    rope(head, ct, st);
-                }
+                self.rope_tables.push((key, cos, sin));
+                self.rope_tables.len() - 1
             }
-            self.cache.keys[li].extend_from_slice(&k);
-            self.cache.values[li].extend_from_slice(&v);
+        };
+        let (_, cos, sin) = &self.rope_tables[index];
+        let half = inv_freq.len();
+        for t in 0..self.rows {
+            let (c, s) = (&cos[t * half..(t + 1) * half], &sin[t * half..(t + 1) * half]);
+            for head in x[t * width..(t + 1) * width].chunks_exact_mut(head_dim) {
+                rope(head, c, s);
+            }
+        }
+    }
+
+    /// Appends every sequence's new keys and values (`k`, `v`: rows of `kv_dim`) to its
+    /// cache for `layer`, then computes causal grouped-query attention of its queries `q`
+    /// over its own cache into `out`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn attend(
+        &mut self,
+        layer: usize,
+        shape: &Shape,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        out: &mut [f32],
+    ) {
+        let (dim, kv_dim) = (shape.dim, shape.kv_dim);
+        for (span, step) in self.spans.iter().zip(self.steps.iter_mut()) {
+            let kv = &mut *step.kv;
+            kv.keys[layer].extend_from_slice(&k[span.rows.start * kv_dim..span.rows.end * kv_dim]);
+            kv.values[layer].extend_from_slice(&v[span.rows.start * kv_dim..span.rows.end * kv_dim]);
             attention(
                 self.compute.kernel,
-                cfg,
-                &q,
-                &self.cache.keys[li],
-                &self.cache.values[li],
-                start,
-                &mut attn,
+                shape,
+                &q[span.rows.start * dim..span.rows.end * dim],
+                &kv.keys[layer],
+                &kv.values[layer],
+                span.start,
+                &mut out[span.rows.start * dim..span.rows.end * dim],
             );
-            quantize_rows(&attn, dim, &mut acts);
-            matmul(c, &self.bytes, &layer.o, &acts, n, &mut out, &mut scratch)?;
-            add_in_place(&mut x, &out);
-
-            rms_norm_rows(&x, &layer.ffn_norm, cfg.eps, &mut xn);
-            quantize_rows(&xn, dim, &mut acts);
-            matmul(c, &self.bytes, &layer.gate, &acts, n, &mut gate, &mut scratch)?;
-            matmul(c, &self.bytes, &layer.up, &acts, n, &mut up, &mut scratch)?;
-            silu_mul(self.compute.kernel, &mut gate, &up);
-            quantize_rows(&gate, ffn, &mut acts);
-            matmul(c, &self.bytes, &layer.down, &acts, n, &mut out, &mut scratch)?;
-            add_in_place(&mut x, &out);
         }
-
-        let last = &x[(n - 1) * dim..];
-        let mut normed = vec![0f32; dim];
-        rms_norm_rows(last, &self.output_norm, cfg.eps, &mut normed);
-        let mut final_acts = vec![ActBlock::default(); dim / QK];
-        quantize_row(&normed, &mut final_acts);
-        let mut logits = vec![0f32; cfg.vocab];
-        let mut logit_scratch = Vec::new();
-        matmul(&self.compute, &self.bytes, &self.output, &final_acts, 1, &mut logits, &mut logit_scratch)?;
-        Ok(logits)
     }
 }
 
@@ -474,6 +532,9 @@ fn matmul(
     out: &mut [f32],
     scratch: &mut Vec<f32>,
 ) -> Result<(), ModelError> {
+    if n == 0 {
+        return Ok(()); // e.g. the output product of a step of mid-prompt chunks only
+    }
     let acts = &acts[..n * (w.cols / QK)];
     if let Some(pool) = &c.pool {
         if w.rows >= MIN_SHARED_ROWS {
@@ -550,7 +611,7 @@ pub(crate) fn matmul_rows(
 }
 
 /// Quantizes each `width`-value row of `x` into consecutive blocks of `acts`.
-fn quantize_rows(x: &[f32], width: usize, acts: &mut [ActBlock]) {
+pub(crate) fn quantize_rows(x: &[f32], width: usize, acts: &mut [ActBlock]) {
     let blocks = width / QK;
     for (row, out) in x.chunks_exact(width).zip(acts.chunks_exact_mut(blocks)) {
         quantize_row(row, out);
@@ -558,7 +619,7 @@ fn quantize_rows(x: &[f32], width: usize, acts: &mut [ActBlock]) {
 }
 
 /// RMSNorm of each row of `x` (rows of `w.len()` values), scaled by `w`, into `out`.
-fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+pub(crate) fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let dim = w.len();
     for (row, o) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
         let mean = dot_f32(row, row) / dim as f32;
@@ -569,24 +630,10 @@ fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-fn add_in_place(x: &mut [f32], y: &[f32]) {
+pub(crate) fn add_in_place(x: &mut [f32], y: &[f32]) {
     for (a, b) in x.iter_mut().zip(y) {
         *a += b;
     }
-}
-
-/// cos and sin of every rotary angle for positions `start..start + n`: `[t][i]`.
-fn rope_tables(inv_freq: &[f32], start: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
-    let mut cos = Vec::with_capacity(n * inv_freq.len());
-    let mut sin = Vec::with_capacity(n * inv_freq.len());
-    for p in start..start + n {
-        for &f in inv_freq {
-            let angle = p as f32 * f;
-            cos.push(libm::cosf(angle));
-            sin.push(libm::sinf(angle));
-        }
-    }
-    (cos, sin)
 }
 
 /// Rotates adjacent pairs of one head (GGUF llama's interleaved RoPE).
@@ -602,7 +649,7 @@ fn rope(head: &mut [f32], cos: &[f32], sin: &[f32]) {
 /// cache (which already holds them).
 fn attention(
     kernel: Kernel,
-    cfg: &Config,
+    cfg: &Shape,
     q: &[f32],
     keys: &[f32],
     values: &[f32],
@@ -610,7 +657,7 @@ fn attention(
     out: &mut [f32],
 ) {
     let mut scores = Vec::with_capacity(start + out.len() / cfg.dim);
-    let (dim, hd, kv_dim) = (cfg.dim, cfg.head_dim, cfg.kv_dim());
+    let (dim, hd, kv_dim) = (cfg.dim, cfg.head_dim, cfg.kv_dim);
     let group = cfg.heads / cfg.kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
     for (t, (q_t, out_t)) in q.chunks_exact(dim).zip(out.chunks_exact_mut(dim)).enumerate() {
@@ -643,12 +690,12 @@ mod tests {
     use super::*;
 
     /// The real default model (fetched by scripts/fetch-model.sh; the tests fail without it).
-    fn load(threads: usize) -> NativeLlama {
+    fn load(threads: usize) -> NativeModel {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/SmolLM2-135M-Instruct.Q4_1.gguf");
         let bytes = std::fs::read(&path)
             .unwrap_or_else(|e| panic!("{}: {e} (run scripts/fetch-model.sh)", path.display()));
         let content = Content::read(&mut Cursor::new(&bytes)).unwrap();
-        NativeLlama::new(&content, bytes, threads).unwrap()
+        NativeModel::new(&content, bytes, threads).unwrap()
     }
 
     /// The chat prompt "What is the capital of France?" with the default system prompt, as
@@ -699,6 +746,107 @@ mod tests {
         one.clear_kv_cache();
         one.set_kernel(Kernel::Scalar);
         assert_eq!(bits(&one.forward(PROMPT).unwrap()), bits(&reference));
+    }
+
+    /// Sequence `i` of a batch test: its prompt, when it joins (global step), and how many
+    /// prompt tokens it feeds per step.
+    struct Plan {
+        prompt: Vec<u32>,
+        joins: usize,
+        chunk: usize,
+    }
+
+    /// Every logits vector a sequence produces, run alone: the prompt in one pass, then
+    /// `decode` greedy tokens one at a time.
+    fn solo_logits(model: &mut NativeModel, prompt: &[u32], decode: usize) -> Vec<Vec<u32>> {
+        model.clear_kv_cache();
+        let mut out = vec![bits(&model.forward(prompt).unwrap())];
+        for _ in 0..decode {
+            let last = out.last().unwrap();
+            let next = argmax_bits(last);
+            out.push(bits(&model.forward(&[next]).unwrap()));
+        }
+        model.clear_kv_cache();
+        out
+    }
+
+    fn argmax_bits(logits: &[u32]) -> u32 {
+        let values: Vec<f32> = logits.iter().map(|b| f32::from_bits(*b)).collect();
+        values.iter().enumerate().fold(0, |b, (i, &x)| if x > values[b] { i } else { b }) as u32
+    }
+
+    /// Runs the plans together, one `forward_batch` per global step, and returns each
+    /// sequence's logits in order.
+    fn batched_logits(model: &NativeModel, plans: &[Plan], decode: usize) -> Vec<Vec<Vec<u32>>> {
+        let mut kvs: Vec<SeqKv> = plans.iter().map(|p| model.new_sequence(p.prompt.len() + decode)).collect();
+        let mut fed = vec![0usize; plans.len()];
+        let mut out: Vec<Vec<Vec<u32>>> = vec![Vec::new(); plans.len()];
+        let mut next = vec![[0u32; 1]; plans.len()];
+        let mut step = 0;
+        while out.iter().any(|o| o.len() < decode + 1) {
+            let mut members = Vec::new();
+            let mut steps = Vec::new();
+            for (i, (kv, plan)) in kvs.iter_mut().zip(plans).enumerate() {
+                if step < plan.joins || out[i].len() == decode + 1 {
+                    continue;
+                }
+                let tokens: &[u32] = if fed[i] < plan.prompt.len() {
+                    let end = (fed[i] + plan.chunk).min(plan.prompt.len());
+                    &plan.prompt[fed[i]..end]
+                } else {
+                    &next[i]
+                };
+                let logits = fed[i] + tokens.len() >= plan.prompt.len();
+                members.push((i, tokens.len()));
+                steps.push(SeqStep { kv, tokens, logits });
+            }
+            let results = model.forward_batch(&mut steps).unwrap();
+            drop(steps);
+            for ((i, n), logits) in members.into_iter().zip(results) {
+                fed[i] += n;
+                if let Some(logits) = logits {
+                    let b = bits(&logits);
+                    next[i] = [argmax_bits(&b)];
+                    out[i].push(b);
+                }
+            }
+            step += 1;
+        }
+        out
+    }
+
+    #[test]
+    fn a_sequence_computes_the_same_bits_in_any_batch() {
+        let decode = 6;
+        let plans = vec![
+            Plan { prompt: PROMPT.to_vec(), joins: 0, chunk: 7 },
+            Plan { prompt: PROMPT[..20].to_vec(), joins: 2, chunk: 64 },
+            Plan { prompt: PROMPT[5..].to_vec(), joins: 3, chunk: 1 },
+            Plan { prompt: vec![1, 4093, 198, 19556, 17], joins: 9, chunk: 2 },
+            // The same prompt as the first, joining later: caches never mix.
+            Plan { prompt: PROMPT.to_vec(), joins: 4, chunk: 11 },
+        ];
+        let mut solo_model = load(1);
+        let solo: Vec<_> = plans.iter().map(|p| solo_logits(&mut solo_model, &p.prompt, decode)).collect();
+        for threads in [1, 2] {
+            let model = load(threads);
+            let batched = batched_logits(&model, &plans, decode);
+            for (i, (b, s)) in batched.iter().zip(&solo).enumerate() {
+                assert_eq!(b.len(), s.len());
+                for (k, (x, y)) in b.iter().zip(s).enumerate() {
+                    assert!(x == y, "{threads} threads: sequence {i}, logits {k} differ from its solo run");
+                }
+            }
+        }
+        // And a batch that is refused leaves every cache as it was.
+        let model = load(1);
+        let (mut a, mut b) = (model.new_sequence(4), model.new_sequence(4));
+        let bad = model.forward_batch(&mut [
+            SeqStep { kv: &mut a, tokens: &[1, 2], logits: true },
+            SeqStep { kv: &mut b, tokens: &[49_152], logits: true },
+        ]);
+        assert!(matches!(bad, Err(ModelError::Inference { .. })));
+        assert_eq!((a.positions(), b.positions()), (0, 0));
     }
 
     /// A tiny random llama GGUF (4 heads of 16 sharing 2 key/value heads, 2 layers,
@@ -766,9 +914,9 @@ mod tests {
         out.into_inner()
     }
 
-    fn tiny(bytes: Vec<u8>) -> Result<NativeLlama, ModelError> {
+    fn tiny(bytes: Vec<u8>) -> Result<NativeModel, ModelError> {
         let content = Content::read(&mut Cursor::new(&bytes)).unwrap();
-        NativeLlama::new(&content, bytes, 1)
+        NativeModel::new(&content, bytes, 1)
     }
 
     #[test]

@@ -1,0 +1,73 @@
+//! The architecture seam of the native runtime (trusted side, inside the enclave): what a
+//! model family provides, and the one table that maps `general.architecture` to it.
+//!
+//! A family is one file implementing [`Architecture`] plus one line in [`load`]. The
+//! runtime ([`super::NativeModel::forward_batch`]) owns everything that is the same for all
+//! families: batching, per-sequence KV caches, embedding lookup, the final norm and the
+//! output product. A family owns its metadata, its tensors and its layer block, written
+//! with the batch's primitives ([`super::Batch`]: matrix products over all rows, RoPE and
+//! attention per sequence), so batch invariance holds for every family by construction.
+
+use candle_core::quantized::gguf_file::Content;
+
+use super::kernels::dequantize_row;
+use super::{Batch, Matrix, ModelError};
+
+/// Sizes every family shares, read from its metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Shape {
+    pub(crate) dim: usize,
+    pub(crate) layers: usize,
+    pub(crate) heads: usize,
+    pub(crate) kv_heads: usize,
+    pub(crate) head_dim: usize,
+    /// `kv_heads × head_dim`: values per position per layer in the KV cache, for keys and
+    /// again for values.
+    pub(crate) kv_dim: usize,
+    pub(crate) vocab: usize,
+    pub(crate) eps: f32,
+}
+
+/// One model family's forward pass.
+pub(crate) trait Architecture: Send + Sync {
+    /// The `general.architecture` value it implements.
+    fn family(&self) -> &'static str;
+
+    /// Its sizes.
+    fn shape(&self) -> &Shape;
+
+    /// The token embedding matrix.
+    fn embedding(&self) -> &Matrix;
+
+    /// Writes `token`'s input row into `out` (`dim` values). By default the embedding row
+    /// as stored; families that scale it override this.
+    fn embed(&self, bytes: &[u8], token: u32, out: &mut [f32]) {
+        let e = self.embedding();
+        dequantize_row(e.ty, e.row(bytes, token as usize), out);
+    }
+
+    /// Layer `layer` over every row of the batch: reads and updates `x` (`rows × dim`).
+    fn layer(&self, layer: usize, batch: &mut Batch<'_, '_>, x: &mut [f32]) -> Result<(), ModelError>;
+
+    /// The final norm's weights and the output (unembedding) matrix.
+    fn output(&self) -> (&[f32], &Matrix);
+}
+
+/// The family named by the file's `general.architecture`, built over `bytes`.
+pub(crate) fn load(content: &Content, bytes: &[u8]) -> Result<Box<dyn Architecture>, ModelError> {
+    let family = content
+        .metadata
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .map(String::as_str)
+        .unwrap_or("llama");
+    match family {
+        "llama" => Ok(Box::new(super::llama::Llama::load(content, bytes)?)),
+        other => Err(ModelError::InvalidMetadata {
+            key: "general.architecture",
+            reason: format!(
+                "the native runtime does not implement architecture {other:?} (it implements llama)"
+            ),
+        }),
+    }
+}

@@ -1,0 +1,248 @@
+//! The AVX2 + FMA + F16C kernels (trusted side, inside the enclave): each function performs
+//! exactly the arithmetic of its scalar twin in [`super`], eight lanes at a time, so the two
+//! give bit-identical results. Only reached through [`super::Kernel::Avx2`], which
+//! [`super::Kernel::detect`] produces after checking the CPU.
+
+use std::arch::x86_64::*;
+
+use super::{ActBlock, QType, EXP_MAX, EXP_MIN, EXP_POLY, LN2_HI, LN2_LO, LOG2_E};
+
+/// Eight `super::exp`s, operation for operation.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn exp8(x: __m256) -> __m256 {
+    let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(EXP_MIN)), _mm256_set1_ps(EXP_MAX));
+    let t = _mm256_mul_ps(x, _mm256_set1_ps(LOG2_E));
+    let half = _mm256_or_ps(_mm256_and_ps(t, _mm256_set1_ps(-0.0)), _mm256_set1_ps(0.5));
+    let n = _mm256_cvttps_epi32(_mm256_add_ps(t, half));
+    let nf = _mm256_cvtepi32_ps(n);
+    let r = _mm256_sub_ps(
+        _mm256_sub_ps(x, _mm256_mul_ps(nf, _mm256_set1_ps(LN2_HI))),
+        _mm256_mul_ps(nf, _mm256_set1_ps(LN2_LO)),
+    );
+    let mut p = _mm256_set1_ps(EXP_POLY[0]);
+    for &c in &EXP_POLY[1..] {
+        p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(c));
+    }
+    let e = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(p, _mm256_mul_ps(r, r)), r), _mm256_set1_ps(1.0));
+    let scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23));
+    _mm256_mul_ps(e, scale)
+}
+
+/// `super::exp_shifted`, eight at a time.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn exp_shifted(xs: &mut [f32], shift: f32) {
+    let s = _mm256_set1_ps(shift);
+    let mut chunks = xs.chunks_exact_mut(8);
+    for c in &mut chunks {
+        // SAFETY: `c` holds 8 floats.
+        unsafe { _mm256_storeu_ps(c.as_mut_ptr(), exp8(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), s))) };
+    }
+    for x in chunks.into_remainder() {
+        *x = super::exp(*x - shift);
+    }
+}
+
+/// `super::silu_mul`, eight at a time.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    let n = gate.len().min(up.len());
+    let one = _mm256_set1_ps(1.0);
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 ≤ n ≤ both lengths.
+        unsafe {
+            let g = _mm256_loadu_ps(gate.as_ptr().add(i));
+            let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+            let y =
+                _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), _mm256_loadu_ps(up.as_ptr().add(i)));
+            _mm256_storeu_ps(gate.as_mut_ptr().add(i), y);
+        }
+        i += 8;
+    }
+    for (g, &u) in gate[i..n].iter_mut().zip(&up[i..n]) {
+        *g = *g / (1.0 + super::exp(-*g)) * u;
+    }
+}
+
+const Q4_0: u8 = 0;
+const Q4_1: u8 = 1;
+const Q8_0: u8 = 2;
+
+/// `dot_f32` with one 8-lane register: multiply, then add (no fusing), same tree.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 ≤ n ≤ both lengths.
+        let (x, y) = unsafe { (_mm256_loadu_ps(a.as_ptr().add(i)), _mm256_loadu_ps(b.as_ptr().add(i))) };
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(x, y));
+        i += 8;
+    }
+    let mut tail = 0f32;
+    for (x, y) in a[i..n].iter().zip(&b[i..n]) {
+        tail += x * y;
+    }
+    hsum(acc) + tail
+}
+
+/// `super::attention_scores` in one call: no per-position dispatch.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn attention_scores(
+    q: &[f32],
+    keys: &[f32],
+    stride: usize,
+    offset: usize,
+    scale: f32,
+    scores: &mut [f32],
+) {
+    let hd = q.len();
+    for (p, score) in scores.iter_mut().enumerate() {
+        *score = dot_f32(q, &keys[p * stride + offset..p * stride + offset + hd]) * scale;
+    }
+}
+
+/// `super::attention_values` (on a zeroed `out`), 32 outputs at a time held in
+/// registers across all positions; each output still sums its products in position
+/// order, multiply then add.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn attention_values(
+    weights: &[f32],
+    values: &[f32],
+    stride: usize,
+    offset: usize,
+    out: &mut [f32],
+) {
+    let hd = out.len();
+    let full = hd / 32 * 32;
+    for c in (0..full).step_by(32) {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for (p, &w) in weights.iter().enumerate() {
+            let value = &values[p * stride + offset + c..p * stride + offset + c + 32];
+            let wv = _mm256_set1_ps(w);
+            for (j, a) in acc.iter_mut().enumerate() {
+                // SAFETY: `value` holds 32 floats; lane group j reads 8 from 8·j.
+                let v = unsafe { _mm256_loadu_ps(value.as_ptr().add(8 * j)) };
+                *a = _mm256_add_ps(*a, _mm256_mul_ps(wv, v));
+            }
+        }
+        for (j, a) in acc.iter().enumerate() {
+            // SAFETY: `out` holds `hd` ≥ c + 32 floats.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(c + 8 * j), *a) };
+        }
+    }
+    if full < hd {
+        for (p, &w) in weights.iter().enumerate() {
+            let value = &values[p * stride + offset + full..p * stride + offset + hd];
+            for (o, &v) in out[full..].iter_mut().zip(value) {
+                *o += w * v;
+            }
+        }
+    }
+}
+
+/// Sums eight lanes: halves, then pairs, then one (`reduce8`'s order).
+#[target_feature(enable = "avx2")]
+fn hsum(acc: __m256) -> f32 {
+    let halves = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    let pairs = _mm_add_ps(halves, _mm_movehl_ps(halves, halves));
+    _mm_cvtss_f32(_mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1)))
+}
+
+/// Dispatches on the weight type once per call, so the block loop has no branches.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn dot_rows<const R: usize>(ty: QType, rows: [&[u8]; R], act: &[ActBlock]) -> [f32; R] {
+    // SAFETY: the caller guarantees the CPU features.
+    unsafe {
+        match ty {
+            QType::Q4_0 => dot_rows_typed::<R, Q4_0>(rows, act),
+            QType::Q4_1 => dot_rows_typed::<R, Q4_1>(rows, act),
+            QType::Q8_0 => dot_rows_typed::<R, Q8_0>(rows, act),
+        }
+    }
+}
+
+/// Dot products of `R` weight rows of type `TY` with the same activations, interleaved
+/// so that the rows' accumulators form `R` independent dependency chains and each
+/// activation block is loaded once. Each row's arithmetic is exactly `dot_scalar`'s.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn dot_rows_typed<const R: usize, const TY: u8>(rows: [&[u8]; R], act: &[ActBlock]) -> [f32; R] {
+    let bb = match TY {
+        Q4_0 => 18,
+        Q4_1 => 20,
+        _ => 34,
+    };
+    let ones = _mm256_set1_epi16(1);
+    let low_nibbles = _mm256_set1_epi8(0x0F);
+    // Lane 1 of the scales becomes the Q4 offset m: Q4_1 stores it next to d; Q4_0's
+    // is −8·d, made by multiplying the broadcast d by (1, −8).
+    let q4_0_offset = _mm_setr_ps(1.0, -8.0, 0.0, 0.0);
+    let mut acc = [_mm256_setzero_ps(); R];
+    let mut offsets = [_mm_setzero_ps(); R];
+    // Every block read below lies inside these slices (the one bounds check per row).
+    let rows = rows.map(|row| row[..act.len() * bb].as_ptr());
+    for (b, a) in act.iter().enumerate() {
+        // SAFETY: `a.q` is 32 bytes; loadu has no alignment requirement.
+        let y = unsafe { _mm256_loadu_si256(a.q.as_ptr().cast()) };
+        let act_scales = _mm_setr_ps(a.d, a.s, 0.0, 0.0);
+        for r in 0..R {
+            // SAFETY: block `b` of a row of `act.len()` blocks: in bounds (checked above).
+            let block = unsafe { rows[r].add(b * bb) };
+            // SAFETY: every block type is at least 18 bytes; unaligned read.
+            let half_pair = unsafe { block.cast::<i32>().read_unaligned() };
+            let mut scales = _mm_cvtph_ps(_mm_cvtsi32_si128(half_pair));
+            let products = if TY == Q8_0 {
+                // SAFETY: a Q8_0 block is 34 bytes: 32 quants from byte 2.
+                let x = unsafe { _mm256_loadu_si256(block.add(2).cast()) };
+                // u8 × i8 multiply: |x| times y with x's sign. |−128| = 128 as u8,
+                // and no pair sum can saturate i16 because |y| ≤ 127.
+                _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+            } else {
+                let start = if TY == Q4_1 { 4 } else { 2 };
+                if TY == Q4_0 {
+                    scales = _mm_mul_ps(_mm_broadcastss_ps(scales), q4_0_offset);
+                }
+                // SAFETY: a Q4 block holds 16 packed bytes from `start`.
+                let packed = unsafe { _mm_loadu_si128(block.add(start).cast()) };
+                let high = _mm_srli_epi16(packed, 4);
+                _mm256_maddubs_epi16(_mm256_and_si256(_mm256_set_m128i(high, packed), low_nibbles), y)
+            };
+            // (d·a.d, m·a.s): lane 0 scales this block's sums, lane 1 accumulates the
+            // offset term exactly as the scalar kernel's `offset_sum += m * a.s`.
+            let scaled = _mm_mul_ps(scales, act_scales);
+            if TY != Q8_0 {
+                offsets[r] = _mm_add_ps(offsets[r], scaled);
+            }
+            let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(products, ones));
+            acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(scaled), sums, acc[r]);
+        }
+    }
+    let mut out = [0f32; R];
+    for r in 0..R {
+        let offset = if TY == Q8_0 { 0.0 } else { _mm_cvtss_f32(_mm_shuffle_ps(offsets[r], offsets[r], 1)) };
+        out[r] = hsum(acc[r]) + offset;
+    }
+    out
+}
