@@ -24,6 +24,22 @@ r.update(bench_json(read("verify.txt")))
 r.update(bench_json(read("process.txt")))
 r.update(bench_json(read("e2e.txt")))
 gc = bench_json(read("notary.txt")).get("group_commit", [])
+batch = bench_json(read("batch.txt"))
+r.update({f"batch_{k}": v for k, v in batch.items()})
+
+def json_lines(text):
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                yield json.loads(line)
+            except ValueError:
+                pass
+
+batched = {}  # (engine, threads, batch) -> aggregate decode tok/s
+for name in ("llamacpp-batched.txt", "native-batched.txt"):
+    for d in json_lines(read(name)):
+        batched[(d["engine"], d["threads"], d["batch"])] = d["aggregate_decode_tokens_per_s"]
 
 host = read("host.txt")
 m = re.search(r"added\s+p50\s+([-\d.]+) us\s+p99\s+([-\d.]+) us", host)
@@ -132,6 +148,33 @@ except ImportError:
 def model_rows(text, threads):
     return [f"| {p[0]} | {threads} | {p[1]} | {p[3]} | {p[5]} | {p[6]} | {' '.join(p[8:])} |" for p in model_runs(text)]
 
+def batch_rows():
+    levels = sorted(int(k.split("_")[1]) for k in batch if k.startswith("streams_") and k.endswith("_tokens_per_s"))
+    if not levels:
+        return "not measured"
+    one = batch.get("streams_1_tokens_per_s", 0) or 1e-9
+    lines = [f"{batch.get('tokens')} tokens per stream, {batch.get('threads')} threads, streamed.", "",
+             "| concurrent streams | aggregate tok/s | × one stream |", "|---|---|---|"]
+    for n in levels:
+        v = batch[f"streams_{n}_tokens_per_s"]
+        lines.append(f"| {n} | {v:.1f} | {v / one:.2f} |")
+    lines += ["", "| figure | value | target |", "|---|---|---|",
+              f"| 8 streams ÷ one stream (aggregate decode tok/s, end to end) | {batch.get('batch8_vs_single', 0):.2f}× | ≥ 4× |",
+              f"| time to first token, idle p50 / p99 | {batch.get('ttft_idle_p50_ms', 0):.0f} / {batch.get('ttft_idle_p99_ms', 0):.0f} ms | — |",
+              f"| time to first token while 8 streams run, p50 / p99 | {batch.get('ttft_busy_p50_ms', 0):.0f} / {batch.get('ttft_busy_p99_ms', 0):.0f} ms | — |",
+              f"| peak enclave RSS at 8 / 16 streams | {batch.get('peak_rss_8_mib', 0):.0f} / {batch.get('peak_rss_16_mib', 0):.0f} MiB (file {batch.get('model_file_mib', 0):.0f} MiB + KV budget {batch.get('kv_budget_mib', 0):.0f} MiB) | ≤ file + budget |"]
+    if batched:
+        lines += ["", "In-process batched decode, same GGUF, same prompt, greedy (`scripts/llamacpp_batched.py` drives llama.cpp's",
+                  "`llama_batch` API; `bench_batch_decode` drives Vouch's engine); aggregate decode tokens/s:", "",
+                  "| threads | batch | Vouch | llama.cpp | Vouch ÷ llama.cpp |", "|---|---|---|---|---|"]
+        for (eng, t, b) in sorted(k for k in batched if k[0] == "vouch-native"):
+            v = batched[(eng, t, b)]
+            l = batched.get(("llama.cpp", t, b))
+            lines.append(f"| {t} | {b} | {v:.1f} | {l:.1f} | {v / l:.2f} |" if l else f"| {t} | {b} | {v:.1f} | not measured | — |")
+    return "\n".join(lines)
+
+batch_section = batch_rows()
+
 model_table = "\n".join(model_rows(model, 1) + model_rows(model_mt, machine["cores"])) or "| not measured | | | | | | |"
 
 rows = "\n".join(
@@ -167,6 +210,10 @@ Command: `bash bench/run.sh{' --smoke' if smoke else ''}` (raw outputs in `bench
 | group commit, 32 clients: answers/s at 50 ms ÷ at 8 ms | {f('group_commit_answers_per_s_ratio_50ms_vs_8ms', '{:.3f}')} | — |
 | group commit on ÷ off, 32 clients, 50 ms | {f('group_commit_on_vs_off_32_clients_50ms', '{:.1f}')}× | — |
 | enclave peak RSS vs model file | {f('enclave_peak_rss_mb', '{:.0f}')} MB vs {f('model_file_mb', '{:.0f}')} MB | < 2× file |
+
+## Continuous batching (`bench-batch`: client → host → enclave, attested TLS, every receipt verified)
+
+{batch_section}
 
 ## Model speed (`scripts/bench-model.sh`: same GGUF, same prompt, 64 tokens, runs alternate)
 

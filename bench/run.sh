@@ -44,7 +44,7 @@ else
     TOKENS=64; RUNS=3; SECS=2; ROUNDS=20000; BULK=1024
 fi
 
-log "1/6 report verification vs the aws-lc-rs P-384 floor"
+log "1/7 report verification vs the aws-lc-rs P-384 floor"
 if [[ $SMOKE -eq 1 ]]; then
     cargo test --locked -p vouch-attestation --test vectors -q >/dev/null
     echo 'BENCH_JSON {"smoke":true}' > "$OUT/verify.txt"
@@ -52,7 +52,7 @@ else
     cargo bench --locked -p vouch-attestation --bench verify 2>/dev/null | tee "$OUT/verify.txt"
 fi
 
-log "2/6 whole process: vouch verify-report vs snpguest verify attestation and a Python verifier"
+log "2/7 whole process: vouch verify-report vs snpguest verify attestation and a Python verifier"
 SNPGUEST=$(command -v snpguest || echo "$HOME/.cargo/bin/snpguest")
 if [[ ! -x "$SNPGUEST" && $SMOKE -eq 0 ]]; then
     echo "bench: installing snpguest 0.11.0 from crates.io (needs libssl-dev, pkg-config)" >&2
@@ -92,17 +92,17 @@ us() { echo $(( $1 / n / 1000 )); }
     echo "BENCH_JSON {$json}"
 } | tee "$OUT/process.txt"
 
-log "3/6 group commit: answers/s and reports/s (receipt pipeline)"
+log "3/7 group commit: answers/s and reports/s (receipt pipeline)"
 "$PROFILE_DIR/examples/bench_notary" "$SECS" | tee "$OUT/notary.txt"
 
-log "4/6 host forwarding vs direct"
+log "4/7 host forwarding vs direct"
 "$PROFILE_DIR/examples/bench" --host-bin "$PROFILE_DIR/vouch-host" --rounds "$ROUNDS" --bulk-mib "$BULK" 2>&1 | tee "$OUT/host.txt" || \
     bash scripts/bench-host.sh --rounds "$ROUNDS" --bulk-mib "$BULK" | tee "$OUT/host.txt"
 
-log "5/6 attested generation end to end vs in-process generate; enclave memory"
+log "5/7 attested generation end to end vs in-process generate; enclave memory"
 "$PROFILE_DIR/bench-e2e" --bin-dir "$PROFILE_DIR" --tokens "$TOKENS" --runs "$RUNS" --latency-ms 8 | tee "$OUT/e2e.txt"
 
-log "6/6 model speed (native runtime and candle) $( [[ $LLAMA -eq 1 ]] && echo 'vs llama.cpp, same GGUF and threads')"
+log "6/7 model speed (native runtime and candle) $( [[ $LLAMA -eq 1 ]] && echo 'vs llama.cpp, same GGUF and threads')"
 if [[ $SMOKE -eq 1 ]]; then
     echo "smoke: skipped" > "$OUT/model.txt"
 else
@@ -111,6 +111,24 @@ else
     if [[ "$(nproc)" -gt 1 ]]; then
         bash scripts/bench-model.sh --threads "$(nproc)" --runs "$RUNS" --max-tokens "$TOKENS" --no-build \
             --runtimes native "${extra[@]}" | tee "$OUT/model-all-cores.txt"
+    fi
+fi
+
+log "7/7 continuous batching end to end: 1-16 concurrent streams, time to first token, memory $( [[ $LLAMA -eq 1 ]] && echo '; llama.cpp batched decode')"
+if [[ $SMOKE -eq 1 ]]; then
+    "$PROFILE_DIR/bench-batch" --bin-dir "$PROFILE_DIR" --tokens 4 --threads 2 --probes 2 --levels 1,2 | tee "$OUT/batch.txt"
+else
+    "$PROFILE_DIR/bench-batch" --bin-dir "$PROFILE_DIR" --tokens "$TOKENS" --threads "$(nproc)" | tee "$OUT/batch.txt"
+    if [[ $LLAMA -eq 1 ]]; then
+        # The venv scripts/bench-model.sh installed (llama-cpp-python built here); numpy for argmax.
+        LVENV="${VOUCH_BENCH_VENV:-$HOME/.cache/vouch/llamacpp-venv}"
+        "$LVENV/bin/python" -c 'import numpy' 2>/dev/null || "$LVENV/bin/pip" install --quiet numpy
+        for t in 1 "$(nproc)"; do
+            "$LVENV/bin/python" scripts/llamacpp_batched.py models/SmolLM2-135M-Instruct.Q4_1.gguf "$t" "$TOKENS" 1 2 4 8 16
+        done | tee "$OUT/llamacpp-batched.txt"
+        for t in 1 "$(nproc)"; do
+            "$PROFILE_DIR/examples/bench_batch_decode" --threads "$t" --tokens "$TOKENS" --levels 1,2,4,8,16
+        done | tee "$OUT/native-batched.txt"
     fi
 fi
 

@@ -16,7 +16,7 @@ import llama_cpp
 import numpy as np
 
 SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
-QUESTION = "What is the capital of France?"
+QUESTION = "Write a long, detailed essay about the ocean."
 
 
 def main() -> None:

@@ -47,6 +47,8 @@ struct Tally {
     lost: Vec<String>,
     batches: BTreeSet<u64>,
     receipts: Vec<std::path::PathBuf>,
+    /// Seconds each verified answer took, client process start to exit.
+    latencies: Vec<f64>,
 }
 
 #[test]
@@ -73,6 +75,7 @@ fn sixty_four_concurrent_clients_get_verified_answers_or_clean_429s() {
                 // Every client makes at least one attempt, then keeps going until the deadline.
                 while k == 0 || Instant::now() < deadline {
                     let receipt = dir.join(format!("r-{i}-{k}.json"));
+                    let started = Instant::now();
                     let out = vouch_command(&[
                         "chat",
                         "--url",
@@ -97,6 +100,7 @@ fn sixty_four_concurrent_clients_get_verified_answers_or_clean_429s() {
                                 && v["verdict"]["receipt"]["exchange_checked"] == true =>
                         {
                             t.verified += 1;
+                            t.latencies.push(started.elapsed().as_secs_f64());
                             t.batches.insert(v["verdict"]["receipt"]["batch_seq"].as_u64().unwrap());
                             t.receipts.push(receipt);
                         }
@@ -117,13 +121,20 @@ fn sixty_four_concurrent_clients_get_verified_answers_or_clean_429s() {
     for w in workers {
         w.join().unwrap();
     }
-    let t = tally.lock().unwrap();
+    let mut t = tally.lock().unwrap();
+    t.latencies.sort_by(f64::total_cmp);
+    let p = |q: f64| {
+        t.latencies.get(((t.latencies.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0.0)
+    };
     eprintln!(
-        "{CLIENTS} clients for {run_for:?}: {} verified ({} receipt batches), {} answered 429, {} lost",
+        "{CLIENTS} clients for {run_for:?}: {} verified ({} receipt batches), {} answered 429, {} lost; \
+         verified answer latency p50 {:.2} s, p99 {:.2} s",
         t.verified,
         t.batches.len(),
         t.busy,
-        t.lost.len()
+        t.lost.len(),
+        p(0.5),
+        p(0.99)
     );
     assert!(t.lost.is_empty(), "answers lost or unverified:\n{}", t.lost.join("\n"));
     assert!(t.verified >= 4, "only {} verified answers", t.verified);
