@@ -33,7 +33,7 @@
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -436,11 +436,8 @@ impl Scheduler {
                 }
             }
             // Whatever else has arrived joins the queue now, between steps.
-            loop {
-                match jobs.recv_timeout(Duration::ZERO) {
-                    Ok(job) => self.waiting.push_back(job),
-                    Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
-                }
+            while let Ok(job) = jobs.try_recv() {
+                self.waiting.push_back(job);
             }
             self.admit();
             if self.active.is_empty() {
@@ -614,7 +611,7 @@ impl Scheduler {
                 failed.push((i, e.to_string()));
             }
         }
-        failed.sort_by(|a, b| b.0.cmp(&a.0));
+        failed.sort_by_key(|f| std::cmp::Reverse(f.0));
         for (i, message) in failed {
             let a = self.retire(i);
             send(&a.events, GenerateEvent::Failed(message));
