@@ -439,15 +439,34 @@ impl Scheduler {
             while let Ok(job) = jobs.try_recv() {
                 self.waiting.push_back(job);
             }
-            self.admit();
-            if self.active.is_empty() {
-                // Waiting jobs that cannot be admitted with nothing running were failed by
-                // admit; wait for more.
-                continue;
+            // A panic anywhere in admitting or stepping (tokenizer, sampler, runtime) must
+            // not take the engine down: the requests in hand fail, the engine goes on.
+            let stepped = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                self.admit();
+                // With nothing running, admit has failed what could never fit: wait for more.
+                if !self.active.is_empty() {
+                    self.step();
+                }
+            }));
+            if stepped.is_err() {
+                tracing::error!("the model runtime panicked");
+                self.fail_all("internal error in the model runtime");
             }
-            self.step();
         }
         tracing::debug!("model thread exiting: engine dropped");
+    }
+
+    /// Fails every running request and the prepared head of the queue.
+    fn fail_all(&mut self, message: &str) {
+        while !self.active.is_empty() {
+            let a = self.retire(self.active.len() - 1);
+            send(&a.events, GenerateEvent::Failed(message.to_owned()));
+        }
+        if let Some((job, _)) = self.head.take() {
+            send(&job.events, GenerateEvent::Failed(message.to_owned()));
+            self.finished_one();
+        }
+        self.publish();
     }
 
     fn finished_one(&self) {
@@ -463,6 +482,13 @@ impl Scheduler {
     /// it first reaches the front.
     fn admit(&mut self) {
         let per_position = self.model.kv_bytes_per_position();
+        // Requests whose clients left while waiting leave the queue at once, wherever they
+        // are in it, so they do not count against the queue's bound.
+        let before = self.waiting.len();
+        self.waiting.retain(|job| !job.events.is_closed());
+        for _ in self.waiting.len()..before {
+            self.finished_one();
+        }
         while self.active.len() < self.cfg.max_batch {
             let (job, seq) = match self.head.take() {
                 Some(prepared) => prepared,
@@ -813,5 +839,17 @@ mod tests {
         drain(&mut second_rx, &mut answer);
         assert!(matches!(answer.outcome, Some(Ok((FinishReason::Length, ref ids))) if ids.len() == 3));
         assert_eq!(s.kv_reserved, 0);
+
+        // A request whose client left while it waited behind others leaves the queue at
+        // the next admit, not when it reaches the front.
+        let finished = s.counters.finished.load(Ordering::Relaxed);
+        let ((a, _a_rx), (b, b_rx), (c, _c_rx)) = (job(ask(5)), job(ask(5)), job(ask(5)));
+        s.waiting.extend([a, b, c]);
+        s.admit();
+        assert_eq!((s.active.len(), s.waiting.len()), (1, 2));
+        drop(b_rx);
+        s.admit();
+        assert_eq!(s.waiting.len(), 1);
+        assert_eq!(s.counters.finished.load(Ordering::Relaxed), finished + 1);
     }
 }
