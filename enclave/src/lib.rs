@@ -7,7 +7,7 @@
 //!                    │
 //!  generate ─────────┤  in-process, one prompt, no network, no attestation (baseline)
 //!                    │
-//!  serve ──► model::Engine (model thread + bounded queue) ──► attested TLS / HTTP API
+//!  serve ──► model::Engine (model thread, continuous batching) ──► attested TLS / HTTP API
 //! ```
 //!
 //! What this crate does not do: trust the host. The host only forwards ciphertext; every
@@ -23,3 +23,4 @@ pub mod request;
 pub mod serve;
 #[cfg(feature = "sim")]
 pub mod sim_provider;
+pub mod tsm_provider;

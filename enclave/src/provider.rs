@@ -1,8 +1,11 @@
 //! Attestation providers: where the enclave's reports come from.
 //!
-//! Trusted side (inside the guest). One trait, two implementations:
+//! Trusted side (inside the guest). One trait, three implementations:
+//! - `ConfigFsTsmProvider` (`crate::tsm_provider`): the AMD secure processor through the
+//!   kernel's configfs-tsm report interface (Linux ≥ 6.7), preferred when present;
 //! - [`SevGuestProvider`]: the AMD secure processor through `/dev/sev-guest` (the `sev`
-//!   crate's SNP_GET_EXT_REPORT ioctl), with the certificate table the host installed;
+//!   crate's SNP_GET_EXT_REPORT ioctl), with the certificate table the host installed —
+//!   the fallback for older guest kernels;
 //! - `SimProvider` (`crate::sim_provider`, only with the cargo feature `sim`): Vouch's
 //!   simulated secure processor for machines without SEV-SNP. Its measurement is derived
 //!   from the enclave binary; its root is not AMD's. Production builds (the guest image)
@@ -35,7 +38,7 @@ pub enum ProviderError {
 
 /// Something that produces signed attestation reports over 64 bytes of REPORT_DATA.
 pub trait AttestationProvider: Send + Sync {
-    /// "sev-guest" or "sim".
+    /// "configfs-tsm", "sev-guest" or "sim".
     fn kind(&self) -> &'static str;
     /// The platform tag its evidence carries (verifiers pick their roots by it).
     fn platform(&self) -> Platform;

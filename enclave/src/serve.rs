@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// VMPL at which `sev-guest` requests reports.
     #[arg(long, default_value_t = 0)]
     pub vmpl: u32,
+    /// configfs-tsm report directory, preferred by `sev-guest` when it exists and its
+    /// provider is `sev_guest`; otherwise reports come from the /dev/sev-guest ioctl.
+    #[arg(long, default_value = crate::tsm_provider::DEFAULT_TSM_REPORT_DIR)]
+    pub tsm_dir: PathBuf,
     /// Requests that may wait for a batch slot or KV memory, beyond the running batch;
     /// more get 429 with Retry-After.
     #[arg(long, default_value_t = 16)]
@@ -218,6 +222,28 @@ pub fn tls_identity() -> Result<TlsIdentity, ServeError> {
     Ok(TlsIdentity { config: Arc::new(config), spki_sha256 })
 }
 
+/// The real secure processor: configfs-tsm when the guest kernel offers it for SEV-SNP,
+/// else the `/dev/sev-guest` ioctl. Says which, and why configfs-tsm was not used.
+fn real_provider(args: &ServeArgs) -> Result<Arc<dyn AttestationProvider>, ServeError> {
+    match crate::tsm_provider::ConfigFsTsmProvider::open(&args.tsm_dir, args.vmpl) {
+        Ok(p) => {
+            println!("vouch-enclave: attestation through configfs-tsm ({})", args.tsm_dir.display());
+            Ok(Arc::new(p))
+        }
+        Err(why) => {
+            #[cfg(target_os = "linux")]
+            {
+                println!("vouch-enclave: configfs-tsm not used ({why}); attestation through /dev/sev-guest");
+                Ok(Arc::new(crate::provider::SevGuestProvider::open(args.vmpl)?))
+            }
+            #[cfg(not(target_os = "linux"))]
+            {
+                Err(why.into())
+            }
+        }
+    }
+}
+
 /// Loads everything and serves until `shutdown` resolves.
 pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
     let addr: ListenAddr = args.listen.parse()?;
@@ -249,7 +275,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> Result<
             ))
         }
         #[cfg(target_os = "linux")]
-        "sev-guest" => Arc::new(crate::provider::SevGuestProvider::open(args.vmpl)?),
+        "sev-guest" => real_provider(&args)?,
         other => {
             return Err(ServeError::Usage(format!("attestation provider {other:?} is not available here")))
         }
