@@ -139,7 +139,9 @@ fn main() {
             })
         })
         .collect();
-    let mut verifier = ReceiptVerifier::new(sim_anchors, Policy::default(), NOW);
+    // The strict default refuses unpinned code: pin the simulated report's measurement.
+    let pinned = Policy { measurements: vec![vouch_attestation::policy::Hex([0; 48])], ..Policy::default() };
+    let mut verifier = ReceiptVerifier::new(sim_anchors, pinned, NOW);
     verifier.verify(&receipts[0]).expect("receipt verifies");
     let mut i = 0;
     let receipt_cached = measure(|| {
