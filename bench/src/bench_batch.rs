@@ -12,57 +12,14 @@
 // a benchmark driver: fail loudly
 #![allow(clippy::zombie_processes)]
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc};
+use std::path::PathBuf;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vouch_client::client::{ChatRequest, ClientConfig, VouchClient};
-use vouch_client::policy::ClientPolicy;
+use vouch_client::client::{ChatRequest, VouchClient};
 
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| default.to_owned())
-}
-
-/// Starts a process and returns it with the first word after `needle` on its output.
-fn start(bin: &Path, args: &[&str], needle: &str) -> (Child, String) {
-    let mut child =
-        Command::new(bin).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
-    let (tx, rx) = mpsc::channel();
-    for s in [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stderr.take().unwrap()),
-    ] {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for l in BufReader::new(s).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-    }
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let l = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("readiness line");
-        if let Some(i) = l.find(needle) {
-            let rest = l[i + needle.len()..].split_whitespace().next().unwrap_or("").to_owned();
-            std::thread::spawn(move || while rx.recv().is_ok() {});
-            return (child, rest);
-        }
-    }
-}
-
-fn vm_kib(pid: u32, key: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
+mod support;
+use support::{arg, sim_client, start, vm_kib};
 
 /// Resets the process's peak-RSS mark (Linux: write 5 to clear_refs).
 fn reset_peak(pid: u32) {
@@ -197,13 +154,7 @@ async fn main() {
         &["--listen", "127.0.0.1:0", "--enclave", &addr],
         "vouch-host listening on ",
     );
-    let policy = ClientPolicy::load(&sim.join("sim-policy.toml")).expect("sim policy");
-    let mut cfg = ClientConfig::new(&format!("https://{host_addr}"), policy);
-    let root = std::fs::read(sim.join("sim-ark.pem")).expect("sim root");
-    for p in vouch_attestation::Product::ALL {
-        let _ = cfg.anchors.dangerous_add_simulated_root(&root, p);
-    }
-    let client = Arc::new(VouchClient::new(cfg).expect("client"));
+    let client = Arc::new(sim_client(&sim, &host_addr));
     client.attest().await.expect("attest");
     let _ = concurrent(&client, 1, 8).await; // warm up
 

@@ -11,50 +11,15 @@
 // The benchmark kills and reaps its children at the end of the run (or dies with them).
 #![allow(clippy::zombie_processes)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
-use vouch_client::client::{ChatRequest, ClientConfig, VouchClient};
-use vouch_client::policy::ClientPolicy;
+use std::process::Command;
+use std::time::Instant;
+use vouch_client::client::ChatRequest;
+
+mod support;
+use support::{arg, sim_client, start, vm_kib};
 
 const PROMPT: &str = "Give me three tips for staying healthy.";
-
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| default.to_owned())
-}
-
-/// Starts a process and returns it with the first line containing `needle` (rest of line).
-fn start(bin: &Path, args: &[&str], needle: &str) -> (Child, String) {
-    let mut child =
-        Command::new(bin).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
-    let (tx, rx) = mpsc::channel();
-    for s in [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stderr.take().unwrap()),
-    ] {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for l in BufReader::new(s).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-    }
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let l = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("readiness line");
-        if let Some(i) = l.find(needle) {
-            let rest = l[i + needle.len()..].split_whitespace().next().unwrap_or("").to_owned();
-            std::thread::spawn(move || while rx.recv().is_ok() {});
-            return (child, rest);
-        }
-    }
-}
 
 /// One in-process generation; returns (tokens/s over prefill+decode, tokens).
 fn bare_run(bin_dir: &Path, model: &str, tokens: u32, threads: &str) -> (f64, u64) {
@@ -68,15 +33,6 @@ fn bare_run(bin_dir: &Path, model: &str, tokens: u32, threads: &str) -> (f64, u6
         + v["timings"]["decode_ms"].as_f64().unwrap_or(0.0);
     let n = v["completion_tokens"].as_u64().unwrap_or(0);
     (n as f64 / (ms / 1000.0), n)
-}
-
-fn vm_kib(pid: u32, key: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -116,15 +72,7 @@ async fn main() {
     );
     let idle_rss = vm_kib(enclave.id(), "VmRSS:");
 
-    // The policy the simulated enclave publishes: it pins the measurement it reports.
-    let policy = ClientPolicy::load(&sim.join("sim-policy.toml")).expect("sim policy");
-    let mut cfg = ClientConfig::new(&format!("https://{host_addr}"), policy);
-    let root = std::fs::read(sim.join("sim-ark.pem")).expect("sim root");
-    for p in vouch_attestation::Product::ALL {
-        // Only the product the simulated root names is accepted; the others refuse.
-        let _ = cfg.anchors.dangerous_add_simulated_root(&root, p);
-    }
-    let client = VouchClient::new(cfg).expect("client");
+    let client = sim_client(&sim, &host_addr);
     client.attest().await.expect("attest");
     // Bare and attested runs alternate, so drifting background load hits both alike.
     let (mut bare, mut attested) = (Vec::new(), Vec::new());
