@@ -78,6 +78,8 @@ pub(crate) struct Sequence {
     started: Option<Instant>,
     decode_started: Option<Instant>,
     decode_forwards: u32,
+    /// Steps the prompt took (1: fed whole).
+    prefill_steps: u32,
 }
 
 impl Sequence {
@@ -123,6 +125,7 @@ impl Sequence {
             started: None,
             decode_started: None,
             decode_forwards: 0,
+            prefill_steps: 0,
         })
     }
 
@@ -189,8 +192,13 @@ impl Sequence {
     ) -> Result<(), ModelError> {
         if self.fed < self.prompt.len() {
             self.fed += fed;
+            self.prefill_steps += 1;
             if self.fed < self.prompt.len() {
                 return Ok(()); // more prompt to come
+            }
+            if self.prefill_steps > 1 {
+                // Recorded as it happened; under the native runtime the split changes no bit.
+                self.stats.prefill_chunk = format!("{} chunks", self.prefill_steps);
             }
             let now = Instant::now();
             self.stats.prefill_ms = self.started.map_or(0.0, |s| ms_between(s, now));

@@ -13,19 +13,21 @@
 //!                              ├─ parse GGUF (gguf) ─► metadata ─► tokenizer (tokenizer)
 //!                              └─ same bytes ─► native runtime (in place)  | candle (copy)
 //!
-//!  GenerateRequest ─► chat template (chat) ─► prompt ids ─► prefill (one forward, "all")
-//!        ─► decode loop: logits ─► sampling (sampling) ─► token ─► UTF-8 bytes (utf8) ─► deltas
+//!  GenerateRequest ─► chat template (chat) ─► prompt ids ─► Sequence (generation):
+//!        prompt chunks, then one token per step ─► Model::step (alone, or batched with other
+//!        sequences by the Engine) ─► logits ─► sampling ─► token ─► UTF-8 bytes (utf8) ─► deltas
 //! ```
 //!
 //! What this module does not do: networking, attestation, receipts, HTTP. The [`Engine`]
 //! is the one piece meant for the async server: it owns the model on a dedicated OS thread
-//! behind a bounded queue, so CPU-heavy inference never blocks the async runtime.
+//! and batches requests continuously, so CPU-heavy inference never blocks the async runtime.
 //!
-//! Determinism: the same binary, weights, prompt ids, prefill schedule ([`PREFILL_SCHEDULE`])
-//! and sampling parameters (including the seed) give the same tokens, run after run, because
-//! the KV cache is cleared before every request and the kernels use integer dot products.
-//! The native runtime goes further: its logits do not depend on the thread count, the
-//! SIMD level or the prefill schedule (see [`native`]).
+//! Determinism: the same binary, weights, prompt ids and sampling parameters (including the
+//! seed) give the same tokens, run after run: every sequence has its own KV cache, started
+//! empty, and the kernels use integer dot products. The native runtime goes further: its
+//! logits do not depend on the thread count, the SIMD level, the prefill schedule or what
+//! else shares the batch (see [`native`]); the candle runtimes run one sequence at a time
+//! with the whole prompt at once ([`PREFILL_SCHEDULE`]).
 
 mod chat;
 mod engine;
@@ -59,10 +61,11 @@ pub use utf8::Utf8Stream;
 /// The candle runtimes' engine version (see [`Model::engine_version`]).
 pub const CANDLE_ENGINE_VERSION: &str = "candle-0.11.1";
 
-/// The prefill schedule: the whole prompt goes through the model in one forward pass.
-/// Under the candle runtimes another split (e.g. chunks of 8 tokens) changes the logits
-/// bits and can change the text, so a transcript records it; the native runtime gives the
-/// same bits for any split (tested), which makes it informational there.
+/// The prefill schedule of a prompt fed whole: one forward pass. Under the candle runtimes
+/// another split (e.g. chunks of 8 tokens) changes the logits bits and can change the text,
+/// so the engine always feeds candle whole prompts; the native runtime gives the same bits
+/// for any split (tested), and when the engine feeds a prompt in chunks while others decode,
+/// the statistics say `"N chunks"` instead (informational there).
 pub const PREFILL_SCHEDULE: &str = "all";
 
 /// The longest sequence (prompt + completion, in tokens) the model code supports: candle's
