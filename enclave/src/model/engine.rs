@@ -180,7 +180,7 @@ struct Counters {
 }
 
 struct Shared {
-    jobs: Mutex<Sender<Job>>,
+    jobs: Sender<Job>,
     /// Requests accepted and not yet finished (running or waiting).
     in_flight: Arc<AtomicUsize>,
     counters: Arc<Counters>,
@@ -241,7 +241,7 @@ impl Engine {
         let in_flight = Arc::new(AtomicUsize::new(0));
         let counters = Arc::new(Counters::default());
         let shared = Arc::new(Shared {
-            jobs: Mutex::new(jobs),
+            jobs,
             in_flight: Arc::clone(&in_flight),
             counters: Arc::clone(&counters),
             model_digest: model.digest(),
@@ -292,7 +292,7 @@ impl Engine {
         let capacity = (request.params.max_tokens as usize).min(MAX_CONTEXT_TOKENS) + 3;
         let (events, receiver) = tokio_mpsc::channel(capacity);
         let job = Job { request, events, enqueued: Instant::now() };
-        let sent = s.jobs.lock().unwrap_or_else(PoisonError::into_inner).send(job);
+        let sent = s.jobs.send(job);
         if sent.is_err() {
             s.in_flight.fetch_sub(1, Ordering::SeqCst);
             return Err(busy());
@@ -558,17 +558,14 @@ impl Scheduler {
         // Cancelled (receiver dropped) and already finished (max_tokens 0) sequences leave.
         let mut i = 0;
         while i < self.active.len() {
-            let a = &self.active[i];
-            if a.events.is_closed() {
+            if self.active[i].events.is_closed() {
                 tracing::debug!("generation cancelled by the client");
                 self.retire(i);
-            } else if let Some(finish_reason) = a.seq.finished() {
-                let a = self.retire(i);
-                send(&a.events, GenerateEvent::Done { finish_reason, stats: a.seq.into_stats() });
             } else {
                 i += 1;
             }
         }
+        self.report_finished();
         if self.active.is_empty() {
             self.publish();
             return;
@@ -650,6 +647,12 @@ impl Scheduler {
             recent.push_back((now, generated));
         }
         // Finished sequences report and leave now, freeing their slots for the next admit.
+        self.report_finished();
+        self.publish();
+    }
+
+    /// Sends Done for every finished sequence and retires it.
+    fn report_finished(&mut self) {
         let mut i = 0;
         while i < self.active.len() {
             if let Some(finish_reason) = self.active[i].seq.finished() {
@@ -659,7 +662,6 @@ impl Scheduler {
                 i += 1;
             }
         }
-        self.publish();
     }
 }
 
@@ -761,6 +763,9 @@ mod tests {
             let mut s = Scheduler::new(model, cfg, Arc::new(Counters::default()));
             let mut receivers = Vec::new();
             let mut answers: Vec<Answer> = requests.iter().map(|_| Answer::default()).collect();
+            // Arrival order is receiver order; this maps it back to request index.
+            let mut arrived: Vec<usize> = (0..requests.len()).collect();
+            arrived.sort_by_key(|&i| (requests[i].1, i));
             let mut step = 0;
             while answers.iter().any(|a| a.outcome.is_none()) {
                 for (r, arrives) in &requests {
@@ -776,12 +781,6 @@ mod tests {
                     waited_for_memory += 1;
                 }
                 s.step();
-                // Arrival order is receiver order; map back to request index.
-                let arrived: Vec<usize> = {
-                    let mut order: Vec<usize> = (0..requests.len()).collect();
-                    order.sort_by_key(|&i| (requests[i].1, i));
-                    order
-                };
                 for (k, rx) in receivers.iter_mut() {
                     drain(rx, &mut answers[arrived[*k]]);
                 }
