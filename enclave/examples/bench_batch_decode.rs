@@ -32,6 +32,7 @@ async fn main() {
     let levels: Vec<usize> =
         arg("--levels", "1,2,4,8,16").split(',').map(|l| l.parse().expect("--levels")).collect();
     let model = Model::load(&model_path).expect("model");
+    let kernel = model.kernel();
     let max = levels.iter().copied().max().unwrap_or(1);
     let engine = Engine::start(
         model,
@@ -81,7 +82,7 @@ async fn main() {
             single = best;
         }
         println!(
-            "{{\"engine\":\"vouch-native\",\"threads\":{threads},\"batch\":{n},\"completion_tokens\":{completion},\"aggregate_decode_tokens_per_s\":{best:.1},\"vs_single\":{:.2}}}",
+            "{{\"engine\":\"vouch-native\",\"kernel\":\"{kernel}\",\"threads\":{threads},\"batch\":{n},\"completion_tokens\":{completion},\"aggregate_decode_tokens_per_s\":{best:.1},\"vs_single\":{:.2}}}",
             best / single.max(1e-9)
         );
     }

@@ -101,7 +101,7 @@ impl LaunchDigest {
     /// pages; callers check that (a partial page is a caller bug, reported as `false`).
     #[must_use]
     pub fn add_normal_pages(&mut self, gpa: u64, data: &[u8]) -> bool {
-        if data.len() % PAGE_BYTES != 0 {
+        if !data.len().is_multiple_of(PAGE_BYTES) {
             return false;
         }
         for (i, page) in data.chunks_exact(PAGE_BYTES).enumerate() {

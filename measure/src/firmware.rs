@@ -201,10 +201,10 @@ fn parse_metadata(data: &[u8], offset_from_end: u32) -> Result<Vec<Section>, Mea
         let section_type = SectionType::from_raw(raw_type)
             .ok_or(MeasureError::UnknownSectionType { index, section_type: raw_type })?;
         let bad = |reason| MeasureError::BadSection { index, gpa, size, reason };
-        if gpa as usize % PAGE_BYTES != 0 {
+        if !(gpa as usize).is_multiple_of(PAGE_BYTES) {
             return Err(bad("address is not page-aligned"));
         }
-        if size == 0 || size as usize % PAGE_BYTES != 0 {
+        if size == 0 || !(size as usize).is_multiple_of(PAGE_BYTES) {
             return Err(bad("size is not a non-zero multiple of 4096"));
         }
         if u64::from(gpa) + u64::from(size) > FOUR_GIB {
@@ -231,7 +231,7 @@ impl Firmware {
         if data.len() > MAX_FIRMWARE_BYTES {
             return Err(MeasureError::FirmwareTooLarge { max: MAX_FIRMWARE_BYTES, actual: data.len() });
         }
-        if data.is_empty() || data.len() % PAGE_BYTES != 0 {
+        if data.is_empty() || !data.len().is_multiple_of(PAGE_BYTES) {
             return Err(MeasureError::FirmwareNotPageAligned { len: data.len() });
         }
         let entries = parse_footer_table(&data)?;

@@ -75,6 +75,9 @@ pub enum ModelError {
     /// The tokenizer could not be built or failed to encode.
     #[error("tokenizer error: {0}")]
     Tokenizer(String),
+    /// `VOUCH_KERNEL` names a kernel that does not exist or that this CPU cannot run.
+    #[error("cannot pick the compute kernel: {0}")]
+    Kernel(String),
     /// candle could not build the model from the tensors (missing tensor, bad shape...).
     #[error("cannot build model weights: {reason}")]
     Weights {

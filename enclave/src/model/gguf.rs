@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use super::native::NativeModel;
 use super::tokenizer::GgufTokenizer;
-use super::{compute_threads, Model, ModelError, Weights};
+use super::{compute_threads, Model, ModelBytes, ModelError, Weights};
 
 /// The only architecture this runtime implements (candle's quantized llama).
 const SUPPORTED_ARCHITECTURE: &str = "llama";
@@ -128,7 +128,7 @@ impl Seek for EofTrackingReader<'_> {
 /// Loads `path` (see [`Model::load_with`]).
 pub(crate) fn load(path: &Path, runtime: Runtime) -> Result<Model, ModelError> {
     let started = Instant::now();
-    let bytes = std::fs::read(path).map_err(|source| {
+    let bytes = ModelBytes::read(path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             ModelError::NotFound { path: path.to_owned() }
         } else {
@@ -136,7 +136,7 @@ pub(crate) fn load(path: &Path, runtime: Runtime) -> Result<Model, ModelError> {
         }
     })?;
     // The digest is over exactly the bytes parsed below: no second read of the file.
-    let digest: [u8; 32] = Sha256::digest(&bytes).into();
+    let digest: [u8; 32] = Sha256::digest(&bytes[..]).into();
     let file_size = bytes.len() as u64;
 
     let content = parse_header(&bytes)?;
@@ -153,7 +153,7 @@ pub(crate) fn load(path: &Path, runtime: Runtime) -> Result<Model, ModelError> {
             (Weights::Native(Box::new(llama)), digest)
         }
         Runtime::Candle => {
-            let mut reader = Cursor::new(bytes.as_slice());
+            let mut reader = Cursor::new(&bytes[..]);
             let weights =
                 ModelWeights::from_gguf(content, &mut reader, &Device::Cpu).map_err(weights_error)?;
             (Weights::Candle(Box::new(weights)), digest)
@@ -235,7 +235,7 @@ fn check_architecture(content: &Content) -> Result<(), ModelError> {
 fn tensor_size(info: &TensorInfo) -> Option<u64> {
     let elems = info.shape.elem_count();
     let block = info.ggml_dtype.block_size();
-    if block == 0 || elems % block != 0 {
+    if block == 0 || !elems.is_multiple_of(block) {
         return None;
     }
     u64::try_from((elems / block).checked_mul(info.ggml_dtype.type_size())?).ok()

@@ -29,6 +29,7 @@
 //! else shares the batch (see [`native`]); the candle runtimes run one sequence at a time
 //! with the whole prompt at once ([`PREFILL_SCHEDULE`]).
 
+mod bytes;
 mod chat;
 mod engine;
 mod error;
@@ -41,6 +42,8 @@ mod tokenizer;
 mod utf8;
 
 use std::path::Path;
+
+pub(crate) use bytes::ModelBytes;
 
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
@@ -185,8 +188,8 @@ impl Model {
         }
     }
 
-    /// The kernel implementation: `"avx2"` or `"scalar"` for the native runtime (they give
-    /// identical bits), `"candle"` otherwise.
+    /// The kernel implementation: `"avx512"`, `"avx2"` or `"scalar"` for the native runtime
+    /// (they give identical bits), `"candle"` otherwise.
     pub fn kernel(&self) -> &'static str {
         match &self.weights {
             Weights::Native(llama) => llama.kernel().name(),

@@ -18,6 +18,8 @@
 //! with the same kernel call, so the split never changes a result bit.
 
 use std::panic::AssertUnwindSafe;
+
+use super::super::ModelBytes;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
@@ -38,7 +40,7 @@ struct Job {
 }
 
 struct Shared {
-    weights: Arc<Vec<u8>>,
+    weights: Arc<ModelBytes>,
     job: RwLock<Option<Job>>,
     acts: RwLock<Vec<ActBlock>>,
     /// Results of helper `i` (index `i - 1`), rows of its share × `n`, row-major.
@@ -69,7 +71,7 @@ pub(crate) fn share_start(rows: usize, threads: usize, i: usize) -> usize {
 
 impl Pool {
     /// Starts `threads − 1` helpers over `weights`.
-    pub(crate) fn start(weights: Arc<Vec<u8>>, threads: usize) -> std::io::Result<Pool> {
+    pub(crate) fn start(weights: Arc<ModelBytes>, threads: usize) -> std::io::Result<Pool> {
         let helpers_wanted = threads.saturating_sub(1);
         let shared = Arc::new(Shared {
             weights,
@@ -125,7 +127,7 @@ impl Pool {
         let mut spins = 0u32;
         while s.done.load(Ordering::Acquire) < helpers {
             spins = spins.wrapping_add(1);
-            if spins % 1024 == 0 {
+            if spins.is_multiple_of(1024) {
                 std::thread::yield_now();
             } else {
                 std::hint::spin_loop();
@@ -168,7 +170,7 @@ fn helper(s: &Shared, index: usize, threads: usize) {
                 break;
             }
             spins = spins.wrapping_add(1);
-            if spins % 256 != 0 || started.elapsed() < SPIN {
+            if !spins.is_multiple_of(256) || started.elapsed() < SPIN {
                 std::hint::spin_loop();
                 continue;
             }

@@ -6,12 +6,16 @@
 //!  weight row bytes, exactly as stored in the GGUF (Q4_0 / Q4_1 / Q8_0) ┴─► dot ─► f32
 //! ```
 //!
-//! Every kernel exists twice: an AVX2+FMA+F16C version, picked at run time when the CPU has it
-//! (every SEV-SNP EPYC does), and a portable scalar version. The scalar one is written to
-//! perform exactly the AVX2 one's arithmetic — the same eight integer partial sums per
-//! block, the same fused multiply-adds into eight lanes, the same reduction tree — so the
-//! two give bit-identical results and an auditor re-running a request on a machine without
-//! AVX2 gets the same tokens. The tests pin that equality.
+//! Every kernel exists three times: AVX-512 (F/BW/VL/VNNI) and AVX2+FMA+F16C versions, the
+//! fastest the CPU has picked at run time (every SEV-SNP EPYC has AVX2; Genoa and Turin
+//! have AVX-512), and a portable scalar version. The scalar one fixes the arithmetic — eight
+//! integer partial sums per block, fused multiply-adds into eight lanes per row, one
+//! reduction tree — and the SIMD ones perform exactly that arithmetic, lane for lane (the
+//! AVX-512 one holds two rows' eight lanes per register rather than using wider lanes), so
+//! all three give bit-identical results and an auditor re-running a request on a machine
+//! without AVX-512 or AVX2 gets the same tokens. The tests pin that equality.
+//! `VOUCH_KERNEL=avx512|avx2|scalar` forces one (benchmarks, audits); a kernel the CPU
+//! lacks is refused.
 //!
 //! This is the one module of the workspace with `unsafe` code: the `std::arch` loads read
 //! 4, 16 and 32 bytes inside weight rows and activation blocks whose lengths are checked
@@ -64,35 +68,80 @@ impl Default for ActBlock {
     }
 }
 
-/// Which implementation of the kernels runs. Both compute bit-identical results.
+/// Which implementation of the kernels runs. All compute bit-identical results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
     /// Portable Rust.
     Scalar,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
+    /// x86-64 AVX-512 F/BW/VL/VNNI (and AVX2 + FMA + F16C).
+    Avx512,
 }
 
+/// The environment variable that forces a kernel (`avx512`, `avx2` or `scalar`).
+pub const KERNEL_ENV: &str = "VOUCH_KERNEL";
+
 impl Kernel {
+    /// Every kernel, fastest first.
+    pub const ALL: [Kernel; 3] = [Kernel::Avx512, Kernel::Avx2, Kernel::Scalar];
+
     /// The fastest kernel this CPU supports.
     pub fn detect() -> Kernel {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-                && std::arch::is_x86_feature_detected!("f16c")
-            {
-                return Kernel::Avx2;
-            }
-        }
-        Kernel::Scalar
+        Kernel::ALL.into_iter().find(|k| k.supported()).unwrap_or(Kernel::Scalar)
     }
 
-    /// `"avx2"` or `"scalar"`.
+    /// The kernel `VOUCH_KERNEL` names, or the fastest this CPU supports when it is unset
+    /// or empty. A name that is unknown, or a kernel this CPU lacks, is an error.
+    pub fn from_env() -> Result<Kernel, String> {
+        match std::env::var(KERNEL_ENV) {
+            Ok(name) if !name.is_empty() && name != "auto" => Kernel::named(&name),
+            _ => Ok(Kernel::detect()),
+        }
+    }
+
+    /// The kernel called `name`, if this CPU supports it.
+    pub fn named(name: &str) -> Result<Kernel, String> {
+        let kernel = Kernel::ALL
+            .into_iter()
+            .find(|k| k.name() == name)
+            .ok_or_else(|| format!("{KERNEL_ENV}={name}: unknown kernel (avx512, avx2, scalar or auto)"))?;
+        if kernel.supported() {
+            Ok(kernel)
+        } else {
+            Err(format!("{KERNEL_ENV}={name}: this CPU lacks the instructions the {name} kernel needs"))
+        }
+    }
+
+    /// Whether this CPU can run the kernel.
+    pub fn supported(self) -> bool {
+        match self {
+            Kernel::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                    && std::arch::is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => {
+                Kernel::Avx2.supported()
+                    && std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("avx512vnni")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// `"avx512"`, `"avx2"` or `"scalar"`.
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Scalar => "scalar",
             Kernel::Avx2 => "avx2",
+            Kernel::Avx512 => "avx512",
         }
     }
 }
@@ -214,8 +263,11 @@ pub(crate) fn dot_rows<const R: usize>(
 ) -> [f32; R] {
     match kernel {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Kernel::Avx2` is only ever produced by `detect`, after checking the CPU.
+        // SAFETY: a SIMD kernel is only ever produced after checking the CPU (`supported`).
         Kernel::Avx2 => unsafe { avx2::dot_rows(ty, rows, act) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Kernel::Avx512 => unsafe { avx512::dot_rows(ty, rows, act) },
         _ => rows.map(|row| dot_scalar(ty, row, act)),
     }
 }
@@ -271,8 +323,11 @@ pub(crate) fn attention_scores(
     let hd = q.len();
     match kernel {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Kernel::Avx2` is only ever produced by `detect`, after checking the CPU.
-        Kernel::Avx2 => unsafe { avx2::attention_scores(q, keys, stride, offset, scale, scores) },
+        // SAFETY: a SIMD kernel is only ever produced after checking the CPU (`supported`);
+        // AVX-512 CPUs have AVX2.
+        Kernel::Avx2 | Kernel::Avx512 => unsafe {
+            avx2::attention_scores(q, keys, stride, offset, scale, scores)
+        },
         _ => {
             for (p, score) in scores.iter_mut().enumerate() {
                 *score = dot_f32(q, &keys[p * stride + offset..p * stride + offset + hd]) * scale;
@@ -297,6 +352,9 @@ pub(crate) fn attention_values(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
         Kernel::Avx2 => unsafe { avx2::attention_values(weights, values, stride, offset, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Kernel::Avx512 => unsafe { avx512::attention_values(weights, values, stride, offset, out) },
         _ => {
             for (p, &w) in weights.iter().enumerate() {
                 let value = &values[p * stride + offset..p * stride + offset + hd];
@@ -306,6 +364,21 @@ pub(crate) fn attention_values(
             }
         }
     }
+}
+
+/// Asks the CPU to start loading `bytes` into its caches (a hint: no effect on results).
+#[inline]
+pub(crate) fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in bytes.chunks(64) {
+        // SAFETY: a prefetch reads nothing architecturally and cannot fault; the address
+        // lies inside `bytes` anyway. SSE is part of x86-64's baseline.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.as_ptr().cast())
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
 }
 
 /// Range of [`exp`]'s argument: below, the result would be subnormal; above, infinite.
@@ -340,8 +413,11 @@ pub(crate) fn exp(x: f32) -> f32 {
 pub(crate) fn exp_shifted(kernel: Kernel, xs: &mut [f32], shift: f32) {
     match kernel {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Kernel::Avx2` is only ever produced by `detect`, after checking the CPU.
+        // SAFETY: a SIMD kernel is only ever produced after checking the CPU (`supported`).
         Kernel::Avx2 => unsafe { avx2::exp_shifted(xs, shift) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Kernel::Avx512 => unsafe { avx512::exp_shifted(xs, shift) },
         _ => {
             for x in xs.iter_mut() {
                 *x = exp(*x - shift);
@@ -356,6 +432,9 @@ pub(crate) fn silu_mul(kernel: Kernel, gate: &mut [f32], up: &[f32]) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
         Kernel::Avx2 => unsafe { avx2::silu_mul(gate, up) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Kernel::Avx512 => unsafe { avx512::silu_mul(gate, up) },
         _ => {
             for (g, &u) in gate.iter_mut().zip(up) {
                 *g = *g / (1.0 + exp(-*g)) * u;
@@ -366,6 +445,8 @@ pub(crate) fn silu_mul(kernel: Kernel, gate: &mut [f32], up: &[f32]) {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 #[cfg(test)]
 mod tests {
@@ -412,6 +493,10 @@ mod tests {
         out
     }
 
+    fn bits(xs: &[f32]) -> Vec<u32> {
+        xs.iter().map(|x| x.to_bits()).collect()
+    }
+
     fn activations(n: usize, seed: u64) -> Vec<f32> {
         bytes(seed, n).iter().map(|&b| (f32::from(b) - 128.0) / 37.0).collect()
     }
@@ -451,40 +536,77 @@ mod tests {
         }
     }
 
-    #[test]
-    fn avx2_and_scalar_kernels_are_bit_identical() {
-        if Kernel::detect() != Kernel::Avx2 {
-            eprintln!("no AVX2 on this CPU: only the scalar kernel exists here");
-            return;
+    /// The SIMD kernels this CPU runs (each test compares them with the scalar one).
+    fn simd_kernels() -> Vec<Kernel> {
+        let kernels: Vec<Kernel> =
+            Kernel::ALL.into_iter().filter(|k| *k != Kernel::Scalar && k.supported()).collect();
+        if kernels.len() < 2 {
+            eprintln!(
+                "this CPU runs only {kernels:?} beside the scalar kernel: the others are not compared here"
+            );
         }
-        for ty in [QType::Q4_0, QType::Q4_1, QType::Q8_0] {
-            for seed in 1..200u64 {
-                let blocks = 1 + (seed as usize % 48);
-                let w = row(ty, blocks, seed);
-                let act = quantized(&activations(blocks * QK, seed ^ 0xABCD));
-                let a = dot(Kernel::Avx2, ty, &w, &act);
-                let s = dot_scalar(ty, &w, &act);
-                assert_eq!(a.to_bits(), s.to_bits(), "{ty:?} seed {seed}: avx2 {a} scalar {s}");
+        kernels
+    }
+
+    #[test]
+    fn simd_and_scalar_kernels_are_bit_identical() {
+        for kernel in simd_kernels() {
+            for ty in [QType::Q4_0, QType::Q4_1, QType::Q8_0] {
+                for seed in 1..200u64 {
+                    let blocks = 1 + (seed as usize % 48);
+                    let w = row(ty, blocks, seed);
+                    let act = quantized(&activations(blocks * QK, seed ^ 0xABCD));
+                    let a = dot(kernel, ty, &w, &act);
+                    let s = dot_scalar(ty, &w, &act);
+                    assert_eq!(a.to_bits(), s.to_bits(), "{ty:?} seed {seed}: {kernel:?} {a} scalar {s}");
+                }
             }
+        }
+    }
+
+    /// Rows `0..R` of `rows` through `dot_rows::<R>`, against each row's scalar result.
+    fn check_rows<const R: usize>(kernel: Kernel, ty: QType, rows: &[Vec<u8>], act: &[ActBlock]) {
+        let group: [&[u8]; R] = std::array::from_fn(|r| &rows[r][..]);
+        for (r, value) in dot_rows(kernel, ty, group, act).iter().enumerate() {
+            let expected = dot_scalar(ty, &rows[r], act);
+            assert_eq!(value.to_bits(), expected.to_bits(), "{ty:?} {kernel:?} {R} rows: row {r}");
         }
     }
 
     #[test]
     fn several_rows_at_once_give_each_rows_own_result() {
         for ty in [QType::Q4_0, QType::Q4_1, QType::Q8_0] {
-            let rows: Vec<Vec<u8>> = (0..4).map(|i| row(ty, 18, 31 + i)).collect();
+            let rows: Vec<Vec<u8>> = (0..5).map(|i| row(ty, 18, 31 + i)).collect();
             let act = quantized(&activations(18 * QK, 5));
-            for kernel in [Kernel::Scalar, Kernel::detect()] {
-                let four = dot_rows(kernel, ty, [&rows[0][..], &rows[1], &rows[2], &rows[3]], &act);
-                for (r, value) in four.iter().enumerate() {
-                    assert_eq!(
-                        value.to_bits(),
-                        dot(kernel, ty, &rows[r], &act).to_bits(),
-                        "{ty:?} {kernel:?} row {r}"
-                    );
+            for kernel in Kernel::ALL.into_iter().filter(|k| k.supported()) {
+                // Pairs and an odd last row (the AVX-512 kernel holds two rows per register).
+                check_rows::<1>(kernel, ty, &rows, &act);
+                check_rows::<2>(kernel, ty, &rows, &act);
+                check_rows::<3>(kernel, ty, &rows, &act);
+                check_rows::<4>(kernel, ty, &rows, &act);
+                check_rows::<5>(kernel, ty, &rows, &act);
+            }
+        }
+    }
+
+    #[test]
+    fn a_kernel_is_named_only_when_the_cpu_has_it() {
+        assert_eq!(Kernel::named("scalar"), Ok(Kernel::Scalar));
+        assert_eq!(
+            Kernel::named("avx1024").unwrap_err(),
+            "VOUCH_KERNEL=avx1024: unknown kernel (avx512, avx2, scalar or auto)"
+        );
+        for kernel in Kernel::ALL {
+            match Kernel::named(kernel.name()) {
+                Ok(k) => assert!(k == kernel && kernel.supported()),
+                Err(e) => {
+                    assert!(!kernel.supported());
+                    let tail = format!("this CPU lacks the instructions the {} kernel needs", kernel.name());
+                    assert!(e.ends_with(&tail), "{e}");
                 }
             }
         }
+        assert!(Kernel::detect().supported());
     }
 
     #[test]
@@ -492,22 +614,17 @@ mod tests {
         let stride = 3 * 64;
         let keys = activations(40 * stride, 3);
         let values = activations(40 * stride, 4);
-        for hd in [64usize, 40, 13] {
+        for hd in [128usize, 96, 64, 40, 13] {
             let q = &activations(hd, 5)[..hd];
-            let mut scores = [vec![0f32; 40], vec![0f32; 40]];
-            let mut outs = [vec![0f32; hd], vec![0f32; hd]];
-            for (i, kernel) in [Kernel::Scalar, Kernel::detect()].into_iter().enumerate() {
+            let kernels: Vec<Kernel> = [Kernel::Scalar].into_iter().chain(simd_kernels()).collect();
+            let mut scores = vec![vec![0f32; 40]; kernels.len()];
+            let mut outs = vec![vec![0f32; hd]; kernels.len()];
+            for (i, &kernel) in kernels.iter().enumerate() {
                 attention_scores(kernel, q, &keys, stride, 64, 0.125, &mut scores[i]);
-                attention_values(kernel, &scores[i], &values, stride, 64, &mut outs[i]);
+                attention_values(kernel, &scores[0], &values, stride, 64, &mut outs[i]);
+                assert_eq!(bits(&scores[i]), bits(&scores[0]), "{kernel:?} hd {hd}");
+                assert_eq!(bits(&outs[i]), bits(&outs[0]), "{kernel:?} hd {hd}");
             }
-            assert_eq!(
-                scores[0].iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-                scores[1].iter().map(|x| x.to_bits()).collect::<Vec<_>>()
-            );
-            assert_eq!(
-                outs[0].iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-                outs[1].iter().map(|x| x.to_bits()).collect::<Vec<_>>()
-            );
             for p in [0usize, 17, 39] {
                 let key = &keys[p * stride + 64..p * stride + 64 + hd];
                 let exact: f64 = q.iter().zip(key).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
@@ -520,7 +637,7 @@ mod tests {
     }
 
     #[test]
-    fn exp_is_accurate_and_the_same_in_both_kernels() {
+    fn exp_is_accurate_and_the_same_in_every_kernel() {
         let mut xs: Vec<f32> = (0..200_000).map(|i| -100.0 + i as f32 * 0.001).collect();
         xs.extend([0.0, -0.0, 1.0, -1.0, 88.0, 89.0, -87.0, -88.0, -1e30, 1e30]);
         let mut worst = 0f64;
@@ -535,23 +652,19 @@ mod tests {
         assert_eq!(exp(0.0), 1.0);
 
         let mut scalar = xs.clone();
-        let mut simd = xs.clone();
         exp_shifted(Kernel::Scalar, &mut scalar, 0.25);
-        exp_shifted(Kernel::detect(), &mut simd, 0.25);
-        assert_eq!(
-            scalar.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-            simd.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
-        );
-
         let gate: Vec<f32> = xs.iter().map(|x| x / 7.0).collect();
         let up: Vec<f32> = xs.iter().map(|x| x.sin()).collect();
-        let (mut a, mut b) = (gate.clone(), gate.clone());
+        let mut a = gate.clone();
         silu_mul(Kernel::Scalar, &mut a, &up);
-        silu_mul(Kernel::detect(), &mut b, &up);
-        assert_eq!(
-            a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-            b.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
-        );
+        for kernel in simd_kernels() {
+            let mut simd = xs.clone();
+            exp_shifted(kernel, &mut simd, 0.25);
+            assert_eq!(bits(&scalar), bits(&simd), "{kernel:?}");
+            let mut b = gate.clone();
+            silu_mul(kernel, &mut b, &up);
+            assert_eq!(bits(&a), bits(&b), "{kernel:?}");
+        }
         for ((&y, &g), &u) in a.iter().zip(&gate).zip(&up).take(1000) {
             let exact = f64::from(g) / (1.0 + (-f64::from(g)).exp()) * f64::from(u);
             assert!((f64::from(y) - exact).abs() <= 1e-5 * exact.abs().max(1e-3), "silu({g})·{u}");
@@ -566,7 +679,9 @@ mod tests {
         let x: Vec<f32> = (0..QK).map(|e| if e % 2 == 0 { 1.0 } else { -1.0 }).collect();
         let act = quantized(&x);
         let expected = reference(QType::Q8_0, &w, &act);
-        assert_eq!(f64::from(dot(Kernel::detect(), QType::Q8_0, &w, &act)), expected);
+        for kernel in simd_kernels() {
+            assert_eq!(f64::from(dot(kernel, QType::Q8_0, &w, &act)), expected, "{kernel:?}");
+        }
         assert_eq!(f64::from(dot_scalar(QType::Q8_0, &w, &act)), expected);
     }
 

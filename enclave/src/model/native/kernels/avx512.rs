@@ -1,0 +1,284 @@
+//! The AVX-512 (F, BW, VL, VNNI) kernels (trusted side, inside the enclave): each function
+//! performs exactly the arithmetic of its scalar twin in [`super`], so all three kernel
+//! sets give bit-identical results. Only reached through [`super::Kernel::Avx512`], which
+//! [`super::Kernel::detect`] produces after checking the CPU (Genoa and Turin have it).
+//!
+//! The scalar contract is eight f32 lanes per weight row, lane `k` accumulating the exact
+//! integer sum of values `4k..4k+4` of each block scaled by one fused multiply-add. A
+//! 512-bit register holds two rows' eight lanes side by side, so each row keeps its own
+//! lanes and its own order of operations; VNNI's `vpdpbusd` forms the four-product integer
+//! sums in one instruction where AVX2 needs `maddubs` and `madd` (both exact here: no sum
+//! comes near i16 or i32 limits). Attention values and the element-wise functions are 16
+//! independent outputs at a time, each computed as the scalar code computes it.
+
+use std::arch::x86_64::*;
+
+use super::{avx2, ActBlock, QType, EXP_MAX, EXP_MIN, EXP_POLY, LN2_HI, LN2_LO, LOG2_E};
+
+const Q4_0: u8 = 0;
+const Q4_1: u8 = 1;
+const Q8_0: u8 = 2;
+
+/// Sixteen `super::exp`s, operation for operation (as `avx2::exp8`).
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn exp16(x: __m512) -> __m512 {
+    let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(EXP_MIN)), _mm512_set1_ps(EXP_MAX));
+    let t = _mm512_mul_ps(x, _mm512_set1_ps(LOG2_E));
+    let sign = _mm512_and_si512(_mm512_castps_si512(t), _mm512_set1_epi32(i32::MIN));
+    let half = _mm512_castsi512_ps(_mm512_or_si512(sign, _mm512_castps_si512(_mm512_set1_ps(0.5))));
+    let n = _mm512_cvttps_epi32(_mm512_add_ps(t, half));
+    let nf = _mm512_cvtepi32_ps(n);
+    let r = _mm512_sub_ps(
+        _mm512_sub_ps(x, _mm512_mul_ps(nf, _mm512_set1_ps(LN2_HI))),
+        _mm512_mul_ps(nf, _mm512_set1_ps(LN2_LO)),
+    );
+    let mut p = _mm512_set1_ps(EXP_POLY[0]);
+    for &c in &EXP_POLY[1..] {
+        p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(c));
+    }
+    let e = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(p, _mm512_mul_ps(r, r)), r), _mm512_set1_ps(1.0));
+    let scale = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n, _mm512_set1_epi32(127)), 23));
+    _mm512_mul_ps(e, scale)
+}
+
+/// `super::exp_shifted`, sixteen at a time.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn exp_shifted(xs: &mut [f32], shift: f32) {
+    let s = _mm512_set1_ps(shift);
+    let mut chunks = xs.chunks_exact_mut(16);
+    for c in &mut chunks {
+        // SAFETY: `c` holds 16 floats.
+        unsafe { _mm512_storeu_ps(c.as_mut_ptr(), exp16(_mm512_sub_ps(_mm512_loadu_ps(c.as_ptr()), s))) };
+    }
+    for x in chunks.into_remainder() {
+        *x = super::exp(*x - shift);
+    }
+}
+
+/// `super::silu_mul`, sixteen at a time.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    let n = gate.len().min(up.len());
+    let one = _mm512_set1_ps(1.0);
+    let mut i = 0;
+    while i + 16 <= n {
+        // SAFETY: i + 16 ≤ n ≤ both lengths.
+        unsafe {
+            let g = _mm512_loadu_ps(gate.as_ptr().add(i));
+            let e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), g));
+            let y =
+                _mm512_mul_ps(_mm512_div_ps(g, _mm512_add_ps(one, e)), _mm512_loadu_ps(up.as_ptr().add(i)));
+            _mm512_storeu_ps(gate.as_mut_ptr().add(i), y);
+        }
+        i += 16;
+    }
+    for (g, &u) in gate[i..n].iter_mut().zip(&up[i..n]) {
+        *g = *g / (1.0 + super::exp(-*g)) * u;
+    }
+}
+
+/// `super::attention_values` (on a zeroed `out`), 64 outputs at a time held in registers
+/// across all positions; each output sums its products in position order, multiply then
+/// add. A head narrower than 64 values goes to the AVX2 version.
+///
+/// # Safety
+/// The CPU must support AVX-512F and AVX2.
+#[target_feature(enable = "avx512f,avx2")]
+pub(super) unsafe fn attention_values(
+    weights: &[f32],
+    values: &[f32],
+    stride: usize,
+    offset: usize,
+    out: &mut [f32],
+) {
+    let hd = out.len();
+    let full = hd / 64 * 64;
+    for c in (0..full).step_by(64) {
+        let mut acc = [_mm512_setzero_ps(); 4];
+        for (p, &w) in weights.iter().enumerate() {
+            let value = &values[p * stride + offset + c..p * stride + offset + c + 64];
+            let wv = _mm512_set1_ps(w);
+            for (j, a) in acc.iter_mut().enumerate() {
+                // SAFETY: `value` holds 64 floats; lane group j reads 16 from 16·j.
+                let v = unsafe { _mm512_loadu_ps(value.as_ptr().add(16 * j)) };
+                *a = _mm512_add_ps(*a, _mm512_mul_ps(wv, v));
+            }
+        }
+        for (j, a) in acc.iter().enumerate() {
+            // SAFETY: `out` holds `hd` ≥ c + 64 floats.
+            unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(c + 16 * j), *a) };
+        }
+    }
+    if full < hd {
+        // SAFETY: the caller guarantees AVX2 (every AVX-512 CPU has it).
+        unsafe { avx2::attention_values(weights, values, stride, offset + full, &mut out[full..]) };
+    }
+}
+
+/// Dispatches on the weight type once per call, so the block loop has no branches.
+///
+/// # Safety
+/// The CPU must support AVX-512F/BW/VL/VNNI, AVX2, FMA and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(super) unsafe fn dot_rows<const R: usize>(ty: QType, rows: [&[u8]; R], act: &[ActBlock]) -> [f32; R] {
+    // SAFETY: the caller guarantees the CPU features.
+    unsafe {
+        match ty {
+            QType::Q4_0 => dot_rows_typed::<R, Q4_0>(rows, act),
+            QType::Q4_1 => dot_rows_typed::<R, Q4_1>(rows, act),
+            QType::Q8_0 => dot_rows_typed::<R, Q8_0>(rows, act),
+        }
+    }
+}
+
+/// The 32 weight quants of one block as bytes in value order (what `vpdpbusd` multiplies
+/// with the activations' 32 bytes): unsigned 0..16 for Q4, `|q|` for Q8_0.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+#[inline]
+unsafe fn quants256<const TY: u8>(block: *const u8) -> __m256i {
+    if TY == Q8_0 {
+        // SAFETY: a Q8_0 block is 34 bytes: 32 quants from byte 2.
+        _mm256_abs_epi8(unsafe { _mm256_loadu_si256(block.add(2).cast()) })
+    } else {
+        let start = if TY == Q4_1 { 4 } else { 2 };
+        // SAFETY: a Q4 block holds 16 packed bytes from `start`.
+        let packed = unsafe { _mm_loadu_si128(block.add(start).cast()) };
+        let both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
+        _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
+    }
+}
+
+/// The activations with each Q8_0 weight's sign moved onto them (so that `|w|·(±y)` is
+/// `w·y`); the activations themselves for Q4.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+#[inline]
+unsafe fn signed_act<const TY: u8>(block: *const u8, y: __m256i) -> __m256i {
+    if TY == Q8_0 {
+        // SAFETY: as in `quants256`.
+        let x = unsafe { _mm256_loadu_si256(block.add(2).cast()) };
+        _mm256_mask_sub_epi8(y, _mm256_movepi8_mask(x), _mm256_setzero_si256(), y)
+    } else {
+        y
+    }
+}
+
+/// Dot products of `R` weight rows of type `TY` with the same activations: rows in pairs,
+/// one pair per 512-bit register (the first row in the low eight lanes), an odd last row
+/// in a 256-bit register. Each activation block is loaded once; each row's arithmetic is
+/// exactly `dot_scalar`'s.
+///
+/// # Safety
+/// The CPU must support AVX-512F/BW/VL/VNNI, AVX2, FMA and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[inline]
+unsafe fn dot_rows_typed<const R: usize, const TY: u8>(rows: [&[u8]; R], act: &[ActBlock]) -> [f32; R] {
+    let bb = match TY {
+        Q4_0 => 18,
+        Q4_1 => 20,
+        _ => 34,
+    };
+    // Q4_0's offset is −8·d: the broadcast d times (1, −8), for each row of a pair.
+    let q4_0_offset = _mm_setr_ps(1.0, -8.0, 1.0, -8.0);
+    // Lane 0 (the first row's scale) to the low eight lanes, lane 2 to the high eight.
+    let pair_scale = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
+    let mut acc = [_mm512_setzero_ps(); R];
+    let mut offsets = [_mm_setzero_ps(); R];
+    let mut last = _mm256_setzero_ps();
+    let mut last_offset = _mm_setzero_ps();
+    let pairs = R / 2;
+    // Every block read below lies inside these slices (the one bounds check per row).
+    let rows = rows.map(|row| row[..act.len() * bb].as_ptr());
+    for (b, a) in act.iter().enumerate() {
+        // SAFETY: `a.q` is 32 bytes; loadu has no alignment requirement.
+        let y = unsafe { _mm256_loadu_si256(a.q.as_ptr().cast()) };
+        let act_scales = _mm_setr_ps(a.d, a.s, a.d, a.s);
+        for p in 0..pairs {
+            // SAFETY: block `b` of rows of `act.len()` blocks: in bounds (checked above);
+            // every block type is at least 18 bytes, and the reads are unaligned.
+            unsafe {
+                let (lo, hi) = (rows[2 * p].add(b * bb), rows[2 * p + 1].add(b * bb));
+                let w =
+                    _mm512_inserti64x4(_mm512_castsi256_si512(quants256::<TY>(lo)), quants256::<TY>(hi), 1);
+                let ys = _mm512_inserti64x4(
+                    _mm512_castsi256_si512(signed_act::<TY>(lo, y)),
+                    signed_act::<TY>(hi, y),
+                    1,
+                );
+                let halves = _mm_unpacklo_epi32(
+                    _mm_cvtsi32_si128(lo.cast::<i32>().read_unaligned()),
+                    _mm_cvtsi32_si128(hi.cast::<i32>().read_unaligned()),
+                );
+                // (d, m) of the low row, then of the high row.
+                let mut scales = _mm_cvtph_ps(halves);
+                if TY == Q4_0 {
+                    scales = _mm_mul_ps(_mm_moveldup_ps(scales), q4_0_offset);
+                }
+                // (d·a.d, m·a.s) per row: the block scale, and the offset term exactly as
+                // the scalar kernel's `offset_sum += m * a.s`.
+                let scaled = _mm_mul_ps(scales, act_scales);
+                if TY != Q8_0 {
+                    offsets[p] = _mm_add_ps(offsets[p], scaled);
+                }
+                let sums = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), w, ys));
+                let s = _mm512_permutexvar_ps(pair_scale, _mm512_castps128_ps512(scaled));
+                acc[p] = _mm512_fmadd_ps(s, sums, acc[p]);
+            }
+        }
+        if R % 2 == 1 {
+            // SAFETY: as for the pairs.
+            unsafe {
+                let block = rows[R - 1].add(b * bb);
+                let mut scales = _mm_cvtph_ps(_mm_cvtsi32_si128(block.cast::<i32>().read_unaligned()));
+                if TY == Q4_0 {
+                    scales = _mm_mul_ps(_mm_moveldup_ps(scales), q4_0_offset);
+                }
+                let scaled = _mm_mul_ps(scales, act_scales);
+                if TY != Q8_0 {
+                    last_offset = _mm_add_ps(last_offset, scaled);
+                }
+                let products = _mm256_dpbusd_epi32(
+                    _mm256_setzero_si256(),
+                    quants256::<TY>(block),
+                    signed_act::<TY>(block, y),
+                );
+                last = _mm256_fmadd_ps(_mm256_broadcastss_ps(scaled), _mm256_cvtepi32_ps(products), last);
+            }
+        }
+    }
+    let mut out = [0f32; R];
+    let offset_of = |o: __m128, lane: i32| {
+        if TY == Q8_0 {
+            0.0
+        } else if lane == 1 {
+            _mm_cvtss_f32(_mm_shuffle_ps(o, o, 1))
+        } else {
+            _mm_cvtss_f32(_mm_shuffle_ps(o, o, 3))
+        }
+    };
+    for p in 0..pairs {
+        let lo = _mm512_castps512_ps256(acc[p]);
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[p]), 1));
+        out[2 * p] = hsum(lo) + offset_of(offsets[p], 1);
+        out[2 * p + 1] = hsum(hi) + offset_of(offsets[p], 3);
+    }
+    if R % 2 == 1 {
+        out[R - 1] = hsum(last) + offset_of(last_offset, 1);
+    }
+    out
+}
+
+/// Sums eight lanes: halves, then pairs, then one (`reduce8`'s order).
+#[target_feature(enable = "avx2")]
+#[inline]
+fn hsum(acc: __m256) -> f32 {
+    let halves = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    let pairs = _mm_add_ps(halves, _mm_movehl_ps(halves, halves));
+    _mm_cvtss_f32(_mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1)))
+}
