@@ -107,10 +107,11 @@ if [[ $SMOKE -eq 1 ]]; then
     echo "smoke: skipped" > "$OUT/model.txt"
 else
     extra=(); [[ $LLAMA -eq 1 ]] && extra+=(--with-llamacpp)
-    bash scripts/bench-model.sh --threads 1 --runs "$RUNS" --max-tokens "$TOKENS" --no-build "${extra[@]}" | tee "$OUT/model.txt"
+    bash scripts/bench-model.sh --threads 1 --runs "$RUNS" --max-tokens "$TOKENS" --no-build \
+        --runtimes "native native-avx2 candle-q8_0" "${extra[@]}" | tee "$OUT/model.txt"
     if [[ "$(nproc)" -gt 1 ]]; then
         bash scripts/bench-model.sh --threads "$(nproc)" --runs "$RUNS" --max-tokens "$TOKENS" --no-build \
-            --runtimes native "${extra[@]}" | tee "$OUT/model-all-cores.txt"
+            --runtimes "native native-avx2" "${extra[@]}" | tee "$OUT/model-all-cores.txt"
     fi
 fi
 

@@ -6,7 +6,9 @@
 #
 # Usage: scripts/bench-model.sh [--runs N] [--threads N] [--max-tokens N] [--prompt TEXT]
 #                               [--runtimes "native candle-q8_0 candle"] [--with-llamacpp] [--no-build]
-#   --runtimes       the vouch-enclave runtimes to run (default: "native candle-q8_0").
+#   --runtimes       the vouch-enclave runtimes to run (default: "native candle-q8_0"); a
+#                    runtime "native-KERNEL" (native-avx2, native-scalar) is the native one
+#                    with VOUCH_KERNEL=KERNEL, for side-by-side figures of the SIMD levels.
 #   --with-llamacpp  also run llama.cpp via llama-cpp-python==0.3.36, installed into
 #                    $VOUCH_BENCH_VENV (default: ~/.cache/vouch/llamacpp-venv). The first
 #                    install builds llama.cpp from source (~10 min on 2 cores). Not for CI.
@@ -59,8 +61,10 @@ trap 'rm -rf "$TMP"' EXIT
 peak_rss() { awk -F: '/Maximum resident set size/ {gsub(/ /,"",$2); printf "%.0f MiB", $2/1024}' "$1"; }
 
 run_vouch() {  # runtime run
-    /usr/bin/time -v -o "$TMP/time" "$BIN" generate --model "$MODEL" --prompt "$PROMPT" \
-        --max-tokens "$MAX_TOKENS" --threads "$THREADS" --runtime "$1" --json > "$TMP/out.json" 2> "$TMP/err"
+    local runtime="$1" kernel=""
+    case "$runtime" in native-*) kernel="${runtime#native-}"; runtime=native ;; esac
+    VOUCH_KERNEL="$kernel" /usr/bin/time -v -o "$TMP/time" "$BIN" generate --model "$MODEL" --prompt "$PROMPT" \
+        --max-tokens "$MAX_TOKENS" --threads "$THREADS" --runtime "$runtime" --json > "$TMP/out.json" 2> "$TMP/err"
     python3 - "$TMP/out.json" "vouch-$1" "$2" "$(peak_rss "$TMP/time")" <<'PY'
 import json, sys
 o = json.load(open(sys.argv[1])); t = o["timings"]
