@@ -45,8 +45,8 @@ use candle_core::quantized::GgmlDType;
 use super::{ModelBytes, ModelError};
 use arch::{Architecture, Shape};
 use kernels::{
-    attention_scores, attention_values, dot, dot_f32, dot_rows, exp_shifted, prefetch, quantize_row,
-    ActBlock, Kernel, QType, QK,
+    attention_scores, attention_values, dot, dot_f32, dot_rows, dot_rows_tokens, exp_shifted, prefetch,
+    quantize_row, ActBlock, Kernel, QType, QK,
 };
 use pool::Pool;
 
@@ -604,11 +604,30 @@ pub(crate) fn matmul_rows(
         let ahead = (first_row + r + 8).min(end);
         prefetch(&bytes[w.offset + ahead * w.row_bytes()..w.offset + (ahead + 4).min(end) * w.row_bytes()]);
         let four = [0, 1, 2, 3].map(|i| w.row(bytes, first_row + r + i));
-        for t in 0..n {
-            let values = dot_rows(kernel, w.ty, four, &acts[t * blocks..(t + 1) * blocks]);
-            for (i, v) in values.into_iter().enumerate() {
-                by_row[(r + i) * n + t] = v;
+        let act = |t: usize| &acts[t * blocks..(t + 1) * blocks];
+        let mut t = 0;
+        // Four tokens at a time where there are four, then what is left in one call.
+        while t < n {
+            let take = (n - t).min(4);
+            match take {
+                4 => store(
+                    by_row,
+                    n,
+                    r,
+                    t,
+                    dot_rows_tokens(kernel, w.ty, four, [act(t), act(t + 1), act(t + 2), act(t + 3)]),
+                ),
+                3 => store(
+                    by_row,
+                    n,
+                    r,
+                    t,
+                    dot_rows_tokens(kernel, w.ty, four, [act(t), act(t + 1), act(t + 2)]),
+                ),
+                2 => store(by_row, n, r, t, dot_rows_tokens(kernel, w.ty, four, [act(t), act(t + 1)])),
+                _ => store(by_row, n, r, t, dot_rows(kernel, w.ty, four, act(t)).map(|v| [v])),
             }
+            t += take;
         }
         r += 4;
     }
@@ -617,6 +636,21 @@ pub(crate) fn matmul_rows(
         for t in 0..n {
             by_row[r * n + t] = dot(kernel, w.ty, row, &acts[t * blocks..(t + 1) * blocks]);
         }
+    }
+}
+
+/// Writes the products of rows `r..r + R` with tokens `t..t + T` into `by_row` (`[r][t]`,
+/// `n` tokens per row).
+#[inline]
+fn store<const R: usize, const T: usize>(
+    by_row: &mut [f32],
+    n: usize,
+    r: usize,
+    t: usize,
+    values: [[f32; T]; R],
+) {
+    for (i, row) in values.iter().enumerate() {
+        by_row[(r + i) * n + t..(r + i) * n + t + T].copy_from_slice(row);
     }
 }
 

@@ -274,6 +274,142 @@ unsafe fn dot_rows_typed<const R: usize, const TY: u8>(rows: [&[u8]; R], act: &[
     out
 }
 
+/// `dot_rows` for `T` tokens at once: `out[r][t]` is row `r` times activations `acts[t]`,
+/// bit-identical to `dot_scalar` on that row and token. Each pair of weight rows is
+/// unpacked and its scales converted once per block for all `T` tokens, which is what makes
+/// a batched step (several sequences, or a prompt's tokens) cheaper per token than `T`
+/// single-token products. `R` must be even; every `acts[t]` has the same length.
+///
+/// # Safety
+/// The CPU must support AVX-512F/BW/VL/VNNI, AVX2, FMA and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(super) unsafe fn dot_rows_tokens<const R: usize, const T: usize>(
+    ty: QType,
+    rows: [&[u8]; R],
+    acts: [&[ActBlock]; T],
+) -> [[f32; T]; R] {
+    // SAFETY: the caller guarantees the CPU features.
+    unsafe {
+        match ty {
+            QType::Q4_0 => dot_rows_tokens_typed::<R, T, Q4_0>(rows, acts),
+            QType::Q4_1 => dot_rows_tokens_typed::<R, T, Q4_1>(rows, acts),
+            QType::Q8_0 => dot_rows_tokens_typed::<R, T, Q8_0>(rows, acts),
+        }
+    }
+}
+
+/// See [`dot_rows_tokens`].
+///
+/// # Safety
+/// The CPU must support AVX-512F/BW/VL/VNNI, AVX2, FMA and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[inline]
+unsafe fn dot_rows_tokens_typed<const R: usize, const T: usize, const TY: u8>(
+    rows: [&[u8]; R],
+    acts: [&[ActBlock]; T],
+) -> [[f32; T]; R] {
+    debug_assert!(R.is_multiple_of(2), "rows go in pairs (the dispatcher sends only even R)");
+    let bb = match TY {
+        Q4_0 => 18,
+        Q4_1 => 20,
+        _ => 34,
+    };
+    let blocks = acts[0].len();
+    let q4_0_offset = _mm_setr_ps(1.0, -8.0, 1.0, -8.0);
+    let pair_scale = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
+    // [A, A, B, B] by 64-bit lanes, then the high nibbles of the second and fourth copies.
+    let spread = _mm512_setr_epi64(0, 1, 0, 1, 2, 3, 2, 3);
+    let nibble_shift = _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4);
+    let low_nibbles = _mm512_set1_epi8(0x0F);
+    let mut acc = [[_mm512_setzero_ps(); T]; R];
+    let mut offsets = [[_mm_setzero_ps(); T]; R];
+    // Every block read below lies inside these slices (one bounds check per row and token).
+    let rows = rows.map(|row| row[..blocks * bb].as_ptr());
+    let acts = acts.map(|a| a[..blocks].as_ptr());
+    for b in 0..blocks {
+        let mut ys = [_mm512_setzero_si512(); T];
+        let mut act_scales = [_mm_setzero_ps(); T];
+        let mut act_d = [_mm512_setzero_ps(); T];
+        for t in 0..T {
+            // SAFETY: block `b` of `blocks` (checked above); `q` is 32 bytes, read unaligned.
+            let a = unsafe { &*acts[t].add(b) };
+            ys[t] = _mm512_broadcast_i64x4(unsafe { _mm256_loadu_si256(a.q.as_ptr().cast()) });
+            act_scales[t] = _mm_setr_ps(a.d, a.s, a.d, a.s);
+            act_d[t] = _mm512_set1_ps(a.d);
+        }
+        for p in 0..R / 2 {
+            // SAFETY: block `b` of rows of `blocks` blocks: in bounds (checked above); every
+            // block type is at least 18 bytes, and the reads are unaligned.
+            let (lo, hi) = unsafe { (rows[2 * p].add(b * bb), rows[2 * p + 1].add(b * bb)) };
+            let (w, negative) = if TY == Q8_0 {
+                // SAFETY: a Q8_0 block is 34 bytes: 32 quants from byte 2.
+                let raw = unsafe {
+                    _mm512_inserti64x4(
+                        _mm512_castsi256_si512(_mm256_loadu_si256(lo.add(2).cast())),
+                        _mm256_loadu_si256(hi.add(2).cast()),
+                        1,
+                    )
+                };
+                (_mm512_abs_epi8(raw), _mm512_movepi8_mask(raw))
+            } else {
+                let start = if TY == Q4_1 { 4 } else { 2 };
+                // SAFETY: a Q4 block holds 16 packed bytes from `start`.
+                let packed = unsafe {
+                    _mm256_set_m128i(
+                        _mm_loadu_si128(hi.add(start).cast()),
+                        _mm_loadu_si128(lo.add(start).cast()),
+                    )
+                };
+                let copies = _mm512_permutexvar_epi64(spread, _mm512_castsi256_si512(packed));
+                (_mm512_and_si512(_mm512_srlv_epi64(copies, nibble_shift), low_nibbles), 0)
+            };
+            // SAFETY: the first four bytes of each block (its f16 scale, and offset or quants).
+            let halves = unsafe {
+                _mm_unpacklo_epi32(
+                    _mm_cvtsi32_si128(lo.cast::<i32>().read_unaligned()),
+                    _mm_cvtsi32_si128(hi.cast::<i32>().read_unaligned()),
+                )
+            };
+            // (d, m) of the low row, then of the high row.
+            let mut scales = _mm_cvtph_ps(halves);
+            if TY == Q4_0 {
+                scales = _mm_mul_ps(_mm_moveldup_ps(scales), q4_0_offset);
+            }
+            let weight_d = _mm512_permutexvar_ps(pair_scale, _mm512_castps128_ps512(scales));
+            for t in 0..T {
+                let y = if TY == Q8_0 {
+                    _mm512_mask_sub_epi8(ys[t], negative, _mm512_setzero_si512(), ys[t])
+                } else {
+                    ys[t]
+                };
+                let sums = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), w, y));
+                if TY != Q8_0 {
+                    // (m·a.s) in lanes 1 and 3, as the scalar kernel's `offset_sum += m * a.s`.
+                    offsets[p][t] = _mm_add_ps(offsets[p][t], _mm_mul_ps(scales, act_scales[t]));
+                }
+                // d·a.d, one product per lane: the scalar kernel's `d = dw * a.d`.
+                acc[p][t] = _mm512_fmadd_ps(_mm512_mul_ps(weight_d, act_d[t]), sums, acc[p][t]);
+            }
+        }
+    }
+    let mut out = [[0f32; T]; R];
+    for p in 0..R / 2 {
+        for t in 0..T {
+            let (a, o) = (acc[p][t], offsets[p][t]);
+            let lo = _mm512_castps512_ps256(a);
+            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1));
+            let (m_lo, m_hi) = if TY == Q8_0 {
+                (0.0, 0.0)
+            } else {
+                (_mm_cvtss_f32(_mm_shuffle_ps(o, o, 1)), _mm_cvtss_f32(_mm_shuffle_ps(o, o, 3)))
+            };
+            out[2 * p][t] = hsum(lo) + m_lo;
+            out[2 * p + 1][t] = hsum(hi) + m_hi;
+        }
+    }
+    out
+}
+
 /// Sums eight lanes: halves, then pairs, then one (`reduce8`'s order).
 #[target_feature(enable = "avx2")]
 #[inline]

@@ -272,6 +272,30 @@ pub(crate) fn dot_rows<const R: usize>(
     }
 }
 
+/// Dot products of `R` weight rows with `T` tokens' activations: `out[r][t]` is
+/// bit-identical to [`dot`] on row `r` and `acts[t]` (the AVX-512 kernel shares each
+/// block's unpacking among the tokens; the others compute token by token).
+#[inline]
+pub(crate) fn dot_rows_tokens<const R: usize, const T: usize>(
+    kernel: Kernel,
+    ty: QType,
+    rows: [&[u8]; R],
+    acts: [&[ActBlock]; T],
+) -> [[f32; T]; R] {
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::Avx512 && R.is_multiple_of(2) && acts.iter().all(|a| a.len() == acts[0].len()) {
+        // SAFETY: `Kernel::Avx512` is only ever produced after checking the CPU.
+        return unsafe { avx512::dot_rows_tokens(ty, rows, acts) };
+    }
+    let mut out = [[0f32; T]; R];
+    for (t, act) in acts.iter().enumerate() {
+        for (r, value) in dot_rows(kernel, ty, rows, act).into_iter().enumerate() {
+            out[r][t] = value;
+        }
+    }
+    out
+}
+
 /// The scalar kernel: the AVX2 kernel's arithmetic, lane by lane.
 pub(crate) fn dot_scalar(ty: QType, row: &[u8], act: &[ActBlock]) -> f32 {
     let mut acc = [0f32; 8];
@@ -585,6 +609,41 @@ mod tests {
                 check_rows::<3>(kernel, ty, &rows, &act);
                 check_rows::<4>(kernel, ty, &rows, &act);
                 check_rows::<5>(kernel, ty, &rows, &act);
+            }
+        }
+    }
+
+    /// `dot_rows_tokens::<4, T>` against the scalar result of every row and token.
+    fn check_tokens<const T: usize>(kernel: Kernel, ty: QType, rows: &[Vec<u8>], acts: &[Vec<ActBlock>]) {
+        let group: [&[u8]; 4] = std::array::from_fn(|r| &rows[r][..]);
+        let tokens: [&[ActBlock]; T] = std::array::from_fn(|t| &acts[t][..]);
+        let out = dot_rows_tokens(kernel, ty, group, tokens);
+        for (r, row) in out.iter().enumerate() {
+            for (t, value) in row.iter().enumerate() {
+                let expected = dot_scalar(ty, &rows[r], &acts[t]);
+                assert_eq!(
+                    value.to_bits(),
+                    expected.to_bits(),
+                    "{ty:?} {kernel:?} {T} tokens: row {r} token {t}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn several_tokens_at_once_give_each_tokens_own_result() {
+        for ty in [QType::Q4_0, QType::Q4_1, QType::Q8_0] {
+            for blocks in [1usize, 18, 48] {
+                let rows: Vec<Vec<u8>> = (0..4).map(|i| row(ty, blocks, 77 + i + blocks as u64)).collect();
+                let acts: Vec<Vec<ActBlock>> =
+                    (0..5).map(|t| quantized(&activations(blocks * QK, 900 + t as u64))).collect();
+                for kernel in Kernel::ALL.into_iter().filter(|k| k.supported()) {
+                    check_tokens::<1>(kernel, ty, &rows, &acts);
+                    check_tokens::<2>(kernel, ty, &rows, &acts);
+                    check_tokens::<3>(kernel, ty, &rows, &acts);
+                    check_tokens::<4>(kernel, ty, &rows, &acts);
+                    check_tokens::<5>(kernel, ty, &rows, &acts);
+                }
             }
         }
     }
