@@ -105,6 +105,7 @@ fn main() {
                 prompt_tokens: 30,
                 completion_tokens: 20,
                 response_id: format!("chatcmpl-{i}"),
+                replay: Some(vouch_attestation::receipt::ReplaySpec::for_tests()),
             })
         })
         .collect();

@@ -30,8 +30,16 @@ use std::collections::HashMap;
 ///
 /// - 1: the first format. It did not say which kind of secure processor made the
 ///   report, so it is refused ([`ReceiptError::UnsupportedVersion`]) rather than guessed.
-/// - 2: adds the `platform` tag ([`Platform`]) to evidence and receipts.
-pub const FORMAT_VERSION: u32 = 2;
+/// - 2: adds the `platform` tag ([`Platform`]) to evidence and receipts. Still read:
+///   such receipts verify as before, but their leaves carry no [`ReplaySpec`], so they
+///   cannot be replayed.
+/// - 3: receipt leaves carry a [`ReplaySpec`]: everything a re-execution needs beyond
+///   the request bytes (engine, sampler, seed origin, tokenizer, chat template, prompt and
+///   output token ids, stop tokens).
+pub const FORMAT_VERSION: u32 = 3;
+
+/// The oldest format this verifier reads.
+pub const OLDEST_READ_VERSION: u32 = 2;
 
 /// Which kind of secure processor produced a piece of evidence, as carried on the wire
 /// (`platform`). The tag only routes: evidence tagged `snp` is checked against AMD's
@@ -166,6 +174,68 @@ pub struct ReceiptLeaf {
     pub completion_tokens: u32,
     /// Enclave-side id of the response (`chatcmpl-…`).
     pub response_id: String,
+    /// What a replay needs (format 3 on; absent in format 2 leaves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplaySpec>,
+}
+
+/// Seed origin: the request gave it.
+pub const SEED_FROM_REQUEST: &str = "request";
+/// Seed origin: the request gave none and sampled at temperature > 0, so the enclave drew
+/// one (committed here, so a replay uses it).
+pub const SEED_FROM_ENCLAVE: &str = "enclave";
+
+/// Everything a re-execution of an answer needs beyond the request bytes, as committed in
+/// a format-3 leaf. With the same engine version and model file, a replay of the request
+/// under this spec reproduces the committed token ids bit for bit (`vouch replay`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplaySpec {
+    /// The inference engine and its version (e.g. `vouch-native-1`).
+    pub engine: String,
+    /// The token-selection algorithm and its version (e.g. `vouch-sampler-1`).
+    pub sampler: String,
+    /// [`SEED_FROM_REQUEST`] or [`SEED_FROM_ENCLAVE`]; the seed is the leaf's `seed`.
+    pub seed_source: String,
+    /// SHA-256 of the tokenizer as loaded (vocabulary, merges, pre-tokenizer, stop ids).
+    #[serde(with = "serde_bytes")]
+    pub tokenizer_sha256: Vec<u8>,
+    /// The chat template that turned the messages into prompt text (e.g. `chatml-vouch-1`).
+    pub chat_template: String,
+    /// [`token_ids_sha256`] of the prompt token ids: the exact rendering.
+    #[serde(with = "serde_bytes")]
+    pub prompt_tokens_sha256: Vec<u8>,
+    /// [`token_ids_sha256`] of the completion token ids (the stop token not included).
+    #[serde(with = "serde_bytes")]
+    pub output_tokens_sha256: Vec<u8>,
+    /// The token ids that end an answer with finish reason "stop".
+    pub stop_token_ids: Vec<u32>,
+}
+
+impl ReplaySpec {
+    /// A well-formed spec naming no real engine (empty digests): for tests and benchmarks
+    /// that need format-3 leaves. `vouch replay` refuses it (unknown engine).
+    #[doc(hidden)]
+    pub fn for_tests() -> ReplaySpec {
+        ReplaySpec {
+            engine: "test-engine".into(),
+            sampler: "test-sampler".into(),
+            seed_source: SEED_FROM_REQUEST.into(),
+            tokenizer_sha256: vec![0; 32],
+            chat_template: "test-template".into(),
+            prompt_tokens_sha256: vec![0; 32],
+            output_tokens_sha256: vec![0; 32],
+            stop_token_ids: vec![2],
+        }
+    }
+}
+
+/// SHA-256 of token ids, each as 4 little-endian bytes.
+pub fn token_ids_sha256(ids: &[u32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for id in ids {
+        h.update(id.to_le_bytes());
+    }
+    h.finalize().into()
 }
 
 /// A receipt: one answer's leaf, its inclusion proof, and the batch evidence.
@@ -203,7 +273,7 @@ pub enum ReceiptError {
     },
     /// The evidence is from an older or newer format than this verifier reads.
     #[error(
-        "{what} format version {actual} is not supported (this verifier reads version {expected}{hint})"
+        "{what} format version {actual} is not supported (this verifier reads versions 2 to {expected}{hint})"
     )]
     UnsupportedVersion {
         /// Which structure.
@@ -270,7 +340,7 @@ fn check_claims_version(v: u32, what: &'static str) -> Result<(), ReceiptError> 
 }
 
 fn check_version(v: u32, what: &'static str) -> Result<(), ReceiptError> {
-    if v != FORMAT_VERSION {
+    if !(OLDEST_READ_VERSION..=FORMAT_VERSION).contains(&v) {
         let hint = match v {
             1 => "; version 1 did not say whether hardware or the simulator made it — ask the enclave for a fresh receipt",
             _ => "",
@@ -431,6 +501,18 @@ impl ReceiptVerifier {
         }
         let leaf: ReceiptLeaf = decode(&r.leaf, "receipt leaf")?;
         check_version(leaf.version, "receipt leaf")?;
+        // Format 3 leaves commit a replay spec and format 2 ones cannot: a leaf that says
+        // otherwise is refused rather than read as the other format.
+        if (leaf.version >= 3) != leaf.replay.is_some() {
+            return Err(ReceiptError::Malformed {
+                what: "receipt leaf",
+                reason: format!(
+                    "a format {} leaf {} a replay spec",
+                    leaf.version,
+                    if leaf.replay.is_some() { "must not carry" } else { "must carry" }
+                ),
+            });
+        }
         if leaf.model_sha256 != batch.model_sha256 {
             return Err(ReceiptError::ClaimMismatch {
                 field: "model",

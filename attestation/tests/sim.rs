@@ -229,11 +229,18 @@ fn leaf(i: u32) -> ReceiptLeaf {
         prompt_tokens: 10,
         completion_tokens: 5,
         response_id: format!("chatcmpl-{i}"),
+        replay: Some(vouch_attestation::receipt::ReplaySpec::for_tests()),
     }
 }
 
 fn batch(sp: &SimulatedSp, n: u32) -> Vec<Vec<u8>> {
-    let leaves: Vec<Vec<u8>> = (0..n).map(|i| binding::to_cbor(&leaf(i))).collect();
+    batch_of(sp, (0..n).map(leaf).collect())
+}
+
+/// A signed batch of exactly these leaves.
+fn batch_of(sp: &SimulatedSp, leaves: Vec<ReceiptLeaf>) -> Vec<Vec<u8>> {
+    let n = leaves.len() as u32;
+    let leaves: Vec<Vec<u8>> = leaves.iter().map(binding::to_cbor).collect();
     let hashes: Vec<_> = leaves.iter().map(|l| merkle::leaf_hash(l)).collect();
     let root = merkle::root(&hashes);
     let claims = BatchClaims {
@@ -327,11 +334,11 @@ fn receipts_verify_offline_and_every_tamper_fails() {
     r.version = 1;
     assert!(matches!(
         check(&r).unwrap_err(),
-        ReceiptError::UnsupportedVersion { actual: 1, expected: 2, .. }
+        ReceiptError::UnsupportedVersion { actual: 1, expected: 3, .. }
     ));
     let mut r = decoded.clone();
-    r.version = 3;
-    assert!(matches!(check(&r).unwrap_err(), ReceiptError::UnsupportedVersion { actual: 3, .. }));
+    r.version = 4;
+    assert!(matches!(check(&r).unwrap_err(), ReceiptError::UnsupportedVersion { actual: 4, .. }));
     // AMD-only verifier: refused on the platform tag, before any signature check.
     assert_eq!(
         verify_receipt(&TrustAnchors::amd(), &receipts[0], &pinned(), NOW).unwrap_err(),
@@ -383,4 +390,42 @@ fn committed_fuzz_seeds_verify_to_the_end() {
         }
     }
     assert_eq!(seen, 3);
+}
+
+#[test]
+fn format_2_leaves_still_verify_and_no_leaf_is_read_as_the_other_format() {
+    let sp = sim();
+    let a = anchors(&sp);
+    let v2 = ReceiptLeaf { version: 2, replay: None, ..leaf(0) };
+    let v3_without_spec = ReceiptLeaf { replay: None, ..leaf(1) };
+    let v2_with_spec = ReceiptLeaf { version: 2, ..leaf(2) };
+    let receipts = batch_of(&sp, vec![v2.clone(), v3_without_spec, v2_with_spec, leaf(3)]);
+    let mut verifier = ReceiptVerifier::new(a, pinned(), NOW);
+    // A format-2 answer (issued before replay specs) verifies as before, spec-less.
+    let verified = verifier.verify(&receipts[0]).unwrap();
+    assert_eq!(verified.leaf(), &v2);
+    assert!(verified.leaf().replay.is_none());
+    assert_eq!(
+        verifier.verify(&receipts[1]).unwrap_err(),
+        ReceiptError::Malformed {
+            what: "receipt leaf",
+            reason: "a format 3 leaf must carry a replay spec".into()
+        }
+    );
+    assert_eq!(
+        verifier.verify(&receipts[2]).unwrap_err(),
+        ReceiptError::Malformed {
+            what: "receipt leaf",
+            reason: "a format 2 leaf must not carry a replay spec".into()
+        }
+    );
+    assert_eq!(verifier.verify(&receipts[3]).unwrap().leaf().replay, Some(ReplaySpec::for_tests()));
+}
+
+#[test]
+fn token_ids_hash_as_little_endian_u32s() {
+    use sha2::Digest;
+    let expected: [u8; 32] = sha2::Sha256::digest([1u8, 0, 0, 0, 0, 1, 0, 0]).into();
+    assert_eq!(token_ids_sha256(&[1, 256]), expected);
+    assert_ne!(token_ids_sha256(&[1, 256]), token_ids_sha256(&[256, 1]));
 }

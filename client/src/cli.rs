@@ -438,7 +438,9 @@ async fn chat(a: ChatArgs) -> Result<(), CliError> {
         }
     };
     if let Some(path) = &a.receipt_out {
-        let f = ReceiptFile::new(&out.receipt_b64, &out.request_body, &out.text, Some(&a.conn.url));
+        let tokens =
+            out.response.get("vouch_completion_tokens").and_then(|t| serde_json::from_value(t.clone()).ok());
+        let f = ReceiptFile::new(&out.receipt_b64, &out.request_body, &out.text, Some(&a.conn.url), tokens);
         let body = serde_json::to_vec_pretty(&f).map_err(|e| CliError::Usage(e.to_string()))?;
         std::fs::write(path, body).map_err(|source| CliError::Io { path: path.clone(), source })?;
     }

@@ -134,6 +134,10 @@ pub struct ReceiptFile {
     /// Where the answer came from (informational, not verified).
     #[serde(default)]
     pub url: Option<String>,
+    /// The completion's token ids (`vouch_completion_tokens`), which a format-3 receipt
+    /// commits to: what `vouch replay` checks in one pass. Not needed to verify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens: Option<Vec<u32>>,
 }
 
 /// Format tag of [`ReceiptFile`].
@@ -148,17 +152,26 @@ pub struct LoadedReceipt {
     pub request_body: Option<Vec<u8>>,
     /// Output text, if present.
     pub output: Option<String>,
+    /// Completion token ids, if present.
+    pub completion_tokens: Option<Vec<u32>>,
 }
 
 impl ReceiptFile {
     /// Builds a file from a completed exchange.
-    pub fn new(receipt_b64: &str, request_body: &[u8], output: &str, url: Option<&str>) -> ReceiptFile {
+    pub fn new(
+        receipt_b64: &str,
+        request_body: &[u8],
+        output: &str,
+        url: Option<&str>,
+        completion_tokens: Option<Vec<u32>>,
+    ) -> ReceiptFile {
         ReceiptFile {
             format: RECEIPT_FILE_FORMAT.to_owned(),
             receipt: receipt_b64.to_owned(),
             request_body: Some(base64::engine::general_purpose::STANDARD.encode(request_body)),
             output: Some(output.to_owned()),
             url: url.map(str::to_owned),
+            completion_tokens,
         }
     }
 
@@ -180,13 +193,28 @@ impl ReceiptFile {
                 }
                 None => None,
             };
-            return Ok(LoadedReceipt { receipt_cbor, request_body, output: f.output });
+            return Ok(LoadedReceipt {
+                receipt_cbor,
+                request_body,
+                output: f.output,
+                completion_tokens: f.completion_tokens,
+            });
         }
         if let Some(t) = text {
             if let Ok(cbor) = base64::engine::general_purpose::STANDARD.decode(t) {
-                return Ok(LoadedReceipt { receipt_cbor: cbor, request_body: None, output: None });
+                return Ok(LoadedReceipt {
+                    receipt_cbor: cbor,
+                    request_body: None,
+                    output: None,
+                    completion_tokens: None,
+                });
             }
         }
-        Ok(LoadedReceipt { receipt_cbor: bytes.to_vec(), request_body: None, output: None })
+        Ok(LoadedReceipt {
+            receipt_cbor: bytes.to_vec(),
+            request_body: None,
+            output: None,
+            completion_tokens: None,
+        })
     }
 }

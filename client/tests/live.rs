@@ -519,7 +519,8 @@ async fn receipts_without_certificates_are_completed_from_kds_and_verify_offline
     .unwrap();
     assert!(v.crl_checked && v.exchange_checked == Some(true));
     // And through the CLI, offline, from a --receipt-out style file.
-    let file = vouch_client::receipts::ReceiptFile::new(&out.receipt_b64, &out.request_body, &out.text, None);
+    let file =
+        vouch_client::receipts::ReceiptFile::new(&out.receipt_b64, &out.request_body, &out.text, None, None);
     let path = dir.path().join("completed.json");
     std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
     let pol = dir.path().join("crl.toml");

@@ -33,7 +33,7 @@ fn setup() -> Setup {
     let output = "Hello there!".to_owned();
     let receipt = receipt(&sp, &request, &output, &[1; 32]);
     let file = dir.path().join("receipt.json");
-    let f = ReceiptFile::new(&B64.encode(&receipt), &request, &output, Some("https://127.0.0.1:1"));
+    let f = ReceiptFile::new(&B64.encode(&receipt), &request, &output, Some("https://127.0.0.1:1"), None);
     std::fs::write(&file, serde_json::to_vec_pretty(&f).unwrap()).unwrap();
     Setup {
         root: root.to_string_lossy().into_owned(),
@@ -48,7 +48,7 @@ fn setup() -> Setup {
 
 fn write(s: &Setup, name: &str, receipt: &[u8], request: &[u8], output: &str) -> String {
     let p = s.dir.path().join(name);
-    let f = ReceiptFile::new(&B64.encode(receipt), request, output, None);
+    let f = ReceiptFile::new(&B64.encode(receipt), request, output, None, None);
     std::fs::write(&p, serde_json::to_vec(&f).unwrap()).unwrap();
     p.to_string_lossy().into_owned()
 }

@@ -31,6 +31,7 @@ fn leaf(i: u64) -> Vec<u8> {
         prompt_tokens: 1,
         completion_tokens: 1,
         response_id: format!("r{i}"),
+        replay: Some(vouch_attestation::receipt::ReplaySpec::for_tests()),
     })
 }
 

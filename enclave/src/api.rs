@@ -6,7 +6,7 @@
 //! the model digest. Bad input gets an OpenAI-style error and never disturbs other
 //! requests; a full model queue answers 429 with Retry-After.
 
-use crate::model::{Engine, GenerateEvent, GenerateRequest, SamplingParams};
+use crate::model::{Engine, GenerateEvent, GenerateRequest, GenerationStats, SamplingParams};
 use crate::notary::Notary;
 use base64::Engine as _;
 use bytes::Bytes;
@@ -20,7 +20,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use vouch_attestation::binding::{self, AttestationClaims, CLAIMS_VERSION};
-use vouch_attestation::receipt::{ReceiptLeaf, FORMAT_VERSION};
+use vouch_attestation::receipt::{
+    token_ids_sha256, ReceiptLeaf, ReplaySpec, FORMAT_VERSION, SEED_FROM_ENCLAVE, SEED_FROM_REQUEST,
+};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -271,7 +273,24 @@ async fn chat(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
             );
         }
     }
-    let params = parsed.params.clone();
+    let mut params = parsed.params.clone();
+    // A sampled request without a seed gets a fresh one, drawn here and committed in the
+    // receipt, so that its answer is both unpredictable and replayable.
+    let seed_source = if parsed.seed_given || params.temperature == 0.0 {
+        SEED_FROM_REQUEST
+    } else {
+        let mut b = [0u8; 8];
+        if aws_lc_rs::rand::fill(&mut b).is_err() {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "rng_failed",
+                "no randomness for a seed",
+            );
+        }
+        params.seed = u64::from_le_bytes(b);
+        SEED_FROM_ENCLAVE
+    };
     let request = GenerateRequest { messages: parsed.messages, params: params.clone() };
     if let Err(e) = request.validate() {
         return error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request", e.to_string());
@@ -288,6 +307,7 @@ async fn chat(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
         state,
         request_sha256: Sha256::digest(&body).into(),
         params,
+        seed_source,
         id: response_id(),
         created: unix_now(),
     };
@@ -302,6 +322,7 @@ struct Exchange {
     state: Arc<AppState>,
     request_sha256: [u8; 32],
     params: SamplingParams,
+    seed_source: &'static str,
     id: String,
     created: u64,
 }
@@ -311,9 +332,9 @@ impl Exchange {
         &self,
         output: &str,
         finish_reason: &str,
-        prompt: u32,
-        completion: u32,
+        stats: &GenerationStats,
     ) -> Result<String, String> {
+        let id = self.state.engine.replay_identity();
         let leaf = ReceiptLeaf {
             version: FORMAT_VERSION,
             request_sha256: self.request_sha256.to_vec(),
@@ -324,9 +345,19 @@ impl Exchange {
             seed: self.params.seed,
             max_tokens: self.params.max_tokens,
             model_sha256: self.state.engine.model_digest().to_vec(),
-            prompt_tokens: prompt,
-            completion_tokens: completion,
+            prompt_tokens: stats.prompt_tokens,
+            completion_tokens: stats.completion_tokens,
             response_id: self.id.clone(),
+            replay: Some(ReplaySpec {
+                engine: id.engine.to_owned(),
+                sampler: id.sampler.to_owned(),
+                seed_source: self.seed_source.to_owned(),
+                tokenizer_sha256: id.tokenizer_sha256.to_vec(),
+                chat_template: id.chat_template.to_owned(),
+                prompt_tokens_sha256: token_ids_sha256(&stats.prompt_token_ids).to_vec(),
+                output_tokens_sha256: token_ids_sha256(&stats.completion_token_ids).to_vec(),
+                stop_token_ids: id.stop_token_ids.clone(),
+            }),
         };
         let receipt = self.state.notary.receipt(binding::to_cbor(&leaf)).await.map_err(|e| e.to_string())?;
         Ok(base64::engine::general_purpose::STANDARD.encode(receipt))
@@ -342,10 +373,7 @@ async fn whole_response(ctx: Exchange, mut events: mpsc::Receiver<GenerateEvent>
                 return error(StatusCode::BAD_REQUEST, "invalid_request_error", "generation_failed", msg)
             }
             GenerateEvent::Done { finish_reason, stats } => {
-                let receipt = match ctx
-                    .receipt(&text, finish_reason.as_str(), stats.prompt_tokens, stats.completion_tokens)
-                    .await
-                {
+                let receipt = match ctx.receipt(&text, finish_reason.as_str(), &stats).await {
                     Ok(r) => r,
                     Err(e) => {
                         tracing::error!(error = %e, "receipt failed");
@@ -373,6 +401,7 @@ async fn whole_response(ctx: Exchange, mut events: mpsc::Receiver<GenerateEvent>
                         "total_tokens": stats.prompt_tokens + stats.completion_tokens,
                     },
                     "vouch_receipt": receipt,
+                    "vouch_completion_tokens": stats.completion_token_ids,
                 }));
             }
         }
@@ -414,11 +443,11 @@ fn stream_response(ctx: Exchange, mut events: mpsc::Receiver<GenerateEvent>) -> 
                 }
                 GenerateEvent::Done { finish_reason, stats } => {
                     let mut last = chunk(json!({}), json!(finish_reason.as_str()));
-                    match ctx
-                        .receipt(&text, finish_reason.as_str(), stats.prompt_tokens, stats.completion_tokens)
-                        .await
-                    {
-                        Ok(r) => last["vouch_receipt"] = json!(r),
+                    match ctx.receipt(&text, finish_reason.as_str(), &stats).await {
+                        Ok(r) => {
+                            last["vouch_receipt"] = json!(r);
+                            last["vouch_completion_tokens"] = json!(stats.completion_token_ids);
+                        }
                         Err(e) => {
                             tracing::error!(error = %e, "receipt failed");
                             let _ = tx.send(sse(&json!({"error": {"message": "receipt unavailable", "type": "server_error", "code": "receipt_failed"}}))).await;

@@ -217,6 +217,7 @@ mod tests {
             prompt_tokens: 1,
             completion_tokens: 1,
             response_id: format!("r{i}"),
+            replay: Some(vouch_attestation::receipt::ReplaySpec::for_tests()),
         })
     }
 

@@ -49,6 +49,9 @@ pub struct ChatRequest {
     pub params: SamplingParams,
     /// Stream deltas as server-sent events.
     pub stream: bool,
+    /// Whether the request gave `seed` (when it did not, `params.seed` is 0 and the API
+    /// draws one for sampled requests).
+    pub seed_given: bool,
 }
 
 /// Why a body is not an acceptable chat request. Each maps to an OpenAI-style 400.
@@ -103,7 +106,13 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
         seed: w.seed.unwrap_or(0),
         max_tokens,
     };
-    Ok(ChatRequest { model: w.model, messages: w.messages, params, stream: w.stream })
+    Ok(ChatRequest {
+        model: w.model,
+        messages: w.messages,
+        params,
+        stream: w.stream,
+        seed_given: w.seed.is_some(),
+    })
 }
 
 #[cfg(test)]
@@ -114,12 +123,12 @@ mod tests {
     fn defaults_bounds_and_errors() {
         let r = parse_chat_request(br#"{"messages":[{"role":"user","content":"hi"}]}"#).unwrap();
         assert_eq!(r.params, SamplingParams { temperature: 0.0, top_p: None, seed: 0, max_tokens: 256 });
-        assert!(!r.stream && r.model.is_none());
+        assert!(!r.stream && r.model.is_none() && !r.seed_given);
         let r = parse_chat_request(
             br#"{"model":"m","messages":[],"max_tokens":5,"max_completion_tokens":7,"stream":true,"seed":3}"#,
         )
         .unwrap();
-        assert_eq!((r.params.max_tokens, r.params.seed, r.stream), (7, 3, true));
+        assert_eq!((r.params.max_tokens, r.params.seed, r.stream, r.seed_given), (7, 3, true, true));
         for bad in [&br#"{"messages":[],"max_tokens":0}"#[..], br#"{"messages":[],"max_tokens":2049}"#] {
             assert_eq!(parse_chat_request(bad).unwrap_err(), RequestError::InvalidMaxTokens { cap: 2048 });
         }

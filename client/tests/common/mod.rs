@@ -95,6 +95,7 @@ pub fn receipt(sp: &SimulatedSp, request: &[u8], output: &str, spki_sha256: &[u8
         prompt_tokens: 5,
         completion_tokens: 3,
         response_id: "chatcmpl-test".into(),
+        replay: Some(vouch_attestation::receipt::ReplaySpec::for_tests()),
     };
     let leaf = binding::to_cbor(&leaf);
     let hashes = vec![merkle::leaf_hash(&leaf)];

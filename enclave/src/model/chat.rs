@@ -21,6 +21,11 @@ use super::{ChatMessage, ModelError};
 pub const DEFAULT_SYSTEM_PROMPT: &str =
     "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
 
+/// The template's name, as receipts commit it: ChatML with [`DEFAULT_SYSTEM_PROMPT`] when
+/// the messages have no system message, and the assistant turn opened. A change to
+/// [`render_chat_prompt`] that changes any prompt is a new name.
+pub const CHAT_TEMPLATE: &str = "chatml-vouch-1";
+
 const IM_START: &str = "<|im_start|>";
 const IM_END: &str = "<|im_end|>";
 

@@ -41,7 +41,8 @@ use tokio::sync::mpsc as tokio_mpsc;
 
 use super::generation::Sequence;
 use super::{
-    init_compute_threads, FinishReason, GenerateRequest, GenerationStats, Model, Step, MAX_CONTEXT_TOKENS,
+    init_compute_threads, FinishReason, GenerateRequest, GenerationStats, Model, ReplayIdentity, Step,
+    MAX_CONTEXT_TOKENS,
 };
 
 /// Default KV-cache budget, in MiB, when none is configured.
@@ -186,6 +187,7 @@ struct Shared {
     counters: Arc<Counters>,
     model_digest: [u8; 32],
     model_name: String,
+    replay: ReplayIdentity,
     queue_depth: usize,
     max_batch: usize,
     kv_budget_bytes: usize,
@@ -246,6 +248,7 @@ impl Engine {
             counters: Arc::clone(&counters),
             model_digest: model.digest(),
             model_name: model.name().to_owned(),
+            replay: model.replay_identity(),
             queue_depth: cfg.queue_depth,
             max_batch,
             kv_budget_bytes: cfg.kv_budget_bytes,
@@ -308,6 +311,11 @@ impl Engine {
     /// The model's name.
     pub fn model_name(&self) -> &str {
         &self.shared.model_name
+    }
+
+    /// What a replay of this engine's answers needs to know about it.
+    pub fn replay_identity(&self) -> &ReplayIdentity {
+        &self.shared.replay
     }
 
     /// Requests accepted but not yet running.

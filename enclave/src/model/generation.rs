@@ -17,11 +17,8 @@
 
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
-use candle_transformers::generation::LogitsProcessor;
-
 use super::chat::encode_chat_prompt;
-use super::sampling::logits_processor;
+use super::sampler::Sampler;
 use super::utf8::Utf8Stream;
 use super::{
     compute_threads, FinishReason, GenerateRequest, GenerationStats, Model, ModelError, SeqCache, Step,
@@ -71,7 +68,7 @@ pub(crate) struct Sequence {
     /// The last sampled token, fed in the next step.
     next: [u32; 1],
     max_tokens: usize,
-    sampler: LogitsProcessor,
+    sampler: Sampler,
     text: Utf8Stream,
     stats: GenerationStats,
     finished: Option<FinishReason>,
@@ -96,7 +93,7 @@ impl Sequence {
                 limit: MAX_CONTEXT_TOKENS,
             });
         }
-        let sampler = logits_processor(params)?;
+        let sampler = Sampler::new(params)?;
         let stats = GenerationStats {
             prompt_tokens: prompt.len() as u32,
             completion_tokens: 0,
@@ -207,9 +204,7 @@ impl Sequence {
             self.decode_forwards += 1;
         }
         let logits = logits.ok_or_else(|| ModelError::inference("a decoding step returned no logits"))?;
-        let vocab = logits.len();
-        let logits = Tensor::from_vec(logits, vocab, &Device::Cpu).map_err(ModelError::inference)?;
-        let next = self.sampler.sample(&logits).map_err(ModelError::inference)?;
+        let next = self.sampler.sample(&logits)?;
         if model.tokenizer.is_stop(next) {
             return self.finish(FinishReason::Stop, on_delta);
         }

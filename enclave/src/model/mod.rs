@@ -36,6 +36,7 @@ mod error;
 mod generation;
 mod gguf;
 pub mod native;
+mod sampler;
 mod sampling;
 mod threads;
 mod tokenizer;
@@ -49,7 +50,7 @@ use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
 use serde::{Deserialize, Serialize};
 
-pub use chat::{render_chat_prompt, Role, DEFAULT_SYSTEM_PROMPT};
+pub use chat::{render_chat_prompt, Role, CHAT_TEMPLATE, DEFAULT_SYSTEM_PROMPT};
 pub use engine::{
     Engine, EngineBusy, EngineConfig, EngineMetrics, GenerateEvent, DEFAULT_KV_BUDGET_MIB,
     DEFAULT_PREFILL_CHUNK,
@@ -57,6 +58,7 @@ pub use engine::{
 pub use error::ModelError;
 pub use generation::{generate_blocking, generate_cancellable};
 pub use gguf::Runtime;
+pub use sampler::{Sampler, SAMPLER_VERSION};
 pub use threads::{compute_threads, init_compute_threads};
 pub use tokenizer::GgufTokenizer;
 pub use utf8::Utf8Stream;
@@ -185,6 +187,17 @@ impl Model {
         match self.weights {
             Weights::Native(_) => native::NATIVE_ENGINE_VERSION,
             Weights::Candle(_) => CANDLE_ENGINE_VERSION,
+        }
+    }
+
+    /// What receipts commit about how this model turns requests into tokens.
+    pub fn replay_identity(&self) -> ReplayIdentity {
+        ReplayIdentity {
+            engine: self.engine_version(),
+            sampler: SAMPLER_VERSION,
+            chat_template: CHAT_TEMPLATE,
+            tokenizer_sha256: self.tokenizer.digest(),
+            stop_token_ids: self.tokenizer.stop_ids().to_vec(),
         }
     }
 
@@ -323,6 +336,22 @@ impl ChatMessage {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
         Self { role: role.into(), content: content.into() }
     }
+}
+
+/// How a model turns requests into tokens, as receipts commit it (see
+/// `vouch_attestation::receipt::ReplaySpec`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayIdentity {
+    /// [`Model::engine_version`].
+    pub engine: &'static str,
+    /// [`SAMPLER_VERSION`].
+    pub sampler: &'static str,
+    /// [`CHAT_TEMPLATE`].
+    pub chat_template: &'static str,
+    /// [`GgufTokenizer::digest`].
+    pub tokenizer_sha256: [u8; 32],
+    /// The ids an answer stops at.
+    pub stop_token_ids: Vec<u32>,
 }
 
 /// How to pick tokens. Greedy when `temperature == 0`.

@@ -1,8 +1,5 @@
-//! Token selection (trusted side, inside the enclave): greedy argmax at temperature 0,
-//! otherwise seeded sampling with candle's `LogitsProcessor`, so identical parameters and
-//! seed pick identical tokens.
-
-use candle_transformers::generation::{LogitsProcessor, Sampling};
+//! The bounds of the sampling parameters (trusted side, inside the enclave); the sampler
+//! itself is [`super::sampler`].
 
 use super::{ModelError, SamplingParams};
 
@@ -24,44 +21,12 @@ pub(crate) fn validate(params: &SamplingParams) -> Result<(), ModelError> {
     Ok(())
 }
 
-/// The sampling rule for `params` (validated first).
-pub(crate) fn sampling_rule(params: &SamplingParams) -> Result<Sampling, ModelError> {
-    validate(params)?;
-    Ok(if params.temperature == 0.0 {
-        Sampling::ArgMax
-    } else {
-        match params.top_p {
-            Some(p) if p < 1.0 => Sampling::TopP { p, temperature: params.temperature },
-            _ => Sampling::All { temperature: params.temperature },
-        }
-    })
-}
-
-/// A fresh, seeded logits processor for one request.
-pub(crate) fn logits_processor(params: &SamplingParams) -> Result<LogitsProcessor, ModelError> {
-    Ok(LogitsProcessor::from_sampling(params.seed, sampling_rule(params)?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn params(temperature: f64, top_p: Option<f64>) -> SamplingParams {
         SamplingParams { temperature, top_p, seed: 1, max_tokens: 1 }
-    }
-
-    #[test]
-    fn zero_temperature_is_greedy() {
-        assert_eq!(sampling_rule(&params(0.0, Some(0.5))).unwrap(), Sampling::ArgMax);
-    }
-
-    #[test]
-    fn top_p_one_samples_from_all() {
-        assert_eq!(sampling_rule(&params(0.7, Some(1.0))).unwrap(), Sampling::All { temperature: 0.7 });
-        assert_eq!(
-            sampling_rule(&params(0.7, Some(0.9))).unwrap(),
-            Sampling::TopP { p: 0.9, temperature: 0.7 }
-        );
     }
 
     #[test]

@@ -45,7 +45,12 @@ pub struct GgufTokenizer {
     bos_id: u32,
     eos_id: u32,
     stop_ids: Vec<u32>,
+    digest: [u8; 32],
 }
+
+/// How this tokenizer splits text before BPE (a change here changes token ids, so it is
+/// part of the tokenizer digest).
+const PRE_TOKENIZER: &str = "vouch-gpt2-bpe-1: digits split, byte-level, no prefix space";
 
 impl std::fmt::Debug for GgufTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -104,6 +109,7 @@ impl GgufTokenizer {
         }
         let tokens = string_array(md, "tokenizer.ggml.tokens")?;
         let merges = string_array(md, "tokenizer.ggml.merges")?;
+        let merges_text = merges.clone();
         let token_types: Vec<i32> = metadata(md, "tokenizer.ggml.token_type")?
             .to_vec()
             .map_err(|e| invalid("tokenizer.ggml.token_type", e.to_string()))?
@@ -170,7 +176,8 @@ impl GgufTokenizer {
             }
         }
 
-        Ok(Self { with_special, plain, token_bytes, bos_id, eos_id, stop_ids })
+        let digest = tokenizer_digest(&tokens, &merges_text, &token_types, bos_id, &stop_ids);
+        Ok(Self { with_special, plain, token_bytes, bos_id, eos_id, stop_ids, digest })
     }
 
     /// Encodes text, recognising control-token spellings such as `<|im_start|>`.
@@ -233,6 +240,48 @@ impl GgufTokenizer {
     pub fn is_stop(&self, id: u32) -> bool {
         self.stop_ids.contains(&id)
     }
+
+    /// The ids generation stops at.
+    pub fn stop_ids(&self) -> &[u32] {
+        &self.stop_ids
+    }
+
+    /// SHA-256 over everything that decides token ids and text: the pre-tokenizer, the
+    /// vocabulary, merges and token types, the BOS id and the stop ids (receipts commit it).
+    pub fn digest(&self) -> [u8; 32] {
+        self.digest
+    }
+}
+
+/// See [`GgufTokenizer::digest`]: each part length-prefixed, so no two inputs collide.
+fn tokenizer_digest(
+    tokens: &[String],
+    merges: &[String],
+    types: &[i32],
+    bos: u32,
+    stops: &[u32],
+) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut part = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    part(PRE_TOKENIZER.as_bytes());
+    part(&(tokens.len() as u64).to_le_bytes());
+    for t in tokens {
+        part(t.as_bytes());
+    }
+    part(&(merges.len() as u64).to_le_bytes());
+    for m in merges {
+        part(m.as_bytes());
+    }
+    let types: Vec<u8> = types.iter().flat_map(|t| t.to_le_bytes()).collect();
+    part(&types);
+    part(&bos.to_le_bytes());
+    let stops: Vec<u8> = stops.iter().flat_map(|t| t.to_le_bytes()).collect();
+    part(&stops);
+    h.finalize().into()
 }
 
 /// Maps a byte-level BPE token spelling back to the bytes it stands for.

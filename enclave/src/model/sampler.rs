@@ -1,0 +1,178 @@
+//! Token selection, `vouch-sampler-1` (trusted side, inside the enclave; also what
+//! `vouch replay` runs). Receipts name this algorithm, so it is written out here in full
+//! and computed with operations whose results every IEEE-754 platform agrees on: no libm
+//! (`exp` is the native runtime's own polynomial), no parallel or SIMD sums, a random
+//! stream defined by its crate (ChaCha20, `rand_chacha`, whose output is value-stable).
+//! candle's `LogitsProcessor` was used before; its softmax and `rand`'s `StdRng` are not
+//! promised to stay the same across versions or platforms, which a replay needs.
+//!
+//! ```text
+//!  temperature 0:  argmax (lowest id on ties)
+//!  temperature T:  w_i = exp((l_i − max) / T)           f32, in id order
+//!                  top_p < 1: keep the largest w_i (ties: lower id first) until their
+//!                             f64 sum reaches top_p · Σw; else keep every id
+//!                  u = (next_u64 >> 11) · 2⁻⁵³ · Σ kept w    (one draw per token)
+//!                  the first kept id (in that order) whose running f64 sum exceeds u
+//! ```
+
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+use super::native::kernels::exp;
+use super::{sampling, ModelError, SamplingParams};
+
+/// The algorithm's name, as receipts commit it. A change to anything above that can
+/// change a chosen token is a new version.
+pub const SAMPLER_VERSION: &str = "vouch-sampler-1";
+
+/// One request's token selection: its rule and its random stream.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    temperature: f32,
+    top_p: Option<f64>,
+    rng: ChaCha20Rng,
+    /// Scratch: the weights of the current step.
+    weights: Vec<f32>,
+    order: Vec<u32>,
+}
+
+impl Sampler {
+    /// The sampler for `params` (validated first), its stream seeded with `params.seed`.
+    pub fn new(params: &SamplingParams) -> Result<Sampler, ModelError> {
+        sampling::validate(params)?;
+        Ok(Sampler {
+            temperature: params.temperature as f32,
+            top_p: params.top_p.filter(|p| *p < 1.0),
+            rng: ChaCha20Rng::seed_from_u64(params.seed),
+            weights: Vec::new(),
+            order: Vec::new(),
+        })
+    }
+
+    /// Picks the next token from `logits` (one per vocabulary id).
+    pub fn sample(&mut self, logits: &[f32]) -> Result<u32, ModelError> {
+        if logits.is_empty() {
+            return Err(ModelError::inference("no logits to sample from"));
+        }
+        if logits.iter().any(|l| l.is_nan()) {
+            return Err(ModelError::inference("the logits contain NaN"));
+        }
+        let best = argmax(logits);
+        if self.temperature == 0.0 {
+            return Ok(best);
+        }
+        let max = logits[best as usize];
+        let t = self.temperature;
+        self.weights.clear();
+        self.weights.extend(logits.iter().map(|&l| exp((l - max) / t)));
+        let total: f64 = self.weights.iter().map(|&w| f64::from(w)).sum();
+        self.order.clear();
+        match self.top_p {
+            Some(p) => {
+                self.order.extend(0..logits.len() as u32);
+                let w = &self.weights;
+                // Largest weight first, lower id first among equals: a total order.
+                self.order.sort_unstable_by(|&a, &b| w[b as usize].total_cmp(&w[a as usize]).then(a.cmp(&b)));
+                let target = p * total;
+                let mut kept = 0.0f64;
+                let mut len = 0;
+                for &id in &self.order {
+                    kept += f64::from(w[id as usize]);
+                    len += 1;
+                    if kept >= target {
+                        break;
+                    }
+                }
+                self.order.truncate(len);
+            }
+            None => self.order.extend(0..logits.len() as u32),
+        }
+        let kept: f64 = self.order.iter().map(|&id| f64::from(self.weights[id as usize])).sum();
+        let u = (self.rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64) * kept;
+        let mut running = 0.0f64;
+        for &id in &self.order {
+            running += f64::from(self.weights[id as usize]);
+            if running > u {
+                return Ok(id);
+            }
+        }
+        // Rounding can leave u at the very top of the range: the last kept id.
+        Ok(*self.order.last().unwrap_or(&best))
+    }
+}
+
+/// The id of the largest logit, the lowest such id on ties.
+fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(temperature: f64, top_p: Option<f64>, seed: u64) -> SamplingParams {
+        SamplingParams { temperature, top_p, seed, max_tokens: 1 }
+    }
+
+    fn draws(p: &SamplingParams, logits: &[f32], n: usize) -> Vec<u32> {
+        let mut s = Sampler::new(p).unwrap();
+        (0..n).map(|_| s.sample(logits).unwrap()).collect()
+    }
+
+    #[test]
+    fn greedy_takes_the_lowest_id_among_the_largest() {
+        let mut s = Sampler::new(&params(0.0, Some(0.5), 9)).unwrap();
+        assert_eq!(s.sample(&[0.1, 3.0, -1.0, 3.0]).unwrap(), 1);
+        assert_eq!(s.sample(&[f32::NEG_INFINITY, -5.0]).unwrap(), 1);
+    }
+
+    #[test]
+    fn the_stream_is_pinned() {
+        // vouch-sampler-1's choices for a fixed seed and logits: a change here is a new
+        // sampler version (replays of old receipts would fail).
+        let logits: Vec<f32> = (0..50).map(|i| ((i * 37 % 17) as f32) * 0.25).collect();
+        assert_eq!(
+            draws(&params(0.8, None, 42), &logits, 12),
+            vec![27, 22, 5, 10, 10, 16, 43, 22, 5, 21, 5, 38]
+        );
+        assert_eq!(
+            draws(&params(0.8, Some(0.5), 42), &logits, 12),
+            vec![45, 45, 11, 11, 11, 28, 39, 45, 11, 45, 11, 22]
+        );
+    }
+
+    #[test]
+    fn same_seed_same_tokens_other_seed_other_tokens() {
+        let logits: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.7).sin()).collect();
+        let a = draws(&params(1.0, None, 7), &logits, 64);
+        assert_eq!(a, draws(&params(1.0, None, 7), &logits, 64));
+        assert_ne!(a, draws(&params(1.0, None, 8), &logits, 64));
+    }
+
+    #[test]
+    fn top_p_keeps_only_the_nucleus_and_sampling_follows_the_weights() {
+        // Weights ∝ exp(l): 0.64, 0.24, 0.09, 0.03 (T = 1). top_p 0.7 keeps ids 0 and 1.
+        let logits = [2.0f32, 1.0, 0.0, -1.2];
+        let picks = draws(&params(1.0, Some(0.7), 3), &logits, 4000);
+        assert!(picks.iter().all(|&id| id < 2), "only the nucleus");
+        let zeros = picks.iter().filter(|&&id| id == 0).count() as f64 / 4000.0;
+        assert!((zeros - 0.73).abs() < 0.03, "id 0 drawn {zeros} of the time, expected ~0.73");
+        let all = draws(&params(1.0, None, 3), &logits, 4000);
+        let threes = all.iter().filter(|&&id| id == 3).count() as f64 / 4000.0;
+        assert!((threes - 0.026).abs() < 0.01, "id 3 drawn {threes} of the time");
+    }
+
+    #[test]
+    fn bad_logits_are_errors() {
+        let mut s = Sampler::new(&params(0.5, None, 1)).unwrap();
+        assert!(s.sample(&[]).unwrap_err().to_string().contains("no logits"));
+        assert!(s.sample(&[0.0, f32::NAN]).unwrap_err().to_string().contains("NaN"));
+        assert!(Sampler::new(&params(-1.0, None, 1)).is_err());
+    }
+}
