@@ -36,6 +36,7 @@ mod error;
 mod generation;
 mod gguf;
 pub mod native;
+mod replay;
 mod sampler;
 mod sampling;
 mod threads;
@@ -58,6 +59,7 @@ pub use engine::{
 pub use error::ModelError;
 pub use generation::{generate_blocking, generate_cancellable};
 pub use gguf::Runtime;
+pub use replay::{replay, Divergence, ReplayOutcome};
 pub use sampler::{Sampler, SAMPLER_VERSION};
 pub use threads::{compute_threads, init_compute_threads};
 pub use tokenizer::GgufTokenizer;
@@ -241,6 +243,20 @@ impl Model {
     }
 
     /// A new, empty KV cache for one sequence of up to `positions` tokens.
+    /// Feeds `tokens` to `cache` and returns the logits after each of them (`tokens.len() ×
+    /// vocab`). Native runtime only: candle's logits depend on how tokens are fed, so a
+    /// teacher-forced check of its answers would prove nothing.
+    pub(crate) fn logits_after_each(
+        &mut self,
+        cache: &mut SeqCache,
+        tokens: &[u32],
+    ) -> Result<Vec<f32>, ModelError> {
+        match (&self.weights, cache) {
+            (Weights::Native(model), SeqCache::Native(kv)) => model.forward_all_logits(kv, tokens),
+            _ => Err(ModelError::inference("replay needs the native runtime (--runtime native)")),
+        }
+    }
+
     pub(crate) fn new_cache(&self, positions: usize) -> SeqCache {
         match &self.weights {
             Weights::Native(model) => SeqCache::Native(model.new_sequence(positions)),

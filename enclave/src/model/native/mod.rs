@@ -350,6 +350,26 @@ impl NativeModel {
         &self,
         steps: &mut [SeqStep<'_>],
     ) -> Result<Vec<Option<Vec<f32>>>, ModelError> {
+        self.forward_rows(steps, false)
+    }
+
+    /// One sequence's step that returns the logits after every one of its tokens
+    /// (`tokens.len() × vocab`, row by row): what a teacher-forced replay checks a whole
+    /// answer against in one pass. Each row's logits are bit-identical to those a decode
+    /// step at that position computes.
+    pub(crate) fn forward_all_logits(&self, kv: &mut SeqKv, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+        self.forward_rows(&mut [SeqStep { kv, tokens, logits: true }], true)?
+            .pop()
+            .flatten()
+            .ok_or_else(|| ModelError::inference("a forward pass returned no logits"))
+    }
+
+    /// [`Self::forward_batch`], with the logits of every row (`all_rows`) or of the last.
+    fn forward_rows(
+        &self,
+        steps: &mut [SeqStep<'_>],
+        all_rows: bool,
+    ) -> Result<Vec<Option<Vec<f32>>>, ModelError> {
         let shape = self.arch.shape();
         for step in steps.iter() {
             if step.tokens.is_empty() {
@@ -394,26 +414,38 @@ impl NativeModel {
             step.kv.positions += span.rows.len();
         }
 
-        // Logits for the last row of each sequence that wants them, in one product.
-        let wanted: Vec<usize> = (0..spans.len()).filter(|&i| batch.steps[i].logits).collect();
+        // Logits for the last row (or every row) of each sequence that wants them, in one
+        // product.
+        let wanted: Vec<(usize, std::ops::Range<usize>)> = (0..spans.len())
+            .filter(|&i| batch.steps[i].logits)
+            .map(|i| {
+                (i, if all_rows { spans[i].rows.clone() } else { spans[i].rows.end - 1..spans[i].rows.end })
+            })
+            .collect();
+        let out_rows: usize = wanted.iter().map(|(_, r)| r.len()).sum();
         let (norm, output) = self.arch.output();
-        let mut normed = vec![0f32; wanted.len() * dim];
-        for (k, &i) in wanted.iter().enumerate() {
-            let last = spans[i].rows.end - 1;
-            rms_norm_rows(
-                &x[last * dim..(last + 1) * dim],
-                norm,
-                shape.eps,
-                &mut normed[k * dim..(k + 1) * dim],
-            );
+        let mut normed = vec![0f32; out_rows * dim];
+        let mut k = 0;
+        for (_, rows) in &wanted {
+            for row in rows.clone() {
+                rms_norm_rows(
+                    &x[row * dim..(row + 1) * dim],
+                    norm,
+                    shape.eps,
+                    &mut normed[k * dim..(k + 1) * dim],
+                );
+                k += 1;
+            }
         }
-        let mut acts = vec![ActBlock::default(); wanted.len() * dim / QK];
+        let mut acts = vec![ActBlock::default(); out_rows * dim / QK];
         quantize_rows(&normed, dim, &mut acts);
-        let mut logits = vec![0f32; wanted.len() * shape.vocab];
-        matmul(&self.compute, &self.bytes, output, &acts, wanted.len(), &mut logits, &mut Vec::new())?;
+        let mut logits = vec![0f32; out_rows * shape.vocab];
+        matmul(&self.compute, &self.bytes, output, &acts, out_rows, &mut logits, &mut Vec::new())?;
         let mut per_seq: Vec<Option<Vec<f32>>> = (0..spans.len()).map(|_| None).collect();
-        for (k, &i) in wanted.iter().enumerate() {
-            per_seq[i] = Some(logits[k * shape.vocab..(k + 1) * shape.vocab].to_vec());
+        let mut k = 0;
+        for (i, rows) in wanted {
+            per_seq[i] = Some(logits[k * shape.vocab..(k + rows.len()) * shape.vocab].to_vec());
+            k += rows.len();
         }
         Ok(per_seq)
     }
