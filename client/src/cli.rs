@@ -65,6 +65,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Local plain-HTTP OpenAI-compatible endpoint that forwards only to a verified enclave.
     Proxy(ProxyArgs),
+    /// Re-execute a saved answer with the same engine and model file and compare it bit for
+    /// bit: MATCH, or a fraud proof (exit 3). `--check PROOF` re-checks a proof.
+    Replay(ReplayArgs),
     /// Compute the expected SEV-SNP launch measurement (OVMF, vCPUs, optional direct boot)
     /// to pin in a policy.
     Measure(vouch_measure::cli::MeasureArgs),
@@ -174,6 +177,29 @@ pub struct VerifyArgs {
     pub trust: TrustArgs,
 }
 
+/// `vouch replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Receipt file from `vouch chat --receipt-out` (request, output and token ids).
+    #[arg(value_name = "RECEIPT_FILE", required_unless_present = "check", conflicts_with = "check")]
+    pub receipt: Option<PathBuf>,
+    /// Re-check a fraud proof written by an earlier replay instead.
+    #[arg(long, value_name = "PROOF")]
+    pub check: Option<PathBuf>,
+    /// The model file (GGUF) the receipt commits to.
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// Where to write the fraud proof on a mismatch (default: RECEIPT_FILE.fraud-proof.json).
+    #[arg(long, value_name = "FILE")]
+    pub proof_out: Option<PathBuf>,
+    /// Verification time, Unix seconds (default: now).
+    #[arg(long, value_name = "UNIX_SECS")]
+    pub now: Option<u64>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub trust: TrustArgs,
+}
+
 /// `vouch proxy`.
 #[derive(Debug, Args)]
 pub struct ProxyArgs {
@@ -224,6 +250,15 @@ pub enum CliError {
     /// Talking to or verifying the enclave failed.
     #[error("{0}")]
     Client(#[from] ClientError),
+    /// A receipt could not be replayed (or its receipt did not verify).
+    #[error("{0}")]
+    Replay(#[from] crate::replay::ReplayError),
+    /// A replay found the answer is not what the engine computes; the proof is written.
+    #[error("MISMATCH: {0}")]
+    Fraud(String),
+    /// A fraud proof given to `--check` does not hold.
+    #[error("the proof does NOT hold: replaying its receipt does not diverge as it says")]
+    ProofDoesNotHold,
 }
 
 impl CliError {
@@ -232,6 +267,9 @@ impl CliError {
         match self {
             CliError::Usage(_) | CliError::Io { .. } | CliError::Policy(_) => 2,
             CliError::Client(e) if !e.is_verification_failure() => 2,
+            CliError::Replay(crate::replay::ReplayError::Receipt(_)) => 1,
+            CliError::Replay(_) => 2,
+            CliError::Fraud(_) => 3,
             _ => 1,
         }
     }
@@ -310,6 +348,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Chat(a) => a.trust.json,
         Command::Verify(a) => a.trust.json,
         Command::Proxy(a) => a.trust.json,
+        Command::Replay(a) => a.trust.json,
         Command::Measure(_) => false,
     };
     let r = match cli.command {
@@ -318,6 +357,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Chat(a) => chat(a).await,
         Command::Verify(a) => verify(a),
         Command::Proxy(a) => proxy(a).await,
+        Command::Replay(a) => replay_command(a),
         Command::Measure(a) => vouch_measure::cli::run(&a)
             .map(|out| println!("{out}"))
             .map_err(|e| CliError::Usage(format!("measure: {e}"))),
@@ -492,6 +532,65 @@ fn verify(a: VerifyArgs) -> Result<(), CliError> {
         print!("{verdict}");
     }
     Ok(())
+}
+
+fn replay_command(a: ReplayArgs) -> Result<(), CliError> {
+    use crate::replay::{check_proof, replay_receipt, FraudProof, ReplayVerdict};
+    let policy = load_policy(&a.trust)?;
+    let (anchors, _) = load_anchors(&a.trust)?;
+    let now = a.now.unwrap_or_else(now_unix);
+    let mut model = vouch_enclave::model::Model::load(&a.model)
+        .map_err(|e| CliError::Usage(format!("--model {}: {e}", a.model.display())))?;
+    if let Some(path) = &a.check {
+        let proof: FraudProof = serde_json::from_slice(&read_file(path)?)
+            .map_err(|e| CliError::Usage(format!("{}: not a fraud proof: {e}", path.display())))?;
+        if !check_proof(&anchors, &policy, &proof, &mut model, now)? {
+            return Err(CliError::ProofDoesNotHold);
+        }
+        let line = format!(
+            "PROOF HOLDS: the hardware-signed answer differs from what engine {} computes at completion token {} (committed {:?}, engine {:?})",
+            proof.engine, proof.position, proof.committed_token, proof.replayed_token
+        );
+        if a.trust.json {
+            out_json(&serde_json::json!({"proof_holds": true, "position": proof.position}));
+        } else {
+            println!("{line}");
+        }
+        return Ok(());
+    }
+    let Some(receipt_path) = &a.receipt else {
+        return Err(CliError::Usage("give RECEIPT_FILE or --check PROOF".into()));
+    };
+    let loaded = ReceiptFile::parse_any(&read_file(receipt_path)?).map_err(CliError::MalformedReceipt)?;
+    match replay_receipt(&anchors, &policy, &loaded, &mut model, now)? {
+        ReplayVerdict::Match { tokens, ms } => {
+            if a.trust.json {
+                out_json(&serde_json::json!({"match": true, "tokens": tokens, "ms": ms}));
+            } else {
+                println!(
+                    "MATCH: all {tokens} completion tokens and the ending are what this engine computes ({ms:.0} ms, {:.0} tok/s)",
+                    tokens as f64 / (ms / 1e3).max(1e-9)
+                );
+            }
+            Ok(())
+        }
+        ReplayVerdict::Fraud(proof) => {
+            let out = a.proof_out.clone().unwrap_or_else(|| {
+                let mut p = receipt_path.clone().into_os_string();
+                p.push(".fraud-proof.json");
+                PathBuf::from(p)
+            });
+            let body = serde_json::to_vec_pretty(&proof).map_err(|e| CliError::Usage(e.to_string()))?;
+            std::fs::write(&out, body).map_err(|source| CliError::Io { path: out.clone(), source })?;
+            Err(CliError::Fraud(format!(
+                "completion token {}: the receipt commits {:?}, the engine computes {:?}; fraud proof written to {} (check it with vouch replay --check)",
+                proof.position,
+                proof.committed_token,
+                proof.replayed_token,
+                out.display()
+            )))
+        }
+    }
 }
 
 async fn proxy(a: ProxyArgs) -> Result<(), CliError> {

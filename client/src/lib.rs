@@ -49,6 +49,7 @@ pub mod kds;
 pub mod policy;
 pub mod proxy;
 pub mod receipts;
+pub mod replay;
 pub mod report_view;
 pub mod sse;
 pub mod tls;

@@ -97,14 +97,21 @@ pub fn receipt(sp: &SimulatedSp, request: &[u8], output: &str, spki_sha256: &[u8
         response_id: "chatcmpl-test".into(),
         replay: Some(vouch_attestation::receipt::ReplaySpec::for_tests()),
     };
-    let leaf = binding::to_cbor(&leaf);
+    receipt_for_leaf(sp, &leaf, spki_sha256)
+}
+
+/// A one-answer batch receipt for exactly this leaf (the batch names the leaf's model).
+#[allow(dead_code)] // not every test binary signs its own leaves
+pub fn receipt_for_leaf(sp: &SimulatedSp, leaf: &ReceiptLeaf, spki_sha256: &[u8]) -> Vec<u8> {
+    let model_sha256 = leaf.model_sha256.clone();
+    let leaf = binding::to_cbor(leaf);
     let hashes = vec![merkle::leaf_hash(&leaf)];
     let claims = BatchClaims {
         version: 1,
         merkle_root: merkle::root(&hashes).to_vec(),
         tree_size: 1,
         tls_spki_sha256: spki_sha256.to_vec(),
-        model_sha256: MODEL_SHA256.to_vec(),
+        model_sha256,
         batch_seq: 0,
     };
     let cb = binding::to_cbor(&claims);

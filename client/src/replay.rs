@@ -1,0 +1,236 @@
+//! `vouch replay`: re-executes a receipted answer with the same engine and model file and
+//! checks it bit for bit — trust that does not rest on the TEE alone.
+//!
+//! CLIENT side (an auditor's machine). Only a receipt that itself verifies (hardware-signed,
+//! policy met, bound to the request and output it carries) is replayed: a mismatch is then
+//! evidence against the enclave that signed it, written out as a portable fraud proof that
+//! anyone with the model file re-checks with `vouch replay --check`.
+//!
+//! ```text
+//!  receipt file ─► check_receipt (chain, policy, request + output) ─► leaf's ReplaySpec
+//!      ─► same engine, sampler, template, tokenizer, model digest? (else: cannot replay)
+//!      ─► request ─► prompt ids (digest must match) ; completion ids (digest, text)
+//!      ─► model::replay (teacher-forced) ─► MATCH | fraud proof (first diverging token)
+//! ```
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use vouch_attestation::receipt::{
+    token_ids_sha256, ReceiptLeaf, ReceiptVerifier, ReplaySpec, SEED_FROM_ENCLAVE,
+};
+use vouch_attestation::TrustAnchors;
+use vouch_enclave::model::{
+    replay, Divergence, FinishReason, GenerateRequest, Model, ReplayOutcome, CHAT_TEMPLATE, SAMPLER_VERSION,
+};
+
+use crate::policy::ClientPolicy;
+use crate::receipts::{check_receipt, LoadedReceipt, ReceiptCheckError};
+
+/// Format tag of [`FraudProof`].
+pub const FRAUD_PROOF_FORMAT: &str = "vouch-fraud-proof/1";
+
+/// Evidence that a hardware-signed answer is not what the committed engine computes.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FraudProof {
+    /// [`FRAUD_PROOF_FORMAT`].
+    pub format: String,
+    /// The receipt file replayed (receipt, request body, output, completion token ids).
+    pub receipt_file: crate::receipts::ReceiptFile,
+    /// SHA-256 of the model file the replay ran (hex); the receipt commits the same.
+    pub model_sha256: String,
+    /// The engine the receipt commits and the replay ran.
+    pub engine: String,
+    /// Index in the completion of the first token that differs.
+    pub position: usize,
+    /// The committed token there (`null`: the committed answer had ended).
+    pub committed_token: Option<u32>,
+    /// The engine's token there (`null`: the engine's answer ends there).
+    pub replayed_token: Option<u32>,
+    /// The engine's whole answer: ids, text, finish reason.
+    pub replayed_tokens: Vec<u32>,
+    /// Its text.
+    pub replayed_text: String,
+    /// Its finish reason.
+    pub replayed_finish_reason: String,
+}
+
+/// What a replay found.
+#[derive(Debug)]
+pub enum ReplayVerdict {
+    /// The answer is exactly what the engine computes.
+    Match {
+        /// Completion tokens checked.
+        tokens: usize,
+        /// Wall time of the check, in milliseconds.
+        ms: f64,
+    },
+    /// It is not: the proof.
+    Fraud(Box<FraudProof>),
+}
+
+/// Why a receipt could not be replayed (which is no verdict on the enclave).
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The receipt did not verify: nothing it says is evidence of anything.
+    #[error("the receipt does not verify, so it proves nothing: {0}")]
+    Receipt(#[from] ReceiptCheckError),
+    /// The receipt (or this build, or the model file) cannot replay it.
+    #[error("cannot replay: {0}")]
+    Cannot(String),
+    /// The engine refused the request or failed.
+    #[error("replay failed: {0}")]
+    Engine(#[from] vouch_enclave::model::ModelError),
+}
+
+fn cannot(msg: impl Into<String>) -> ReplayError {
+    ReplayError::Cannot(msg.into())
+}
+
+/// Verifies `loaded` (which must carry its request body and output) and replays it on
+/// `model`.
+pub fn replay_receipt(
+    anchors: &TrustAnchors,
+    policy: &ClientPolicy,
+    loaded: &LoadedReceipt,
+    model: &mut Model,
+    now: u64,
+) -> Result<ReplayVerdict, ReplayError> {
+    let (Some(request), Some(output)) = (&loaded.request_body, &loaded.output) else {
+        return Err(cannot("the file carries no request body and output (save answers with --receipt-out)"));
+    };
+    check_receipt(anchors, policy, &loaded.receipt_cbor, Some((request, output)), None, now)?;
+    let verified = ReceiptVerifier::new(anchors.clone(), policy.snp.clone(), now)
+        .verify(&loaded.receipt_cbor)
+        .map_err(ReceiptCheckError::from)?;
+    let leaf = verified.leaf().clone();
+    let spec = leaf.replay.clone().ok_or_else(|| {
+        cannot(format!(
+            "the receipt is format {}, which does not commit what a replay needs (engine, sampler, token ids)",
+            leaf.version
+        ))
+    })?;
+    check_identity(&spec, &leaf, model)?;
+    let req = request_of(request, &leaf, &spec)?;
+    let prompt = model.encode_chat(&req.messages)?;
+    if token_ids_sha256(&prompt)[..] != spec.prompt_tokens_sha256[..] {
+        return Err(cannot(
+            "the request renders to other prompt tokens than the receipt commits (chat template or tokenizer differ)",
+        ));
+    }
+    let finish = match leaf.finish_reason.as_str() {
+        "stop" => FinishReason::Stop,
+        "length" => FinishReason::Length,
+        other => return Err(cannot(format!("finish reason {other:?} is not one this engine produces"))),
+    };
+    let tokens = loaded
+        .completion_tokens
+        .clone()
+        .ok_or_else(|| cannot("the file carries no completion token ids (vouch_completion_tokens)"))?;
+    if token_ids_sha256(&tokens)[..] != spec.output_tokens_sha256[..] {
+        return Err(cannot("the file's completion token ids are not the ones the receipt commits"));
+    }
+    if model.tokenizer().decode(&tokens) != *output {
+        return Err(cannot("the committed token ids do not spell the committed output"));
+    }
+    let started = Instant::now();
+    match replay(model, &req, &tokens, finish)? {
+        ReplayOutcome::Match { .. } => {
+            Ok(ReplayVerdict::Match { tokens: tokens.len(), ms: started.elapsed().as_secs_f64() * 1e3 })
+        }
+        ReplayOutcome::Diverged(d) => Ok(ReplayVerdict::Fraud(Box::new(proof(loaded, &leaf, &spec, d)))),
+    }
+}
+
+/// Re-checks a fraud proof: its receipt must verify and its replay must diverge exactly
+/// where and how the proof says. `Ok(true)` when the proof holds.
+pub fn check_proof(
+    anchors: &TrustAnchors,
+    policy: &ClientPolicy,
+    proof: &FraudProof,
+    model: &mut Model,
+    now: u64,
+) -> Result<bool, ReplayError> {
+    if proof.format != FRAUD_PROOF_FORMAT {
+        return Err(cannot(format!("unknown proof format {:?}", proof.format)));
+    }
+    let bytes = serde_json::to_vec(&proof.receipt_file).map_err(|e| cannot(e.to_string()))?;
+    let loaded = crate::receipts::ReceiptFile::parse_any(&bytes).map_err(cannot)?;
+    Ok(match replay_receipt(anchors, policy, &loaded, model, now)? {
+        ReplayVerdict::Match { .. } => false,
+        ReplayVerdict::Fraud(p) => {
+            (p.position, p.committed_token, p.replayed_token)
+                == (proof.position, proof.committed_token, proof.replayed_token)
+        }
+    })
+}
+
+fn check_identity(spec: &ReplaySpec, leaf: &ReceiptLeaf, model: &Model) -> Result<(), ReplayError> {
+    let id = model.replay_identity();
+    let mine = [
+        ("engine", id.engine, spec.engine.as_str()),
+        ("sampler", SAMPLER_VERSION, spec.sampler.as_str()),
+        ("chat template", CHAT_TEMPLATE, spec.chat_template.as_str()),
+    ];
+    for (what, have, needed) in mine {
+        if have != needed {
+            return Err(cannot(format!("the receipt needs {what} {needed:?}; this build has {have:?}")));
+        }
+    }
+    if model.digest()[..] != leaf.model_sha256[..] {
+        return Err(cannot(format!(
+            "the receipt is for model {}; --model is {}",
+            hex::encode(&leaf.model_sha256),
+            hex::encode(model.digest())
+        )));
+    }
+    if id.tokenizer_sha256[..] != spec.tokenizer_sha256[..] {
+        return Err(cannot("the model file's tokenizer differs from the one the receipt commits"));
+    }
+    Ok(())
+}
+
+/// The request as the enclave ran it: the body's messages, with the receipt's committed
+/// parameters (which must agree with the body's; the seed is the enclave's when it drew one).
+fn request_of(body: &[u8], leaf: &ReceiptLeaf, spec: &ReplaySpec) -> Result<GenerateRequest, ReplayError> {
+    let parsed =
+        vouch_enclave::request::parse_chat_request(body).map_err(|e| cannot(format!("the request: {e}")))?;
+    let mut params = parsed.params.clone();
+    if spec.seed_source == SEED_FROM_ENCLAVE {
+        if parsed.seed_given {
+            return Err(cannot("the receipt says the enclave drew the seed, but the request gives one"));
+        }
+        params.seed = leaf.seed;
+    }
+    let committed = (leaf.temperature, leaf.top_p, leaf.seed, leaf.max_tokens);
+    if (params.temperature, params.top_p, params.seed, params.max_tokens) != committed {
+        return Err(cannot(format!(
+            "the receipt commits parameters {committed:?}, the request asks {:?}",
+            (params.temperature, params.top_p, params.seed, params.max_tokens)
+        )));
+    }
+    Ok(GenerateRequest { messages: parsed.messages, params })
+}
+
+fn proof(loaded: &LoadedReceipt, leaf: &ReceiptLeaf, spec: &ReplaySpec, d: Divergence) -> FraudProof {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    FraudProof {
+        format: FRAUD_PROOF_FORMAT.to_owned(),
+        receipt_file: crate::receipts::ReceiptFile::new(
+            &b64.encode(&loaded.receipt_cbor),
+            loaded.request_body.as_deref().unwrap_or_default(),
+            loaded.output.as_deref().unwrap_or_default(),
+            None,
+            loaded.completion_tokens.clone(),
+        ),
+        model_sha256: hex::encode(&leaf.model_sha256),
+        engine: spec.engine.clone(),
+        position: d.position,
+        committed_token: d.committed,
+        replayed_token: d.replayed,
+        replayed_tokens: d.replayed_tokens,
+        replayed_text: d.replayed_text,
+        replayed_finish_reason: d.replayed_finish.as_str().to_owned(),
+    }
+}

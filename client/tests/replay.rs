@@ -1,0 +1,178 @@
+//! `vouch replay` on receipts signed by the TEST-ONLY simulated secure processor over
+//! answers the real model produced (honest), or that were changed before signing (an
+//! enclave that lies while still issuing receipts): the honest one MATCHes, the lie gets a
+//! fraud proof that `--check` confirms, and a tampered proof, an unsigned change or a
+//! format-2 receipt are refused with their reasons.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+use base64::Engine;
+use common::*;
+use sha2::Digest;
+use vouch_attestation::receipt::{
+    token_ids_sha256, ReceiptLeaf, ReplaySpec, FORMAT_VERSION, SEED_FROM_REQUEST,
+};
+use vouch_client::receipts::ReceiptFile;
+use vouch_enclave::model::{generate_blocking, GenerateRequest, Model};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+fn model_path() -> String {
+    let p =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(p.exists(), "{} is missing: run scripts/fetch-model.sh", p.display());
+    p.to_string_lossy().into_owned()
+}
+
+/// An answer as the enclave's API would make it: token ids, text, finish, and its leaf.
+fn answer(model: &mut Model, body: &[u8]) -> (Vec<u32>, String, ReceiptLeaf) {
+    let parsed = vouch_enclave::request::parse_chat_request(body).unwrap();
+    let req = GenerateRequest { messages: parsed.messages, params: parsed.params.clone() };
+    let mut text = String::new();
+    let (finish, stats) = generate_blocking(model, &req, |d| text.push_str(d)).unwrap();
+    let id = model.replay_identity();
+    let leaf = ReceiptLeaf {
+        version: FORMAT_VERSION,
+        request_sha256: sha2::Sha256::digest(body).to_vec(),
+        output_sha256: sha2::Sha256::digest(text.as_bytes()).to_vec(),
+        finish_reason: finish.as_str().into(),
+        temperature: parsed.params.temperature,
+        top_p: parsed.params.top_p,
+        seed: parsed.params.seed,
+        max_tokens: parsed.params.max_tokens,
+        model_sha256: model.digest().to_vec(),
+        prompt_tokens: stats.prompt_tokens,
+        completion_tokens: stats.completion_tokens,
+        response_id: "chatcmpl-replay".into(),
+        replay: Some(ReplaySpec {
+            engine: id.engine.into(),
+            sampler: id.sampler.into(),
+            seed_source: SEED_FROM_REQUEST.into(),
+            tokenizer_sha256: id.tokenizer_sha256.to_vec(),
+            chat_template: id.chat_template.into(),
+            prompt_tokens_sha256: token_ids_sha256(&stats.prompt_token_ids).to_vec(),
+            output_tokens_sha256: token_ids_sha256(&stats.completion_token_ids).to_vec(),
+            stop_token_ids: id.stop_token_ids.clone(),
+        }),
+    };
+    (stats.completion_token_ids, text, leaf)
+}
+
+#[test]
+fn honest_answers_match_lies_get_a_proof_that_checks() {
+    let sp = sim();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("sim-ark.pem");
+    std::fs::write(&root, sp.ark_pem()).unwrap();
+    let policy = dir.path().join("pinned.toml");
+    std::fs::write(&policy, format!("[snp]\nmeasurements = [\"{}\"]\n", hex::encode([9u8; 48]))).unwrap();
+    let (root, policy) = (root.to_string_lossy().into_owned(), policy.to_string_lossy().into_owned());
+    let model_file = model_path();
+    let mut model = Model::load(std::path::Path::new(&model_file)).unwrap();
+    let write = |name: &str, leaf: &ReceiptLeaf, body: &[u8], text: &str, tokens: &[u32]| {
+        let receipt = receipt_for_leaf(&sp, leaf, &[1; 32]);
+        let f = ReceiptFile::new(&B64.encode(receipt), body, text, None, Some(tokens.to_vec()));
+        let p = dir.path().join(name);
+        std::fs::write(&p, serde_json::to_vec_pretty(&f).unwrap()).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--model", &model_file, "--trust-sim-root", &root, "--policy", &policy]);
+        vouch(&all)
+    };
+
+    for (name, body) in [
+        ("greedy", &br#"{"messages":[{"role":"user","content":"What is the capital of France?"}],"max_tokens":48}"#[..]),
+        (
+            "sampled",
+            br#"{"messages":[{"role":"user","content":"Write a haiku."}],"temperature":0.9,"top_p":0.95,"seed":77,"max_tokens":32}"#,
+        ),
+    ] {
+        let (tokens, text, leaf) = answer(&mut model, body);
+        let honest = write(&format!("{name}.json"), &leaf, body, &text, &tokens);
+        let o = run(&["replay", &honest]);
+        assert_eq!(code(&o), 0, "{name}: {}{}", stdout(&o), stderr(&o));
+        assert!(stdout(&o).starts_with("MATCH"), "{}", stdout(&o));
+
+        // The lying enclave: one token changed after `at`, the receipt still signed.
+        let at = tokens.len() / 2;
+        let mut lie = tokens.clone();
+        lie[at] = if lie[at] == 42 { 43 } else { 42 };
+        let lie_text = model.tokenizer().decode(&lie);
+        let mut lie_leaf = leaf.clone();
+        lie_leaf.output_sha256 = sha2::Sha256::digest(lie_text.as_bytes()).to_vec();
+        lie_leaf.replay.as_mut().unwrap().output_tokens_sha256 = token_ids_sha256(&lie).to_vec();
+        let lying = write(&format!("{name}-lie.json"), &lie_leaf, body, &lie_text, &lie);
+        let o = run(&["replay", &lying]);
+        assert_eq!(code(&o), 3, "{name}: {}{}", stdout(&o), stderr(&o));
+        assert!(stderr(&o).contains(&format!("MISMATCH: completion token {at}")), "{}", stderr(&o));
+        let proof_path = format!("{lying}.fraud-proof.json");
+        let proof: serde_json::Value = serde_json::from_slice(&std::fs::read(&proof_path).unwrap()).unwrap();
+        assert_eq!(proof["position"], at);
+        assert_eq!(proof["committed_token"], lie[at]);
+        assert_eq!(proof["replayed_token"], tokens[at]);
+        assert_eq!(proof["replayed_text"], text.as_str());
+        let o = run(&["replay", "--check", &proof_path]);
+        assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+        assert!(stdout(&o).starts_with("PROOF HOLDS"), "{}", stdout(&o));
+
+        // A proof that misstates the divergence does not hold.
+        let mut forged = proof.clone();
+        forged["position"] = serde_json::json!(at + 1);
+        let forged_path = dir.path().join(format!("{name}-forged.json"));
+        std::fs::write(&forged_path, serde_json::to_vec(&forged).unwrap()).unwrap();
+        let o = run(&["replay", "--check", forged_path.to_str().unwrap()]);
+        assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+        assert!(stderr(&o).contains("the proof does NOT hold"), "{}", stderr(&o));
+
+        // An honest proof against an honest receipt (the proof's receipt swapped): no.
+        let mut swapped = proof.clone();
+        let honest_file: serde_json::Value = serde_json::from_slice(&std::fs::read(&honest).unwrap()).unwrap();
+        swapped["receipt_file"] = honest_file;
+        let swapped_path = dir.path().join(format!("{name}-swapped.json"));
+        std::fs::write(&swapped_path, serde_json::to_vec(&swapped).unwrap()).unwrap();
+        assert_eq!(code(&run(&["replay", "--check", swapped_path.to_str().unwrap()])), 1);
+
+        // A change nobody signed: the receipt does not verify, so there is nothing to prove.
+        let f = ReceiptFile::new(
+            &B64.encode(receipt_for_leaf(&sp, &leaf, &[1; 32])),
+            body,
+            &lie_text,
+            None,
+            Some(lie.clone()),
+        );
+        let unsigned = dir.path().join(format!("{name}-unsigned.json"));
+        std::fs::write(&unsigned, serde_json::to_vec(&f).unwrap()).unwrap();
+        let o = run(&["replay", unsigned.to_str().unwrap()]);
+        assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+        assert!(stderr(&o).contains("the receipt does not verify, so it proves nothing"), "{}", stderr(&o));
+
+        // Token ids that are not the committed ones.
+        let mismatched = write(&format!("{name}-ids.json"), &leaf, body, &text, &lie);
+        let o = run(&["replay", &mismatched]);
+        assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
+        assert!(stderr(&o).contains("not the ones the receipt commits"), "{}", stderr(&o));
+    }
+
+    // A format-2 receipt (no replay spec) verifies but cannot be replayed.
+    let body = br#"{"messages":[{"role":"user","content":"Hi"}],"max_tokens":8}"#;
+    let (tokens, text, leaf) = answer(&mut model, body);
+    let old = ReceiptLeaf { version: 2, replay: None, ..leaf.clone() };
+    let old = write("format2.json", &old, body, &text, &tokens);
+    let o = run(&["replay", &old]);
+    assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("the receipt is format 2, which does not commit what a replay needs"),
+        "{}",
+        stderr(&o)
+    );
+    // Another engine version than this build's.
+    let mut other = leaf;
+    other.replay.as_mut().unwrap().engine = "vouch-native-0".into();
+    let other = write("engine.json", &other, body, &text, &tokens);
+    let o = run(&["replay", &other]);
+    assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains("the receipt needs engine \"vouch-native-0\""), "{}", stderr(&o));
+}
