@@ -156,9 +156,11 @@ pub(super) unsafe fn attention_values(
     }
 }
 
-/// Sums eight lanes: halves, then pairs, then one (`reduce8`'s order).
+/// Sums eight lanes: halves, then pairs, then one (`reduce8`'s order). The AVX-512 kernels
+/// reduce each row's eight lanes with it too.
 #[target_feature(enable = "avx2")]
-fn hsum(acc: __m256) -> f32 {
+#[inline]
+pub(super) fn hsum(acc: __m256) -> f32 {
     let halves = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
     let pairs = _mm_add_ps(halves, _mm_movehl_ps(halves, halves));
     _mm_cvtss_f32(_mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1)))

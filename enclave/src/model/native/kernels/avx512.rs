@@ -13,7 +13,8 @@
 
 use std::arch::x86_64::*;
 
-use super::{avx2, ActBlock, QType, EXP_MAX, EXP_MIN, EXP_POLY, LN2_HI, LN2_LO, LOG2_E};
+use super::avx2::{self, hsum};
+use super::{ActBlock, QType, EXP_MAX, EXP_MIN, EXP_POLY, LN2_HI, LN2_LO, LOG2_E};
 
 const Q4_0: u8 = 0;
 const Q4_1: u8 = 1;
@@ -122,7 +123,9 @@ pub(super) unsafe fn attention_values(
     }
 }
 
-/// Dispatches on the weight type once per call, so the block loop has no branches.
+/// Dot products of `R` weight rows with the same activations: an even number of rows in
+/// pairs through [`dot_rows_tokens`] (one token), an odd number row by row, each in a
+/// 256-bit register. Each row's arithmetic is exactly `dot_scalar`'s.
 ///
 /// # Safety
 /// The CPU must support AVX-512F/BW/VL/VNNI, AVX2, FMA and F16C.
@@ -130,11 +133,14 @@ pub(super) unsafe fn attention_values(
 pub(super) unsafe fn dot_rows<const R: usize>(ty: QType, rows: [&[u8]; R], act: &[ActBlock]) -> [f32; R] {
     // SAFETY: the caller guarantees the CPU features.
     unsafe {
-        match ty {
-            QType::Q4_0 => dot_rows_typed::<R, Q4_0>(rows, act),
-            QType::Q4_1 => dot_rows_typed::<R, Q4_1>(rows, act),
-            QType::Q8_0 => dot_rows_typed::<R, Q8_0>(rows, act),
+        if R.is_multiple_of(2) {
+            return dot_rows_tokens::<R, 1>(ty, rows, [act]).map(|[value]| value);
         }
+        rows.map(|row| match ty {
+            QType::Q4_0 => dot_row_typed::<Q4_0>(row, act),
+            QType::Q4_1 => dot_row_typed::<Q4_1>(row, act),
+            QType::Q8_0 => dot_row_typed::<Q8_0>(row, act),
+        })
     }
 }
 
@@ -169,112 +175,54 @@ unsafe fn signed_act<const TY: u8>(block: *const u8, y: __m256i) -> __m256i {
     }
 }
 
-/// Dot products of `R` weight rows of type `TY` with the same activations: rows in pairs,
-/// one pair per 512-bit register (the first row in the low eight lanes), an odd last row
-/// in a 256-bit register. Each activation block is loaded once; each row's arithmetic is
-/// exactly `dot_scalar`'s.
+/// One weight row of type `TY` times the activations, in one 256-bit register: exactly
+/// `dot_scalar`'s arithmetic.
 ///
 /// # Safety
 /// The CPU must support AVX-512F/BW/VL/VNNI, AVX2, FMA and F16C.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 #[inline]
-unsafe fn dot_rows_typed<const R: usize, const TY: u8>(rows: [&[u8]; R], act: &[ActBlock]) -> [f32; R] {
+unsafe fn dot_row_typed<const TY: u8>(row: &[u8], act: &[ActBlock]) -> f32 {
     let bb = match TY {
         Q4_0 => 18,
         Q4_1 => 20,
         _ => 34,
     };
-    // Q4_0's offset is −8·d: the broadcast d times (1, −8), for each row of a pair.
+    // Q4_0's offset is −8·d: the broadcast d times (1, −8).
     let q4_0_offset = _mm_setr_ps(1.0, -8.0, 1.0, -8.0);
-    // Lane 0 (the first row's scale) to the low eight lanes, lane 2 to the high eight.
-    let pair_scale = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
-    let mut acc = [_mm512_setzero_ps(); R];
-    let mut offsets = [_mm_setzero_ps(); R];
-    let mut last = _mm256_setzero_ps();
-    let mut last_offset = _mm_setzero_ps();
-    let pairs = R / 2;
-    // Every block read below lies inside these slices (the one bounds check per row).
-    let rows = rows.map(|row| row[..act.len() * bb].as_ptr());
+    let mut acc = _mm256_setzero_ps();
+    let mut offset = _mm_setzero_ps();
+    // Every block read below lies inside this slice (the one bounds check).
+    let row = row[..act.len() * bb].as_ptr();
     for (b, a) in act.iter().enumerate() {
-        // SAFETY: `a.q` is 32 bytes; loadu has no alignment requirement.
-        let y = unsafe { _mm256_loadu_si256(a.q.as_ptr().cast()) };
-        let act_scales = _mm_setr_ps(a.d, a.s, a.d, a.s);
-        for p in 0..pairs {
-            // SAFETY: block `b` of rows of `act.len()` blocks: in bounds (checked above);
-            // every block type is at least 18 bytes, and the reads are unaligned.
-            unsafe {
-                let (lo, hi) = (rows[2 * p].add(b * bb), rows[2 * p + 1].add(b * bb));
-                let w =
-                    _mm512_inserti64x4(_mm512_castsi256_si512(quants256::<TY>(lo)), quants256::<TY>(hi), 1);
-                let ys = _mm512_inserti64x4(
-                    _mm512_castsi256_si512(signed_act::<TY>(lo, y)),
-                    signed_act::<TY>(hi, y),
-                    1,
-                );
-                let halves = _mm_unpacklo_epi32(
-                    _mm_cvtsi32_si128(lo.cast::<i32>().read_unaligned()),
-                    _mm_cvtsi32_si128(hi.cast::<i32>().read_unaligned()),
-                );
-                // (d, m) of the low row, then of the high row.
-                let mut scales = _mm_cvtph_ps(halves);
-                if TY == Q4_0 {
-                    scales = _mm_mul_ps(_mm_moveldup_ps(scales), q4_0_offset);
-                }
-                // (d·a.d, m·a.s) per row: the block scale, and the offset term exactly as
-                // the scalar kernel's `offset_sum += m * a.s`.
-                let scaled = _mm_mul_ps(scales, act_scales);
-                if TY != Q8_0 {
-                    offsets[p] = _mm_add_ps(offsets[p], scaled);
-                }
-                let sums = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), w, ys));
-                let s = _mm512_permutexvar_ps(pair_scale, _mm512_castps128_ps512(scaled));
-                acc[p] = _mm512_fmadd_ps(s, sums, acc[p]);
+        // SAFETY: block `b` of a row of `act.len()` blocks: in bounds (checked above); every
+        // block type is at least 18 bytes; `a.q` is 32 bytes; the reads are unaligned.
+        unsafe {
+            let block = row.add(b * bb);
+            let y = _mm256_loadu_si256(a.q.as_ptr().cast());
+            let mut scales = _mm_cvtph_ps(_mm_cvtsi32_si128(block.cast::<i32>().read_unaligned()));
+            if TY == Q4_0 {
+                scales = _mm_mul_ps(_mm_moveldup_ps(scales), q4_0_offset);
             }
-        }
-        if R % 2 == 1 {
-            // SAFETY: as for the pairs.
-            unsafe {
-                let block = rows[R - 1].add(b * bb);
-                let mut scales = _mm_cvtph_ps(_mm_cvtsi32_si128(block.cast::<i32>().read_unaligned()));
-                if TY == Q4_0 {
-                    scales = _mm_mul_ps(_mm_moveldup_ps(scales), q4_0_offset);
-                }
-                let scaled = _mm_mul_ps(scales, act_scales);
-                if TY != Q8_0 {
-                    last_offset = _mm_add_ps(last_offset, scaled);
-                }
-                let products = _mm256_dpbusd_epi32(
-                    _mm256_setzero_si256(),
-                    quants256::<TY>(block),
-                    signed_act::<TY>(block, y),
-                );
-                last = _mm256_fmadd_ps(_mm256_broadcastss_ps(scaled), _mm256_cvtepi32_ps(products), last);
+            // (d·a.d, m·a.s): the block scale, and the offset term exactly as the scalar
+            // kernel's `offset_sum += m * a.s`.
+            let scaled = _mm_mul_ps(scales, _mm_setr_ps(a.d, a.s, 0.0, 0.0));
+            if TY != Q8_0 {
+                offset = _mm_add_ps(offset, scaled);
             }
+            let products = _mm256_dpbusd_epi32(
+                _mm256_setzero_si256(),
+                quants256::<TY>(block),
+                signed_act::<TY>(block, y),
+            );
+            acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(scaled), _mm256_cvtepi32_ps(products), acc);
         }
     }
-    let mut out = [0f32; R];
-    let offset_of = |o: __m128, lane: i32| {
-        if TY == Q8_0 {
-            0.0
-        } else if lane == 1 {
-            _mm_cvtss_f32(_mm_shuffle_ps(o, o, 1))
-        } else {
-            _mm_cvtss_f32(_mm_shuffle_ps(o, o, 3))
-        }
-    };
-    for p in 0..pairs {
-        let lo = _mm512_castps512_ps256(acc[p]);
-        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[p]), 1));
-        out[2 * p] = hsum(lo) + offset_of(offsets[p], 1);
-        out[2 * p + 1] = hsum(hi) + offset_of(offsets[p], 3);
-    }
-    if R % 2 == 1 {
-        out[R - 1] = hsum(last) + offset_of(last_offset, 1);
-    }
-    out
+    let m = if TY == Q8_0 { 0.0 } else { _mm_cvtss_f32(_mm_shuffle_ps(offset, offset, 1)) };
+    hsum(acc) + m
 }
 
-/// `dot_rows` for `T` tokens at once: `out[r][t]` is row `r` times activations `acts[t]`,
+/// [`dot_rows`] for `T` tokens at once: `out[r][t]` is row `r` times activations `acts[t]`,
 /// bit-identical to `dot_scalar` on that row and token. Each pair of weight rows is
 /// unpacked and its scales converted once per block for all `T` tokens, which is what makes
 /// a batched step (several sequences, or a prompt's tokens) cheaper per token than `T`
@@ -408,13 +356,4 @@ unsafe fn dot_rows_tokens_typed<const R: usize, const T: usize, const TY: u8>(
         }
     }
     out
-}
-
-/// Sums eight lanes: halves, then pairs, then one (`reduce8`'s order).
-#[target_feature(enable = "avx2")]
-#[inline]
-fn hsum(acc: __m256) -> f32 {
-    let halves = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    let pairs = _mm_add_ps(halves, _mm_movehl_ps(halves, halves));
-    _mm_cvtss_f32(_mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1)))
 }
