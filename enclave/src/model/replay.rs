@@ -17,7 +17,7 @@
 
 use super::chat::encode_chat_prompt;
 use super::sampler::Sampler;
-use super::{generate_blocking, FinishReason, GenerateRequest, Model, ModelError};
+use super::{generate_blocking, FinishReason, GenerateRequest, Model, ModelError, Step};
 
 /// Completion tokens fed per teacher-forced pass (bounds the logits held: 64 × vocab f32).
 const REPLAY_CHUNK: usize = 64;
@@ -77,9 +77,9 @@ pub fn replay(
     let vocab = model.tokenizer.vocab_size();
 
     // The prompt, all but its last token, as generation's prefill would feed it (only the
-    // cache matters here, not these logits).
+    // cache matters here: no logits are computed).
     if prompt.len() > 1 {
-        model.logits_after_each(&mut cache, &prompt[..prompt.len() - 1])?;
+        model.step(&mut [Step { cache: &mut cache, tokens: &prompt[..prompt.len() - 1], logits: false }])?;
     }
     // Then the prompt's last token and the committed tokens: the logits after each are the
     // ones generation sampled the next token from.
