@@ -109,7 +109,6 @@ impl GgufTokenizer {
         }
         let tokens = string_array(md, "tokenizer.ggml.tokens")?;
         let merges = string_array(md, "tokenizer.ggml.merges")?;
-        let merges_text = merges.clone();
         let token_types: Vec<i32> = metadata(md, "tokenizer.ggml.token_type")?
             .to_vec()
             .map_err(|e| invalid("tokenizer.ggml.token_type", e.to_string()))?
@@ -130,7 +129,7 @@ impl GgufTokenizer {
         if vocab.len() != tokens.len() {
             return Err(invalid("tokenizer.ggml.tokens", "duplicate tokens"));
         }
-        let merges: Vec<(String, String)> = merges
+        let merge_pairs: Vec<(String, String)> = merges
             .iter()
             .map(|m| {
                 m.split_once(' ')
@@ -139,7 +138,7 @@ impl GgufTokenizer {
             })
             .collect::<Result<_, _>>()?;
         let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
+            .vocab_and_merges(vocab, merge_pairs)
             .build()
             .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
 
@@ -176,7 +175,7 @@ impl GgufTokenizer {
             }
         }
 
-        let digest = tokenizer_digest(&tokens, &merges_text, &token_types, bos_id, &stop_ids);
+        let digest = tokenizer_digest(&tokens, &merges, &token_types, bos_id, &stop_ids);
         Ok(Self { with_special, plain, token_bytes, bos_id, eos_id, stop_ids, digest })
     }
 
