@@ -17,7 +17,7 @@ use crate::policy::ClientPolicy;
 use crate::verdict::Verdict;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use vouch_attestation::receipt::{ReceiptError, ReceiptVerifier};
+use vouch_attestation::receipt::{ReceiptError, ReceiptVerifier, VerifiedReceipt};
 use vouch_attestation::TrustAnchors;
 
 /// Largest receipt file read, in bytes (a receipt is a few KiB; request and output
@@ -71,6 +71,19 @@ pub fn check_receipt(
     expected: Option<Expected<'_>>,
     now: u64,
 ) -> Result<Verdict, ReceiptCheckError> {
+    check_receipt_verified(anchors, policy, receipt_cbor, exchange, expected, now).map(|(verdict, _)| verdict)
+}
+
+/// [`check_receipt`], also returning the verified receipt (its leaf: what `vouch replay`
+/// re-executes).
+pub fn check_receipt_verified(
+    anchors: &TrustAnchors,
+    policy: &ClientPolicy,
+    receipt_cbor: &[u8],
+    exchange: Option<(&[u8], &str)>,
+    expected: Option<Expected<'_>>,
+    now: u64,
+) -> Result<(Verdict, VerifiedReceipt), ReceiptCheckError> {
     let mut verifier = ReceiptVerifier::new(anchors.clone(), policy.snp.clone(), now);
     let verified = match verifier.verify(receipt_cbor) {
         Ok(v) => v,
@@ -107,7 +120,8 @@ pub fn check_receipt(
             hex::encode(&batch.model_sha256)
         )));
     }
-    Ok(Verdict::from_receipt(&verified, &policy.snp, exchange.is_some()))
+    let verdict = Verdict::from_receipt(&verified, &policy.snp, exchange.is_some());
+    Ok((verdict, verified))
 }
 
 /// Decodes the `vouch_receipt` field (standard base64).
@@ -175,30 +189,33 @@ impl ReceiptFile {
         }
     }
 
+    /// Decodes the file's base64 fields (its format tag checked).
+    pub fn load(self) -> Result<LoadedReceipt, String> {
+        if !self.format.is_empty() && self.format != RECEIPT_FILE_FORMAT {
+            return Err(format!("unknown receipt file format {:?}", self.format));
+        }
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let receipt_cbor =
+            b64.decode(self.receipt.trim()).map_err(|e| format!("receipt is not base64: {e}"))?;
+        let request_body = match self.request_body {
+            Some(r) => Some(b64.decode(r.trim()).map_err(|e| format!("request_body is not base64: {e}"))?),
+            None => None,
+        };
+        Ok(LoadedReceipt {
+            receipt_cbor,
+            request_body,
+            output: self.output,
+            completion_tokens: self.completion_tokens,
+        })
+    }
+
     /// Parses a receipt file: this JSON format, a bare base64 receipt, or raw CBOR.
     pub fn parse_any(bytes: &[u8]) -> Result<LoadedReceipt, String> {
         let text = std::str::from_utf8(bytes).ok().map(str::trim);
         if let Some(t) = text.filter(|t| t.starts_with('{')) {
             let f: ReceiptFile =
                 serde_json::from_str(t).map_err(|e| format!("invalid receipt file JSON: {e}"))?;
-            if !f.format.is_empty() && f.format != RECEIPT_FILE_FORMAT {
-                return Err(format!("unknown receipt file format {:?}", f.format));
-            }
-            let b64 = base64::engine::general_purpose::STANDARD;
-            let receipt_cbor =
-                b64.decode(f.receipt.trim()).map_err(|e| format!("receipt is not base64: {e}"))?;
-            let request_body = match f.request_body {
-                Some(r) => {
-                    Some(b64.decode(r.trim()).map_err(|e| format!("request_body is not base64: {e}"))?)
-                }
-                None => None,
-            };
-            return Ok(LoadedReceipt {
-                receipt_cbor,
-                request_body,
-                output: f.output,
-                completion_tokens: f.completion_tokens,
-            });
+            return f.load();
         }
         if let Some(t) = text {
             if let Ok(cbor) = base64::engine::general_purpose::STANDARD.decode(t) {

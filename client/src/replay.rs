@@ -16,16 +16,14 @@
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use vouch_attestation::receipt::{
-    token_ids_sha256, ReceiptLeaf, ReceiptVerifier, ReplaySpec, SEED_FROM_ENCLAVE,
-};
+use vouch_attestation::receipt::{token_ids_sha256, ReceiptLeaf, ReplaySpec, SEED_FROM_ENCLAVE};
 use vouch_attestation::TrustAnchors;
 use vouch_enclave::model::{
     replay, Divergence, FinishReason, GenerateRequest, Model, ReplayOutcome, CHAT_TEMPLATE, SAMPLER_VERSION,
 };
 
 use crate::policy::ClientPolicy;
-use crate::receipts::{check_receipt, LoadedReceipt, ReceiptCheckError};
+use crate::receipts::{check_receipt_verified, LoadedReceipt, ReceiptCheckError};
 
 /// Format tag of [`FraudProof`].
 pub const FRAUD_PROOF_FORMAT: &str = "vouch-fraud-proof/1";
@@ -99,10 +97,8 @@ pub fn replay_receipt(
     let (Some(request), Some(output)) = (&loaded.request_body, &loaded.output) else {
         return Err(cannot("the file carries no request body and output (save answers with --receipt-out)"));
     };
-    check_receipt(anchors, policy, &loaded.receipt_cbor, Some((request, output)), None, now)?;
-    let verified = ReceiptVerifier::new(anchors.clone(), policy.snp.clone(), now)
-        .verify(&loaded.receipt_cbor)
-        .map_err(ReceiptCheckError::from)?;
+    let (_, verified) =
+        check_receipt_verified(anchors, policy, &loaded.receipt_cbor, Some((request, output)), None, now)?;
     let leaf = verified.leaf().clone();
     let spec = leaf.replay.clone().ok_or_else(|| {
         cannot(format!(
@@ -154,8 +150,7 @@ pub fn check_proof(
     if proof.format != FRAUD_PROOF_FORMAT {
         return Err(cannot(format!("unknown proof format {:?}", proof.format)));
     }
-    let bytes = serde_json::to_vec(&proof.receipt_file).map_err(|e| cannot(e.to_string()))?;
-    let loaded = crate::receipts::ReceiptFile::parse_any(&bytes).map_err(cannot)?;
+    let loaded = proof.receipt_file.clone().load().map_err(cannot)?;
     Ok(match replay_receipt(anchors, policy, &loaded, model, now)? {
         ReplayVerdict::Match { .. } => false,
         ReplayVerdict::Fraud(p) => {
