@@ -25,25 +25,14 @@ struct Setup {
 fn setup() -> Setup {
     let sp = sim();
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("sim-ark.pem");
-    std::fs::write(&root, sp.ark_pem()).unwrap();
-    let policy = dir.path().join("pinned.toml");
-    std::fs::write(&policy, format!("[snp]\nmeasurements = [\"{}\"]\n", hex::encode([9u8; 48]))).unwrap();
+    let (root, policy) = sim_trust_files(&sp, dir.path());
     let request = br#"{"model":"test-model","messages":[{"role":"user","content":"hi"}],"temperature":0.0,"stream":true}"#.to_vec();
     let output = "Hello there!".to_owned();
     let receipt = receipt(&sp, &request, &output, &[1; 32]);
     let file = dir.path().join("receipt.json");
     let f = ReceiptFile::new(&B64.encode(&receipt), &request, &output, Some("https://127.0.0.1:1"), None);
     std::fs::write(&file, serde_json::to_vec_pretty(&f).unwrap()).unwrap();
-    Setup {
-        root: root.to_string_lossy().into_owned(),
-        policy: policy.to_string_lossy().into_owned(),
-        file: file.to_string_lossy().into_owned(),
-        dir,
-        receipt,
-        request,
-        output,
-    }
+    Setup { root, policy, file: file.to_string_lossy().into_owned(), dir, receipt, request, output }
 }
 
 fn write(s: &Setup, name: &str, receipt: &[u8], request: &[u8], output: &str) -> String {

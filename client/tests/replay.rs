@@ -63,11 +63,7 @@ fn answer(model: &mut Model, body: &[u8]) -> (Vec<u32>, String, ReceiptLeaf) {
 fn honest_answers_match_lies_get_a_proof_that_checks() {
     let sp = sim();
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("sim-ark.pem");
-    std::fs::write(&root, sp.ark_pem()).unwrap();
-    let policy = dir.path().join("pinned.toml");
-    std::fs::write(&policy, format!("[snp]\nmeasurements = [\"{}\"]\n", hex::encode([9u8; 48]))).unwrap();
-    let (root, policy) = (root.to_string_lossy().into_owned(), policy.to_string_lossy().into_owned());
+    let (root, policy) = sim_trust_files(&sp, dir.path());
     let model_file = model_path();
     let mut model = Model::load(std::path::Path::new(&model_file)).unwrap();
     let write = |name: &str, leaf: &ReceiptLeaf, body: &[u8], text: &str, tokens: &[u32]| {

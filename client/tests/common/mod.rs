@@ -48,6 +48,17 @@ pub fn sim() -> SimulatedSp {
     SimulatedSp::from_keys(&keys).unwrap()
 }
 
+/// Writes the simulated root (`sim-ark.pem`) and a policy pinning the code identity the
+/// test reports carry (09…09, `pinned.toml`) into `dir`; returns their paths.
+#[allow(dead_code)] // not every test binary verifies through the CLI
+pub fn sim_trust_files(sp: &SimulatedSp, dir: &std::path::Path) -> (String, String) {
+    let root = dir.join("sim-ark.pem");
+    std::fs::write(&root, sp.ark_pem()).unwrap();
+    let policy = dir.join("pinned.toml");
+    std::fs::write(&policy, format!("[snp]\nmeasurements = [\"{}\"]\n", hex::encode([9u8; 48]))).unwrap();
+    (root.to_string_lossy().into_owned(), policy.to_string_lossy().into_owned())
+}
+
 pub fn bundle(sp: &SimulatedSp, report: &[u8]) -> ReportBundle {
     ReportBundle {
         report: report.to_vec(),
