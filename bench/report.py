@@ -36,6 +36,22 @@ def json_lines(text):
             except ValueError:
                 pass
 
+replays = {}  # (mode, threads) -> the bench_replay line
+for d in json_lines(read("replay.txt").replace("BENCH_JSON ", "")):
+    replays[(d["mode"], d["threads"])] = d
+r.update(bench_json(read("audit.txt")))
+if replays:
+    r["replay_speedup_min"] = min(d["replay_speedup"] for d in replays.values())
+    r["replay_speedup_max"] = max(d["replay_speedup"] for d in replays.values())
+
+def replay_rows():
+    if not replays:
+        return "not measured"
+    lines = ["| answer | threads | tokens | generate tok/s | replay tok/s | replay ÷ generate | target |", "|---|---|---|---|---|---|---|"]
+    for (mode, t), d in sorted(replays.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        lines.append(f"| {mode} | {t} | {d['completion_tokens']} | {d['generate_tok_s']:.1f} | {d['replay_tok_s']:.1f} | {d['replay_speedup']:.2f}× | ≥ 3× |")
+    return "\n".join(lines)
+
 batched = {}  # (engine, threads, batch) -> aggregate decode tok/s
 for name in ("llamacpp-batched.txt", "native-batched.txt"):
     for d in json_lines(read(name)):
@@ -206,6 +222,8 @@ Command: `bash bench/run.sh{' --smoke' if smoke else ''}` (raw outputs in `bench
 | Vouch (native runtime) / llama.cpp generation tokens/s, same GGUF, 1 thread | {f('vs_llamacpp_tokens_ratio', '{:.3f}')} ({f('vouch_gen_tokens_per_s', '{:.1f}')} vs {f('llamacpp_gen_tokens_per_s', '{:.1f}')}; candle {f('candle_gen_tokens_per_s', '{:.1f}')}) | ≥ 1.2 |
 | the same on all {machine['cores']} cores | {f('vs_llamacpp_tokens_ratio_all_cores', '{:.3f}')} ({f('vouch_gen_tokens_per_s_all_cores', '{:.1f}')} vs {f('llamacpp_gen_tokens_per_s_all_cores', '{:.1f}')}) | ≥ 1.2 |
 | native kernel in use / the AVX2 kernel (`VOUCH_KERNEL=avx2`), generation tokens/s, 1 thread; all cores | {f('avx512_vs_avx2_tokens_ratio', '{:.3f}')} ({f('vouch_gen_tokens_per_s', '{:.1f}')} vs {f('vouch_avx2_gen_tokens_per_s', '{:.1f}')}); {f('avx512_vs_avx2_tokens_ratio_all_cores', '{:.3f}')} | > 1 where AVX-512 exists |
+| replay verification ÷ generating the same answer (tokens/s; greedy and sampled, 1 and all threads: lowest – highest) | {f('replay_speedup_min', '{:.2f}')}× – {f('replay_speedup_max', '{:.2f}')}× | ≥ 3× |
+| proxy answer latency p50 / p99 with audits at rate {r.get('audit_rate', '—')} vs none | {f('audit_on_p50_ms', '{:.0f}')} / {f('audit_on_p99_ms', '{:.0f}')} ms vs {f('audit_off_p50_ms', '{:.0f}')} / {f('audit_off_p99_ms', '{:.0f}')} ms | unchanged within noise |
 | raw P-384 verify floor (aws-lc-rs) | {f('p384_verify_floor_us')} µs | — |
 | report verification, warm (chain cached) | {f('verify_warm_us')} µs ({f('verify_warm_over_floor', '{:.2f}')}× floor) | ≤ 1.2× floor |
 | report verification, cold (ARK→ASK→VCEK→report) | {f('verify_cold_us')} µs | ≤ 2000 µs |
@@ -223,6 +241,19 @@ Command: `bash bench/run.sh{' --smoke' if smoke else ''}` (raw outputs in `bench
 ## Continuous batching (`bench-batch`: client → host → enclave, attested TLS, every receipt verified)
 
 {batch_section}
+
+## Replay verification (`bench_replay`: the same answer generated, then checked by `replay`, interleaved)
+
+{replay_rows()}
+
+## Cross-operator audits (`bench-audit`: proxy answer latency, audited and not, alternating requests)
+
+| figure | audit rate 0 | audit rate {r.get('audit_rate', '—')} | target |
+|---|---|---|---|
+| answer latency p50 / p99 ({r.get('audit_requests', '—')} answers each) | {f('audit_off_p50_ms', '{:.0f}')} / {f('audit_off_p99_ms', '{:.0f}')} ms | {f('audit_on_p50_ms', '{:.0f}')} / {f('audit_on_p99_ms', '{:.0f}')} ms (audits {r.get('audit_counts', '—')}) | unchanged within noise |
+
+Both enclaves share this machine's 2 cores: an audit running on the second enclave takes CPU
+from the next answer here, which an audit enclave on another operator's machine would not.
 
 ## Model speed (`scripts/bench-model.sh`: same GGUF, same prompt, 64 tokens, runs alternate)
 

@@ -44,7 +44,7 @@ else
     TOKENS=64; RUNS=3; SECS=2; ROUNDS=20000; BULK=1024
 fi
 
-log "1/7 report verification vs the aws-lc-rs P-384 floor"
+log "1/9 report verification vs the aws-lc-rs P-384 floor"
 if [[ $SMOKE -eq 1 ]]; then
     cargo test --locked -p vouch-attestation --test vectors -q >/dev/null
     echo 'BENCH_JSON {"smoke":true}' > "$OUT/verify.txt"
@@ -52,7 +52,7 @@ else
     cargo bench --locked -p vouch-attestation --bench verify 2>/dev/null | tee "$OUT/verify.txt"
 fi
 
-log "2/7 whole process: vouch verify-report vs snpguest verify attestation and a Python verifier"
+log "2/9 whole process: vouch verify-report vs snpguest verify attestation and a Python verifier"
 SNPGUEST=$(command -v snpguest || echo "$HOME/.cargo/bin/snpguest")
 if [[ ! -x "$SNPGUEST" && $SMOKE -eq 0 ]]; then
     echo "bench: installing snpguest 0.11.0 from crates.io (needs libssl-dev, pkg-config)" >&2
@@ -92,17 +92,17 @@ us() { echo $(( $1 / n / 1000 )); }
     echo "BENCH_JSON {$json}"
 } | tee "$OUT/process.txt"
 
-log "3/7 group commit: answers/s and reports/s (receipt pipeline)"
+log "3/9 group commit: answers/s and reports/s (receipt pipeline)"
 "$PROFILE_DIR/examples/bench_notary" "$SECS" | tee "$OUT/notary.txt"
 
-log "4/7 host forwarding vs direct"
+log "4/9 host forwarding vs direct"
 "$PROFILE_DIR/examples/bench" --host-bin "$PROFILE_DIR/vouch-host" --rounds "$ROUNDS" --bulk-mib "$BULK" 2>&1 | tee "$OUT/host.txt" || \
     bash scripts/bench-host.sh --rounds "$ROUNDS" --bulk-mib "$BULK" | tee "$OUT/host.txt"
 
-log "5/7 attested generation end to end vs in-process generate; enclave memory"
+log "5/9 attested generation end to end vs in-process generate; enclave memory"
 "$PROFILE_DIR/bench-e2e" --bin-dir "$PROFILE_DIR" --tokens "$TOKENS" --runs "$RUNS" --latency-ms 8 | tee "$OUT/e2e.txt"
 
-log "6/7 model speed (native runtime and candle) $( [[ $LLAMA -eq 1 ]] && echo 'vs llama.cpp, same GGUF and threads')"
+log "6/9 model speed (native runtime and candle) $( [[ $LLAMA -eq 1 ]] && echo 'vs llama.cpp, same GGUF and threads')"
 if [[ $SMOKE -eq 1 ]]; then
     echo "smoke: skipped" > "$OUT/model.txt"
 else
@@ -115,7 +115,7 @@ else
     fi
 fi
 
-log "7/7 continuous batching end to end: 1-16 concurrent streams, time to first token, memory $( [[ $LLAMA -eq 1 ]] && echo '; llama.cpp batched decode')"
+log "7/9 continuous batching end to end: 1-16 concurrent streams, time to first token, memory $( [[ $LLAMA -eq 1 ]] && echo '; llama.cpp batched decode')"
 if [[ $SMOKE -eq 1 ]]; then
     "$PROFILE_DIR/bench-batch" --bin-dir "$PROFILE_DIR" --tokens 4 --threads 2 --probes 2 --levels 1,2 | tee "$OUT/batch.txt"
 else
@@ -131,6 +131,22 @@ else
             "$PROFILE_DIR/examples/bench_batch_decode" --threads "$t" --tokens "$TOKENS" --levels 1,2,4,8,16
         done | tee "$OUT/native-batched.txt"
     fi
+fi
+
+log "8/9 replay verification vs generating the same answer (teacher-forced, same threads)"
+if [[ $SMOKE -eq 1 ]]; then
+    "$PROFILE_DIR/examples/bench_replay" --threads 1 --tokens 8 --runs 1 | tee "$OUT/replay.txt"
+else
+    for t in 1 "$(nproc)"; do
+        "$PROFILE_DIR/examples/bench_replay" --threads "$t" --tokens 256 --runs "$RUNS"
+    done | tee "$OUT/replay.txt"
+fi
+
+log "9/9 cross-operator audits: proxy answer latency at --audit-rate 0.1 vs 0 (alternating)"
+if [[ $SMOKE -eq 1 ]]; then
+    "$PROFILE_DIR/bench-audit" --bin-dir "$PROFILE_DIR" --requests 4 --tokens 4 --rate 0.5 | tee "$OUT/audit.txt"
+else
+    "$PROFILE_DIR/bench-audit" --bin-dir "$PROFILE_DIR" --requests 100 --tokens 16 --rate 0.1 | tee "$OUT/audit.txt"
 fi
 
 log "writing bench/RESULTS.md and bench/results.json"

@@ -184,6 +184,13 @@ pub const SEED_FROM_REQUEST: &str = "request";
 /// Seed origin: the request gave none and sampled at temperature > 0, so the enclave drew
 /// one (committed here, so a replay uses it).
 pub const SEED_FROM_ENCLAVE: &str = "enclave";
+/// Seed origin: the request body gave none and sampled at temperature > 0, and the client
+/// handed one over beside it (the `vouch-seed` header): the seed an earlier enclave drew for
+/// the same request, when a broken stream is resumed or an answer is audited on a second
+/// enclave. As for [`SEED_FROM_ENCLAVE`], the committed seed is the one a replay uses.
+pub const SEED_FROM_CLIENT: &str = "client";
+/// Every seed origin a leaf may name.
+pub const SEED_SOURCES: [&str; 3] = [SEED_FROM_REQUEST, SEED_FROM_ENCLAVE, SEED_FROM_CLIENT];
 
 /// Everything a re-execution of an answer needs beyond the request bytes, as committed in
 /// a format-3 leaf. With the same engine version and model file, a replay of the request
@@ -194,7 +201,7 @@ pub struct ReplaySpec {
     pub engine: String,
     /// The token-selection algorithm and its version (e.g. `vouch-sampler-1`).
     pub sampler: String,
-    /// [`SEED_FROM_REQUEST`] or [`SEED_FROM_ENCLAVE`]; the seed is the leaf's `seed`.
+    /// One of [`SEED_SOURCES`]; the seed is the leaf's `seed`.
     pub seed_source: String,
     /// SHA-256 of the tokenizer as loaded (vocabulary, merges, pre-tokenizer, stop ids).
     #[serde(with = "serde_bytes")]
@@ -512,6 +519,14 @@ impl ReceiptVerifier {
                     if leaf.replay.is_some() { "must not carry" } else { "must carry" }
                 ),
             });
+        }
+        if let Some(spec) = &leaf.replay {
+            if !SEED_SOURCES.contains(&spec.seed_source.as_str()) {
+                return Err(ReceiptError::Malformed {
+                    what: "receipt leaf",
+                    reason: format!("unknown seed source {:?}", spec.seed_source),
+                });
+            }
         }
         if leaf.model_sha256 != batch.model_sha256 {
             return Err(ReceiptError::ClaimMismatch {

@@ -423,6 +423,32 @@ fn format_2_leaves_still_verify_and_no_leaf_is_read_as_the_other_format() {
 }
 
 #[test]
+fn a_leaf_naming_an_unknown_seed_source_is_refused() {
+    let sp = sim();
+    let with_source = |i: u32, source: &str| ReceiptLeaf {
+        replay: Some(ReplaySpec { seed_source: source.into(), ..ReplaySpec::for_tests() }),
+        ..leaf(i)
+    };
+    let receipts = batch_of(
+        &sp,
+        vec![
+            with_source(0, SEED_FROM_REQUEST),
+            with_source(1, SEED_FROM_ENCLAVE),
+            with_source(2, SEED_FROM_CLIENT),
+            with_source(3, "Enclave"),
+        ],
+    );
+    let mut verifier = ReceiptVerifier::new(anchors(&sp), pinned(), NOW);
+    for r in &receipts[..3] {
+        verifier.verify(r).unwrap();
+    }
+    assert_eq!(
+        verifier.verify(&receipts[3]).unwrap_err(),
+        ReceiptError::Malformed { what: "receipt leaf", reason: "unknown seed source \"Enclave\"".into() }
+    );
+}
+
+#[test]
 fn token_ids_hash_as_little_endian_u32s() {
     use sha2::Digest;
     let expected: [u8; 32] = sha2::Sha256::digest([1u8, 0, 0, 0, 0, 1, 0, 0]).into();

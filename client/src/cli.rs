@@ -113,6 +113,30 @@ pub struct ConnectArgs {
     /// Never contact AMD's KDS (evidence must carry its certificates).
     #[arg(long)]
     pub offline: bool,
+    /// Another enclave (or host) to turn to when the current one goes away mid-answer:
+    /// it is attested like the first, and the request resent (a stream resumes where it
+    /// broke). Repeatable; without it, a resend goes to the same URL (a host's other enclaves).
+    #[arg(long, value_name = "URL")]
+    pub fallback_url: Vec<String>,
+    /// How many times a request is resent after an outage (0: fail at the first).
+    #[arg(long, value_name = "N", default_value_t = crate::client::MAX_RESUMES)]
+    pub max_resends: u32,
+}
+
+/// Cross-operator spot checks.
+#[derive(Debug, Args, Clone)]
+pub struct AuditArgs {
+    /// A second, independently attested enclave to re-ask a sample of requests (same
+    /// bytes, same committed seed) and compare answers with; it must be on another chip.
+    #[arg(long, value_name = "URL")]
+    pub audit_url: Option<String>,
+    /// Policy for the audit enclave (default: the same as --policy), e.g. to pin another
+    /// operator's measurement or chips.
+    #[arg(long, value_name = "FILE", requires = "audit_url")]
+    pub audit_policy: Option<PathBuf>,
+    /// Where mismatch proofs are written.
+    #[arg(long, value_name = "DIR", default_value = "vouch-audits", requires = "audit_url")]
+    pub audit_out: PathBuf,
 }
 
 /// `vouch attest`.
@@ -153,6 +177,9 @@ pub struct ChatArgs {
     /// Ask for one JSON answer instead of a stream.
     #[arg(long)]
     pub no_stream: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub audit: AuditArgs,
     /// The question.
     #[arg(value_name = "PROMPT")]
     pub prompt: String,
@@ -192,6 +219,9 @@ pub struct ReplayArgs {
     /// Where to write the fraud proof on a mismatch (default: RECEIPT_FILE.fraud-proof.json).
     #[arg(long, value_name = "FILE")]
     pub proof_out: Option<PathBuf>,
+    /// The request body, for a bare receipt (a file from --receipt-out carries it).
+    #[arg(long, value_name = "FILE", conflicts_with = "check")]
+    pub request: Option<PathBuf>,
     /// Verification time, Unix seconds (default: now).
     #[arg(long, value_name = "UNIX_SECS")]
     pub now: Option<u64>,
@@ -209,6 +239,12 @@ pub struct ProxyArgs {
     /// Local address to serve plain HTTP on (keep it on loopback).
     #[arg(long, value_name = "HOST:PORT")]
     pub listen: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub audit: AuditArgs,
+    /// Fraction of answers (0..=1) audited on --audit-url.
+    #[arg(long, value_name = "R", default_value_t = 0.1, requires = "audit_url")]
+    pub audit_rate: f64,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub trust: TrustArgs,
@@ -429,9 +465,38 @@ fn client_config(conn: &ConnectArgs, trust: &TrustArgs) -> Result<ClientConfig, 
         }
     };
     let mut cfg = ClientConfig::new(&conn.url, policy);
+    cfg.fallback_urls = conn.fallback_url.clone();
+    cfg.max_resends = conn.max_resends;
     cfg.anchors = anchors;
     cfg.kds = kds;
     Ok(cfg)
+}
+
+/// The auditor for `--audit-url`, its enclave attested now: it must verify under the
+/// audit policy and sit on another chip than `primary`.
+async fn auditor(
+    a: &AuditArgs,
+    conn: &ConnectArgs,
+    trust: &TrustArgs,
+    primary: &crate::client::Attestation,
+    rate: f64,
+) -> Result<Option<Arc<crate::audit::Auditor>>, CliError> {
+    let Some(url) = &a.audit_url else { return Ok(None) };
+    if !(0.0..=1.0).contains(&rate) {
+        return Err(CliError::Usage("--audit-rate must be between 0 and 1".into()));
+    }
+    let trust =
+        TrustArgs { policy: a.audit_policy.clone().or_else(|| trust.policy.clone()), ..trust.clone() };
+    let audit_conn = ConnectArgs { url: url.clone(), fallback_url: Vec::new(), ..conn.clone() };
+    let client = Arc::new(VouchClient::new(client_config(&audit_conn, &trust)?)?);
+    let att = client.attest().await?;
+    if att.chip_id() == primary.chip_id() {
+        return Err(CliError::Usage(format!(
+            "--audit-url {url} is on the same chip as --url {}: an audit needs an independent enclave",
+            conn.url
+        )));
+    }
+    Ok(Some(Arc::new(crate::audit::Auditor::new(client, rate, a.audit_out.clone()))))
 }
 
 async fn attest(a: AttestArgs) -> Result<(), CliError> {
@@ -450,6 +515,13 @@ async fn chat(a: ChatArgs) -> Result<(), CliError> {
         return Err(CliError::Usage("--temperature must be a finite number >= 0".into()));
     }
     let client = VouchClient::new(client_config(&a.conn, &a.trust)?)?;
+    let audit = match &a.audit.audit_url {
+        Some(_) => {
+            let primary = client.attest().await?;
+            auditor(&a.audit, &a.conn, &a.trust, &primary, 1.0).await?
+        }
+        None => None,
+    };
     let mut req = ChatRequest::prompt(&a.prompt);
     req.model = a.model.clone();
     req.max_tokens = a.max_tokens;
@@ -478,11 +550,15 @@ async fn chat(a: ChatArgs) -> Result<(), CliError> {
         }
     };
     if let Some(path) = &a.receipt_out {
-        let tokens =
-            out.response.get("vouch_completion_tokens").and_then(|t| serde_json::from_value(t.clone()).ok());
-        let f = ReceiptFile::new(&out.receipt_b64, &out.request_body, &out.text, Some(&a.conn.url), tokens);
-        let body = serde_json::to_vec_pretty(&f).map_err(|e| CliError::Usage(e.to_string()))?;
+        let body =
+            serde_json::to_vec_pretty(&out.receipt_file()).map_err(|e| CliError::Usage(e.to_string()))?;
         std::fs::write(path, body).map_err(|source| CliError::Io { path: path.clone(), source })?;
+    }
+    if out.resumes > 0 {
+        eprintln!(
+            "vouch: the enclave went away mid-answer; resent {} time(s), finished and verified by {}",
+            out.resumes, out.url
+        );
     }
     if json {
         out_json(&serde_json::json!({
@@ -504,7 +580,41 @@ async fn chat(a: ChatArgs) -> Result<(), CliError> {
             eprintln!("vouch: {SIMULATED_BANNER}");
         }
     }
+    // After the answer is out: the audit (the user has the verified answer already).
+    if let Some(auditor) = audit {
+        audit_line(&auditor.run(1, &out).await, auditor.client().attestation().as_deref(), json)?;
+    }
     Ok(())
+}
+
+/// Prints an audit's verdict (`vouch chat --audit-url`); a mismatch is exit code 3.
+fn audit_line(
+    status: &crate::audit::AuditStatus,
+    audit: Option<&crate::client::Attestation>,
+    json: bool,
+) -> Result<(), CliError> {
+    use crate::audit::AuditStatus;
+    let url = audit.map(|a| a.url().to_owned()).unwrap_or_default();
+    if json {
+        out_json(&serde_json::json!({"audit": status, "audit_url": url}));
+    }
+    match status {
+        AuditStatus::Agree => {
+            if !json {
+                println!("AUDIT: {url}, on another chip, signed the same answer (token for token)");
+            }
+            Ok(())
+        }
+        AuditStatus::Mismatch { differs, proof } => Err(CliError::Fraud(format!(
+            "AUDIT: {url} signed a different answer ({differs} differ): at least one enclave lied; proof {} (vouch replay it to see which)",
+            proof.as_deref().unwrap_or("not written")
+        ))),
+        AuditStatus::Inconclusive { reason } | AuditStatus::Failed { reason } | AuditStatus::Skipped { reason } => {
+            eprintln!("vouch: AUDIT not conclusive: {reason}");
+            Ok(())
+        }
+        AuditStatus::Pending => Ok(()),
+    }
 }
 
 fn verify(a: VerifyArgs) -> Result<(), CliError> {
@@ -561,7 +671,23 @@ fn replay_command(a: ReplayArgs) -> Result<(), CliError> {
     let Some(receipt_path) = &a.receipt else {
         return Err(CliError::Usage("give RECEIPT_FILE or --check PROOF".into()));
     };
-    let loaded = ReceiptFile::parse_any(&read_file(receipt_path)?).map_err(CliError::MalformedReceipt)?;
+    let bytes = read_file(receipt_path)?;
+    if let Ok(m) = serde_json::from_slice::<crate::audit::MismatchProof>(&bytes) {
+        if m.format == crate::audit::MISMATCH_PROOF_FORMAT {
+            return replay_mismatch(&a, receipt_path, &m, &mut model, now);
+        }
+    }
+    let mut loaded = ReceiptFile::parse_any(&bytes).map_err(CliError::MalformedReceipt)?;
+    if let Some(path) = &a.request {
+        let body = read_file(path)?;
+        if loaded.request_body.as_ref().is_some_and(|b| *b != body) {
+            return Err(CliError::Usage(format!(
+                "--request {}: the receipt file carries another request body",
+                path.display()
+            )));
+        }
+        loaded.request_body = Some(body);
+    }
     match replay_receipt(&anchors, &policy, &loaded, &mut model, now)? {
         ReplayVerdict::Match { tokens, ms } => {
             if a.trust.json {
@@ -593,10 +719,66 @@ fn replay_command(a: ReplayArgs) -> Result<(), CliError> {
     }
 }
 
+/// `vouch replay` of an audit's mismatch proof: both hardware-signed answers are replayed;
+/// the one that is not what the engine computes is the liar (its fraud proof is written).
+fn replay_mismatch(
+    a: &ReplayArgs,
+    path: &Path,
+    m: &crate::audit::MismatchProof,
+    model: &mut vouch_enclave::model::Model,
+    now: u64,
+) -> Result<(), CliError> {
+    use crate::replay::{replay_receipt, ReplayVerdict};
+    let policy = load_policy(&a.trust)?;
+    let (anchors, _) = load_anchors(&a.trust)?;
+    let mut liars = Vec::new();
+    for (name, file) in [("primary", &m.primary), ("audit", &m.audit)] {
+        let loaded = file.clone().load().map_err(CliError::MalformedReceipt)?;
+        match replay_receipt(&anchors, &policy, &loaded, model, now)? {
+            ReplayVerdict::Match { tokens, .. } => {
+                println!(
+                    "{name} answer ({}): MATCH ({tokens} tokens are what this engine computes)",
+                    url_of(file)
+                );
+            }
+            ReplayVerdict::Fraud(proof) => {
+                let mut out = path.as_os_str().to_owned();
+                out.push(format!(".{name}.fraud-proof.json"));
+                let out = PathBuf::from(out);
+                let body = serde_json::to_vec_pretty(&proof).map_err(|e| CliError::Usage(e.to_string()))?;
+                std::fs::write(&out, body).map_err(|source| CliError::Io { path: out.clone(), source })?;
+                println!(
+                    "{name} answer ({}): MISMATCH at completion token {} (committed {:?}, engine {:?}); fraud proof {}",
+                    url_of(file),
+                    proof.position,
+                    proof.committed_token,
+                    proof.replayed_token,
+                    out.display()
+                );
+                liars.push(name);
+            }
+        }
+    }
+    if liars.is_empty() {
+        return Err(CliError::Usage(
+            "both answers replay as MATCH: they are not answers to the same request under one spec".into(),
+        ));
+    }
+    Err(CliError::Fraud(format!(
+        "the {} enclave's answer is not what the engine computes",
+        liars.join(" and the ")
+    )))
+}
+
+fn url_of(f: &ReceiptFile) -> &str {
+    f.url.as_deref().unwrap_or("?")
+}
+
 async fn proxy(a: ProxyArgs) -> Result<(), CliError> {
     let client = Arc::new(VouchClient::new(client_config(&a.conn, &a.trust)?)?);
     // Attest before listening: a proxy that cannot verify its enclave must not serve.
     let att = client.attest().await?;
+    let auditor = auditor(&a.audit, &a.conn, &a.trust, &att, a.audit_rate).await?;
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
         .map_err(|source| CliError::Io { path: PathBuf::from(&a.listen), source })?;
@@ -611,6 +793,14 @@ async fn proxy(a: ProxyArgs) -> Result<(), CliError> {
         v.model_name.as_deref().unwrap_or("?"),
         if v.simulated { " — SIMULATED, NOT AMD" } else { "" }
     );
+    let line = match &auditor {
+        Some(_) => format!(
+            "{line}; auditing {:.0}% of answers on {}",
+            a.audit_rate * 100.0,
+            a.audit.audit_url.as_deref().unwrap_or("")
+        ),
+        None => line,
+    };
     // On both streams: scripts wait on stdout, people watch stderr.
     println!("{line}");
     let _ = std::io::stdout().flush();
@@ -619,9 +809,8 @@ async fn proxy(a: ProxyArgs) -> Result<(), CliError> {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    crate::proxy::run(listener, client, shutdown).await.map_err(|e| CliError::Io {
-        path: PathBuf::from(&a.listen),
-        source: std::io::Error::other(e.to_string()),
+    crate::proxy::run(listener, crate::proxy::Upstream { client, auditor }, shutdown).await.map_err(|e| {
+        CliError::Io { path: PathBuf::from(&a.listen), source: std::io::Error::other(e.to_string()) }
     })
 }
 

@@ -21,7 +21,7 @@
 
 use crate::kds::{hwid_from_chip_id, KdsClient, KdsError};
 use crate::policy::ClientPolicy;
-use crate::receipts::{check_receipt, decode_receipt_b64, Expected, ReceiptCheckError};
+use crate::receipts::{check_receipt_verified, decode_receipt_b64, Expected, ReceiptCheckError};
 use crate::sse::SseParser;
 use crate::tls::{enclave_tls_config, spki_sha256};
 use crate::verdict::Verdict;
@@ -34,7 +34,9 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use vouch_attestation::receipt::{Evidence, Receipt, ReceiptError, ReportBundle, VerifiedEvidence};
+use vouch_attestation::receipt::{
+    Evidence, Receipt, ReceiptError, ReceiptLeaf, ReportBundle, VerifiedEvidence,
+};
 use vouch_attestation::{Report, TrustAnchors};
 
 /// Largest response body read from the enclave (chat JSON or a whole SSE stream).
@@ -164,6 +166,16 @@ pub enum ClientError {
     /// KDS was needed and failed.
     #[error("cannot complete the evidence from AMD KDS: {0}")]
     Kds(#[from] KdsError),
+    /// The answer stream ended before its receipt (the enclave or the path to it went away).
+    #[error("the answer stream broke off: {0}")]
+    StreamBroken(String),
+    /// A resumed answer is not the text already shown: the enclave that took over
+    /// regenerated other bytes than the one that broke off.
+    #[error("answer NOT verified: the resumed answer differs from the text already shown at byte {at}")]
+    ResumeDiverged {
+        /// Byte offset of the first difference.
+        at: usize,
+    },
 }
 
 /// The response's content type ("" when absent or not text): it picks CBOR, JSON or SSE parsing.
@@ -199,8 +211,32 @@ impl ClientError {
                 | ClientError::ModelRejected(_)
                 | ClientError::Receipt(_)
                 | ClientError::MissingReceipt
+                | ClientError::ResumeDiverged { .. }
         )
     }
+
+    /// True when the enclave (or the path to it) went away or could not be reached: the
+    /// request may be resent to another enclave. Never true for a refusal, a verification
+    /// failure or a request error: those are answers, not outages.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            ClientError::Connect { .. }
+            | ClientError::Http(_)
+            | ClientError::Timeout { .. }
+            | ClientError::StreamBroken(_) => true,
+            // The host or the enclave says it cannot serve now (5xx).
+            ClientError::Enclave { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+/// How many times one request is resent after an outage before giving up, by default.
+pub const MAX_RESUMES: u32 = 3;
+
+/// The pause before the `n`th resend (the host needs a moment to notice a dead enclave).
+fn resume_backoff(n: u32) -> Duration {
+    Duration::from_millis(200u64 << n.min(4))
 }
 
 /// Where the enclave is reached.
@@ -242,6 +278,9 @@ impl Endpoint {
 pub struct ClientConfig {
     /// `https://host:port` of the enclave (usually through vouch-host).
     pub url: String,
+    /// Further enclaves (each attested like the first) to turn to when the current one
+    /// goes away mid-answer; tried in order, round robin.
+    pub fallback_urls: Vec<String>,
     /// What is acceptable.
     pub policy: ClientPolicy,
     /// Trusted roots: `TrustAnchors::amd()`, plus a simulated root only when asked.
@@ -250,6 +289,8 @@ pub struct ClientConfig {
     pub kds: Option<KdsClient>,
     /// Time bounds.
     pub timeouts: Timeouts,
+    /// How many times a request is resent after an outage (default [`MAX_RESUMES`]).
+    pub max_resends: u32,
 }
 
 impl ClientConfig {
@@ -258,10 +299,12 @@ impl ClientConfig {
     pub fn new(url: &str, policy: ClientPolicy) -> ClientConfig {
         ClientConfig {
             url: url.to_owned(),
+            fallback_urls: Vec::new(),
             policy,
             anchors: TrustAnchors::amd(),
             kds: None,
             timeouts: Timeouts::default(),
+            max_resends: MAX_RESUMES,
         }
     }
 }
@@ -273,6 +316,8 @@ pub struct Attestation {
     tls_spki_sha256: [u8; 32],
     model_sha256: Vec<u8>,
     model_name: String,
+    chip_id: [u8; 64],
+    url: String,
     verified_at: Instant,
 }
 
@@ -292,6 +337,14 @@ impl Attestation {
     /// The attested model name.
     pub fn model_name(&self) -> &str {
         &self.model_name
+    }
+    /// The chip the report comes from (CHIP_ID).
+    pub fn chip_id(&self) -> &[u8; 64] {
+        &self.chip_id
+    }
+    /// The URL the attested enclave was reached at.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 }
 
@@ -366,13 +419,39 @@ pub struct ChatOutcome {
     pub request_body: Bytes,
     /// The verdict of the receipt (exchange checked, key and model matched).
     pub verdict: Verdict,
+    /// The verified receipt's leaf (what was committed: parameters, seed, replay spec).
+    pub leaf: ReceiptLeaf,
+    /// The chip whose report signed the receipt (CHIP_ID).
+    pub chip_id: [u8; 64],
+    /// The completion token ids the enclave sent (`vouch_completion_tokens`), if any.
+    pub completion_tokens: Option<Vec<u32>>,
+    /// How many times the request was resent after an outage before this answer.
+    pub resumes: u32,
+    /// Where the answering enclave was reached.
+    pub url: String,
+}
+
+impl ChatOutcome {
+    /// The file `--receipt-out` writes: everything `vouch verify` and `vouch replay` need.
+    pub fn receipt_file(&self) -> crate::receipts::ReceiptFile {
+        crate::receipts::ReceiptFile::new(
+            &self.receipt_b64,
+            &self.request_body,
+            &self.text,
+            Some(&self.url),
+            self.completion_tokens.clone(),
+        )
+    }
 }
 
 /// The Vouch client. Cheap to share behind an `Arc`; connections are pooled.
 pub struct VouchClient {
     cfg: ClientConfig,
     completions: Mutex<HashMap<CompletionKey, Completion>>,
-    endpoint: Endpoint,
+    /// The configured enclaves: `url` first, then the fallbacks.
+    endpoints: Vec<(String, Endpoint)>,
+    /// Index into `endpoints` of the one in use.
+    current: std::sync::atomic::AtomicUsize,
     tls: Arc<rustls::ClientConfig>,
     pinned: Mutex<Option<Arc<Attestation>>>,
     idle: Mutex<Vec<Session>>,
@@ -380,7 +459,7 @@ pub struct VouchClient {
 
 impl std::fmt::Debug for VouchClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VouchClient").field("endpoint", &self.endpoint).finish_non_exhaustive()
+        f.debug_struct("VouchClient").field("endpoints", &self.endpoints).finish_non_exhaustive()
     }
 }
 
@@ -427,12 +506,16 @@ fn error_message(body: &[u8]) -> String {
 impl VouchClient {
     /// A client for `cfg` (no connection is made yet).
     pub fn new(cfg: ClientConfig) -> Result<VouchClient, ClientError> {
-        let endpoint = Endpoint::parse(&cfg.url)?;
+        let endpoints = std::iter::once(&cfg.url)
+            .chain(&cfg.fallback_urls)
+            .map(|u| Endpoint::parse(u).map(|e| (u.clone(), e)))
+            .collect::<Result<Vec<_>, _>>()?;
         let tls = enclave_tls_config()
-            .map_err(|e| ClientError::Connect { addr: endpoint.authority(), reason: e.to_string() })?;
+            .map_err(|e| ClientError::Connect { addr: endpoints[0].1.authority(), reason: e.to_string() })?;
         Ok(VouchClient {
             cfg,
-            endpoint,
+            endpoints,
+            current: std::sync::atomic::AtomicUsize::new(0),
             tls,
             completions: Mutex::new(HashMap::new()),
             pinned: Mutex::new(None),
@@ -445,12 +528,31 @@ impl VouchClient {
         self.pinned.lock().ok().and_then(|p| p.clone())
     }
 
+    /// The enclave in use: its URL and endpoint.
+    fn endpoint(&self) -> &(String, Endpoint) {
+        let i = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        &self.endpoints[i % self.endpoints.len()]
+    }
+
+    /// After an outage: the next configured enclave, when there are several (behind one
+    /// host, the same URL reaches the host's other enclaves). Connections to the old one
+    /// are not reused; a new connection presenting another key is re-attested first.
+    fn fail_over(&self) {
+        if self.endpoints.len() > 1 {
+            self.current.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+    }
+
     /// Opens a TLS connection; returns the HTTP sender and the presented key's digest.
     async fn connect(&self) -> Result<(SendRequest<Full<Bytes>>, [u8; 32]), ClientError> {
-        let addr = self.endpoint.authority();
+        let endpoint = self.endpoint().1.clone();
+        let addr = endpoint.authority();
         let err = |reason: String| ClientError::Connect { addr: addr.clone(), reason };
-        let host = self.endpoint.host.clone();
-        let port = self.endpoint.port;
+        let host = endpoint.host.clone();
+        let port = endpoint.port;
         let (tls, spki) = timed(self.cfg.timeouts.connect, "TLS connection", async {
             let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
                 .await
@@ -492,7 +594,7 @@ impl VouchClient {
         let mut b = http::Request::builder()
             .method(method)
             .uri(path)
-            .header(http::header::HOST, self.endpoint.authority())
+            .header(http::header::HOST, self.endpoint().1.authority())
             .header(http::header::USER_AGENT, concat!("vouch/", env!("CARGO_PKG_VERSION")));
         if let Some(ct) = content_type {
             b = b.header(http::header::CONTENT_TYPE, ct);
@@ -634,6 +736,8 @@ impl VouchClient {
             tls_spki_sha256: spki,
             model_sha256: claims.model_sha256.clone(),
             model_name: claims.model_name.clone(),
+            chip_id: verified.report().report().chip_id(),
+            url: self.endpoint().0.clone(),
             verified_at: Instant::now(),
         })
     }
@@ -745,19 +849,24 @@ impl VouchClient {
 
     /// Sends a chat request built from `req` and verifies the answer. `on_delta` sees
     /// each streamed piece of text as it arrives — UNVERIFIED until this returns `Ok`.
+    /// An outage mid-answer is resumed as in [`Self::chat_raw`]: `on_delta` never sees a
+    /// piece of text twice.
     pub async fn chat(
         &self,
         req: &ChatRequest,
         on_delta: &mut (dyn FnMut(&str) + Send),
     ) -> Result<ChatOutcome, ClientError> {
-        let s = self.session().await?;
         let mut req = req.clone();
         if req.model.is_none() {
-            req.model = Some(s.attestation.model_name.clone());
+            let name = match self.attestation() {
+                Some(a) => a.model_name.clone(),
+                None => self.attest().await?.model_name.clone(),
+            };
+            req.model = Some(name);
         }
         let body = serde_json::to_vec(&req).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let out = self
-            .exchange(s, Bytes::from(body), &mut |chunk: &serde_json::Value| {
+            .chat_raw(Bytes::from(body), &mut |chunk: &serde_json::Value| {
                 if let Some(d) = delta_text(chunk) {
                     on_delta(d);
                 }
@@ -775,24 +884,71 @@ impl VouchClient {
     /// Sends `body` (an OpenAI chat request, bytes forwarded unchanged) and verifies
     /// the answer. For streamed answers, `on_chunk` sees every chunk except the final
     /// one (returned in [`ChatOutcome::response`] once its receipt verified).
+    ///
+    /// When the enclave goes away before the answer is complete (connection lost, stream
+    /// cut, host without a healthy enclave), the same bytes are resent — to the next
+    /// configured URL, or through the same host to another of its enclaves — after
+    /// attesting whichever enclave answers, up to [`MAX_RESUMES`] times. A stream resumes
+    /// where it broke: the regenerated text must begin with exactly what `on_chunk`
+    /// already saw (else [`ClientError::ResumeDiverged`]); only the rest is passed on, and
+    /// the receipt, from the enclave that finished, covers the whole answer. A sampled
+    /// request without a seed is resent with the seed the first enclave drew (it names it
+    /// in its first chunk; `vouch-seed`), so the regenerated bytes are the same.
     pub async fn chat_raw(
         &self,
         body: Bytes,
         on_chunk: &mut (dyn FnMut(&serde_json::Value) + Send),
     ) -> Result<ChatOutcome, ClientError> {
-        let s = self.session().await?;
-        self.exchange(s, body, on_chunk).await
+        self.chat_raw_seeded(body, None, on_chunk).await
+    }
+
+    /// [`Self::chat_raw`] with a seed handed over beside the body (`vouch-seed`), for a
+    /// sampled request whose body gives none: an audit re-asks another enclave with the
+    /// seed the first one drew.
+    pub async fn chat_raw_seeded(
+        &self,
+        body: Bytes,
+        seed: Option<u64>,
+        on_chunk: &mut (dyn FnMut(&serde_json::Value) + Send),
+    ) -> Result<ChatOutcome, ClientError> {
+        let mut resume = Resume { emitted: String::new(), forwarded: false, resent: false, seed };
+        let mut resumes = 0;
+        loop {
+            let attempt = async {
+                let s = self.session().await?;
+                self.exchange(s, body.clone(), &mut resume, on_chunk).await
+            };
+            match attempt.await {
+                Ok(mut out) => {
+                    out.resumes = resumes;
+                    return Ok(out);
+                }
+                Err(e) if e.is_outage() && resumes < self.cfg.max_resends => {
+                    resumes += 1;
+                    tracing::warn!(error = %e, resend = resumes, shown_bytes = resume.emitted.len(),
+                        "the enclave went away before the answer was complete; resending to another");
+                    self.fail_over();
+                    resume.resent = true;
+                    tokio::time::sleep(resume_backoff(resumes)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     async fn exchange(
         &self,
         mut s: Session,
         body: Bytes,
+        resume: &mut Resume,
         on_chunk: &mut (dyn FnMut(&serde_json::Value) + Send),
     ) -> Result<ChatOutcome, ClientError> {
         let t = self.cfg.timeouts;
-        let req =
+        let mut req =
             self.request(http::Method::POST, "/v1/chat/completions", body.clone(), Some("application/json"))?;
+        if let Some(seed) = resume.seed {
+            req.headers_mut().insert(SEED_HEADER, http::HeaderValue::from(seed));
+        }
         s.send.ready().await.map_err(|e| http_error(&e))?;
         let resp =
             timed(t.response, "the answer", s.send.send_request(req)).await?.map_err(|e| http_error(&e))?;
@@ -809,7 +965,7 @@ impl VouchClient {
         }
         let att = s.attestation.clone();
         let (text, finish_reason, response, receipt_b64, streamed) = if ct.starts_with("text/event-stream") {
-            let (text, finish, last) = read_stream(&mut incoming, t.read_idle, on_chunk).await?;
+            let (text, finish, last) = read_stream(&mut incoming, t.read_idle, resume, on_chunk).await?;
             let receipt = last.get("vouch_receipt").and_then(|r| r.as_str()).map(str::to_owned);
             (text, finish, last, receipt, true)
         } else {
@@ -837,17 +993,100 @@ impl VouchClient {
                 (completed, b64)
             }
         };
-        let verdict = check_receipt(
+        let (verdict, verified) = check_receipt_verified(
             &self.cfg.anchors,
             &self.cfg.policy,
             &receipt,
             Some((&body, &text)),
             Some(Expected { tls_spki_sha256: &att.tls_spki_sha256, model_sha256: &att.model_sha256 }),
             now_unix(),
-        )?
-        .with_model_name(Some(att.model_name.clone()));
-        Ok(ChatOutcome { text, finish_reason, response, streamed, receipt_b64, request_body: body, verdict })
+        )?;
+        let verdict = verdict.with_model_name(Some(att.model_name.clone()));
+        let completion_tokens =
+            response.get("vouch_completion_tokens").and_then(|t| serde_json::from_value(t.clone()).ok());
+        Ok(ChatOutcome {
+            text,
+            finish_reason,
+            response,
+            streamed,
+            receipt_b64,
+            request_body: body,
+            verdict,
+            leaf: verified.leaf().clone(),
+            chip_id: verified.report().report().chip_id(),
+            completion_tokens,
+            resumes: 0,
+            url: att.url.clone(),
+        })
     }
+}
+
+/// The `vouch-seed` request header (see the enclave's API): a seed handed over for a
+/// sampled request whose body gives none.
+pub const SEED_HEADER: &str = "vouch-seed";
+
+/// What survives from one attempt at an answer to the next.
+struct Resume {
+    /// The text already passed on (streamed deltas, in order).
+    emitted: String,
+    /// Whether any chunk was passed on (the opening role chunk counts).
+    forwarded: bool,
+    /// Whether this is a resent attempt.
+    resent: bool,
+    /// The seed to hand over (`vouch-seed`): given, or named by the first enclave.
+    seed: Option<u64>,
+}
+
+impl Resume {
+    /// Takes one streamed chunk whose delta made this attempt's text `text` (delta
+    /// included): returns the chunk to pass on — unchanged, trimmed to the part not yet
+    /// shown, or `None` when all of it was shown by an earlier attempt.
+    fn admit(
+        &mut self,
+        mut chunk: serde_json::Value,
+        text: &str,
+        delta: &str,
+    ) -> Result<Option<serde_json::Value>, ClientError> {
+        if delta.is_empty() {
+            // The opening (role) chunk is passed on once, not again by a resent attempt.
+            let again = self.resent && self.forwarded;
+            self.forwarded = true;
+            return Ok((!again).then_some(chunk));
+        }
+        let start = text.len() - delta.len();
+        let shown = self.emitted.len();
+        if text.len() <= shown {
+            // Shown by an earlier attempt: it must be the same bytes.
+            if self.emitted.as_bytes().get(start..text.len()) != Some(delta.as_bytes()) {
+                return Err(ClientError::ResumeDiverged { at: first_difference(&self.emitted, text) });
+            }
+            return Ok(None);
+        }
+        // Every earlier chunk of this attempt matched what was shown, so the text before
+        // `start` is what was shown up to there; a chunk straddling the break must agree on
+        // its shown part, and only the rest is new.
+        let fresh = if start < shown {
+            if !text.as_bytes().starts_with(self.emitted.as_bytes()) {
+                return Err(ClientError::ResumeDiverged { at: first_difference(&self.emitted, text) });
+            }
+            let rest = delta.get(shown - start..).ok_or(ClientError::ResumeDiverged { at: shown })?;
+            if let Some(c) = chunk.pointer_mut("/choices/0/delta/content") {
+                *c = serde_json::Value::String(rest.to_owned());
+            }
+            rest
+        } else {
+            delta
+        };
+        self.emitted.push_str(fresh);
+        self.forwarded = true;
+        Ok(Some(chunk))
+    }
+}
+
+/// The first byte offset at which `a` and `b` differ (the shorter length if one is a
+/// prefix of the other).
+fn first_difference(a: &str, b: &str) -> usize {
+    a.bytes().zip(b.bytes()).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()))
 }
 
 /// `choices[0].delta.content` of a streamed chunk.
@@ -856,10 +1095,12 @@ pub fn delta_text(chunk: &serde_json::Value) -> Option<&str> {
 }
 
 /// Reads an SSE chat stream: returns the concatenated text, the finish reason and the
-/// final chunk (the one carrying `vouch_receipt`); other chunks go to `on_chunk`.
+/// final chunk (the one carrying `vouch_receipt`); other chunks go to `on_chunk`, except
+/// what an earlier attempt already passed on (see [`Resume::admit`]).
 async fn read_stream(
     body: &mut Incoming,
     idle: Duration,
+    resume: &mut Resume,
     on_chunk: &mut (dyn FnMut(&serde_json::Value) + Send),
 ) -> Result<(String, Option<String>, serde_json::Value), ClientError> {
     let mut parser = SseParser::new();
@@ -890,21 +1131,26 @@ async fn read_stream(
                 let msg = v.pointer("/error/message").and_then(|m| m.as_str()).unwrap_or("error").to_owned();
                 return Err(ClientError::Enclave { status: 500, message: msg, body: Bytes::from(event) });
             }
-            if let Some(d) = delta_text(&v) {
-                text.push_str(d);
+            if resume.seed.is_none() {
+                resume.seed = v.get("vouch_seed").and_then(|s| s.as_str()).and_then(|s| s.parse().ok());
             }
+            let delta = delta_text(&v).unwrap_or("").to_owned();
+            text.push_str(&delta);
             if let Some(f) = v.pointer("/choices/0/finish_reason").and_then(|f| f.as_str()) {
                 finish = Some(f.to_owned());
             }
             if v.get("vouch_receipt").is_some() {
                 last = Some(v);
-            } else {
-                on_chunk(&v);
+            } else if let Some(c) = resume.admit(v, &text, &delta)? {
+                on_chunk(&c);
             }
         }
     }
     if !done {
-        return Err(ClientError::Protocol("stream ended without data: [DONE]".into()));
+        return Err(ClientError::StreamBroken("the stream ended without data: [DONE]".into()));
+    }
+    if !text.starts_with(&resume.emitted) {
+        return Err(ClientError::ResumeDiverged { at: first_difference(&resume.emitted, &text) });
     }
     let last = last.ok_or(ClientError::MissingReceipt)?;
     Ok((text, finish, last))
@@ -925,6 +1171,59 @@ mod tests {
         assert!(Endpoint::parse("http://127.0.0.1:8443").is_err());
         assert!(Endpoint::parse("https://h:1/v1/chat").is_err());
         assert!(Endpoint::parse("not a url").is_err());
+    }
+
+    fn chunk(delta: &str) -> serde_json::Value {
+        serde_json::json!({"choices": [{"index": 0, "delta": {"content": delta}}]})
+    }
+
+    /// Feeds `deltas` as one attempt; returns the deltas passed on.
+    fn attempt(r: &mut Resume, deltas: &[&str]) -> Result<Vec<String>, ClientError> {
+        let mut text = String::new();
+        let mut out = Vec::new();
+        for d in deltas {
+            text.push_str(d);
+            if let Some(c) = r.admit(chunk(d), &text, d)? {
+                out.push(delta_text(&c).unwrap_or("").to_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn a_resumed_stream_passes_on_only_what_was_not_shown() {
+        let mut r = Resume { emitted: String::new(), forwarded: false, resent: false, seed: None };
+        assert_eq!(attempt(&mut r, &["", "The cap", "ital"]).unwrap(), ["", "The cap", "ital"]);
+        r.resent = true;
+        // Regenerated with other chunk boundaries: the opening chunk and the shown bytes are
+        // dropped, the chunk straddling the break is trimmed.
+        let passed = attempt(&mut r, &["", "The", " capi", "tal of", " France"]).unwrap();
+        assert_eq!(passed, [" of", " France"]);
+        assert_eq!(r.emitted, "The capital of France");
+        // A second break right at a chunk boundary.
+        assert_eq!(attempt(&mut r, &["", "The capital of France", " is"]).unwrap(), [" is"]);
+    }
+
+    #[test]
+    fn a_resumed_stream_that_differs_from_what_was_shown_is_refused() {
+        let mut r = Resume { emitted: "The capital".into(), forwarded: true, resent: true, seed: None };
+        let e = attempt(&mut r, &["", "The cop"]).unwrap_err();
+        assert!(matches!(e, ClientError::ResumeDiverged { at: 5 }), "{e}");
+        assert!(e.is_verification_failure() && !e.is_outage());
+        let mut r = Resume { emitted: "The capital".into(), forwarded: true, resent: true, seed: None };
+        let e = attempt(&mut r, &["", "The capitol is"]).unwrap_err();
+        assert!(matches!(e, ClientError::ResumeDiverged { at: 9 }), "{e}");
+    }
+
+    #[test]
+    fn only_outages_are_resent() {
+        let enclave = |status| ClientError::Enclave { status, message: String::new(), body: Bytes::new() };
+        assert!(ClientError::StreamBroken("cut".into()).is_outage());
+        assert!(ClientError::Http("reset".into()).is_outage());
+        assert!(enclave(503).is_outage());
+        assert!(!enclave(400).is_outage() && !enclave(429).is_outage());
+        assert!(!ClientError::MissingReceipt.is_outage());
+        assert!(!ClientError::SimulatedNotTrusted.is_outage());
     }
 
     #[test]

@@ -10,11 +10,20 @@
 //! `[DONE]`, so SDKs raise instead of returning unverified text as complete. Streamed
 //! deltas are forwarded as they arrive and are only vouched for by the final verdict.
 //!
+//!
+//! An enclave that goes away mid-answer is replaced transparently (the client resends to
+//! another and resumes the stream; see [`VouchClient::chat_raw`]). With an [`Auditor`]
+//! (`--audit-url`), a sample of answers is re-asked of a second enclave after the answer
+//! went out; `vouch_verdict.audit` names the audit, whose verdict is served at
+//! `GET /v1/vouch/audits/ID` (all of them, counted: `GET /v1/vouch/audits`).
+//!
 //! ```text
 //!  app ─HTTP─► proxy ─► VouchClient (attested TLS) ─► enclave
 //!  app ◄─ answer + vouch_verdict ◄─ check_receipt ◄──┘
+//!                          └─(sampled, later)─► Auditor ─► audit enclave
 //! ```
 
+use crate::audit::Auditor;
 use crate::client::{ClientError, VouchClient};
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
@@ -100,10 +109,54 @@ fn sse(v: &serde_json::Value) -> Bytes {
     Bytes::from(format!("data: {v}\n\n"))
 }
 
-async fn handle(
-    client: Arc<VouchClient>,
-    req: hyper::Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
+/// What the proxy serves from: the attested enclave and, optionally, the auditor.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// The enclave answers come from.
+    pub client: Arc<VouchClient>,
+    /// Cross-operator spot checks (`--audit-url`), if configured.
+    pub auditor: Option<Arc<Auditor>>,
+}
+
+impl Upstream {
+    /// The answer's `vouch_verdict`, with its audit when one was started.
+    fn verdict(&self, out: &crate::client::ChatOutcome) -> serde_json::Value {
+        let mut v = out.verdict.to_json();
+        if let (Some(a), Some(o)) = (&self.auditor, v.as_object_mut()) {
+            if let Some(audit) = a.maybe_audit(out) {
+                o.insert("audit".into(), audit);
+            }
+        }
+        if out.resumes > 0 {
+            if let Some(o) = v.as_object_mut() {
+                o.insert("resumed".into(), out.resumes.into());
+            }
+        }
+        v
+    }
+}
+
+fn audits(up: &Upstream, path: &str) -> Response<ProxyBody> {
+    let Some(a) = &up.auditor else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "this proxy runs no audits (--audit-url)",
+        );
+    };
+    match path.strip_prefix("/v1/vouch/audits").unwrap_or("") {
+        "" | "/" => full(StatusCode::OK, "application/json", a.summary().to_string()),
+        rest => match rest.trim_start_matches('/').parse::<u64>().ok().and_then(|id| a.record(id)) {
+            Some(r) => {
+                full(StatusCode::OK, "application/json", serde_json::to_string(&r).unwrap_or_default())
+            }
+            None => error(StatusCode::NOT_FOUND, "invalid_request_error", "no such audit (or forgotten)"),
+        },
+    }
+}
+
+async fn handle(up: Upstream, req: hyper::Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+    let client = up.client.clone();
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     Ok(match (method, path.as_str()) {
@@ -116,7 +169,8 @@ async fn handle(
             }
             Err(e) => client_error(&e),
         },
-        (Method::POST, "/v1/chat/completions") => chat(client, req.into_body()).await,
+        (Method::POST, "/v1/chat/completions") => chat(up, req.into_body()).await,
+        (Method::GET, p) if p.starts_with("/v1/vouch/audits") => audits(&up, p),
         (_, "/v1/models") | (_, "/v1/chat/completions") => {
             error(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", "method not allowed")
         }
@@ -138,7 +192,8 @@ enum StreamMsg {
     Done(Box<Result<crate::client::ChatOutcome, ClientError>>),
 }
 
-async fn chat(client: Arc<VouchClient>, body: Incoming) -> Response<ProxyBody> {
+async fn chat(up: Upstream, body: Incoming) -> Response<ProxyBody> {
+    let client = up.client.clone();
     let body = match read_request(body).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -153,9 +208,10 @@ async fn chat(client: Arc<VouchClient>, body: Incoming) -> Response<ProxyBody> {
     if !stream {
         return match client.chat_raw(body, &mut |_| {}).await {
             Ok(out) => {
+                let verdict = up.verdict(&out);
                 let mut v = out.response;
                 if let Some(o) = v.as_object_mut() {
-                    o.insert("vouch_verdict".into(), out.verdict.to_json());
+                    o.insert("vouch_verdict".into(), verdict);
                 }
                 full(StatusCode::OK, "application/json", v.to_string())
             }
@@ -175,7 +231,7 @@ async fn chat(client: Arc<VouchClient>, body: Incoming) -> Response<ProxyBody> {
     let first = match rx.recv().await {
         Some(StreamMsg::Chunk(b)) => b,
         Some(StreamMsg::Done(done)) => match *done {
-            Ok(out) => final_events(out),
+            Ok(out) => final_events(&up, out),
             Err(e) => return client_error(&e),
         },
         None => return error(StatusCode::BAD_GATEWAY, "vouch_verification_error", "stream task ended"),
@@ -187,7 +243,7 @@ async fn chat(client: Arc<VouchClient>, body: Incoming) -> Response<ProxyBody> {
             let bytes = match m {
                 StreamMsg::Chunk(b) => b,
                 StreamMsg::Done(done) => match *done {
-                    Ok(out) => final_events(out),
+                    Ok(out) => final_events(&up, out),
                     Err(e) => {
                         tracing::warn!(error = %e, "streamed answer NOT verified");
                         sse(&serde_json::json!({
@@ -209,10 +265,11 @@ async fn chat(client: Arc<VouchClient>, body: Incoming) -> Response<ProxyBody> {
 }
 
 /// The verified final chunk with its verdict, then `[DONE]`.
-fn final_events(out: crate::client::ChatOutcome) -> Bytes {
+fn final_events(up: &Upstream, out: crate::client::ChatOutcome) -> Bytes {
+    let verdict = up.verdict(&out);
     let mut v = out.response;
     if let Some(o) = v.as_object_mut() {
-        o.insert("vouch_verdict".into(), out.verdict.to_json());
+        o.insert("vouch_verdict".into(), verdict);
     }
     let mut b = sse(&v).to_vec();
     b.extend_from_slice(b"data: [DONE]\n\n");
@@ -223,7 +280,7 @@ fn final_events(out: crate::client::ChatOutcome) -> Bytes {
 /// be attested ([`VouchClient::attest`]) so that misconfiguration fails at start-up.
 pub async fn run(
     listener: TcpListener,
-    client: Arc<VouchClient>,
+    upstream: Upstream,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ProxyError> {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -234,9 +291,9 @@ pub async fn run(
             r = listener.accept() => r?,
         };
         let Ok(permit) = limit.clone().acquire_owned().await else { return Ok(()) };
-        let client = client.clone();
+        let up = upstream.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| handle(client.clone(), req));
+            let svc = service_fn(move |req| handle(up.clone(), req));
             if let Err(e) =
                 hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await
             {

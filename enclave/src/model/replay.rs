@@ -133,3 +133,61 @@ pub fn replay(
         replayed_finish,
     }))
 }
+
+/// The fallback when the committed token ids are not at hand (a bare receipt and its
+/// request, or a file saved without them): the answer is regenerated step by step, the
+/// ordinary way (one forward pass per token: slower than [`replay`]). It matches when its
+/// token ids hash to `committed.ids_sha256`, its text to `committed.text_sha256` (and
+/// equals `committed.text`, when known) and it ends with `finish`. On a difference, the
+/// position is the first completion token after which the engine's text is no longer a
+/// prefix of the committed text — the token count when the texts agree or the committed
+/// text is unknown; the committed token there is unknown (`None`).
+pub fn replay_by_text(
+    model: &mut Model,
+    req: &GenerateRequest,
+    committed: CommittedAnswer<'_>,
+    finish: FinishReason,
+) -> Result<ReplayOutcome, ModelError> {
+    use sha2::Digest;
+    req.validate()?;
+    let mut text = String::new();
+    let (replayed_finish, stats) = generate_blocking(model, req, |d| text.push_str(d))?;
+    let ids = stats.completion_token_ids;
+    let same_ids = vouch_attestation::receipt::token_ids_sha256(&ids)[..] == *committed.ids_sha256;
+    let same_text = sha2::Sha256::digest(text.as_bytes())[..] == *committed.text_sha256
+        && committed.text.is_none_or(|t| t == text);
+    if same_ids && same_text && replayed_finish == finish {
+        let prompt = encode_chat_prompt(&model.tokenizer, &req.messages)?;
+        return Ok(ReplayOutcome::Match { prompt_tokens: prompt });
+    }
+    let mut position = ids.len();
+    if let Some(committed) = committed.text.map(str::as_bytes) {
+        let mut spelled = Vec::new();
+        for (i, &id) in ids.iter().enumerate() {
+            spelled.extend_from_slice(model.tokenizer.token_bytes(id));
+            if !committed.starts_with(&spelled) {
+                position = i;
+                break;
+            }
+        }
+    }
+    Ok(ReplayOutcome::Diverged(Divergence {
+        position,
+        committed: None,
+        replayed: ids.get(position).copied(),
+        replayed_tokens: ids,
+        replayed_text: text,
+        replayed_finish,
+    }))
+}
+
+/// What a receipt commits about an answer whose token ids are not at hand.
+#[derive(Debug, Clone, Copy)]
+pub struct CommittedAnswer<'a> {
+    /// The answer's text, when known.
+    pub text: Option<&'a str>,
+    /// SHA-256 of its text (the receipt's `output_sha256`).
+    pub text_sha256: &'a [u8],
+    /// The digest of its token ids (the spec's `output_tokens_sha256`).
+    pub ids_sha256: &'a [u8],
+}
