@@ -33,7 +33,7 @@ use crate::receipts::ReceiptFile;
 
 /// Format tag of [`MismatchProof`].
 pub const MISMATCH_PROOF_FORMAT: &str = "vouch-audit-mismatch/1";
-/// Audits running at once; a sampled answer beyond that is recorded as skipped.
+/// Audits running at once by default; a sampled answer beyond that is recorded as skipped.
 pub const MAX_AUDITS_IN_FLIGHT: usize = 4;
 /// Audit records kept (the oldest are forgotten first).
 pub const MAX_AUDIT_RECORDS: usize = 4096;
@@ -154,6 +154,7 @@ pub struct Auditor {
     rate: f64,
     out_dir: PathBuf,
     slots: Arc<Semaphore>,
+    concurrency: usize,
     next_id: AtomicU64,
     records: Mutex<VecDeque<AuditRecord>>,
 }
@@ -175,14 +176,15 @@ fn uniform() -> f64 {
 }
 
 impl Auditor {
-    /// An auditor sending a fraction `rate` (0..=1) of answers to `client`, writing
-    /// mismatch proofs into `out_dir`.
-    pub fn new(client: Arc<VouchClient>, rate: f64, out_dir: PathBuf) -> Auditor {
+    /// An auditor sending a fraction `rate` (0..=1) of answers to `client`, at most
+    /// `concurrency` at once, writing mismatch proofs into `out_dir`.
+    pub fn new(client: Arc<VouchClient>, rate: f64, concurrency: usize, out_dir: PathBuf) -> Auditor {
         Auditor {
             client,
             rate,
             out_dir,
-            slots: Arc::new(Semaphore::new(MAX_AUDITS_IN_FLIGHT)),
+            slots: Arc::new(Semaphore::new(concurrency.max(1))),
+            concurrency: concurrency.max(1),
             next_id: AtomicU64::new(1),
             records: Mutex::new(VecDeque::new()),
         }
@@ -236,7 +238,7 @@ impl Auditor {
         let permit = self.slots.clone().try_acquire_owned().ok();
         let status = match permit {
             Some(_) => AuditStatus::Pending,
-            None => AuditStatus::Skipped { reason: format!("{MAX_AUDITS_IN_FLIGHT} audits already running") },
+            None => AuditStatus::Skipped { reason: format!("{} audits already running", self.concurrency) },
         };
         if let Ok(mut r) = self.records.lock() {
             if r.len() >= MAX_AUDIT_RECORDS {

@@ -137,6 +137,10 @@ pub struct AuditArgs {
     /// Where mismatch proofs are written.
     #[arg(long, value_name = "DIR", default_value = "vouch-audits", requires = "audit_url")]
     pub audit_out: PathBuf,
+    /// Audits running at once; a sampled answer beyond that is recorded as skipped (never
+    /// delayed).
+    #[arg(long, value_name = "N", default_value_t = crate::audit::MAX_AUDITS_IN_FLIGHT, requires = "audit_url")]
+    pub audit_concurrency: usize,
 }
 
 /// `vouch attest`.
@@ -496,7 +500,7 @@ async fn auditor(
             conn.url
         )));
     }
-    Ok(Some(Arc::new(crate::audit::Auditor::new(client, rate, a.audit_out.clone()))))
+    Ok(Some(Arc::new(crate::audit::Auditor::new(client, rate, a.audit_concurrency, a.audit_out.clone()))))
 }
 
 async fn attest(a: AttestArgs) -> Result<(), CliError> {

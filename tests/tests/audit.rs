@@ -81,6 +81,8 @@ fn start_proxy(primary: &str, audit: &str, root: &str, out: &Path) -> (Proc, Str
         &bin("vouch"),
         &[
             "proxy",
+            "--audit-concurrency",
+            "256",
             "--url",
             primary,
             "--audit-url",
@@ -205,7 +207,7 @@ const WORDS: &[&str] = &[
 #[test]
 fn honest_enclaves_are_never_flagged_over_two_hundred_randomised_requests() {
     const REQUESTS: usize = 200;
-    const CLIENTS: usize = 4;
+    const CLIENTS: usize = 8;
     let tmp = tempfile::tempdir().unwrap();
     let sim_a = seeded_sim_dir(tmp.path());
     let sim_b = second_chip_sim_dir(tmp.path());
@@ -226,27 +228,22 @@ fn honest_enclaves_are_never_flagged_over_two_hundred_randomised_requests() {
                         let temperature = *rng.pick(&[0.0, 0.5, 0.9, 1.3]);
                         let seed = (rng.next() % 2 == 0).then(|| rng.next());
                         let stream = rng.next() % 2 == 0;
-                        let mut body = request(
-                            &words.join(" "),
-                            1 + (rng.next() % 12) as u32,
-                            temperature,
-                            seed,
-                            stream,
-                        );
+                        let mut body =
+                            request(&words.join(" "), 1 + (rng.next() % 8) as u32, temperature, seed, stream);
                         if rng.next() % 4 == 0 {
                             body["top_p"] = 0.9.into();
                         }
                         let (text, last) = chat(&addr, &body);
-                        // One audit at a time per client keeps within the proxy's audit slots.
                         let id = last["vouch_verdict"]["audit"]["id"].as_u64().expect("audited");
-                        let result = audit_result(&addr, id);
-                        out.push((receipt_file(&body, &text, &last), result, body));
+                        out.push((receipt_file(&body, &text, &last), id, body));
                     }
                     out
                 })
             })
             .collect();
-        workers.into_iter().flat_map(|w| w.join().unwrap()).map(|(f, a, b)| (b, f, a)).collect()
+        let sent: Vec<_> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+        // The audits ran beside the answers; their verdicts, once all are in.
+        sent.into_iter().map(|(f, id, b)| (b, f, audit_result(&addr, id))).collect()
     });
     let served = started.elapsed();
     assert_eq!(answers.len(), REQUESTS);
@@ -294,4 +291,51 @@ fn honest_enclaves_are_never_flagged_over_two_hundred_randomised_requests() {
         served.as_secs_f64(),
         replay_started.elapsed().as_secs_f64()
     );
+}
+
+/// `POST /v1/chat/completions` straight to the enclave at `tcp_addr`, with extra headers.
+fn enclave_chat(tcp_addr: &str, body: &Value, headers: &str) -> RawResponse {
+    let body = body.to_string();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: vouch-enclave\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{headers}connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let addr = tcp_addr.trim_start_matches("tcp:").to_owned();
+    let raw = vouch_e2e::mitm::block_on(vouch_e2e::mitm::https_raw(
+        &addr,
+        req.as_bytes(),
+        Duration::from_secs(120),
+    ))
+    .expect("enclave answered");
+    parse_response(&raw)
+}
+
+#[test]
+fn a_handed_over_seed_regenerates_the_same_answer_and_a_bad_one_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_e, addr) = start_enclave(&seeded_sim_dir(tmp.path()), &[]);
+    let sampled = request("Name a colour.", 8, 1.2, None, false);
+    let first = enclave_chat(&addr, &sampled, "");
+    assert_eq!(first.status, 200, "{}", first.text());
+    let first: Value = serde_json::from_slice(&first.body).unwrap();
+    let seed = first["vouch_seed"].as_str().expect("a drawn seed is disclosed").to_owned();
+    let again = enclave_chat(&addr, &sampled, &format!("vouch-seed: {seed}\r\n"));
+    let again: Value = serde_json::from_slice(&again.body).unwrap();
+    assert_eq!(again["choices"][0]["message"]["content"], first["choices"][0]["message"]["content"]);
+    assert_eq!(again["vouch_completion_tokens"], first["vouch_completion_tokens"]);
+    assert_eq!(again["vouch_seed"], seed.as_str());
+    // A request that gives its own seed gets none disclosed, and cannot be handed another.
+    let seeded = request("Name a colour.", 8, 1.2, Some(5), false);
+    let r = enclave_chat(&addr, &seeded, "");
+    assert_eq!(serde_json::from_slice::<Value>(&r.body).unwrap()["vouch_seed"], Value::Null);
+    for (body, header) in [
+        (&seeded, "vouch-seed: 7\r\n"),
+        (&sampled, "vouch-seed: seven\r\n"),
+        (&sampled, "vouch-seed: -1\r\n"),
+    ] {
+        let r = enclave_chat(&addr, body, header);
+        assert_eq!(r.status, 400, "{header}: {}", r.text());
+        let e: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(e["error"]["code"], "invalid_seed_header", "{e}");
+    }
 }

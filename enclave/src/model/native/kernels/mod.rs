@@ -273,8 +273,8 @@ pub(crate) fn dot_rows<const R: usize>(
 }
 
 /// Dot products of `R` weight rows with `T` tokens' activations: `out[r][t]` is
-/// bit-identical to [`dot`] on row `r` and `acts[t]` (the AVX-512 kernel shares each
-/// block's unpacking among the tokens; the others compute token by token).
+/// bit-identical to [`dot`] on row `r` and `acts[t]` (the AVX-512 and AVX2 kernels share
+/// each block's unpacking among the tokens; the scalar one computes token by token).
 #[inline]
 pub(crate) fn dot_rows_tokens<const R: usize, const T: usize>(
     kernel: Kernel,
@@ -286,6 +286,11 @@ pub(crate) fn dot_rows_tokens<const R: usize, const T: usize>(
     if kernel == Kernel::Avx512 && R.is_multiple_of(2) && acts.iter().all(|a| a.len() == acts[0].len()) {
         // SAFETY: `Kernel::Avx512` is only ever produced after checking the CPU.
         return unsafe { avx512::dot_rows_tokens(ty, rows, acts) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::Avx2 && T > 1 && acts.iter().all(|a| a.len() == acts[0].len()) {
+        // SAFETY: `Kernel::Avx2` is only ever produced after checking the CPU.
+        return unsafe { avx2::dot_rows_tokens(ty, rows, acts) };
     }
     let mut out = [[0f32; T]; R];
     for (t, act) in acts.iter().enumerate() {
@@ -613,10 +618,22 @@ mod tests {
         }
     }
 
-    /// `dot_rows_tokens::<4, T>` against the scalar result of every row and token.
+    /// `dot_rows_tokens::<4, T>` (and `::<3, T>`: an odd row count) against the scalar
+    /// result of every row and token.
     fn check_tokens<const T: usize>(kernel: Kernel, ty: QType, rows: &[Vec<u8>], acts: &[Vec<ActBlock>]) {
-        let group: [&[u8]; 4] = std::array::from_fn(|r| &rows[r][..]);
         let tokens: [&[ActBlock]; T] = std::array::from_fn(|t| &acts[t][..]);
+        let three: [&[u8]; 3] = std::array::from_fn(|r| &rows[r][..]);
+        for (r, row) in dot_rows_tokens(kernel, ty, three, tokens).iter().enumerate() {
+            for (t, value) in row.iter().enumerate() {
+                let expected = dot_scalar(ty, &rows[r], &acts[t]);
+                assert_eq!(
+                    value.to_bits(),
+                    expected.to_bits(),
+                    "{ty:?} {kernel:?} 3 rows {T} tokens: row {r} token {t}"
+                );
+            }
+        }
+        let group: [&[u8]; 4] = std::array::from_fn(|r| &rows[r][..]);
         let out = dot_rows_tokens(kernel, ty, group, tokens);
         for (r, row) in out.iter().enumerate() {
             for (t, value) in row.iter().enumerate() {
