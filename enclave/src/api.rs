@@ -62,6 +62,13 @@ pub fn error(status: StatusCode, kind: &str, code: &str, message: impl Into<Stri
     full(status, "application/json", body.to_string())
 }
 
+/// [`error`] naming the request field at fault (`error.param`), as OpenAI does.
+fn error_with_param(status: StatusCode, code: &str, param: &str, message: String) -> Response<Body> {
+    let body =
+        json!({"error": {"message": message, "type": "invalid_request_error", "code": code, "param": param}});
+    full(status, "application/json", body.to_string())
+}
+
 fn json_response(v: &Value) -> Response<Body> {
     full(StatusCode::OK, "application/json", v.to_string())
 }
@@ -257,22 +264,20 @@ fn unix_now() -> u64 {
 /// stream or audit its answer here). Decimal u64.
 pub const SEED_HEADER: &str = "vouch-seed";
 
-fn seed_header(req: &Request<Incoming>) -> Result<Option<u64>, Response<Body>> {
+/// The `vouch-seed` header's value: `Ok(None)` when absent, `Err(())` when not a number.
+fn seed_header(req: &Request<Incoming>) -> Result<Option<u64>, ()> {
     let Some(v) = req.headers().get(SEED_HEADER) else { return Ok(None) };
-    v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()).map(Some).ok_or_else(|| {
-        error(
+    v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()).map(Some).ok_or(())
+}
+
+async fn chat(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
+    let Ok(header_seed) = seed_header(&req) else {
+        return error(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
             "invalid_seed_header",
             format!("the {SEED_HEADER} header must be a decimal integer below 2^64"),
-        )
-    })
-}
-
-async fn chat(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
-    let header_seed = match seed_header(&req) {
-        Ok(s) => s,
-        Err(r) => return r,
+        );
     };
     let body = match read_body(req).await {
         Ok(b) => b,
@@ -280,7 +285,12 @@ async fn chat(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
     };
     let parsed = match crate::request::parse_chat_request(&body) {
         Ok(p) => p,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", e.code(), e.to_string()),
+        Err(e) => {
+            return match e.param() {
+                Some(param) => error_with_param(StatusCode::BAD_REQUEST, e.code(), param, e.to_string()),
+                None => error(StatusCode::BAD_REQUEST, "invalid_request_error", e.code(), e.to_string()),
+            }
+        }
     };
     if let Some(m) = &parsed.model {
         if !m.eq_ignore_ascii_case(state.engine.model_name()) {

@@ -24,7 +24,72 @@ pub const DEFAULT_MAX_TOKENS: u32 = 256;
 /// Largest `max_tokens` accepted.
 pub const MAX_TOKENS_CAP: u32 = 2048;
 
-/// The part of an OpenAI chat request this server uses; unknown fields are ignored.
+/// The fields this server honours. Every other field is refused (see [`check_fields`]):
+/// a parameter silently not applied would leave a receipt for a request that did not run
+/// as asked.
+pub const HONOURED_FIELDS: [&str; 8] =
+    ["model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stream"];
+
+/// Fields accepted only at the value that changes nothing — what some OpenAI clients send
+/// by default — and refused at any other: `n` 1, the penalties 0, `logprobs` false,
+/// `stop` / `logit_bias` / `tools` empty, `tool_choice` "none", `response_format` text,
+/// `store` false, and `user` (an end-user id: informational, it changes no decoding).
+/// `null` is accepted for each (the field's default).
+pub fn is_inert(name: &str, value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    if value.is_null() {
+        return matches!(
+            name,
+            "n" | "presence_penalty"
+                | "frequency_penalty"
+                | "logprobs"
+                | "top_logprobs"
+                | "stop"
+                | "logit_bias"
+                | "tools"
+                | "tool_choice"
+                | "parallel_tool_calls"
+                | "response_format"
+                | "stream_options"
+                | "store"
+                | "user"
+        );
+    }
+    match name {
+        "n" => value.as_u64() == Some(1),
+        "presence_penalty" | "frequency_penalty" => value.as_f64() == Some(0.0),
+        "logprobs" | "store" => value == &Value::Bool(false),
+        "stop" | "tools" => value.as_array().is_some_and(Vec::is_empty),
+        "logit_bias" => value.as_object().is_some_and(serde_json::Map::is_empty),
+        "tool_choice" => value.as_str() == Some("none"),
+        "response_format" => value
+            .as_object()
+            .is_some_and(|o| o.len() == 1 && o.get("type").and_then(Value::as_str) == Some("text")),
+        "user" => value.is_string(),
+        _ => false,
+    }
+}
+
+/// Refuses a field that is neither honoured nor at its inert value.
+fn check_fields(fields: &serde_json::Map<String, serde_json::Value>) -> Result<(), RequestError> {
+    for (name, value) in fields {
+        if !HONOURED_FIELDS.contains(&name.as_str()) && !is_inert(name, value) {
+            let known = is_inert(name, &serde_json::Value::Null);
+            return Err(RequestError::Unsupported {
+                param: name.clone(),
+                reason: if known {
+                    format!("{name} = {value} is not supported by this server (only its default is accepted)")
+                } else {
+                    format!("unknown or unsupported parameter {name:?}")
+                },
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The part of an OpenAI chat request this server uses (other fields are checked by
+/// [`check_fields`] first).
 #[derive(Debug, Deserialize)]
 struct Wire {
     model: Option<String>,
@@ -67,6 +132,14 @@ pub enum RequestError {
         /// [`MAX_TOKENS_CAP`].
         cap: u32,
     },
+    /// A parameter this server does not apply (OpenAI's `unsupported_parameter`).
+    #[error("{reason}")]
+    Unsupported {
+        /// The field's name (OpenAI's `error.param`).
+        param: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The prompt text cannot fit the context window.
     #[error("prompt of {bytes} bytes cannot fit the {tokens}-token context")]
     ContextLengthExceeded {
@@ -84,6 +157,17 @@ impl RequestError {
             RequestError::InvalidJson(_) => "invalid_json",
             RequestError::InvalidMaxTokens { .. } => "invalid_max_tokens",
             RequestError::ContextLengthExceeded { .. } => "context_length_exceeded",
+            RequestError::Unsupported { .. } => "unsupported_parameter",
+        }
+    }
+
+    /// The OpenAI-style `error.param`: the field at fault, where there is one.
+    pub fn param(&self) -> Option<&str> {
+        match self {
+            RequestError::Unsupported { param, .. } => Some(param),
+            RequestError::InvalidMaxTokens { .. } => Some("max_tokens"),
+            RequestError::ContextLengthExceeded { .. } => Some("messages"),
+            RequestError::InvalidJson(_) => None,
         }
     }
 }
@@ -91,7 +175,11 @@ impl RequestError {
 /// Parses and bounds a chat request body (the bytes exactly as received; the receipt
 /// hashes those same bytes).
 pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
-    let w: Wire = serde_json::from_slice(body).map_err(|e| RequestError::InvalidJson(e.to_string()))?;
+    let fields: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(body).map_err(|e| RequestError::InvalidJson(e.to_string()))?;
+    check_fields(&fields)?;
+    let w: Wire = serde_json::from_value(serde_json::Value::Object(fields))
+        .map_err(|e| RequestError::InvalidJson(e.to_string()))?;
     let max_tokens = w.max_completion_tokens.or(w.max_tokens).unwrap_or(DEFAULT_MAX_TOKENS);
     if max_tokens == 0 || max_tokens > MAX_TOKENS_CAP {
         return Err(RequestError::InvalidMaxTokens { cap: MAX_TOKENS_CAP });
@@ -140,5 +228,56 @@ mod tests {
             parse_chat_request(long.as_bytes()),
             Err(RequestError::ContextLengthExceeded { bytes, .. }) if bytes == MAX_PROMPT_BYTES + 1
         ));
+    }
+
+    fn with(field: &str) -> Result<ChatRequest, RequestError> {
+        parse_chat_request(format!(r#"{{"messages":[{{"role":"user","content":"hi"}}],{field}}}"#).as_bytes())
+    }
+
+    #[test]
+    fn parameters_not_applied_are_refused_naming_the_parameter() {
+        for (field, param) in [
+            (r#""stop":["Berlin"]"#, "stop"),
+            (r#""stop":"Berlin""#, "stop"),
+            (r#""n":2"#, "n"),
+            (r#""logprobs":true"#, "logprobs"),
+            (r#""top_logprobs":2"#, "top_logprobs"),
+            (r#""presence_penalty":0.5"#, "presence_penalty"),
+            (r#""frequency_penalty":-1"#, "frequency_penalty"),
+            (r#""logit_bias":{"42":5}"#, "logit_bias"),
+            (r#""response_format":{"type":"json_object"}"#, "response_format"),
+            (r#""tools":[{"type":"function","function":{"name":"f"}}]"#, "tools"),
+            (r#""tool_choice":"required""#, "tool_choice"),
+            (r#""stream_options":{"include_usage":true}"#, "stream_options"),
+            (r#""temprature":0.5"#, "temprature"),
+            (r#""functions":[]"#, "functions"),
+        ] {
+            let e = with(field).unwrap_err();
+            assert_eq!((e.code(), e.param()), ("unsupported_parameter", Some(param)), "{field}: {e}");
+        }
+        assert!(with(r#""temprature":0.5"#).unwrap_err().to_string().contains("unknown or unsupported"));
+        assert!(with(r#""n":2"#).unwrap_err().to_string().contains("only its default"));
+    }
+
+    #[test]
+    fn defaults_that_change_nothing_are_accepted() {
+        for field in [
+            r#""n":1"#,
+            r#""presence_penalty":0"#,
+            r#""frequency_penalty":0.0"#,
+            r#""logprobs":false"#,
+            r#""stop":null"#,
+            r#""stop":[]"#,
+            r#""logit_bias":{}"#,
+            r#""tools":[]"#,
+            r#""tool_choice":"none""#,
+            r#""response_format":{"type":"text"}"#,
+            r#""user":"alice""#,
+            r#""store":false"#,
+            r#""stream_options":null"#,
+        ] {
+            let r = with(field).unwrap_or_else(|e| panic!("{field}: {e}"));
+            assert_eq!(r.params, SamplingParams { temperature: 0.0, top_p: None, seed: 0, max_tokens: 256 });
+        }
     }
 }

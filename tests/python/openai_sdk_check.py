@@ -1,9 +1,12 @@
 """The official OpenAI Python SDK, unchanged, pointed at `vouch proxy`: a chat completion
-and a streamed completion, each carrying the proxy's verification verdict.
+and a streamed completion, each carrying the proxy's verification verdict; and every
+parameter the server does not apply refused with OpenAI's 400 (`unsupported_parameter`,
+naming the parameter), plain and streamed, before anything is generated.
 Usage: python3 openai_sdk_check.py BASE_URL   (e.g. http://127.0.0.1:PORT/v1)"""
 import json
 import sys
 
+import openai
 from openai import OpenAI
 
 client = OpenAI(base_url=sys.argv[1], api_key="not-needed")
@@ -30,4 +33,41 @@ for chunk in client.chat.completions.create(
         stream_text += chunk.choices[0].delta.content
     if (chunk.model_extra or {}).get("vouch_verdict") is not None:
         stream_verdict = chunk.model_extra["vouch_verdict"]
-print(json.dumps({"model": model, "text": text, "verdict": verdict, "stream_text": stream_text, "stream_verdict": stream_verdict}))
+# Parameters not applied are refused, never silently ignored.
+refused = {}
+unsupported = {
+    "stop": {"stop": ["Berlin"]},
+    "n": {"n": 2},
+    "logprobs": {"logprobs": True},
+    "response_format": {"response_format": {"type": "json_object"}},
+    "tools": {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]},
+    "logit_bias": {"logit_bias": {"42": 5}},
+    "presence_penalty": {"presence_penalty": 0.5},
+}
+for name, extra_args in unsupported.items():
+    for stream in (False, True):
+        try:
+            out = client.chat.completions.create(
+                model=model,
+                messages=[{"role": "user", "content": "What is the capital of Germany?"}],
+                max_tokens=4,
+                stream=stream,
+                **extra_args,
+            )
+            if stream:
+                list(out)
+            refused[f"{name}/{'stream' if stream else 'plain'}"] = "ANSWERED"
+        except openai.BadRequestError as e:
+            body = e.body if isinstance(e.body, dict) else {}
+            refused[f"{name}/{'stream' if stream else 'plain'}"] = [e.status_code, body.get("code"), body.get("param"), body.get("type")]
+# Defaults that change nothing are accepted.
+r = client.chat.completions.create(
+    model=model,
+    messages=[{"role": "user", "content": "What is the capital of Germany?"}],
+    max_tokens=4,
+    n=1,
+    presence_penalty=0,
+    user="sdk-test",
+)
+defaults_ok = (r.model_extra or {}).get("vouch_verdict", {}).get("verified") is True
+print(json.dumps({"model": model, "text": text, "verdict": verdict, "stream_text": stream_text, "stream_verdict": stream_verdict, "refused": refused, "defaults_ok": defaults_ok}))

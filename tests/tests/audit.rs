@@ -226,11 +226,11 @@ fn honest_enclaves_are_never_flagged_over_two_hundred_randomised_requests() {
                     for _ in 0..REQUESTS / CLIENTS {
                         let words: Vec<&str> = (0..2 + rng.next() % 8).map(|_| *rng.pick(WORDS)).collect();
                         let temperature = *rng.pick(&[0.0, 0.5, 0.9, 1.3]);
-                        let seed = (rng.next() % 2 == 0).then(|| rng.next());
-                        let stream = rng.next() % 2 == 0;
+                        let seed = rng.next().is_multiple_of(2).then(|| rng.next());
+                        let stream = rng.next().is_multiple_of(2);
                         let mut body =
                             request(&words.join(" "), 1 + (rng.next() % 8) as u32, temperature, seed, stream);
-                        if rng.next() % 4 == 0 {
+                        if rng.next().is_multiple_of(4) {
                             body["top_p"] = 0.9.into();
                         }
                         let (text, last) = chat(&addr, &body);

@@ -54,6 +54,18 @@ fn openai_sdk_through_the_verifying_proxy() {
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert!(v["text"].as_str().unwrap().contains("Berlin"), "{v}");
     assert_eq!(v["text"], v["stream_text"], "{v}");
+    // Every parameter not applied is refused with OpenAI's 400, naming it, streamed or not.
+    let refused = v["refused"].as_object().unwrap();
+    assert_eq!(refused.len(), 14, "{v}");
+    for (case, got) in refused {
+        let param = case.split('/').next().unwrap();
+        assert_eq!(
+            got,
+            &serde_json::json!([400, "unsupported_parameter", param, "invalid_request_error"]),
+            "{case}: {v}"
+        );
+    }
+    assert_eq!(v["defaults_ok"], true, "{v}");
     for key in ["verdict", "stream_verdict"] {
         let verdict = &v[key];
         assert_eq!(verdict["verified"], serde_json::json!(true), "{key}: {v}");
