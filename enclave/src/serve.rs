@@ -51,6 +51,11 @@ pub struct ServeArgs {
     /// Simulated report latency in milliseconds (~8 ms measured on SNP guests).
     #[arg(long, default_value_t = 0)]
     pub sim_latency_ms: u64,
+    /// The MEASUREMENT the simulator reports (96 hex digits): in a dev VM, the value
+    /// `vouch measure` computes for the very image it booted, so clients pin what a real
+    /// SNP launch would measure. Default: the SHA-384 of this executable.
+    #[arg(long, value_name = "HEX")]
+    pub sim_measurement: Option<String>,
     /// VMPL at which `sev-guest` requests reports.
     #[arg(long, default_value_t = 0)]
     pub vmpl: u32,
@@ -244,6 +249,13 @@ fn real_provider(args: &ServeArgs) -> Result<Arc<dyn AttestationProvider>, Serve
     }
 }
 
+/// A launch measurement given as 96 hex digits (48 bytes, SHA-384 size).
+pub fn parse_measurement(hex_digits: &str) -> Result<[u8; 48], ServeError> {
+    let bad =
+        || ServeError::Usage(format!("--sim-measurement {hex_digits:?}: expected 96 hex digits (48 bytes)"));
+    hex::decode(hex_digits.trim()).ok().and_then(|b| <[u8; 48]>::try_from(b).ok()).ok_or_else(bad)
+}
+
 /// Loads everything and serves until `shutdown` resolves.
 pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
     let addr: ListenAddr = args.listen.parse()?;
@@ -254,7 +266,13 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> Result<
             use vouch_attestation::Product;
             let product = Product::from_name(&args.sim_product)
                 .ok_or_else(|| ServeError::Usage(format!("unknown product {:?}", args.sim_product)))?;
-            let p = SimProvider::open(&args.sim_dir, product, Duration::from_millis(args.sim_latency_ms))?;
+            let measurement = args.sim_measurement.as_deref().map(parse_measurement).transpose()?;
+            let p = SimProvider::open(
+                &args.sim_dir,
+                product,
+                Duration::from_millis(args.sim_latency_ms),
+                measurement,
+            )?;
             println!(
                 "vouch-enclave: SIMULATED attestation (not AMD hardware); root certificate: {}",
                 SimProvider::ark_path(&args.sim_dir).display()
@@ -424,6 +442,16 @@ mod tests {
         assert_eq!("vsock:3:5000".parse::<ListenAddr>().unwrap(), ListenAddr::Vsock(3, 5000));
         for bad in ["127.0.0.1:80", "tcp:nohost", "tcp::80", "vsock:x:1", "udp:1:2", "unix:"] {
             assert!(bad.parse::<ListenAddr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_sim_measurement_is_48_bytes_of_hex() {
+        let m = "ab".repeat(48);
+        assert_eq!(parse_measurement(&m).unwrap(), [0xab; 48]);
+        for bad in ["ab".repeat(47), "ab".repeat(49), "zz".repeat(48), String::new()] {
+            let e = parse_measurement(&bad).unwrap_err().to_string();
+            assert!(e.contains("expected 96 hex digits"), "{bad}: {e}");
         }
     }
 

@@ -51,8 +51,15 @@ pub fn binary_measurement() -> Result<[u8; 48], ProviderError> {
 
 impl SimProvider {
     /// Loads the simulator's keys from `dir`, creating them when missing, and writes
-    /// `dir/sim-ark.pem`. Key generation (RSA-4096) takes a few seconds, once.
-    pub fn open(dir: &Path, product: Product, latency: Duration) -> Result<SimProvider, ProviderError> {
+    /// `dir/sim-ark.pem`. Key generation (RSA-4096) takes a few seconds, once. It reports
+    /// `measurement` as MEASUREMENT, or [`binary_measurement`] when `None`; the policy it
+    /// writes pins that value.
+    pub fn open(
+        dir: &Path,
+        product: Product,
+        latency: Duration,
+        measurement: Option<[u8; 48]>,
+    ) -> Result<SimProvider, ProviderError> {
         let err = |what: &str, p: &Path, e: std::io::Error| {
             ProviderError::Sim(format!("{what} {}: {e}", p.display()))
         };
@@ -79,7 +86,10 @@ impl SimProvider {
             )));
         }
         let sp = SimulatedSp::from_keys(&keys).map_err(|e| ProviderError::Sim(e.to_string()))?;
-        let measurement = binary_measurement()?;
+        let measurement = match measurement {
+            Some(m) => m,
+            None => binary_measurement()?,
+        };
         let ark_path = dir.join(SIM_ARK_FILE);
         std::fs::write(&ark_path, sp.ark_pem()).map_err(|e| err("write", &ark_path, e))?;
         let policy_path = dir.join(SIM_POLICY_FILE);

@@ -194,3 +194,27 @@ fn concurrent_clients_all_get_verified_receipts() {
     assert!(seqs.len() <= n, "{seqs:?}");
     eprintln!("{n} concurrent answers shared {} receipt batches", seqs.len());
 }
+
+#[test]
+fn a_given_sim_measurement_is_what_the_enclave_reports_and_a_client_pins() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = tmp.path().join("sim");
+    // What `vouch measure` would compute for a dev VM's image, handed to the simulator.
+    let measurement = "5e".repeat(48);
+    let (_enclave, addr) = start_enclave(&sim, &["--sim-measurement", &measurement]);
+    let url = format!("https://{}", addr.trim_start_matches("tcp:"));
+    let root = sim_root(&sim);
+    // The policy the simulator wrote pins it, and the evidence reports it.
+    let policy = std::fs::read_to_string(sim.join("sim-policy.toml")).unwrap();
+    assert!(policy.contains(&measurement), "{policy}");
+    let out = vouch(&["attest", "--url", &url, "--trust-sim-root", &root]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains(&measurement), "{}", text(&out));
+    // A client pinning any other measurement (here: this binary's own hash) is refused.
+    let other = tmp.path().join("other.toml");
+    std::fs::write(&other, policy.replace(&measurement, &"a1".repeat(48))).unwrap();
+    let out =
+        vouch(&["attest", "--url", &url, "--trust-sim-root", &root, "--policy", other.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).to_lowercase().contains("measurement"), "{}", text(&out));
+}
