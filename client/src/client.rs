@@ -1048,8 +1048,10 @@ impl Resume {
         delta: &str,
     ) -> Result<Option<serde_json::Value>, ClientError> {
         if delta.is_empty() {
-            // The opening (role) chunk is passed on once, not again by a resent attempt.
-            let again = self.resent && self.forwarded;
+            // The opening (role) chunk is passed on once, not again by a resent attempt;
+            // other chunks without text (a finish reason) are passed on.
+            let opening = chunk.pointer("/choices/0/delta/role").is_some();
+            let again = opening && self.resent && self.forwarded;
             self.forwarded = true;
             return Ok((!again).then_some(chunk));
         }
@@ -1174,6 +1176,9 @@ mod tests {
     }
 
     fn chunk(delta: &str) -> serde_json::Value {
+        if delta.is_empty() {
+            return serde_json::json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]});
+        }
         serde_json::json!({"choices": [{"index": 0, "delta": {"content": delta}}]})
     }
 
@@ -1202,6 +1207,10 @@ mod tests {
         assert_eq!(r.emitted, "The capital of France");
         // A second break right at a chunk boundary.
         assert_eq!(attempt(&mut r, &["", "The capital of France", " is"]).unwrap(), [" is"]);
+        // A chunk without text that is not the opening one (a finish reason) is passed on.
+        let finish = serde_json::json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+        let text = r.emitted.clone();
+        assert_eq!(r.admit(finish.clone(), &text, "").unwrap(), Some(finish));
     }
 
     #[test]

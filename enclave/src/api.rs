@@ -352,6 +352,7 @@ async fn chat(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
         request_sha256: Sha256::digest(&body).into(),
         params,
         seed_source,
+        include_usage: parsed.include_usage,
         id: response_id(),
         created: unix_now(),
     };
@@ -367,6 +368,9 @@ struct Exchange {
     request_sha256: [u8; 32],
     params: SamplingParams,
     seed_source: &'static str,
+    /// `stream_options.include_usage`: usage and receipt come in a last chunk of their own,
+    /// with no choices, after the chunk that gives the finish reason.
+    include_usage: bool,
     id: String,
     created: u64,
 }
@@ -500,6 +504,12 @@ fn stream_response(ctx: Exchange, mut events: mpsc::Receiver<GenerateEvent>) -> 
                 }
                 GenerateEvent::Done { finish_reason, stats } => {
                     let mut last = chunk(json!({}), json!(finish_reason.as_str()));
+                    if ctx.include_usage {
+                        if tx.send(sse(&last)).await.is_err() {
+                            return;
+                        }
+                        last["choices"] = json!([]);
+                    }
                     match ctx.receipt(&text, finish_reason.as_str(), &stats).await {
                         Ok(r) => {
                             last["vouch_receipt"] = json!(r);

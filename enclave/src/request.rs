@@ -27,8 +27,17 @@ pub const MAX_TOKENS_CAP: u32 = 2048;
 /// The fields this server honours. Every other field is refused (see [`check_fields`]):
 /// a parameter silently not applied would leave a receipt for a request that did not run
 /// as asked.
-pub const HONOURED_FIELDS: [&str; 8] =
-    ["model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stream"];
+pub const HONOURED_FIELDS: [&str; 9] = [
+    "model",
+    "messages",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "seed",
+    "stream",
+    "stream_options",
+];
 
 /// Fields accepted only at the value that changes nothing — what some OpenAI clients send
 /// by default — and refused at any other: `n` 1, the penalties 0, `logprobs` false,
@@ -50,7 +59,6 @@ pub fn is_inert(name: &str, value: &serde_json::Value) -> bool {
                 | "tool_choice"
                 | "parallel_tool_calls"
                 | "response_format"
-                | "stream_options"
                 | "store"
                 | "user"
         );
@@ -70,8 +78,25 @@ pub fn is_inert(name: &str, value: &serde_json::Value) -> bool {
     }
 }
 
-/// Refuses a field that is neither honoured nor at its inert value.
+/// Refuses a field that is neither honoured nor at its inert value, and `stream_options`
+/// other than `{"include_usage": bool}` on a streamed request (as OpenAI does).
 fn check_fields(fields: &serde_json::Map<String, serde_json::Value>) -> Result<(), RequestError> {
+    if let Some(options) = fields.get("stream_options").filter(|v| !v.is_null()) {
+        let unsupported =
+            |reason: String| RequestError::Unsupported { param: "stream_options".into(), reason };
+        let streamed = fields.get("stream").and_then(serde_json::Value::as_bool) == Some(true);
+        if !streamed {
+            return Err(unsupported("stream_options is only allowed when stream is true".into()));
+        }
+        let only_usage = options
+            .as_object()
+            .is_some_and(|o| o.iter().all(|(k, v)| k == "include_usage" && (v.is_boolean() || v.is_null())));
+        if !only_usage {
+            return Err(unsupported(format!(
+                "stream_options = {options} is not supported (only {{\"include_usage\": true|false}})"
+            )));
+        }
+    }
     for (name, value) in fields {
         if !HONOURED_FIELDS.contains(&name.as_str()) && !is_inert(name, value) {
             let known = is_inert(name, &serde_json::Value::Null);
@@ -101,6 +126,13 @@ struct Wire {
     seed: Option<u64>,
     #[serde(default)]
     stream: bool,
+    stream_options: Option<StreamOptions>,
+}
+
+/// `stream_options` (checked by [`check_fields`] to hold only `include_usage`).
+#[derive(Debug, Deserialize)]
+struct StreamOptions {
+    include_usage: Option<bool>,
 }
 
 /// A parsed, bounded chat request.
@@ -114,6 +146,9 @@ pub struct ChatRequest {
     pub params: SamplingParams,
     /// Stream deltas as server-sent events.
     pub stream: bool,
+    /// `stream_options.include_usage`: the stream ends with a chunk holding the usage and
+    /// no choices (it carries the receipt too).
+    pub include_usage: bool,
     /// Whether the request gave `seed` (when it did not, `params.seed` is 0 and the API
     /// draws one for sampled requests).
     pub seed_given: bool,
@@ -199,6 +234,7 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
         messages: w.messages,
         params,
         stream: w.stream,
+        include_usage: w.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
         seed_given: w.seed.is_some(),
     })
 }
@@ -249,6 +285,8 @@ mod tests {
             (r#""tools":[{"type":"function","function":{"name":"f"}}]"#, "tools"),
             (r#""tool_choice":"required""#, "tool_choice"),
             (r#""stream_options":{"include_usage":true}"#, "stream_options"),
+            (r#""stream":true,"stream_options":{"include_obfuscation":true}"#, "stream_options"),
+            (r#""stream":true,"stream_options":{"include_usage":1}"#, "stream_options"),
             (r#""temprature":0.5"#, "temprature"),
             (r#""functions":[]"#, "functions"),
         ] {
@@ -257,6 +295,15 @@ mod tests {
         }
         assert!(with(r#""temprature":0.5"#).unwrap_err().to_string().contains("unknown or unsupported"));
         assert!(with(r#""n":2"#).unwrap_err().to_string().contains("only its default"));
+    }
+
+    #[test]
+    fn include_usage_is_honoured_on_streams() {
+        let r = with(r#""stream":true,"stream_options":{"include_usage":true}"#).unwrap();
+        assert!(r.stream && r.include_usage);
+        assert!(!with(r#""stream":true"#).unwrap().include_usage);
+        let e = with(r#""stream_options":{"include_usage":true}"#).unwrap_err();
+        assert!(e.to_string().contains("only allowed when stream is true"), "{e}");
     }
 
     #[test]
@@ -275,6 +322,7 @@ mod tests {
             r#""user":"alice""#,
             r#""store":false"#,
             r#""stream_options":null"#,
+            r#""stream":true,"stream_options":{"include_usage":false}"#,
         ] {
             let r = with(field).unwrap_or_else(|e| panic!("{field}: {e}"));
             assert_eq!(r.params, SamplingParams { temperature: 0.0, top_p: None, seed: 0, max_tokens: 256 });

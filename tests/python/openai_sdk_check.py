@@ -33,6 +33,27 @@ for chunk in client.chat.completions.create(
         stream_text += chunk.choices[0].delta.content
     if (chunk.model_extra or {}).get("vouch_verdict") is not None:
         stream_verdict = chunk.model_extra["vouch_verdict"]
+# stream_options.include_usage: a last chunk with the usage and no choices (it carries the
+# verdict too), after the chunk with the finish reason.
+usage_chunks = []
+finish_reasons = []
+for chunk in client.chat.completions.create(
+    model=model,
+    messages=[{"role": "user", "content": "What is the capital of Germany?"}],
+    max_tokens=16,
+    temperature=0,
+    stream=True,
+    stream_options={"include_usage": True},
+):
+    if chunk.choices and chunk.choices[0].finish_reason:
+        finish_reasons.append(chunk.choices[0].finish_reason)
+    if chunk.usage is not None:
+        usage_chunks.append({
+            "choices": len(chunk.choices),
+            "completion_tokens": chunk.usage.completion_tokens,
+            "verified": ((chunk.model_extra or {}).get("vouch_verdict") or {}).get("verified"),
+        })
+include_usage = {"usage_chunks": usage_chunks, "finish_reasons": finish_reasons}
 # Parameters not applied are refused, never silently ignored.
 refused = {}
 unsupported = {
@@ -70,4 +91,4 @@ r = client.chat.completions.create(
     user="sdk-test",
 )
 defaults_ok = (r.model_extra or {}).get("vouch_verdict", {}).get("verified") is True
-print(json.dumps({"model": model, "text": text, "verdict": verdict, "stream_text": stream_text, "stream_verdict": stream_verdict, "refused": refused, "defaults_ok": defaults_ok}))
+print(json.dumps({"model": model, "text": text, "verdict": verdict, "stream_text": stream_text, "stream_verdict": stream_verdict, "refused": refused, "defaults_ok": defaults_ok, "include_usage": include_usage}))

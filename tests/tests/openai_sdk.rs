@@ -66,6 +66,14 @@ fn openai_sdk_through_the_verifying_proxy() {
         );
     }
     assert_eq!(v["defaults_ok"], true, "{v}");
+    // stream_options.include_usage: one usage chunk, last, with no choices and the verdict.
+    let usage = &v["include_usage"];
+    assert_eq!(usage["finish_reasons"], serde_json::json!(["stop"]), "{v}");
+    let chunks = usage["usage_chunks"].as_array().unwrap();
+    assert_eq!(chunks.len(), 1, "{v}");
+    assert_eq!(chunks[0]["choices"], 0, "{v}");
+    assert_eq!(chunks[0]["verified"], true, "{v}");
+    assert!(chunks[0]["completion_tokens"].as_u64().unwrap() > 0, "{v}");
     for key in ["verdict", "stream_verdict"] {
         let verdict = &v[key];
         assert_eq!(verdict["verified"], serde_json::json!(true), "{key}: {v}");
