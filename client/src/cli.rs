@@ -678,7 +678,7 @@ fn replay_command(a: ReplayArgs) -> Result<(), CliError> {
     let bytes = read_file(receipt_path)?;
     if let Ok(m) = serde_json::from_slice::<crate::audit::MismatchProof>(&bytes) {
         if m.format == crate::audit::MISMATCH_PROOF_FORMAT {
-            return replay_mismatch(&a, receipt_path, &m, &mut model, now);
+            return replay_mismatch(&anchors, &policy, receipt_path, &m, &mut model, now);
         }
     }
     let mut loaded = ReceiptFile::parse_any(&bytes).map_err(CliError::MalformedReceipt)?;
@@ -726,19 +726,18 @@ fn replay_command(a: ReplayArgs) -> Result<(), CliError> {
 /// `vouch replay` of an audit's mismatch proof: both hardware-signed answers are replayed;
 /// the one that is not what the engine computes is the liar (its fraud proof is written).
 fn replay_mismatch(
-    a: &ReplayArgs,
+    anchors: &TrustAnchors,
+    policy: &ClientPolicy,
     path: &Path,
     m: &crate::audit::MismatchProof,
     model: &mut vouch_enclave::model::Model,
     now: u64,
 ) -> Result<(), CliError> {
     use crate::replay::{replay_receipt, ReplayVerdict};
-    let policy = load_policy(&a.trust)?;
-    let (anchors, _) = load_anchors(&a.trust)?;
     let mut liars = Vec::new();
     for (name, file) in [("primary", &m.primary), ("audit", &m.audit)] {
         let loaded = file.clone().load().map_err(CliError::MalformedReceipt)?;
-        match replay_receipt(&anchors, &policy, &loaded, model, now)? {
+        match replay_receipt(anchors, policy, &loaded, model, now)? {
             ReplayVerdict::Match { tokens, .. } => {
                 println!(
                     "{name} answer ({}): MATCH ({tokens} tokens are what this engine computes)",

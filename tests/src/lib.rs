@@ -213,3 +213,45 @@ pub fn with_sim_policy(args: &[&str]) -> Vec<String> {
 pub fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
+
+/// A plain-HTTP/1.1 request to `addr` (a `vouch proxy`, on loopback), `connection: close`;
+/// the whole response, read for at most `timeout` between bytes.
+pub fn plain_http(addr: &str, method: &str, path: &str, body: &str, timeout: Duration) -> mitm::RawResponse {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect proxy");
+    s.set_read_timeout(Some(timeout)).expect("read timeout");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send request");
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    mitm::parse_response(&raw)
+}
+
+/// A chat answer through `vouch proxy` at `addr` (status 200 asserted): its text (the
+/// deltas concatenated, for a stream) and its final JSON — the whole answer, or the
+/// stream's last event before `[DONE]` (the one carrying receipt and verdict).
+pub fn proxy_answer(addr: &str, body: &serde_json::Value) -> (String, serde_json::Value) {
+    use serde_json::Value;
+    let r = plain_http(addr, "POST", "/v1/chat/completions", &body.to_string(), Duration::from_secs(300));
+    assert_eq!(r.status, 200, "{}", r.text());
+    if body["stream"] != true {
+        let v: Value = serde_json::from_slice(&r.body).expect("JSON answer");
+        let text = v["choices"][0]["message"]["content"].as_str().expect("content").to_owned();
+        return (text, v);
+    }
+    let mut text = String::new();
+    let mut last = Value::Null;
+    for data in r.text().lines().filter_map(|l| l.strip_prefix("data: ")) {
+        if data == "[DONE]" {
+            return (text, last);
+        }
+        let v: Value = serde_json::from_str(data).expect("JSON chunk");
+        text.push_str(v.pointer("/choices/0/delta/content").and_then(Value::as_str).unwrap_or(""));
+        last = v;
+    }
+    panic!("stream without [DONE]: {}", r.text());
+}

@@ -9,7 +9,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use serde_json::Value;
-use std::io::{Read, Write};
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use vouch_client::receipts::ReceiptFile;
@@ -22,43 +22,15 @@ fn sim_root(sim: &Path) -> String {
 
 /// A plain-HTTP request to the proxy at `addr`; the whole response.
 fn http(addr: &str, method: &str, path: &str, body: &str) -> RawResponse {
-    let mut s = std::net::TcpStream::connect(addr).expect("connect proxy");
-    s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    parse_response(&raw)
+    plain_http(addr, method, path, body, Duration::from_secs(300))
 }
 
 /// A verified answer through the proxy: (text, the final JSON — the whole answer, or the
 /// stream's receipt-carrying last chunk — and its vouch_verdict).
 fn chat(addr: &str, body: &Value) -> (String, Value) {
-    let r = http(addr, "POST", "/v1/chat/completions", &body.to_string());
-    assert_eq!(r.status, 200, "{}", r.text());
-    if body["stream"] == true {
-        let mut text = String::new();
-        let mut last = Value::Null;
-        for line in r.text().lines() {
-            let Some(data) = line.strip_prefix("data: ") else { continue };
-            if data == "[DONE]" {
-                break;
-            }
-            let v: Value = serde_json::from_str(data).unwrap();
-            text.push_str(v.pointer("/choices/0/delta/content").and_then(Value::as_str).unwrap_or(""));
-            last = v;
-        }
-        assert_eq!(last["vouch_verdict"]["verified"], true, "{}", r.text());
-        (text, last)
-    } else {
-        let v: Value = serde_json::from_slice(&r.body).unwrap();
-        assert_eq!(v["vouch_verdict"]["verified"], true, "{}", r.text());
-        (v["choices"][0]["message"]["content"].as_str().unwrap().to_owned(), v)
-    }
+    let (text, last) = proxy_answer(addr, body);
+    assert_eq!(last["vouch_verdict"]["verified"], true, "{last}");
+    (text, last)
 }
 
 /// Polls an audit until it is no longer pending.

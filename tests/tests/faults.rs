@@ -7,12 +7,12 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use serde_json::Value;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use vouch_e2e::mitm::{parse_response, seeded_sim_dir, RawResponse};
+use vouch_e2e::mitm::{seeded_sim_dir, RawResponse};
 use vouch_e2e::*;
 
 fn sim_root(sim: &Path) -> String {
@@ -41,17 +41,7 @@ fn proxy_chat(addr: &str, prompt: &str) -> RawResponse {
         "messages": [{"role": "user", "content": prompt}], "max_tokens": 4, "stream": false,
     })
     .to_string();
-    let mut s = std::net::TcpStream::connect(addr).expect("connect proxy");
-    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    write!(
-        s,
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    parse_response(&raw)
+    plain_http(addr, "POST", "/v1/chat/completions", &body, Duration::from_secs(120))
 }
 
 /// Retries `proxy_chat` until it verifies or `limit` passes (the host may take a
@@ -135,40 +125,10 @@ fn enclave_killed_mid_stream_never_yields_a_verified_answer() {
     assert!(stderr.contains("the text above is NOT verified"), "{all}");
 }
 
-/// A chat request through the proxy (plain HTTP), returning the text and the verdict: the
-/// deltas concatenated for a stream, whose last event must be the verified final chunk.
-fn proxy_answer(addr: &str, body: &Value) -> (String, Value) {
-    let body_s = body.to_string();
-    let mut s = std::net::TcpStream::connect(addr).expect("connect proxy");
-    s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
-    write!(
-        s,
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body_s}",
-        body_s.len()
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let r = parse_response(&raw);
-    assert_eq!(r.status, 200, "{}", r.text());
-    if body["stream"] != true {
-        let v: Value = serde_json::from_slice(&r.body).unwrap();
-        return (
-            v["choices"][0]["message"]["content"].as_str().unwrap().to_owned(),
-            v["vouch_verdict"].clone(),
-        );
-    }
-    let mut text = String::new();
-    let mut last = Value::Null;
-    for data in r.text().lines().filter_map(|l| l.strip_prefix("data: ")) {
-        if data == "[DONE]" {
-            return (text, last["vouch_verdict"].clone());
-        }
-        let v: Value = serde_json::from_str(data).unwrap();
-        text.push_str(v.pointer("/choices/0/delta/content").and_then(Value::as_str).unwrap_or(""));
-        last = v;
-    }
-    panic!("stream without [DONE]: {}", r.text());
+/// A chat answer through the proxy: its text and its verdict.
+fn proxy_verdict(addr: &str, body: &Value) -> (String, Value) {
+    let (text, last) = proxy_answer(addr, body);
+    (text, last["vouch_verdict"].clone())
 }
 
 #[test]
@@ -221,7 +181,7 @@ fn answers_survive_one_of_two_enclaves_killed_mid_run() {
         .iter()
         .map(|b| {
             let (addr, b) = (proxy.clone(), b.clone());
-            std::thread::spawn(move || proxy_answer(&addr, &b))
+            std::thread::spawn(move || proxy_verdict(&addr, &b))
         })
         .collect();
     // Kill one enclave once every streamed chat is visibly under way.

@@ -621,27 +621,26 @@ mod tests {
     /// `dot_rows_tokens::<4, T>` (and `::<3, T>`: an odd row count) against the scalar
     /// result of every row and token.
     fn check_tokens<const T: usize>(kernel: Kernel, ty: QType, rows: &[Vec<u8>], acts: &[Vec<ActBlock>]) {
+        check_group::<3, T>(kernel, ty, rows, acts);
+        check_group::<4, T>(kernel, ty, rows, acts);
+    }
+
+    /// `dot_rows_tokens::<R, T>` on the first `R` rows against the scalar result.
+    fn check_group<const R: usize, const T: usize>(
+        kernel: Kernel,
+        ty: QType,
+        rows: &[Vec<u8>],
+        acts: &[Vec<ActBlock>],
+    ) {
         let tokens: [&[ActBlock]; T] = std::array::from_fn(|t| &acts[t][..]);
-        let three: [&[u8]; 3] = std::array::from_fn(|r| &rows[r][..]);
-        for (r, row) in dot_rows_tokens(kernel, ty, three, tokens).iter().enumerate() {
+        let group: [&[u8]; R] = std::array::from_fn(|r| &rows[r][..]);
+        for (r, row) in dot_rows_tokens(kernel, ty, group, tokens).iter().enumerate() {
             for (t, value) in row.iter().enumerate() {
                 let expected = dot_scalar(ty, &rows[r], &acts[t]);
                 assert_eq!(
                     value.to_bits(),
                     expected.to_bits(),
-                    "{ty:?} {kernel:?} 3 rows {T} tokens: row {r} token {t}"
-                );
-            }
-        }
-        let group: [&[u8]; 4] = std::array::from_fn(|r| &rows[r][..]);
-        let out = dot_rows_tokens(kernel, ty, group, tokens);
-        for (r, row) in out.iter().enumerate() {
-            for (t, value) in row.iter().enumerate() {
-                let expected = dot_scalar(ty, &rows[r], &acts[t]);
-                assert_eq!(
-                    value.to_bits(),
-                    expected.to_bits(),
-                    "{ty:?} {kernel:?} {T} tokens: row {r} token {t}"
+                    "{ty:?} {kernel:?} {R} rows {T} tokens: row {r} token {t}"
                 );
             }
         }
