@@ -4,6 +4,11 @@
 #   guest/build-guest.sh --enclave BIN --busybox PATH --kernel VMLINUZ --ovmf OVMF.fd \
 #       --model MODEL.gguf [--model-on-disk] --vcpus N[,N...] --vcpu-type TYPE --out DIR
 #       [--args FILE] [--cmdline-base TEXT] [--vmm-type QEMU|EC2|GCE]
+#       [--lib F]... [--bin F]... [--module KO]... [--dev [--sim-keys F]]
+#
+# --lib, --bin, --module, --dev and --sim-keys go to build-initrd.sh (see there): shared
+# libraries, extra executables (dmsetup, for kernels without CONFIG_DM_INIT), kernel
+# modules in load order, and the dev launch mode (scripts/vm-e2e.sh).
 #
 # Produces in DIR:
 #   initrd.cpio        /init, busybox, vouch-enclave, enclave.args (+ the model unless
@@ -20,7 +25,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 enclave= busybox= kernel= ovmf= model= on_disk=0 vcpus= vcpu_type= out= args="$here/enclave.args"
-vmm=QEMU
+vmm=QEMU initrd_extra=()
 cmdline_base="console=ttyS0 panic=-1 rdinit=/init"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -36,7 +41,9 @@ while [ $# -gt 0 ]; do
         --args) args="$2"; shift 2 ;;
         --cmdline-base) cmdline_base="$2"; shift 2 ;;
         --out) out="$2"; shift 2 ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        --lib|--bin|--module|--sim-keys) initrd_extra+=("$1" "$2"); shift 2 ;;
+        --dev) initrd_extra+=(--dev); shift ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "build-guest: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -56,11 +63,12 @@ cmdline="$cmdline_base"
 if [ "$on_disk" = 1 ]; then
     "$here/build-model-disk.sh" "$model" "$out"
     cmdline="$cmdline $(cat "$out/cmdline.model")"
-    "$here/build-initrd.sh" --enclave "$enclave" --busybox "$busybox" --args "$args" --out "$out/initrd.cpio"
+    "$here/build-initrd.sh" --enclave "$enclave" --busybox "$busybox" --args "$args" \
+        ${initrd_extra[@]+"${initrd_extra[@]}"} --out "$out/initrd.cpio"
 else
     cmdline="$cmdline vouch.model=initrd"
     "$here/build-initrd.sh" --enclave "$enclave" --busybox "$busybox" --args "$args" --model "$model" \
-        --out "$out/initrd.cpio"
+        ${initrd_extra[@]+"${initrd_extra[@]}"} --out "$out/initrd.cpio"
 fi
 printf '%s' "$cmdline" > "$out/cmdline"
 

@@ -3,7 +3,8 @@
 # hence the same SHA-256 in the SEV hashes table, hence the same launch measurement.
 #
 #   guest/build-initrd.sh --enclave PATH --busybox PATH --out FILE
-#                         [--args FILE] [--model FILE] [--lib FILE]... [--module KO]...
+#                         [--args FILE] [--model FILE] [--lib FILE]... [--bin FILE]...
+#                         [--module KO]...
 #                         [--dev [--sim-keys FILE]] [--gzip]
 #
 #   --enclave   the vouch-enclave binary (statically linked, e.g. built for
@@ -14,6 +15,9 @@
 #               ones go on a dm-verity disk, see build-model-disk.sh)
 #   --lib       add a file under /lib (repeatable; shared libraries for a dynamic binary;
 #               /lib64 is a link to /lib, so the glibc loader path resolves)
+#   --bin       add an executable under /bin (repeatable; e.g. dmsetup, which /init uses to
+#               build the verity device on kernels without CONFIG_DM_INIT; add its libraries
+#               with --lib)
 #   --module    add a kernel module (repeatable, in load order: dependencies first); /init
 #               insmods /lib/modules/*.ko in that order (for kernels, like Debian's, that
 #               build virtio/vsock/sev-guest as modules). Must match the kernel's version.
@@ -34,7 +38,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 enclave= busybox= out= args="$here/enclave.args" model= gz=0 dev=0 sim_keys=
-libs=() mods=()
+libs=() mods=() bins=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --enclave) enclave="$2"; shift 2 ;;
@@ -43,18 +47,20 @@ while [ $# -gt 0 ]; do
         --args) args="$2"; shift 2 ;;
         --model) model="$2"; shift 2 ;;
         --lib) libs+=("$2"); shift 2 ;;
+        --bin) bins+=("$2"); shift 2 ;;
         --module) mods+=("$2"); shift 2 ;;
         --dev) dev=1; shift ;;
         --sim-keys) sim_keys="$2"; shift 2 ;;
         --gzip) gz=1; shift ;;
-        -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,42p' "$0"; exit 0 ;;
         *) echo "build-initrd: unknown argument $1" >&2; exit 2 ;;
     esac
 done
 [ -n "$enclave" ] && [ -n "$busybox" ] && [ -n "$out" ] || { echo "build-initrd: --enclave, --busybox and --out are required" >&2; exit 2; }
 [ -z "$sim_keys" ] || [ "$dev" = 1 ] || { echo "build-initrd: --sim-keys needs --dev" >&2; exit 2; }
-for f in "$enclave" "$busybox" "$args" "$here/init" ${model:+"$model"} ${sim_keys:+"$sim_keys"} \
-         ${libs[@]+"${libs[@]}"} ${mods[@]+"${mods[@]}"}; do
+for f in "$enclave" "$busybox" "$args" "$here/init" "$here/power-button" ${model:+"$model"} \
+         ${sim_keys:+"$sim_keys"} ${libs[@]+"${libs[@]}"} ${bins[@]+"${bins[@]}"} \
+         ${mods[@]+"${mods[@]}"}; do
     [ -f "$f" ] || { echo "build-initrd: $f: not a file" >&2; exit 2; }
 done
 abs() { (cd "$(dirname "$1")" && echo "$(pwd)/$(basename "$1")"); }
@@ -66,6 +72,9 @@ list="$out.list"
     echo "dir /dev 0755 0 0"
     echo "nod /dev/console 0600 0 0 c 5 1"
     echo "dir /etc 0755 0 0"
+    echo "dir /etc/acpi 0755 0 0"
+    echo "dir /etc/acpi/PWRF 0755 0 0"
+    echo "file /etc/acpi/PWRF/00000080 $(abs "$here/power-button") 0755 0 0"
     echo "dir /etc/vouch 0755 0 0"
     echo "dir /lib 0755 0 0"
     echo "dir /proc 0555 0 0"
@@ -73,10 +82,13 @@ list="$out.list"
     echo "dir /sys 0555 0 0"
     echo "file /init $(abs "$here/init") 0755 0 0"
     echo "file /bin/busybox $(abs "$busybox") 0755 0 0"
-    for applet in sh mount mkdir cat head sleep modprobe insmod ip poweroff; do
+    for applet in sh mount mkdir cat head sleep modprobe insmod ip poweroff sed tr wc kill sync acpid; do
         echo "slink /bin/$applet busybox 0777 0 0"
     done
     echo "file /bin/vouch-enclave $(abs "$enclave") 0755 0 0"
+    for b in ${bins[@]+"${bins[@]}"}; do
+        echo "file /bin/$(basename "$b") $(abs "$b") 0755 0 0"
+    done
     echo "file /etc/vouch/enclave.args $(abs "$args") 0644 0 0"
     for l in ${libs[@]+"${libs[@]}"}; do
         echo "file /lib/$(basename "$l") $(abs "$l") 0755 0 0"

@@ -10,6 +10,9 @@
 #                         `vouch proxy` in tests/tests/openai_sdk.rs) and, through
 #                         scripts/install-measure-deps.sh, the pinned sev-snp-measure
 #   OVMF, veritysetup     the launch-measurement tests (scripts/install-measure-deps.sh)
+#   QEMU, busybox, ...    the guest VM check (scripts/vm-e2e.sh installs them, downloads
+#                         Debian's kernel .deb and builds the AmdSev OVMF from Debian's
+#                         edk2 source: about 3 min the first time, cached in build/)
 #
 # The genuine SEV-SNP vectors are not in this repository: the tests read them from
 # <repo>/../shared (see attestation/testdata/README.md).
@@ -52,3 +55,13 @@ bash scripts/install-measure-deps.sh
 bash scripts/fetch-model.sh
 echo "test: cargo test --workspace (debug build; dependencies optimised)" >&2
 cargo test --workspace --locked "$@"
+
+# The guest image booted in a VM, end to end (scripts/vm-e2e.sh, with the binaries the
+# tests just built; it installs QEMU & co., and prints one SKIPPED line without /dev/kvm).
+# VOUCH_VM_E2E=0 leaves it out.
+if [ "${VOUCH_VM_E2E:-1}" = 0 ]; then
+    echo "test: vm-e2e left out (VOUCH_VM_E2E=0)" >&2
+else
+    echo "test: scripts/vm-e2e.sh (the guest image in a VM)" >&2
+    timeout 2400 bash scripts/vm-e2e.sh
+fi

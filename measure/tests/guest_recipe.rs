@@ -140,21 +140,30 @@ fn initrd_contents_are_exact_and_reproducible() {
         names,
         [
             "bin",
+            "bin/acpid",
             "bin/busybox",
             "bin/cat",
             "bin/head",
             "bin/insmod",
             "bin/ip",
+            "bin/kill",
             "bin/mkdir",
             "bin/modprobe",
             "bin/mount",
             "bin/poweroff",
+            "bin/sed",
             "bin/sh",
             "bin/sleep",
+            "bin/sync",
+            "bin/tr",
             "bin/vouch-enclave",
+            "bin/wc",
             "dev",
             "dev/console",
             "etc",
+            "etc/acpi",
+            "etc/acpi/PWRF",
+            "etc/acpi/PWRF/00000080",
             "etc/vouch",
             "etc/vouch/enclave.args",
             "init",
@@ -175,6 +184,9 @@ fn initrd_contents_are_exact_and_reproducible() {
     assert_eq!(file("bin/sh").mode, 0o120777);
     assert_eq!(file("bin/sh").data, b"busybox");
     assert_eq!(file("etc/vouch/enclave.args").data, std::fs::read(guest_dir().join("enclave.args")).unwrap());
+    // The power-button handler that turns QEMU's system_powerdown into the enclave's SIGTERM.
+    assert_eq!(file("etc/acpi/PWRF/00000080").data, std::fs::read(guest_dir().join("power-button")).unwrap());
+    assert_eq!(file("etc/acpi/PWRF/00000080").mode, 0o100755);
     assert_eq!(file("model/model.gguf").data, std::fs::read(&i.model).unwrap());
     assert_eq!(file("model/model.gguf").mode, 0o100444);
     assert_eq!(file("dev/console").mode, 0o020600);
