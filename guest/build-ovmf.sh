@@ -12,7 +12,9 @@
 # `sevsecret` module, so it is left out of the bundled grub. That grub only runs when no
 # kernel is given (it unlocks an encrypted disk with a secret the guest owner injects);
 # measured direct boot never reaches it. The result is still a different firmware from
-# upstream's: its SHA-256 is printed, and the measurement covers its every byte.
+# upstream's: its SHA-256 is printed, and the measurement covers its every byte. The
+# build is not byte-reproducible yet (two builds here at the same path differed), so the
+# binary itself must be published with a measurement computed for it.
 #
 # Idempotent: when DIR/OVMF.amdsev.fd exists and was built from these same pins, nothing
 # is done. Installs its build dependencies with apt-get (root or sudo). About 2 min on
