@@ -106,6 +106,7 @@ fn main() {
                 completion_tokens: 20,
                 response_id: format!("chatcmpl-{i}"),
                 replay: Some(vouch_attestation::receipt::ReplaySpec::for_tests()),
+                decoding: Some(vouch_attestation::receipt::DecodingSpec::unconstrained()),
             })
         })
         .collect();

@@ -35,8 +35,13 @@ use std::collections::HashMap;
 ///   cannot be replayed.
 /// - 3: receipt leaves carry a [`ReplaySpec`]: everything a re-execution needs beyond
 ///   the request bytes (engine, sampler, seed origin, tokenizer, chat template, prompt and
-///   output token ids, stop tokens).
-pub const FORMAT_VERSION: u32 = 3;
+///   output token ids, stop tokens). Still read and replayed; such answers were decoded
+///   with no stop strings, penalties, bias or constraint (the enclave refused those).
+/// - 4: leaves also carry a [`DecodingSpec`]: the effective generation spec, every
+///   request parameter that influenced which tokens were chosen or where the answer
+///   ended (stop strings, penalties, logit bias, choices, logprobs, output constraint,
+///   tools).
+pub const FORMAT_VERSION: u32 = 4;
 
 /// The oldest format this verifier reads.
 pub const OLDEST_READ_VERSION: u32 = 2;
@@ -177,7 +182,92 @@ pub struct ReceiptLeaf {
     /// What a replay needs (format 3 on; absent in format 2 leaves).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay: Option<ReplaySpec>,
+    /// The effective generation spec (format 4 on; absent before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoding: Option<DecodingSpec>,
 }
+
+/// The effective generation spec a format-4 leaf commits, beyond the temperature, top_p,
+/// seed and max_tokens the leaf has always carried: everything in the request that
+/// influenced decoding, as the enclave applied it, so a verifier sees exactly what was
+/// applied and a replay applies the same. A request parameter the enclave does not apply
+/// is refused before anything is generated, never left out of here.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DecodingSpec {
+    /// Stop strings (at most 4), in request order. The answer's text ends just before the
+    /// first place any of them occurs; finish reason "stop".
+    pub stop: Vec<String>,
+    /// Subtracted once from the logit of every token already in the completion.
+    pub presence_penalty: f64,
+    /// Subtracted from a token's logit once per occurrence in the completion.
+    pub frequency_penalty: f64,
+    /// Added to the logit of a token id: (id, bias) pairs, ascending id, each id once.
+    pub logit_bias: Vec<(u32, f64)>,
+    /// Choices the request asked for (`n`).
+    pub n: u32,
+    /// Which of them this leaf is (0-based).
+    pub choice_index: u32,
+    /// `top_logprobs` when log-probabilities were returned (0: the chosen token's only);
+    /// `None` when they were not.
+    pub logprobs: Option<u32>,
+    /// `text`, `json_object` or `json_schema`: the output constraint.
+    pub response_format: String,
+    /// SHA-256 of the grammar the output was constrained by (`None`: unconstrained).
+    #[serde(with = "serde_bytes")]
+    pub grammar_sha256: Option<Vec<u8>>,
+    /// SHA-256 of the tool definitions offered (`None`: no tools).
+    #[serde(with = "serde_bytes")]
+    pub tools_sha256: Option<Vec<u8>>,
+}
+
+impl DecodingSpec {
+    /// What a format-3 answer was decoded with: nothing beyond temperature, top_p, seed
+    /// and max_tokens (the enclave refused every other control).
+    pub fn unconstrained() -> DecodingSpec {
+        DecodingSpec {
+            stop: Vec::new(),
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            logit_bias: Vec::new(),
+            n: 1,
+            choice_index: 0,
+            logprobs: None,
+            response_format: "text".into(),
+            grammar_sha256: None,
+            tools_sha256: None,
+        }
+    }
+
+    /// The structural rules a verifier holds every committed spec to.
+    fn check(&self) -> Result<(), String> {
+        if self.stop.len() > MAX_STOP_STRINGS || self.stop.iter().any(String::is_empty) {
+            return Err(format!("stop must be at most {MAX_STOP_STRINGS} non-empty strings"));
+        }
+        if !self.logit_bias.windows(2).all(|w| w[0].0 < w[1].0) {
+            return Err("logit_bias ids must be strictly ascending".into());
+        }
+        if self.n == 0 || self.choice_index >= self.n {
+            return Err(format!("choice {} of n = {}", self.choice_index, self.n));
+        }
+        if !RESPONSE_FORMATS.contains(&self.response_format.as_str()) {
+            return Err(format!("unknown response_format {:?}", self.response_format));
+        }
+        if (self.response_format == "text") != self.grammar_sha256.is_none() {
+            return Err("a grammar digest goes with a constrained response_format, and only with one".into());
+        }
+        for d in [&self.grammar_sha256, &self.tools_sha256].into_iter().flatten() {
+            if d.len() != 32 {
+                return Err("digests are 32 bytes".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Most stop strings a request may give (OpenAI's limit).
+pub const MAX_STOP_STRINGS: usize = 4;
+/// The output constraints a [`DecodingSpec`] may name.
+pub const RESPONSE_FORMATS: [&str; 3] = ["text", "json_object", "json_schema"];
 
 /// Seed origin: the request gave it.
 pub const SEED_FROM_REQUEST: &str = "request";
@@ -519,6 +609,21 @@ impl ReceiptVerifier {
                     if leaf.replay.is_some() { "must not carry" } else { "must carry" }
                 ),
             });
+        }
+        // Likewise format 4 leaves, and only they, commit the effective generation spec.
+        if (leaf.version >= 4) != leaf.decoding.is_some() {
+            return Err(ReceiptError::Malformed {
+                what: "receipt leaf",
+                reason: format!(
+                    "a format {} leaf {} a decoding spec",
+                    leaf.version,
+                    if leaf.decoding.is_some() { "must not carry" } else { "must carry" }
+                ),
+            });
+        }
+        if let Some(d) = &leaf.decoding {
+            d.check()
+                .map_err(|reason| ReceiptError::Malformed { what: "receipt leaf decoding spec", reason })?;
         }
         if let Some(spec) = &leaf.replay {
             if !SEED_SOURCES.contains(&spec.seed_source.as_str()) {

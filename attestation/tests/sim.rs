@@ -230,6 +230,7 @@ fn leaf(i: u32) -> ReceiptLeaf {
         completion_tokens: 5,
         response_id: format!("chatcmpl-{i}"),
         replay: Some(vouch_attestation::receipt::ReplaySpec::for_tests()),
+        decoding: Some(vouch_attestation::receipt::DecodingSpec::unconstrained()),
     }
 }
 
@@ -334,11 +335,11 @@ fn receipts_verify_offline_and_every_tamper_fails() {
     r.version = 1;
     assert!(matches!(
         check(&r).unwrap_err(),
-        ReceiptError::UnsupportedVersion { actual: 1, expected: 3, .. }
+        ReceiptError::UnsupportedVersion { actual: 1, expected: 4, .. }
     ));
     let mut r = decoded.clone();
-    r.version = 4;
-    assert!(matches!(check(&r).unwrap_err(), ReceiptError::UnsupportedVersion { actual: 4, .. }));
+    r.version = 5;
+    assert!(matches!(check(&r).unwrap_err(), ReceiptError::UnsupportedVersion { actual: 5, .. }));
     // AMD-only verifier: refused on the platform tag, before any signature check.
     assert_eq!(
         verify_receipt(&TrustAnchors::amd(), &receipts[0], &pinned(), NOW).unwrap_err(),
@@ -396,9 +397,9 @@ fn committed_fuzz_seeds_verify_to_the_end() {
 fn format_2_leaves_still_verify_and_no_leaf_is_read_as_the_other_format() {
     let sp = sim();
     let a = anchors(&sp);
-    let v2 = ReceiptLeaf { version: 2, replay: None, ..leaf(0) };
-    let v3_without_spec = ReceiptLeaf { replay: None, ..leaf(1) };
-    let v2_with_spec = ReceiptLeaf { version: 2, ..leaf(2) };
+    let v2 = ReceiptLeaf { version: 2, replay: None, decoding: None, ..leaf(0) };
+    let v3_without_spec = ReceiptLeaf { version: 3, replay: None, decoding: None, ..leaf(1) };
+    let v2_with_spec = ReceiptLeaf { version: 2, decoding: None, ..leaf(2) };
     let receipts = batch_of(&sp, vec![v2.clone(), v3_without_spec, v2_with_spec, leaf(3)]);
     let mut verifier = ReceiptVerifier::new(a, pinned(), NOW);
     // A format-2 answer (issued before replay specs) verifies as before, spec-less.
@@ -420,6 +421,66 @@ fn format_2_leaves_still_verify_and_no_leaf_is_read_as_the_other_format() {
         }
     );
     assert_eq!(verifier.verify(&receipts[3]).unwrap().leaf().replay, Some(ReplaySpec::for_tests()));
+}
+
+#[test]
+fn format_3_leaves_still_verify_and_a_decoding_spec_goes_with_format_4_only() {
+    let sp = sim();
+    let v3 = ReceiptLeaf { version: 3, decoding: None, ..leaf(0) };
+    let v4_without = ReceiptLeaf { decoding: None, ..leaf(1) };
+    let v3_with = ReceiptLeaf { version: 3, ..leaf(2) };
+    let stopped = DecodingSpec { stop: vec!["Berlin".into()], ..DecodingSpec::unconstrained() };
+    let v4 = ReceiptLeaf { decoding: Some(stopped.clone()), ..leaf(3) };
+    let receipts = batch_of(&sp, vec![v3.clone(), v4_without, v3_with, v4]);
+    let mut verifier = ReceiptVerifier::new(anchors(&sp), pinned(), NOW);
+    // A format-3 answer (decoded with no stop strings, penalties or bias) verifies as before.
+    assert_eq!(verifier.verify(&receipts[0]).unwrap().leaf(), &v3);
+    assert_eq!(
+        verifier.verify(&receipts[1]).unwrap_err(),
+        ReceiptError::Malformed {
+            what: "receipt leaf",
+            reason: "a format 4 leaf must carry a decoding spec".into()
+        }
+    );
+    assert_eq!(
+        verifier.verify(&receipts[2]).unwrap_err(),
+        ReceiptError::Malformed {
+            what: "receipt leaf",
+            reason: "a format 3 leaf must not carry a decoding spec".into()
+        }
+    );
+    assert_eq!(verifier.verify(&receipts[3]).unwrap().leaf().decoding, Some(stopped));
+}
+
+#[test]
+fn a_malformed_decoding_spec_is_refused() {
+    let sp = sim();
+    let u = DecodingSpec::unconstrained;
+    let bad = [
+        (DecodingSpec { stop: vec!["a".into(); 5], ..u() }, "stop must be at most 4 non-empty strings"),
+        (DecodingSpec { stop: vec![String::new()], ..u() }, "stop must be at most 4 non-empty strings"),
+        (
+            DecodingSpec { logit_bias: vec![(5, 1.0), (5, 2.0)], ..u() },
+            "logit_bias ids must be strictly ascending",
+        ),
+        (DecodingSpec { choice_index: 1, ..u() }, "choice 1 of n = 1"),
+        (DecodingSpec { response_format: "yaml".into(), ..u() }, "unknown response_format \"yaml\""),
+        (
+            DecodingSpec { response_format: "json_object".into(), ..u() },
+            "a grammar digest goes with a constrained response_format, and only with one",
+        ),
+        (DecodingSpec { tools_sha256: Some(vec![0; 31]), ..u() }, "digests are 32 bytes"),
+    ];
+    let leaves =
+        bad.iter().enumerate().map(|(i, (d, _))| ReceiptLeaf { decoding: Some(d.clone()), ..leaf(i as u32) });
+    let receipts = batch_of(&sp, leaves.collect());
+    let mut verifier = ReceiptVerifier::new(anchors(&sp), pinned(), NOW);
+    for (r, (_, reason)) in receipts.iter().zip(bad) {
+        assert_eq!(
+            verifier.verify(r).unwrap_err(),
+            ReceiptError::Malformed { what: "receipt leaf decoding spec", reason: reason.into() }
+        );
+    }
 }
 
 #[test]

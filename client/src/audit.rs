@@ -126,6 +126,7 @@ pub fn compare_leaves(p: &ReceiptLeaf, a: &ReceiptLeaf) -> AuditStatus {
             (p.temperature, p.top_p, p.max_tokens) == (a.temperature, a.top_p, a.max_tokens),
         ),
         ("seed", p.seed == a.seed || p.temperature == 0.0),
+        ("decoding spec (stop strings, penalties, bias)", p.decoding == a.decoding),
     ];
     if let Some((what, _)) = same_setup.iter().find(|(_, same)| !same) {
         return inconclusive(format!("the two enclaves ran with a different {what}"));
@@ -322,6 +323,7 @@ mod tests {
             completion_tokens: 16,
             response_id: "chatcmpl-a".into(),
             replay: Some(ReplaySpec { seed_source: SEED_FROM_ENCLAVE.into(), ..ReplaySpec::for_tests() }),
+            decoding: Some(vouch_attestation::receipt::DecodingSpec::unconstrained()),
         }
     }
 
@@ -371,7 +373,7 @@ mod tests {
         assert_eq!(reason(compare_leaves(&leaf(), &model)), "the two enclaves ran with a different model");
         let request = ReceiptLeaf { request_sha256: vec![8; 32], ..leaf() };
         assert_eq!(reason(compare_leaves(&leaf(), &request)), "the receipts are for different request bytes");
-        let v2 = ReceiptLeaf { version: 2, replay: None, ..leaf() };
+        let v2 = ReceiptLeaf { version: 2, replay: None, decoding: None, ..leaf() };
         assert!(reason(compare_leaves(&v2, &leaf())).contains("older than format 3"));
     }
 

@@ -17,11 +17,13 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
-use vouch_attestation::receipt::{token_ids_sha256, ReceiptLeaf, ReplaySpec, SEED_FROM_REQUEST};
+use vouch_attestation::receipt::{
+    token_ids_sha256, DecodingSpec, ReceiptLeaf, ReplaySpec, SEED_FROM_REQUEST,
+};
 use vouch_attestation::TrustAnchors;
 use vouch_enclave::model::{
     replay, replay_by_text, CommittedAnswer, Divergence, FinishReason, GenerateRequest, Model, ReplayOutcome,
-    CHAT_TEMPLATE, SAMPLER_VERSION,
+    CHAT_TEMPLATE, SAMPLER_VERSION, SAMPLER_VERSION_1,
 };
 
 use crate::policy::ClientPolicy;
@@ -154,7 +156,7 @@ pub fn replay_receipt(
     if token_ids_sha256(&tokens)[..] != spec.output_tokens_sha256[..] {
         return Err(cannot("the file's completion token ids are not the ones the receipt commits"));
     }
-    if model.tokenizer().decode(&tokens) != *output {
+    if !spells(&model.tokenizer().decode(&tokens), output, &req.params.controls.stop) {
         return Err(cannot("the committed token ids do not spell the committed output"));
     }
     match replay(model, &req, &tokens, finish)? {
@@ -189,9 +191,16 @@ pub fn check_proof(
 
 fn check_identity(spec: &ReplaySpec, leaf: &ReceiptLeaf, model: &Model) -> Result<(), ReplayError> {
     let id = model.replay_identity();
+    // A format-3 receipt names vouch-sampler-1: version 2 without logit adjustments (all
+    // such answers had none) chooses the same tokens.
+    let sampler = if leaf.version == 3 && spec.sampler == SAMPLER_VERSION_1 {
+        SAMPLER_VERSION_1
+    } else {
+        SAMPLER_VERSION
+    };
     let mine = [
         ("engine", id.engine, spec.engine.as_str()),
-        ("sampler", SAMPLER_VERSION, spec.sampler.as_str()),
+        ("sampler", sampler, spec.sampler.as_str()),
         ("chat template", CHAT_TEMPLATE, spec.chat_template.as_str()),
     ];
     for (what, have, needed) in mine {
@@ -210,6 +219,17 @@ fn check_identity(spec: &ReplaySpec, leaf: &ReceiptLeaf, model: &Model) -> Resul
         return Err(cannot("the model file's tokenizer differs from the one the receipt commits"));
     }
     Ok(())
+}
+
+/// Whether token ids that spell `spelled` can have produced the answer text `output`:
+/// the same text, or — when a stop string cut it — `output` followed by the first
+/// occurrence of a stop string (and whatever the last token added after it).
+fn spells(spelled: &str, output: &str, stop: &[String]) -> bool {
+    if spelled == output {
+        return stop.iter().all(|s| !spelled.contains(s.as_str()));
+    }
+    let first_stop = stop.iter().filter_map(|s| spelled.find(s.as_str())).min();
+    spelled.starts_with(output) && first_stop == Some(output.len())
 }
 
 /// The request as the enclave ran it: the body's messages, with the receipt's committed
@@ -232,6 +252,15 @@ fn request_of(body: &[u8], leaf: &ReceiptLeaf, spec: &ReplaySpec) -> Result<Gene
         return Err(cannot(format!(
             "the receipt commits parameters {committed:?}, the request asks {:?}",
             (params.temperature, params.top_p, params.seed, params.max_tokens)
+        )));
+    }
+    // The controls the body asks for must be the ones the receipt commits (format 4), or
+    // none at all (format 3: the enclave refused every control then).
+    let applied = leaf.decoding.clone().unwrap_or_else(DecodingSpec::unconstrained);
+    if params.controls.spec() != applied {
+        return Err(cannot(format!(
+            "the receipt commits decoding {applied:?}, the request asks {:?}",
+            params.controls.spec()
         )));
     }
     Ok(GenerateRequest { messages: parsed.messages, params })

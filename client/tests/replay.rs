@@ -55,6 +55,7 @@ fn answer(model: &mut Model, body: &[u8]) -> (Vec<u32>, String, ReceiptLeaf) {
             output_tokens_sha256: token_ids_sha256(&stats.completion_token_ids).to_vec(),
             stop_token_ids: id.stop_token_ids.clone(),
         }),
+        decoding: Some(parsed.params.controls.spec()),
     };
     (stats.completion_token_ids, text, leaf)
 }
@@ -155,7 +156,7 @@ fn honest_answers_match_lies_get_a_proof_that_checks() {
     // A format-2 receipt (no replay spec) verifies but cannot be replayed.
     let body = br#"{"messages":[{"role":"user","content":"Hi"}],"max_tokens":8}"#;
     let (tokens, text, leaf) = answer(&mut model, body);
-    let old = ReceiptLeaf { version: 2, replay: None, ..leaf.clone() };
+    let old = ReceiptLeaf { version: 2, replay: None, decoding: None, ..leaf.clone() };
     let old = write("format2.json", &old, body, &text, &tokens);
     let o = run(&["replay", &old]);
     assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
@@ -164,6 +165,37 @@ fn honest_answers_match_lies_get_a_proof_that_checks() {
         "{}",
         stderr(&o)
     );
+    // A format-3 receipt (sampler 1, no decoding spec) still replays: MATCH.
+    let mut v3 = ReceiptLeaf { version: 3, decoding: None, ..leaf.clone() };
+    v3.replay.as_mut().unwrap().sampler = "vouch-sampler-1".into();
+    let v3 = write("format3.json", &v3, body, &text, &tokens);
+    let o = run(&["replay", &v3]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).starts_with("MATCH"), "{}", stdout(&o));
+    // A format-4 receipt naming sampler 1 is refused (version 4 answers ran sampler 2).
+    let mut v4_old_sampler = leaf.clone();
+    v4_old_sampler.replay.as_mut().unwrap().sampler = "vouch-sampler-1".into();
+    let f = write("format4-sampler1.json", &v4_old_sampler, body, &text, &tokens);
+    let o = run(&["replay", &f]);
+    assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains("the receipt needs sampler \"vouch-sampler-1\""), "{}", stderr(&o));
+
+    // A stopped, penalised, biased answer replays bit for bit; the same tokens under a
+    // receipt committing another decoding spec than the body asks are refused.
+    let body = br#"{"messages":[{"role":"user","content":"What is the capital of France?"}],"max_tokens":48,"stop":["capital"],"frequency_penalty":0.5,"logit_bias":{"28":-3}}"#;
+    let (tokens, text, leaf) = answer(&mut model, body);
+    assert!(!text.contains("capital"), "{text}");
+    let f = write("controls.json", &leaf, body, &text, &tokens);
+    let o = run(&["replay", &f]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).starts_with("MATCH"), "{}", stdout(&o));
+    let mut misstated = leaf.clone();
+    misstated.decoding.as_mut().unwrap().stop.clear();
+    let f = write("controls-misstated.json", &misstated, body, &text, &tokens);
+    let o = run(&["replay", &f]);
+    assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains("the receipt commits decoding"), "{}", stderr(&o));
+
     // Another engine version than this build's.
     let mut other = leaf;
     other.replay.as_mut().unwrap().engine = "vouch-native-0".into();

@@ -412,6 +412,7 @@ impl Exchange {
                 output_tokens_sha256: token_ids_sha256(&stats.completion_token_ids).to_vec(),
                 stop_token_ids: id.stop_token_ids.clone(),
             }),
+            decoding: Some(self.params.controls.spec()),
         };
         let receipt = self.state.notary.receipt(binding::to_cbor(&leaf)).await.map_err(|e| e.to_string())?;
         Ok(base64::engine::general_purpose::STANDARD.encode(receipt))

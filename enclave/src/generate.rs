@@ -121,6 +121,7 @@ pub fn run(args: GenerateArgs) -> Result<(), GenerateError> {
             top_p: args.top_p,
             seed: args.seed,
             max_tokens: args.max_tokens,
+            controls: Default::default(),
         },
     };
     request.validate()?;

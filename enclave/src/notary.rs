@@ -218,6 +218,7 @@ mod tests {
             completion_tokens: 1,
             response_id: format!("r{i}"),
             replay: Some(vouch_attestation::receipt::ReplaySpec::for_tests()),
+            decoding: Some(vouch_attestation::receipt::DecodingSpec::unconstrained()),
         })
     }
 

@@ -12,7 +12,7 @@
 //!                   └─► RequestError { code(), message }  (400 invalid_request_error)
 //! ```
 
-use crate::model::{ChatMessage, SamplingParams};
+use crate::model::{ChatMessage, DecodingControls, SamplingParams};
 use serde::Deserialize;
 
 /// Longest prompt text accepted before tokenizing, in bytes: the context window times a
@@ -27,7 +27,7 @@ pub const MAX_TOKENS_CAP: u32 = 2048;
 /// The fields this server honours. Every other field is refused (see [`check_fields`]):
 /// a parameter silently not applied would leave a receipt for a request that did not run
 /// as asked.
-pub const HONOURED_FIELDS: [&str; 9] = [
+pub const HONOURED_FIELDS: [&str; 13] = [
     "model",
     "messages",
     "max_tokens",
@@ -37,24 +37,24 @@ pub const HONOURED_FIELDS: [&str; 9] = [
     "seed",
     "stream",
     "stream_options",
+    "stop",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
 ];
 
 /// Fields accepted only at the value that changes nothing — what some OpenAI clients send
-/// by default — and refused at any other: `n` 1, the penalties 0, `logprobs` false,
-/// `stop` / `logit_bias` / `tools` empty, `tool_choice` "none", `response_format` text,
-/// `store` false, and `user` (an end-user id: informational, it changes no decoding).
-/// `null` is accepted for each (the field's default).
+/// by default — and refused at any other: `n` 1, `logprobs` false, `tools` empty,
+/// `tool_choice` "none", `response_format` text, `store` false, and `user` (an end-user
+/// id: informational, it changes no decoding). `null` is accepted for each (the field's
+/// default).
 pub fn is_inert(name: &str, value: &serde_json::Value) -> bool {
     use serde_json::Value;
     if value.is_null() {
         return matches!(
             name,
-            "n" | "presence_penalty"
-                | "frequency_penalty"
-                | "logprobs"
+            "n" | "logprobs"
                 | "top_logprobs"
-                | "stop"
-                | "logit_bias"
                 | "tools"
                 | "tool_choice"
                 | "parallel_tool_calls"
@@ -65,10 +65,8 @@ pub fn is_inert(name: &str, value: &serde_json::Value) -> bool {
     }
     match name {
         "n" => value.as_u64() == Some(1),
-        "presence_penalty" | "frequency_penalty" => value.as_f64() == Some(0.0),
         "logprobs" | "store" => value == &Value::Bool(false),
-        "stop" | "tools" => value.as_array().is_some_and(Vec::is_empty),
-        "logit_bias" => value.as_object().is_some_and(serde_json::Map::is_empty),
+        "tools" => value.as_array().is_some_and(Vec::is_empty),
         "tool_choice" => value.as_str() == Some("none"),
         "response_format" => value
             .as_object()
@@ -127,6 +125,19 @@ struct Wire {
     #[serde(default)]
     stream: bool,
     stream_options: Option<StreamOptions>,
+    stop: Option<Stop>,
+    presence_penalty: Option<f64>,
+    frequency_penalty: Option<f64>,
+    /// Token id (a decimal string, as OpenAI's JSON has it) → bias.
+    logit_bias: Option<std::collections::BTreeMap<String, f64>>,
+}
+
+/// `stop`: one string or a list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Stop {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// `stream_options` (checked by [`check_fields`] to hold only `include_usage`).
@@ -167,6 +178,14 @@ pub enum RequestError {
         /// [`MAX_TOKENS_CAP`].
         cap: u32,
     },
+    /// A parameter's value is out of its range (OpenAI's `invalid_value`).
+    #[error("{reason}")]
+    InvalidValue {
+        /// The field's name.
+        param: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A parameter this server does not apply (OpenAI's `unsupported_parameter`).
     #[error("{reason}")]
     Unsupported {
@@ -193,13 +212,14 @@ impl RequestError {
             RequestError::InvalidMaxTokens { .. } => "invalid_max_tokens",
             RequestError::ContextLengthExceeded { .. } => "context_length_exceeded",
             RequestError::Unsupported { .. } => "unsupported_parameter",
+            RequestError::InvalidValue { .. } => "invalid_value",
         }
     }
 
     /// The OpenAI-style `error.param`: the field at fault, where there is one.
     pub fn param(&self) -> Option<&str> {
         match self {
-            RequestError::Unsupported { param, .. } => Some(param),
+            RequestError::Unsupported { param, .. } | RequestError::InvalidValue { param, .. } => Some(param),
             RequestError::InvalidMaxTokens { .. } => Some("max_tokens"),
             RequestError::ContextLengthExceeded { .. } => Some("messages"),
             RequestError::InvalidJson(_) => None,
@@ -223,11 +243,34 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
     if bytes > MAX_PROMPT_BYTES {
         return Err(RequestError::ContextLengthExceeded { bytes, tokens: crate::model::MAX_CONTEXT_TOKENS });
     }
+    let invalid =
+        |param: &str, reason: String| RequestError::InvalidValue { param: param.to_owned(), reason };
+    let mut logit_bias = Vec::new();
+    for (id, bias) in w.logit_bias.unwrap_or_default() {
+        // Canonical decimal only: "07" and "7" would otherwise be two entries for one id.
+        let parsed = id.parse::<u32>().ok().filter(|n| n.to_string() == id);
+        let id = parsed
+            .ok_or_else(|| invalid("logit_bias", format!("logit_bias key {id:?} is not a token id")))?;
+        logit_bias.push((id, bias));
+    }
+    logit_bias.sort_by_key(|&(id, _)| id);
+    let controls = DecodingControls {
+        stop: match w.stop {
+            None => Vec::new(),
+            Some(Stop::One(s)) => vec![s],
+            Some(Stop::Many(v)) => v,
+        },
+        presence_penalty: w.presence_penalty.unwrap_or(0.0),
+        frequency_penalty: w.frequency_penalty.unwrap_or(0.0),
+        logit_bias,
+    };
+    controls.check().map_err(|(param, reason)| invalid(param, reason))?;
     let params = SamplingParams {
         temperature: w.temperature.unwrap_or(0.0),
         top_p: w.top_p,
         seed: w.seed.unwrap_or(0),
         max_tokens,
+        controls,
     };
     Ok(ChatRequest {
         model: w.model,
@@ -246,7 +289,7 @@ mod tests {
     #[test]
     fn defaults_bounds_and_errors() {
         let r = parse_chat_request(br#"{"messages":[{"role":"user","content":"hi"}]}"#).unwrap();
-        assert_eq!(r.params, SamplingParams { temperature: 0.0, top_p: None, seed: 0, max_tokens: 256 });
+        assert_eq!(r.params, SamplingParams::greedy(256));
         assert!(!r.stream && r.model.is_none() && !r.seed_given);
         let r = parse_chat_request(
             br#"{"model":"m","messages":[],"max_tokens":5,"max_completion_tokens":7,"stream":true,"seed":3}"#,
@@ -273,14 +316,9 @@ mod tests {
     #[test]
     fn parameters_not_applied_are_refused_naming_the_parameter() {
         for (field, param) in [
-            (r#""stop":["Berlin"]"#, "stop"),
-            (r#""stop":"Berlin""#, "stop"),
             (r#""n":2"#, "n"),
             (r#""logprobs":true"#, "logprobs"),
             (r#""top_logprobs":2"#, "top_logprobs"),
-            (r#""presence_penalty":0.5"#, "presence_penalty"),
-            (r#""frequency_penalty":-1"#, "frequency_penalty"),
-            (r#""logit_bias":{"42":5}"#, "logit_bias"),
             (r#""response_format":{"type":"json_object"}"#, "response_format"),
             (r#""tools":[{"type":"function","function":{"name":"f"}}]"#, "tools"),
             (r#""tool_choice":"required""#, "tool_choice"),
@@ -295,6 +333,33 @@ mod tests {
         }
         assert!(with(r#""temprature":0.5"#).unwrap_err().to_string().contains("unknown or unsupported"));
         assert!(with(r#""n":2"#).unwrap_err().to_string().contains("only its default"));
+    }
+
+    #[test]
+    fn stop_penalties_and_bias_are_parsed_and_bounded() {
+        let r = with(
+            r#""stop":"Berlin","presence_penalty":0.5,"frequency_penalty":-1,"logit_bias":{"42":5,"7":-100}"#,
+        )
+        .unwrap();
+        let c = &r.params.controls;
+        assert_eq!(c.stop, ["Berlin"]);
+        assert_eq!((c.presence_penalty, c.frequency_penalty), (0.5, -1.0));
+        assert_eq!(c.logit_bias, [(7, -100.0), (42, 5.0)]);
+        assert_eq!(with(r#""stop":["a","\n\n"]"#).unwrap().params.controls.stop, ["a", "\n\n"]);
+        for (field, param, msg) in [
+            (r#""stop":["a","b","c","d","e"]"#, "stop", "at most 4"),
+            (r#""stop":[""]"#, "stop", "1 to 256 bytes"),
+            (r#""presence_penalty":2.5"#, "presence_penalty", "outside [-2, 2]"),
+            (r#""frequency_penalty":-3"#, "frequency_penalty", "outside [-2, 2]"),
+            (r#""logit_bias":{"x":1}"#, "logit_bias", "is not a token id"),
+            (r#""logit_bias":{"07":1}"#, "logit_bias", "is not a token id"),
+            (r#""logit_bias":{"1":101}"#, "logit_bias", "outside [-100, 100]"),
+        ] {
+            let e = with(field).unwrap_err();
+            assert_eq!((e.code(), e.param()), ("invalid_value", Some(param)), "{field}: {e}");
+            assert!(e.to_string().contains(msg), "{field}: {e}");
+        }
+        assert_eq!(with(r#""stop":5"#).unwrap_err().code(), "invalid_json");
     }
 
     #[test]
@@ -325,7 +390,7 @@ mod tests {
             r#""stream":true,"stream_options":{"include_usage":false}"#,
         ] {
             let r = with(field).unwrap_or_else(|e| panic!("{field}: {e}"));
-            assert_eq!(r.params, SamplingParams { temperature: 0.0, top_p: None, seed: 0, max_tokens: 256 });
+            assert_eq!(r.params, SamplingParams::greedy(256));
         }
     }
 }

@@ -197,7 +197,8 @@ fn argmax(v: &[f32]) -> usize {
 #[test]
 fn same_seed_gives_the_same_sampled_text() {
     let mut model = shared_model();
-    let params = SamplingParams { temperature: 0.8, top_p: Some(0.95), seed: 42, max_tokens: 16 };
+    let params =
+        SamplingParams { temperature: 0.8, top_p: Some(0.95), seed: 42, ..SamplingParams::greedy(16) };
     let req = ask("Tell me a short story about a robot.", params);
     let first = run(&mut model, &req);
     let second = run(&mut model, &req);

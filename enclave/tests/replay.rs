@@ -21,7 +21,12 @@ fn load() -> Model {
 fn request(question: &str, temperature: f64, seed: u64, max_tokens: u32) -> GenerateRequest {
     GenerateRequest {
         messages: vec![ChatMessage::new("user", question)],
-        params: SamplingParams { temperature, top_p: (temperature > 0.0).then_some(0.9), seed, max_tokens },
+        params: SamplingParams {
+            temperature,
+            top_p: (temperature > 0.0).then_some(0.9),
+            seed,
+            ..SamplingParams::greedy(max_tokens)
+        },
     }
 }
 
@@ -85,4 +90,91 @@ fn honest_answers_replay_and_every_change_is_caught_where_it_is() {
     let (tokens, finish, _) = answer(&mut model, &cases[1]);
     let other_seed = request("Write a short poem about the sea.", 0.8, 1235, 40);
     assert!(matches!(replay(&mut model, &other_seed, &tokens, finish).unwrap(), ReplayOutcome::Diverged(_)));
+}
+
+#[test]
+fn stop_strings_penalties_and_bias_are_applied_and_replay_bit_for_bit() {
+    use vouch_enclave::model::DecodingControls;
+    let mut model = load();
+    let plain = request("What is the capital of France?", 0.0, 0, 48);
+    let (plain_ids, _, plain_text) = answer(&mut model, &plain);
+    let with = |c: DecodingControls| GenerateRequest {
+        params: SamplingParams { controls: c, ..plain.params.clone() },
+        ..plain.clone()
+    };
+
+    // A stop string taken from the middle of the plain answer: the text ends just before
+    // it, no delta ever shows it, and the tokens are the plain answer's up to the cut.
+    let word = plain_text.split_whitespace().nth(3).expect("a plain answer of four words").to_owned();
+    let cut_at = plain_text.find(&word).unwrap();
+    let stopped = with(DecodingControls { stop: vec![word.clone()], ..DecodingControls::default() });
+    let mut deltas = Vec::new();
+    let (finish, stats) = generate_blocking(&mut model, &stopped, |d| deltas.push(d.to_owned())).unwrap();
+    let text = deltas.concat();
+    assert_eq!((finish, text.as_str()), (FinishReason::Stop, &plain_text[..cut_at]), "stop {word:?}");
+    assert!(deltas.iter().all(|d| !d.contains(&word)));
+    let ids = stats.completion_token_ids;
+    assert!(ids.len() < plain_ids.len() && plain_ids.starts_with(&ids));
+    assert!(matches!(
+        replay(&mut model, &stopped, &ids, FinishReason::Stop).unwrap(),
+        ReplayOutcome::Match { .. }
+    ));
+    // Claiming it went on past the stop string, or ended on the budget: caught.
+    let ReplayOutcome::Diverged(d) =
+        replay(&mut model, &stopped, &plain_ids[..ids.len() + 1], FinishReason::Stop).unwrap()
+    else {
+        panic!("an answer running past its stop string replayed");
+    };
+    assert_eq!((d.position, d.committed, d.replayed), (ids.len(), Some(plain_ids[ids.len()]), None));
+    assert!(matches!(
+        replay(&mut model, &stopped, &ids, FinishReason::Length).unwrap(),
+        ReplayOutcome::Diverged(_)
+    ));
+    // The same ids under the request without the stop string: not its answer.
+    assert!(matches!(
+        replay(&mut model, &plain, &ids, FinishReason::Stop).unwrap(),
+        ReplayOutcome::Diverged(_)
+    ));
+
+    // A frequency penalty changes the greedy answer; its replay matches, and the plain
+    // request's replay of it does not.
+    let penalised = with(DecodingControls {
+        frequency_penalty: 2.0,
+        presence_penalty: 1.0,
+        ..DecodingControls::default()
+    });
+    let (p_ids, p_finish, _) = answer(&mut model, &penalised);
+    assert_ne!(p_ids, plain_ids, "penalties changed nothing");
+    assert!(matches!(replay(&mut model, &penalised, &p_ids, p_finish).unwrap(), ReplayOutcome::Match { .. }));
+    assert!(matches!(replay(&mut model, &plain, &p_ids, p_finish).unwrap(), ReplayOutcome::Diverged(_)));
+
+    // A bias of -100 on the plain answer's first token: never chosen first; replays.
+    let biased =
+        with(DecodingControls { logit_bias: vec![(plain_ids[0], -100.0)], ..DecodingControls::default() });
+    let (b_ids, b_finish, _) = answer(&mut model, &biased);
+    assert_ne!(b_ids[0], plain_ids[0]);
+    assert!(matches!(replay(&mut model, &biased, &b_ids, b_finish).unwrap(), ReplayOutcome::Match { .. }));
+    // Sampled, with all three at once: same seed, same answer, and it replays.
+    let all = GenerateRequest {
+        params: SamplingParams {
+            temperature: 0.9,
+            seed: 7,
+            controls: DecodingControls {
+                stop: vec!["\n".into()],
+                presence_penalty: 0.5,
+                frequency_penalty: 0.5,
+                logit_bias: vec![(plain_ids[1], 5.0)],
+            },
+            ..plain.params.clone()
+        },
+        ..plain.clone()
+    };
+    let (a_ids, a_finish, a_text) = answer(&mut model, &all);
+    assert!(!a_text.contains('\n'));
+    assert_eq!(answer(&mut model, &all).0, a_ids);
+    assert!(matches!(replay(&mut model, &all, &a_ids, a_finish).unwrap(), ReplayOutcome::Match { .. }));
+    // A bias naming no token of the vocabulary is refused, not ignored.
+    let outside = with(DecodingControls { logit_bias: vec![(1 << 30, 1.0)], ..DecodingControls::default() });
+    let e = generate_blocking(&mut model, &outside, |_| {}).unwrap_err().to_string();
+    assert!(e.contains("not in the vocabulary"), "{e}");
 }

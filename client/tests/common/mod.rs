@@ -107,6 +107,7 @@ pub fn receipt(sp: &SimulatedSp, request: &[u8], output: &str, spki_sha256: &[u8
         completion_tokens: 3,
         response_id: "chatcmpl-test".into(),
         replay: Some(vouch_attestation::receipt::ReplaySpec::for_tests()),
+        decoding: Some(vouch_attestation::receipt::DecodingSpec::unconstrained()),
     };
     receipt_for_leaf(sp, &leaf, spki_sha256)
 }

@@ -727,8 +727,15 @@ mod tests {
         let max_tokens = rng.random_range(0..=20);
         let params = match rng.random_range(0..3) {
             0 => SamplingParams::greedy(max_tokens),
-            1 => SamplingParams { temperature: 0.9, top_p: None, seed: rng.random(), max_tokens },
-            _ => SamplingParams { temperature: 1.3, top_p: Some(0.8), seed: rng.random(), max_tokens },
+            1 => {
+                SamplingParams { temperature: 0.9, seed: rng.random(), ..SamplingParams::greedy(max_tokens) }
+            }
+            _ => SamplingParams {
+                temperature: 1.3,
+                top_p: Some(0.8),
+                seed: rng.random(),
+                ..SamplingParams::greedy(max_tokens)
+            },
         };
         GenerateRequest { messages: vec![ChatMessage::new("user", question)], params }
     }

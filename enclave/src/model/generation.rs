@@ -18,6 +18,7 @@
 use std::time::Instant;
 
 use super::chat::encode_chat_prompt;
+use super::controls::StopText;
 use super::sampler::Sampler;
 use super::utf8::Utf8Stream;
 use super::{
@@ -70,6 +71,8 @@ pub(crate) struct Sequence {
     max_tokens: usize,
     sampler: Sampler,
     text: Utf8Stream,
+    /// The stop strings' hold-back and cut, over the text `text` releases.
+    stop: StopText,
     stats: GenerationStats,
     finished: Option<FinishReason>,
     started: Option<Instant>,
@@ -93,6 +96,7 @@ impl Sequence {
                 limit: MAX_CONTEXT_TOKENS,
             });
         }
+        params.controls.check_vocab(model.tokenizer.vocab_size())?;
         let sampler = Sampler::new(params)?;
         let stats = GenerationStats {
             prompt_tokens: prompt.len() as u32,
@@ -118,6 +122,7 @@ impl Sequence {
             max_tokens,
             sampler,
             text: Utf8Stream::new(),
+            stop: StopText::new(&params.controls.stop),
             stats,
             started: None,
             decode_started: None,
@@ -178,8 +183,9 @@ impl Sequence {
     }
 
     /// Takes the result of a step that fed `fed` tokens from [`Sequence::input`]: with the
-    /// logits, picks the next token, reports new text through `on_delta`, and finishes on
-    /// the stop token or the completion budget.
+    /// logits, picks the next token, reports new text through `on_delta` (holding back
+    /// what a stop string could still cut), and finishes on the stop token, a stop string
+    /// or the completion budget.
     pub(crate) fn advance(
         &mut self,
         model: &Model,
@@ -209,10 +215,11 @@ impl Sequence {
         if model.tokenizer.is_stop(next) {
             return self.finish(FinishReason::Stop, on_delta);
         }
+        self.sampler.observe(next);
         self.stats.completion_token_ids.push(next);
         let delta = self.text.push(model.tokenizer.token_bytes(next));
-        if !delta.is_empty() {
-            on_delta(&delta);
+        if self.release(&delta, on_delta) {
+            return self.end(FinishReason::Stop);
         }
         if self.stats.completion_token_ids.len() >= self.max_tokens {
             return self.finish(FinishReason::Length, on_delta);
@@ -221,11 +228,33 @@ impl Sequence {
         Ok(())
     }
 
+    /// Passes `delta` through the stop strings and reports what may be sent; true when a
+    /// stop string occurred (the text ends before it).
+    fn release(&mut self, delta: &str, on_delta: &mut impl FnMut(&str)) -> bool {
+        if delta.is_empty() {
+            return false;
+        }
+        let (out, stopped) = self.stop.push(delta);
+        if !out.is_empty() {
+            on_delta(&out);
+        }
+        stopped
+    }
+
+    /// Ends on the stop token or the budget: the last bytes, then what was held back.
     fn finish(&mut self, reason: FinishReason, on_delta: &mut impl FnMut(&str)) -> Result<(), ModelError> {
         let tail = self.text.finish();
-        if !tail.is_empty() {
-            on_delta(&tail);
+        if self.release(&tail, on_delta) {
+            return self.end(FinishReason::Stop);
         }
+        let held = self.stop.flush();
+        if !held.is_empty() {
+            on_delta(&held);
+        }
+        self.end(reason)
+    }
+
+    fn end(&mut self, reason: FinishReason) -> Result<(), ModelError> {
         self.stats.decode_ms = self.decode_started.map_or(0.0, |s| ms_between(s, Instant::now()));
         self.finished = Some(reason);
         // Free the cache now rather than when the sequence is dropped.

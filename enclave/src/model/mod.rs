@@ -31,6 +31,7 @@
 
 mod bytes;
 mod chat;
+mod controls;
 mod engine;
 mod error;
 mod generation;
@@ -53,6 +54,7 @@ use candle_transformers::models::quantized_llama::ModelWeights;
 use serde::{Deserialize, Serialize};
 
 pub use chat::{render_chat_prompt, Role, CHAT_TEMPLATE, DEFAULT_SYSTEM_PROMPT};
+pub use controls::DecodingControls;
 pub use engine::{
     Engine, EngineBusy, EngineConfig, EngineMetrics, GenerateEvent, DEFAULT_KV_BUDGET_MIB,
     DEFAULT_PREFILL_CHUNK,
@@ -61,7 +63,7 @@ pub use error::ModelError;
 pub use generation::{generate_blocking, generate_cancellable};
 pub use gguf::Runtime;
 pub use replay::{replay, replay_by_text, CommittedAnswer, Divergence, ReplayOutcome};
-pub use sampler::{Sampler, SAMPLER_VERSION};
+pub use sampler::{Sampler, SAMPLER_VERSION, SAMPLER_VERSION_1};
 pub use threads::{compute_threads, init_compute_threads};
 pub use tokenizer::GgufTokenizer;
 pub use utf8::Utf8Stream;
@@ -383,12 +385,15 @@ pub struct SamplingParams {
     pub seed: u64,
     /// Maximum number of completion tokens (the stop token is not counted).
     pub max_tokens: u32,
+    /// Stop strings, penalties and logit bias (none by default).
+    #[serde(default)]
+    pub controls: DecodingControls,
 }
 
 impl SamplingParams {
     /// Greedy decoding with the given token budget.
     pub fn greedy(max_tokens: u32) -> Self {
-        Self { temperature: 0.0, top_p: None, seed: 0, max_tokens }
+        Self { temperature: 0.0, top_p: None, seed: 0, max_tokens, controls: DecodingControls::default() }
     }
 
     /// Checks the parameters without running anything.

@@ -16,7 +16,9 @@
 //! token in order, exactly as generation does.
 
 use super::chat::encode_chat_prompt;
+use super::controls::StopText;
 use super::sampler::Sampler;
+use super::utf8::Utf8Stream;
 use super::{generate_blocking, FinishReason, GenerateRequest, Model, ModelError, Step};
 
 /// Completion tokens fed per teacher-forced pass (bounds the logits held: 64 × vocab f32).
@@ -72,7 +74,11 @@ pub fn replay(
             limit: super::MAX_CONTEXT_TOKENS,
         });
     }
+    req.params.controls.check_vocab(model.tokenizer.vocab_size())?;
     let mut sampler = Sampler::new(&req.params)?;
+    // The text as generation spells it, for the stop strings.
+    let mut text = Utf8Stream::new();
+    let mut stop = StopText::new(&req.params.controls.stop);
     let mut cache = model.new_cache(prompt.len() + committed.len());
     let vocab = model.tokenizer.vocab_size();
 
@@ -86,15 +92,23 @@ pub fn replay(
     let forced: Vec<u32> = prompt[prompt.len() - 1..].iter().chain(committed).copied().collect();
     // Row `p` of these passes holds the logits generation sampled completion position `p`
     // from. At each position the engine either picks the committed token, or ends the
-    // answer exactly where and how the committed one ends (a stop token sampled, or the
-    // budget of max_tokens reached, which samples nothing).
+    // answer exactly where and how the committed one ends (a stop token sampled, a stop
+    // string completed by the token before, or the budget of max_tokens reached, which
+    // samples nothing).
     let mut position = 0;
     let mut divergence = None;
     'passes: for chunk in forced.chunks(REPLAY_CHUNK) {
         let logits = model.logits_after_each(&mut cache, chunk)?;
         for row in logits.chunks_exact(vocab) {
             if position >= max_tokens {
-                if !(position == committed.len() && finish == FinishReason::Length) {
+                // The budget ends it; its last bytes may still complete a stop string.
+                let tail = text.finish();
+                let ending = if !tail.is_empty() && stop.push(&tail).1 {
+                    FinishReason::Stop
+                } else {
+                    FinishReason::Length
+                };
+                if !(position == committed.len() && finish == ending) {
                     divergence = Some((position, committed.get(position).copied(), None));
                 }
                 break 'passes;
@@ -103,7 +117,17 @@ pub fn replay(
             let stops = model.tokenizer.is_stop(pick);
             let replayed = (!stops).then_some(pick);
             match committed.get(position) {
-                Some(&id) if !stops && pick == id => {}
+                Some(&id) if !stops && pick == id => {
+                    sampler.observe(id);
+                    let delta = text.push(model.tokenizer.token_bytes(id));
+                    if !delta.is_empty() && stop.push(&delta).1 {
+                        // A stop string ends the engine's answer right after this token.
+                        if !(position + 1 == committed.len() && finish == FinishReason::Stop) {
+                            divergence = Some((position + 1, committed.get(position + 1).copied(), None));
+                        }
+                        break 'passes;
+                    }
+                }
                 Some(&id) => {
                     divergence = Some((position, Some(id), replayed));
                     break 'passes;

@@ -1,5 +1,8 @@
-//! Token selection, `vouch-sampler-1` (trusted side, inside the enclave; also what
-//! `vouch replay` runs). Receipts name this algorithm, so it is written out here in full
+//! Token selection, `vouch-sampler-2` (trusted side, inside the enclave; also what
+//! `vouch replay` runs). Version 2 is version 1's rule over logits first adjusted by the
+//! request's logit bias and presence / frequency penalties ([`super::controls`]); with
+//! none of those, the two choose the same tokens, so `vouch replay` runs format-3
+//! receipts (which name version 1) with this code. Receipts name this algorithm, so it is written out here in full
 //! and computed with operations whose results every IEEE-754 platform agrees on: no libm
 //! (`exp` is the native runtime's own polynomial), no parallel or SIMD sums, a random
 //! stream defined by its crate (ChaCha20, `rand_chacha`, whose output is value-stable).
@@ -18,12 +21,16 @@
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
+use super::controls::LogitAdjust;
 use super::native::kernels::exp;
 use super::{sampling, ModelError, SamplingParams};
 
 /// The algorithm's name, as receipts commit it. A change to anything above that can
 /// change a chosen token is a new version.
-pub const SAMPLER_VERSION: &str = "vouch-sampler-1";
+pub const SAMPLER_VERSION: &str = "vouch-sampler-2";
+/// The version before logit adjustments, named by format-3 receipts; the same choices as
+/// [`SAMPLER_VERSION`] when nothing adjusts the logits.
+pub const SAMPLER_VERSION_1: &str = "vouch-sampler-1";
 
 /// One request's token selection: its rule and its random stream.
 #[derive(Debug, Clone)]
@@ -31,6 +38,8 @@ pub struct Sampler {
     temperature: f32,
     top_p: Option<f64>,
     rng: ChaCha20Rng,
+    /// Bias and penalties, and the completion's token counts.
+    adjust: LogitAdjust,
     /// Scratch: the weights of the current step.
     weights: Vec<f32>,
     order: Vec<u32>,
@@ -44,13 +53,21 @@ impl Sampler {
             temperature: params.temperature as f32,
             top_p: params.top_p.filter(|p| *p < 1.0),
             rng: ChaCha20Rng::seed_from_u64(params.seed),
+            adjust: LogitAdjust::new(&params.controls),
             weights: Vec::new(),
             order: Vec::new(),
         })
     }
 
-    /// Picks the next token from `logits` (one per vocabulary id).
+    /// Records a token that joined the completion (the penalties count it from now on).
+    pub fn observe(&mut self, id: u32) {
+        self.adjust.observe(id);
+    }
+
+    /// Picks the next token from `logits` (one per vocabulary id), after the bias and
+    /// penalties.
     pub fn sample(&mut self, logits: &[f32]) -> Result<u32, ModelError> {
+        let logits = self.adjust.apply(logits);
         if logits.is_empty() {
             return Err(ModelError::inference("no logits to sample from"));
         }
@@ -117,7 +134,7 @@ mod tests {
     use super::*;
 
     fn params(temperature: f64, top_p: Option<f64>, seed: u64) -> SamplingParams {
-        SamplingParams { temperature, top_p, seed, max_tokens: 1 }
+        SamplingParams { temperature, top_p, seed, ..SamplingParams::greedy(1) }
     }
 
     fn draws(p: &SamplingParams, logits: &[f32], n: usize) -> Vec<u32> {

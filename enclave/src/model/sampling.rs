@@ -18,7 +18,7 @@ pub(crate) fn validate(params: &SamplingParams) -> Result<(), ModelError> {
             return Err(ModelError::InvalidRequest(format!("top_p {p} is outside (0, 1]")));
         }
     }
-    Ok(())
+    params.controls.validate()
 }
 
 #[cfg(test)]
@@ -26,7 +26,7 @@ mod tests {
     use super::*;
 
     fn params(temperature: f64, top_p: Option<f64>) -> SamplingParams {
-        SamplingParams { temperature, top_p, seed: 1, max_tokens: 1 }
+        SamplingParams { temperature, top_p, seed: 1, ..SamplingParams::greedy(1) }
     }
 
     #[test]
