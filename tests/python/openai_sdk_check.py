@@ -1,7 +1,9 @@
 """The official OpenAI Python SDK, unchanged, pointed at `vouch proxy`: a chat completion
-and a streamed completion, each carrying the proxy's verification verdict; and every
-parameter the server does not apply refused with OpenAI's 400 (`unsupported_parameter`,
-naming the parameter), plain and streamed, before anything is generated.
+and a streamed completion, each carrying the proxy's verification verdict; the decoding
+controls applied, with their effect observed (stop strings, penalties, logit_bias), plain
+and streamed; and every parameter the server does not apply refused with OpenAI's 400
+(`unsupported_parameter`, naming the parameter), plain and streamed, before anything is
+generated.
 Usage: python3 openai_sdk_check.py BASE_URL   (e.g. http://127.0.0.1:PORT/v1)"""
 import json
 import sys
@@ -54,16 +56,49 @@ for chunk in client.chat.completions.create(
             "verified": ((chunk.model_extra or {}).get("vouch_verdict") or {}).get("verified"),
         })
 include_usage = {"usage_chunks": usage_chunks, "finish_reasons": finish_reasons}
+# Controls that are applied: observe each one's effect, plain and streamed.
+def ask(stream, max_tokens=16, question="What is the capital of Germany?", **kw):
+    """(text, finish_reason, verified) of one greedy answer."""
+    out = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": question}],
+        max_tokens=max_tokens,
+        temperature=0,
+        stream=stream,
+        **kw,
+    )
+    if not stream:
+        v = (out.model_extra or {}).get("vouch_verdict") or {}
+        return out.choices[0].message.content, out.choices[0].finish_reason, v.get("verified")
+    text, finish, verified = "", None, None
+    for chunk in out:
+        if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
+            text += chunk.choices[0].delta.content
+        if chunk.choices and chunk.choices[0].finish_reason:
+            finish = chunk.choices[0].finish_reason
+        v = (chunk.model_extra or {}).get("vouch_verdict")
+        if v is not None:
+            verified = v.get("verified")
+    return text, finish, verified
+
+
+applied = {}
+for stream in (False, True):
+    mode = "stream" if stream else "plain"
+    applied[f"stop/{mode}"] = ask(stream, stop=["Berlin"])
+    # Penalties act on repeated tokens: an answer full of commas.
+    count = "List the numbers from 1 to 20, separated by commas."
+    applied[f"penalties/{mode}"] = ask(stream, 32, count, presence_penalty=1.5, frequency_penalty=1.5)
+    applied[f"no_penalties/{mode}"] = ask(stream, 32, count)
+    # +100 on one token id: every token of the answer is that one.
+    applied[f"logit_bias/{mode}"] = ask(stream, max_tokens=4, logit_bias={"28": 100})
 # Parameters not applied are refused, never silently ignored.
 refused = {}
 unsupported = {
-    "stop": {"stop": ["Berlin"]},
     "n": {"n": 2},
     "logprobs": {"logprobs": True},
     "response_format": {"response_format": {"type": "json_object"}},
     "tools": {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]},
-    "logit_bias": {"logit_bias": {"42": 5}},
-    "presence_penalty": {"presence_penalty": 0.5},
 }
 for name, extra_args in unsupported.items():
     for stream in (False, True):
@@ -91,4 +126,4 @@ r = client.chat.completions.create(
     user="sdk-test",
 )
 defaults_ok = (r.model_extra or {}).get("vouch_verdict", {}).get("verified") is True
-print(json.dumps({"model": model, "text": text, "verdict": verdict, "stream_text": stream_text, "stream_verdict": stream_verdict, "refused": refused, "defaults_ok": defaults_ok, "include_usage": include_usage}))
+print(json.dumps({"model": model, "text": text, "verdict": verdict, "stream_text": stream_text, "stream_verdict": stream_verdict, "refused": refused, "defaults_ok": defaults_ok, "include_usage": include_usage, "applied": applied}))

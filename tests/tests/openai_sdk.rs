@@ -54,9 +54,27 @@ fn openai_sdk_through_the_verifying_proxy() {
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert!(v["text"].as_str().unwrap().contains("Berlin"), "{v}");
     assert_eq!(v["text"], v["stream_text"], "{v}");
+    // Applied controls, each with its effect, plain and streamed (same answer both ways).
+    let applied = &v["applied"];
+    for mode in ["plain", "stream"] {
+        let stop = &applied[format!("stop/{mode}")];
+        let stopped = stop[0].as_str().unwrap();
+        assert!(!stopped.contains("Berlin") && !stopped.is_empty(), "{mode}: {v}");
+        assert!(v["text"].as_str().unwrap().starts_with(stopped), "{mode}: {v}");
+        assert_eq!((&stop[1], &stop[2]), (&serde_json::json!("stop"), &serde_json::json!(true)), "{mode}: {v}");
+        let (penalised, plain) = (&applied[format!("penalties/{mode}")], &applied[format!("no_penalties/{mode}")]);
+        assert_ne!(penalised[0], plain[0], "penalties changed nothing: {v}");
+        assert_eq!((&penalised[2], &plain[2]), (&serde_json::json!(true), &serde_json::json!(true)), "{v}");
+        let biased = &applied[format!("logit_bias/{mode}")];
+        let text = biased[0].as_str().unwrap();
+        let quarter = &text[..text.len() / 4];
+        assert!(!quarter.is_empty() && quarter.repeat(4) == text, "logit_bias +100: one token four times: {v}");
+        assert_eq!(biased[2], true, "{v}");
+    }
+    assert_eq!(applied["stop/plain"], applied["stop/stream"], "{v}");
     // Every parameter not applied is refused with OpenAI's 400, naming it, streamed or not.
     let refused = v["refused"].as_object().unwrap();
-    assert_eq!(refused.len(), 14, "{v}");
+    assert_eq!(refused.len(), 8, "{v}");
     for (case, got) in refused {
         let param = case.split('/').next().unwrap();
         assert_eq!(
