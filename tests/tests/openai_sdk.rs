@@ -61,14 +61,22 @@ fn openai_sdk_through_the_verifying_proxy() {
         let stopped = stop[0].as_str().unwrap();
         assert!(!stopped.contains("Berlin") && !stopped.is_empty(), "{mode}: {v}");
         assert!(v["text"].as_str().unwrap().starts_with(stopped), "{mode}: {v}");
-        assert_eq!((&stop[1], &stop[2]), (&serde_json::json!("stop"), &serde_json::json!(true)), "{mode}: {v}");
-        let (penalised, plain) = (&applied[format!("penalties/{mode}")], &applied[format!("no_penalties/{mode}")]);
+        assert_eq!(
+            (&stop[1], &stop[2]),
+            (&serde_json::json!("stop"), &serde_json::json!(true)),
+            "{mode}: {v}"
+        );
+        let (penalised, plain) =
+            (&applied[format!("penalties/{mode}")], &applied[format!("no_penalties/{mode}")]);
         assert_ne!(penalised[0], plain[0], "penalties changed nothing: {v}");
         assert_eq!((&penalised[2], &plain[2]), (&serde_json::json!(true), &serde_json::json!(true)), "{v}");
         let biased = &applied[format!("logit_bias/{mode}")];
         let text = biased[0].as_str().unwrap();
         let quarter = &text[..text.len() / 4];
-        assert!(!quarter.is_empty() && quarter.repeat(4) == text, "logit_bias +100: one token four times: {v}");
+        assert!(
+            !quarter.is_empty() && quarter.repeat(4) == text,
+            "logit_bias +100: one token four times: {v}"
+        );
         assert_eq!(biased[2], true, "{v}");
     }
     assert_eq!(applied["stop/plain"], applied["stop/stream"], "{v}");

@@ -681,7 +681,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::*;
-    use crate::model::{generate_blocking, ChatMessage, SamplingParams};
+    use crate::model::{generate_blocking, ChatMessage, DecodingControls, SamplingParams};
 
     /// The real default model (fetched by scripts/fetch-model.sh; the tests fail without it).
     fn model() -> Model {
@@ -725,7 +725,7 @@ mod tests {
     fn random_request(rng: &mut StdRng) -> GenerateRequest {
         let question = QUESTIONS[rng.random_range(0..QUESTIONS.len())];
         let max_tokens = rng.random_range(0..=20);
-        let params = match rng.random_range(0..3) {
+        let mut params = match rng.random_range(0..3) {
             0 => SamplingParams::greedy(max_tokens),
             1 => {
                 SamplingParams { temperature: 0.9, seed: rng.random(), ..SamplingParams::greedy(max_tokens) }
@@ -737,11 +737,27 @@ mod tests {
                 ..SamplingParams::greedy(max_tokens)
             },
         };
+        // Half of them with decoding controls: a stop string, penalties, a bias.
+        if rng.random_bool(0.5) {
+            params.controls = DecodingControls {
+                stop: [" the", ".", "\n", "a"][..rng.random_range(0..=2)]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                presence_penalty: [0.0, 0.7][rng.random_range(0..2)],
+                frequency_penalty: [0.0, -0.5, 1.5][rng.random_range(0..3)],
+                logit_bias: if rng.random_bool(0.5) {
+                    vec![(rng.random_range(0..1000), 8.0)]
+                } else {
+                    Vec::new()
+                },
+            };
+        }
         GenerateRequest { messages: vec![ChatMessage::new("user", question)], params }
     }
 
     /// The property: random mixes of prompts, sampling settings (greedy and seeded
-    /// temperature > 0), arrival steps, batch sizes, prefill chunks and KV budgets (tight
+    /// temperature > 0; stop strings, penalties, bias), arrival steps, batch sizes, prefill chunks and KV budgets (tight
     /// enough that requests wait for memory); every answer equals its solo run, token for
     /// token, and the reservations never exceed the budget. The seed is printed; set
     /// VOUCH_BATCH_SEED to replay a failure.
