@@ -447,6 +447,19 @@ fn check_version(v: u32, what: &'static str) -> Result<(), ReceiptError> {
     Ok(())
 }
 
+/// Refuses a leaf of format `version` that carries `what` when its format (`since` on)
+/// has none, or lacks it when its format has one.
+fn spec_goes_with(version: u32, since: u32, carried: bool, what: &str) -> Result<(), ReceiptError> {
+    if (version >= since) == carried {
+        return Ok(());
+    }
+    let verb = if carried { "must not carry" } else { "must carry" };
+    Err(ReceiptError::Malformed {
+        what: "receipt leaf",
+        reason: format!("a format {version} leaf {verb} {what}"),
+    })
+}
+
 /// Evidence whose report verified, met the policy, and binds these claims.
 #[derive(Clone, Debug)]
 pub struct VerifiedEvidence {
@@ -598,29 +611,11 @@ impl ReceiptVerifier {
         }
         let leaf: ReceiptLeaf = decode(&r.leaf, "receipt leaf")?;
         check_version(leaf.version, "receipt leaf")?;
-        // Format 3 leaves commit a replay spec and format 2 ones cannot: a leaf that says
-        // otherwise is refused rather than read as the other format.
-        if (leaf.version >= 3) != leaf.replay.is_some() {
-            return Err(ReceiptError::Malformed {
-                what: "receipt leaf",
-                reason: format!(
-                    "a format {} leaf {} a replay spec",
-                    leaf.version,
-                    if leaf.replay.is_some() { "must not carry" } else { "must carry" }
-                ),
-            });
-        }
-        // Likewise format 4 leaves, and only they, commit the effective generation spec.
-        if (leaf.version >= 4) != leaf.decoding.is_some() {
-            return Err(ReceiptError::Malformed {
-                what: "receipt leaf",
-                reason: format!(
-                    "a format {} leaf {} a decoding spec",
-                    leaf.version,
-                    if leaf.decoding.is_some() { "must not carry" } else { "must carry" }
-                ),
-            });
-        }
+        // Format 3 leaves on commit a replay spec, format 4 ones on a decoding spec, and
+        // older ones cannot: a leaf that says otherwise is refused rather than read as the
+        // other format.
+        spec_goes_with(leaf.version, 3, leaf.replay.is_some(), "a replay spec")?;
+        spec_goes_with(leaf.version, 4, leaf.decoding.is_some(), "a decoding spec")?;
         if let Some(d) = &leaf.decoding {
             d.check()
                 .map_err(|reason| ReceiptError::Malformed { what: "receipt leaf decoding spec", reason })?;

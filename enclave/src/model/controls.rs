@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::utf8::Utf8Stream;
 use super::ModelError;
 
 /// Most stop strings (OpenAI's limit).
@@ -204,6 +205,42 @@ impl StopText {
         let out = self.text[self.released..].to_owned();
         self.released = self.text.len();
         out
+    }
+}
+
+/// An answer's text as generation spells it and sends it: token bytes in, whole UTF-8
+/// characters ([`Utf8Stream`]) through the stop strings ([`StopText`]) out. Generation
+/// and teacher-forced replay both spell answers with this, so they end them alike.
+#[derive(Debug)]
+pub(crate) struct AnswerText {
+    utf8: Utf8Stream,
+    stop: StopText,
+}
+
+impl AnswerText {
+    pub(crate) fn new(stops: &[String]) -> AnswerText {
+        AnswerText { utf8: Utf8Stream::new(), stop: StopText::new(stops) }
+    }
+
+    /// Adds a token's bytes: the text that may be sent now, and whether a stop string
+    /// occurred (the answer ends before it).
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> (String, bool) {
+        let delta = self.utf8.push(bytes);
+        if delta.is_empty() {
+            return (delta, false);
+        }
+        self.stop.push(&delta)
+    }
+
+    /// The answer ended on the stop token or the budget: its last bytes and everything
+    /// held back, and whether those last bytes completed a stop string after all.
+    pub(crate) fn finish(&mut self) -> (String, bool) {
+        let tail = self.utf8.finish();
+        let (mut out, stopped) = if tail.is_empty() { (String::new(), false) } else { self.stop.push(&tail) };
+        if !stopped {
+            out.push_str(&self.stop.flush());
+        }
+        (out, stopped)
     }
 }
 

@@ -757,8 +757,8 @@ mod tests {
     }
 
     /// The property: random mixes of prompts, sampling settings (greedy and seeded
-    /// temperature > 0; stop strings, penalties, bias), arrival steps, batch sizes, prefill chunks and KV budgets (tight
-    /// enough that requests wait for memory); every answer equals its solo run, token for
+    /// temperature > 0; stop strings, penalties, bias), arrival steps, batch sizes,
+    /// prefill chunks and KV budgets (tight enough that requests wait for memory); every answer equals its solo run, token for
     /// token, and the reservations never exceed the budget. The seed is printed; set
     /// VOUCH_BATCH_SEED to replay a failure.
     #[test]

@@ -18,9 +18,8 @@
 use std::time::Instant;
 
 use super::chat::encode_chat_prompt;
-use super::controls::StopText;
+use super::controls::AnswerText;
 use super::sampler::Sampler;
-use super::utf8::Utf8Stream;
 use super::{
     compute_threads, FinishReason, GenerateRequest, GenerationStats, Model, ModelError, SeqCache, Step,
     MAX_CONTEXT_TOKENS, PREFILL_SCHEDULE,
@@ -70,9 +69,8 @@ pub(crate) struct Sequence {
     next: [u32; 1],
     max_tokens: usize,
     sampler: Sampler,
-    text: Utf8Stream,
-    /// The stop strings' hold-back and cut, over the text `text` releases.
-    stop: StopText,
+    /// The answer's text: whole characters, held back while a stop string could cut them.
+    text: AnswerText,
     stats: GenerationStats,
     finished: Option<FinishReason>,
     started: Option<Instant>,
@@ -121,8 +119,7 @@ impl Sequence {
             next: [0],
             max_tokens,
             sampler,
-            text: Utf8Stream::new(),
-            stop: StopText::new(&params.controls.stop),
+            text: AnswerText::new(&params.controls.stop),
             stats,
             started: None,
             decode_started: None,
@@ -217,8 +214,11 @@ impl Sequence {
         }
         self.sampler.observe(next);
         self.stats.completion_token_ids.push(next);
-        let delta = self.text.push(model.tokenizer.token_bytes(next));
-        if self.release(&delta, on_delta) {
+        let (delta, stopped) = self.text.push(model.tokenizer.token_bytes(next));
+        if !delta.is_empty() {
+            on_delta(&delta);
+        }
+        if stopped {
             return self.end(FinishReason::Stop);
         }
         if self.stats.completion_token_ids.len() >= self.max_tokens {
@@ -228,30 +228,14 @@ impl Sequence {
         Ok(())
     }
 
-    /// Passes `delta` through the stop strings and reports what may be sent; true when a
-    /// stop string occurred (the text ends before it).
-    fn release(&mut self, delta: &str, on_delta: &mut impl FnMut(&str)) -> bool {
-        if delta.is_empty() {
-            return false;
-        }
-        let (out, stopped) = self.stop.push(delta);
-        if !out.is_empty() {
-            on_delta(&out);
-        }
-        stopped
-    }
-
-    /// Ends on the stop token or the budget: the last bytes, then what was held back.
+    /// Ends on the stop token or the budget: the last bytes, then what was held back (a
+    /// stop string those last bytes complete makes it a "stop").
     fn finish(&mut self, reason: FinishReason, on_delta: &mut impl FnMut(&str)) -> Result<(), ModelError> {
-        let tail = self.text.finish();
-        if self.release(&tail, on_delta) {
-            return self.end(FinishReason::Stop);
+        let (tail, stopped) = self.text.finish();
+        if !tail.is_empty() {
+            on_delta(&tail);
         }
-        let held = self.stop.flush();
-        if !held.is_empty() {
-            on_delta(&held);
-        }
-        self.end(reason)
+        self.end(if stopped { FinishReason::Stop } else { reason })
     }
 
     fn end(&mut self, reason: FinishReason) -> Result<(), ModelError> {

@@ -16,9 +16,8 @@
 //! token in order, exactly as generation does.
 
 use super::chat::encode_chat_prompt;
-use super::controls::StopText;
+use super::controls::AnswerText;
 use super::sampler::Sampler;
-use super::utf8::Utf8Stream;
 use super::{generate_blocking, FinishReason, GenerateRequest, Model, ModelError, Step};
 
 /// Completion tokens fed per teacher-forced pass (bounds the logits held: 64 × vocab f32).
@@ -77,8 +76,7 @@ pub fn replay(
     req.params.controls.check_vocab(model.tokenizer.vocab_size())?;
     let mut sampler = Sampler::new(&req.params)?;
     // The text as generation spells it, for the stop strings.
-    let mut text = Utf8Stream::new();
-    let mut stop = StopText::new(&req.params.controls.stop);
+    let mut text = AnswerText::new(&req.params.controls.stop);
     let mut cache = model.new_cache(prompt.len() + committed.len());
     let vocab = model.tokenizer.vocab_size();
 
@@ -102,12 +100,7 @@ pub fn replay(
         for row in logits.chunks_exact(vocab) {
             if position >= max_tokens {
                 // The budget ends it; its last bytes may still complete a stop string.
-                let tail = text.finish();
-                let ending = if !tail.is_empty() && stop.push(&tail).1 {
-                    FinishReason::Stop
-                } else {
-                    FinishReason::Length
-                };
+                let ending = if text.finish().1 { FinishReason::Stop } else { FinishReason::Length };
                 if !(position == committed.len() && finish == ending) {
                     divergence = Some((position, committed.get(position).copied(), None));
                 }
@@ -119,8 +112,7 @@ pub fn replay(
             match committed.get(position) {
                 Some(&id) if !stops && pick == id => {
                     sampler.observe(id);
-                    let delta = text.push(model.tokenizer.token_bytes(id));
-                    if !delta.is_empty() && stop.push(&delta).1 {
+                    if text.push(model.tokenizer.token_bytes(id)).1 {
                         // A stop string ends the engine's answer right after this token.
                         if !(position + 1 == committed.len() && finish == FinishReason::Stop) {
                             divergence = Some((position + 1, committed.get(position + 1).copied(), None));

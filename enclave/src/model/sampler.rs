@@ -2,10 +2,11 @@
 //! `vouch replay` runs). Version 2 is version 1's rule over logits first adjusted by the
 //! request's logit bias and presence / frequency penalties ([`super::controls`]); with
 //! none of those, the two choose the same tokens, so `vouch replay` runs format-3
-//! receipts (which name version 1) with this code. Receipts name this algorithm, so it is written out here in full
-//! and computed with operations whose results every IEEE-754 platform agrees on: no libm
-//! (`exp` is the native runtime's own polynomial), no parallel or SIMD sums, a random
-//! stream defined by its crate (ChaCha20, `rand_chacha`, whose output is value-stable).
+//! receipts (which name version 1) with this code. Receipts name this algorithm, so it is
+//! written out here in full and computed with operations whose results every IEEE-754
+//! platform agrees on: no libm (`exp` is the native runtime's own polynomial), no parallel
+//! or SIMD sums, a random stream defined by its crate (ChaCha20, `rand_chacha`, whose
+//! output is value-stable).
 //! candle's `LogitsProcessor` was used before; its softmax and `rand`'s `StdRng` are not
 //! promised to stay the same across versions or platforms, which a replay needs.
 //!
