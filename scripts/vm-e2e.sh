@@ -131,13 +131,14 @@ if grep -q "built without the simulated secure processor" <<<"$probe"; then
     die "$enclave was built without the sim feature (cargo build -p vouch-enclave --features sim)"
 fi
 declare -A seen=()
+mkdir -p "$out/libs"
 for bin in "$out/vouch-enclave" "$(command -v dmsetup)"; do
     for l in $(ldd "$bin" | sed -n 's/.*=> \(\/[^ ]*\) .*/\1/p; s/^[[:space:]]*\(\/[^ ]*ld-linux[^ ]*\) .*/\1/p'); do
         name=$(basename "$l")
         [ -z "${seen[$name]:-}" ] || continue
         seen[$name]=1
         # Keep the soname the binary asks for.
-        cp -fL "$l" "$out/lib-$name.tmp" && mkdir -p "$out/libs" && mv "$out/lib-$name.tmp" "$out/libs/$name"
+        cp -fL "$l" "$out/libs/$name"
         initrd_extra+=(--lib "$out/libs/$name")
     done
 done
