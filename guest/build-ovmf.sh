@@ -55,7 +55,7 @@ done
 if [ ${#need[@]} -gt 0 ]; then
     say "installing ${need[*]}"
     as_root apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive timeout 900 as_root apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive as_root timeout 900 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
 src="$out/src"

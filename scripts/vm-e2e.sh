@@ -83,7 +83,7 @@ command -v objcopy >/dev/null || need+=(binutils)
 if [ ${#need[@]} -gt 0 ]; then
     say "installing ${need[*]}"
     as_root apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive timeout 600 as_root apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive as_root timeout 600 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 boot_ovmf=/usr/share/ovmf/OVMF.fd busybox=/bin/busybox
 
