@@ -107,6 +107,7 @@ fn main() {
                 response_id: format!("chatcmpl-{i}"),
                 replay: Some(vouch_attestation::receipt::ReplaySpec::for_tests()),
                 decoding: Some(vouch_attestation::receipt::DecodingSpec::unconstrained()),
+                logprobs_sha256: None,
             })
         })
         .collect();

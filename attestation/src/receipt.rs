@@ -185,6 +185,11 @@ pub struct ReceiptLeaf {
     /// The effective generation spec (format 4 on; absent before).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decoding: Option<DecodingSpec>,
+    /// [`logprobs_sha256`] of the log-probabilities returned with the answer: present
+    /// exactly when the decoding spec says they were (`logprobs`), absent otherwise (so a
+    /// leaf without them is encoded as format 4 always was).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    pub logprobs_sha256: Option<Vec<u8>>,
 }
 
 /// The effective generation spec a format-4 leaf commits, beyond the temperature, top_p,
@@ -331,6 +336,41 @@ pub fn token_ids_sha256(ids: &[u32]) -> [u8; 32] {
     let mut h = Sha256::new();
     for id in ids {
         h.update(id.to_le_bytes());
+    }
+    h.finalize().into()
+}
+
+/// One completion token's log-probability as a response spells it: the token's bytes, its
+/// log-probability, and the alternatives' (bytes, log-probability), most likely first.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogprobEntry {
+    /// The token's bytes.
+    pub bytes: Vec<u8>,
+    /// Its log-probability.
+    pub logprob: f64,
+    /// `top_logprobs` alternatives.
+    pub top: Vec<(Vec<u8>, f64)>,
+}
+
+/// The digest a leaf commits of an answer's log-probabilities (`logprobs_sha256`): for each
+/// token in order, its bytes (u32 LE length, then the bytes), its log-probability (the f64's
+/// bits, LE), the number of alternatives (u32 LE), then each alternative's bytes and
+/// log-probability alike. Computed from what the response's `logprobs.content` carries
+/// (`bytes` and `logprob` of each entry and of its `top_logprobs`), so a client checks it
+/// without the model, and a replay recomputes it with the model.
+pub fn logprobs_sha256(entries: &[LogprobEntry]) -> [u8; 32] {
+    fn put(h: &mut Sha256, bytes: &[u8], logprob: f64) {
+        h.update((bytes.len() as u32).to_le_bytes());
+        h.update(bytes);
+        h.update(logprob.to_bits().to_le_bytes());
+    }
+    let mut h = Sha256::new();
+    for e in entries {
+        put(&mut h, &e.bytes, e.logprob);
+        h.update((e.top.len() as u32).to_le_bytes());
+        for (bytes, logprob) in &e.top {
+            put(&mut h, bytes, *logprob);
+        }
     }
     h.finalize().into()
 }
@@ -619,6 +659,18 @@ impl ReceiptVerifier {
         if let Some(d) = &leaf.decoding {
             d.check()
                 .map_err(|reason| ReceiptError::Malformed { what: "receipt leaf decoding spec", reason })?;
+        }
+        // A log-probability digest goes with a spec that says they were returned, and only
+        // with one.
+        let returned = leaf.decoding.as_ref().is_some_and(|d| d.logprobs.is_some());
+        if returned != leaf.logprobs_sha256.is_some()
+            || leaf.logprobs_sha256.as_ref().is_some_and(|d| d.len() != 32)
+        {
+            return Err(ReceiptError::Malformed {
+                what: "receipt leaf",
+                reason: "a 32-byte logprobs digest goes with a spec returning log-probabilities, and only with one"
+                    .into(),
+            });
         }
         if let Some(spec) = &leaf.replay {
             if !SEED_SOURCES.contains(&spec.seed_source.as_str()) {

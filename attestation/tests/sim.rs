@@ -231,6 +231,7 @@ fn leaf(i: u32) -> ReceiptLeaf {
         response_id: format!("chatcmpl-{i}"),
         replay: Some(vouch_attestation::receipt::ReplaySpec::for_tests()),
         decoding: Some(vouch_attestation::receipt::DecodingSpec::unconstrained()),
+        logprobs_sha256: None,
     }
 }
 
@@ -515,4 +516,63 @@ fn token_ids_hash_as_little_endian_u32s() {
     let expected: [u8; 32] = sha2::Sha256::digest([1u8, 0, 0, 0, 0, 1, 0, 0]).into();
     assert_eq!(token_ids_sha256(&[1, 256]), expected);
     assert_ne!(token_ids_sha256(&[1, 256]), token_ids_sha256(&[256, 1]));
+}
+
+#[test]
+fn a_logprobs_digest_goes_with_a_spec_returning_logprobs_and_only_with_one() {
+    let sp = sim();
+    let returned = DecodingSpec { logprobs: Some(3), ..DecodingSpec::unconstrained() };
+    let digest = vouch_attestation::receipt::logprobs_sha256(&[]).to_vec();
+    let good =
+        ReceiptLeaf { decoding: Some(returned.clone()), logprobs_sha256: Some(digest.clone()), ..leaf(0) };
+    let leaves = vec![
+        good.clone(),
+        ReceiptLeaf { decoding: Some(returned.clone()), ..leaf(1) },
+        ReceiptLeaf { logprobs_sha256: Some(digest.clone()), ..leaf(2) },
+        ReceiptLeaf { decoding: Some(returned), logprobs_sha256: Some(vec![0; 31]), ..leaf(3) },
+    ];
+    let receipts = batch_of(&sp, leaves);
+    let mut verifier = ReceiptVerifier::new(anchors(&sp), pinned(), NOW);
+    assert_eq!(verifier.verify(&receipts[0]).unwrap().leaf(), &good);
+    for r in &receipts[1..] {
+        assert_eq!(
+            verifier.verify(r).unwrap_err(),
+            ReceiptError::Malformed {
+                what: "receipt leaf",
+                reason: "a 32-byte logprobs digest goes with a spec returning log-probabilities, and only with one"
+                    .into()
+            }
+        );
+    }
+}
+
+#[test]
+fn the_logprobs_digest_covers_every_byte_and_bit() {
+    use vouch_attestation::receipt::{logprobs_sha256, LogprobEntry};
+    let e = |b: &[u8], l: f64, top: Vec<(Vec<u8>, f64)>| LogprobEntry { bytes: b.to_vec(), logprob: l, top };
+    let base = vec![
+        e(b"Ber", -0.5, vec![(b"Ber".to_vec(), -0.5), (b"Par".to_vec(), -1.25)]),
+        e(b"lin", -0.01, vec![]),
+    ];
+    let d = logprobs_sha256(&base);
+    let mut changed = Vec::new();
+    let mut v = base.clone();
+    v[0].bytes = b"Bex".to_vec();
+    changed.push(v);
+    let mut v = base.clone();
+    v[1].logprob = f64::from_bits((-0.01f64).to_bits() + 1);
+    changed.push(v);
+    let mut v = base.clone();
+    v[0].top.pop();
+    changed.push(v);
+    let mut v = base.clone();
+    v[0].top[1].1 = -1.5;
+    changed.push(v);
+    // Bytes moved between tokens: the lengths are covered.
+    changed.push(vec![e(b"Be", -0.5, base[0].top.clone()), e(b"rlin", -0.01, vec![])]);
+    changed.push(base[..1].to_vec());
+    for c in changed {
+        assert_ne!(logprobs_sha256(&c), d, "{c:?}");
+    }
+    assert_eq!(logprobs_sha256(&base), d);
 }

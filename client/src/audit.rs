@@ -324,6 +324,7 @@ mod tests {
             response_id: "chatcmpl-a".into(),
             replay: Some(ReplaySpec { seed_source: SEED_FROM_ENCLAVE.into(), ..ReplaySpec::for_tests() }),
             decoding: Some(vouch_attestation::receipt::DecodingSpec::unconstrained()),
+            logprobs_sha256: None,
         }
     }
 

@@ -712,6 +712,12 @@ fn replay_command(a: ReplayArgs) -> Result<(), CliError> {
             });
             let body = serde_json::to_vec_pretty(&proof).map_err(|e| CliError::Usage(e.to_string()))?;
             std::fs::write(&out, body).map_err(|source| CliError::Io { path: out.clone(), source })?;
+            if let Some(mine) = &proof.replayed_logprobs_sha256 {
+                return Err(CliError::Fraud(format!(
+                    "every token matches, but the receipt's log-probabilities are not the engine's (their digest is {mine}); fraud proof written to {} (check it with vouch replay --check)",
+                    out.display()
+                )));
+            }
             Err(CliError::Fraud(format!(
                 "completion token {}: the receipt commits {:?}, the engine computes {:?}; fraud proof written to {} (check it with vouch replay --check)",
                 proof.position,

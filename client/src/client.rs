@@ -35,7 +35,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use vouch_attestation::receipt::{
-    Evidence, Receipt, ReceiptError, ReceiptLeaf, ReportBundle, VerifiedEvidence,
+    Evidence, LogprobEntry, Receipt, ReceiptError, ReceiptLeaf, ReportBundle, VerifiedEvidence,
 };
 use vouch_attestation::{Report, TrustAnchors};
 
@@ -176,6 +176,10 @@ pub enum ClientError {
         /// Byte offset of the first difference.
         at: usize,
     },
+    /// A choice's log-probabilities, or its place among the choices, are not what its
+    /// receipt commits.
+    #[error("answer NOT verified: {0}")]
+    ChoiceMismatch(String),
 }
 
 /// The response's content type ("" when absent or not text): it picks CBOR, JSON or SSE parsing.
@@ -212,6 +216,7 @@ impl ClientError {
                 | ClientError::Receipt(_)
                 | ClientError::MissingReceipt
                 | ClientError::ResumeDiverged { .. }
+                | ClientError::ChoiceMismatch(_)
         )
     }
 
@@ -964,10 +969,13 @@ impl VouchClient {
             });
         }
         let att = s.attestation.clone();
-        let (text, finish_reason, response, receipt_b64, streamed) = if ct.starts_with("text/event-stream") {
-            let (text, finish, last) = read_stream(&mut incoming, t.read_idle, resume, on_chunk).await?;
+        let (text, finish_reason, response, receipt_b64, streamed, logprobs) = if ct
+            .starts_with("text/event-stream")
+        {
+            let (text, finish, last, logprobs) =
+                read_stream(&mut incoming, t.read_idle, resume, on_chunk).await?;
             let receipt = last.get("vouch_receipt").and_then(|r| r.as_str()).map(str::to_owned);
-            (text, finish, last, receipt, true)
+            (text, finish, last, receipt, true, logprobs)
         } else {
             let bytes = read_body(&mut incoming, MAX_BODY_BYTES, t.read_idle, "the answer").await?;
             let v: serde_json::Value = serde_json::from_slice(&bytes)
@@ -979,7 +987,8 @@ impl VouchClient {
                 .to_owned();
             let finish = v.pointer("/choices/0/finish_reason").and_then(|f| f.as_str()).map(str::to_owned);
             let receipt = v.get("vouch_receipt").and_then(|r| r.as_str()).map(str::to_owned);
-            (text, finish, v, receipt, false)
+            let logprobs = v.pointer("/choices/0/logprobs").cloned().unwrap_or(serde_json::Value::Null);
+            (text, finish, v, receipt, false, logprobs)
         };
         self.release(s);
         let receipt_b64 = receipt_b64.ok_or(ClientError::MissingReceipt)?;
@@ -1002,6 +1011,10 @@ impl VouchClient {
             now_unix(),
         )?;
         let verdict = verdict.with_model_name(Some(att.model_name.clone()));
+        check_choice(verified.leaf(), 0, &logprobs)?;
+        if !streamed {
+            self.check_other_choices(&response, &body, &att, verified.leaf()).await?;
+        }
         let completion_tokens =
             response.get("vouch_completion_tokens").and_then(|t| serde_json::from_value(t.clone()).ok());
         Ok(ChatOutcome {
@@ -1019,6 +1032,100 @@ impl VouchClient {
             url: att.url.clone(),
         })
     }
+}
+
+impl VouchClient {
+    /// With `n` > 1 (a whole response), every other choice carries its own receipt: each
+    /// must verify against its own text and be choice `i` of the same `n`.
+    async fn check_other_choices(
+        &self,
+        response: &serde_json::Value,
+        body: &[u8],
+        att: &Attestation,
+        first: &ReceiptLeaf,
+    ) -> Result<(), ClientError> {
+        let choices = response.get("choices").and_then(|c| c.as_array()).map_or(&[][..], Vec::as_slice);
+        let n = first.decoding.as_ref().map_or(1, |d| d.n) as usize;
+        if choices.len() != n {
+            return Err(ClientError::ChoiceMismatch(format!(
+                "the receipt commits n = {n}, the response has {} choices",
+                choices.len()
+            )));
+        }
+        for (i, c) in choices.iter().enumerate().skip(1) {
+            let text = c.pointer("/message/content").and_then(|t| t.as_str()).ok_or_else(|| {
+                ClientError::Protocol(format!("answer has no choices[{i}].message.content"))
+            })?;
+            let b64 = c.get("vouch_receipt").and_then(|r| r.as_str()).ok_or(ClientError::MissingReceipt)?;
+            let received = decode_receipt_b64(b64)?;
+            let receipt = self.complete_receipt(&received).await?.unwrap_or(received);
+            let (_, verified) = check_receipt_verified(
+                &self.cfg.anchors,
+                &self.cfg.policy,
+                &receipt,
+                Some((body, text)),
+                Some(Expected { tls_spki_sha256: &att.tls_spki_sha256, model_sha256: &att.model_sha256 }),
+                now_unix(),
+            )?;
+            let logprobs = c.get("logprobs").cloned().unwrap_or(serde_json::Value::Null);
+            check_choice(verified.leaf(), i as u32, &logprobs)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks that a verified leaf is choice `index` and that `logprobs` (the choice's
+/// `logprobs` as received: `null`, or `{"content": [...]}`) is exactly what it commits.
+fn check_choice(leaf: &ReceiptLeaf, index: u32, logprobs: &serde_json::Value) -> Result<(), ClientError> {
+    let mismatch = |m: String| Err(ClientError::ChoiceMismatch(m));
+    let committed_index = leaf.decoding.as_ref().map_or(0, |d| d.choice_index);
+    if committed_index != index {
+        return mismatch(format!("choice {index} carries the receipt of choice {committed_index}"));
+    }
+    match (&leaf.logprobs_sha256, logprobs.is_null()) {
+        (None, true) => Ok(()),
+        (None, false) => {
+            mismatch(format!("choice {index} carries log-probabilities its receipt does not commit"))
+        }
+        (Some(_), true) => {
+            mismatch(format!("choice {index}'s receipt commits log-probabilities the response lacks"))
+        }
+        (Some(digest), false) => {
+            let entries = logprob_entries(logprobs)
+                .map_err(|e| ClientError::Protocol(format!("choice {index}'s logprobs: {e}")))?;
+            if vouch_attestation::receipt::logprobs_sha256(&entries)[..] != digest[..] {
+                return mismatch(format!(
+                    "choice {index}'s log-probabilities are not the ones its receipt commits"
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A response's `logprobs` (`{"content": [{"bytes", "logprob", "top_logprobs": [...]}]}`)
+/// as the entries the receipt's digest covers.
+pub fn logprob_entries(v: &serde_json::Value) -> Result<Vec<LogprobEntry>, String> {
+    fn one(e: &serde_json::Value) -> Result<(Vec<u8>, f64), String> {
+        let bytes: Vec<u8> = e
+            .get("bytes")
+            .and_then(|b| serde_json::from_value(b.clone()).ok())
+            .ok_or("an entry without bytes")?;
+        let logprob = e.get("logprob").and_then(|l| l.as_f64()).ok_or("an entry without a logprob")?;
+        Ok((bytes, logprob))
+    }
+    let content = v.get("content").and_then(|c| c.as_array()).ok_or("no content list")?;
+    content
+        .iter()
+        .map(|e| {
+            let (bytes, logprob) = one(e)?;
+            let top = match e.get("top_logprobs").and_then(|t| t.as_array()) {
+                Some(t) => t.iter().map(one).collect::<Result<_, _>>()?,
+                None => Vec::new(),
+            };
+            Ok(LogprobEntry { bytes, logprob, top })
+        })
+        .collect()
 }
 
 /// The `vouch-seed` request header (see the enclave's API): a seed handed over for a
@@ -1104,8 +1211,10 @@ async fn read_stream(
     idle: Duration,
     resume: &mut Resume,
     on_chunk: &mut (dyn FnMut(&serde_json::Value) + Send),
-) -> Result<(String, Option<String>, serde_json::Value), ClientError> {
+) -> Result<(String, Option<String>, serde_json::Value, serde_json::Value), ClientError> {
     let mut parser = SseParser::new();
+    // choices[0].logprobs, concatenated over the chunks that carry one (null: none did).
+    let mut logprobs = serde_json::Value::Null;
     let mut text = String::new();
     let mut finish = None;
     let mut last: Option<serde_json::Value> = None;
@@ -1141,6 +1250,14 @@ async fn read_stream(
             if let Some(f) = v.pointer("/choices/0/finish_reason").and_then(|f| f.as_str()) {
                 finish = Some(f.to_owned());
             }
+            if let Some(content) = v.pointer("/choices/0/logprobs/content").and_then(|c| c.as_array()) {
+                if logprobs.is_null() {
+                    logprobs = serde_json::json!({"content": []});
+                }
+                if let Some(all) = logprobs["content"].as_array_mut() {
+                    all.extend(content.iter().cloned());
+                }
+            }
             if v.get("vouch_receipt").is_some() {
                 last = Some(v);
             } else if let Some(c) = resume.admit(v, &text, &delta)? {
@@ -1155,7 +1272,7 @@ async fn read_stream(
         return Err(ClientError::ResumeDiverged { at: first_difference(&resume.emitted, &text) });
     }
     let last = last.ok_or(ClientError::MissingReceipt)?;
-    Ok((text, finish, last))
+    Ok((text, finish, last, logprobs))
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use vouch_attestation::receipt::{
-    token_ids_sha256, DecodingSpec, ReceiptLeaf, ReplaySpec, SEED_FROM_REQUEST,
+    logprobs_sha256, token_ids_sha256, DecodingSpec, LogprobEntry, ReceiptLeaf, ReplaySpec, SEED_FROM_REQUEST,
 };
 use vouch_attestation::TrustAnchors;
 use vouch_enclave::model::{
@@ -55,6 +55,10 @@ pub struct FraudProof {
     pub replayed_text: String,
     /// Its finish reason.
     pub replayed_finish_reason: String,
+    /// Set when every token matches but the committed log-probabilities do not: the
+    /// digest the engine's own give (hex), beside the receipt's `logprobs_sha256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replayed_logprobs_sha256: Option<String>,
 }
 
 /// What a replay found.
@@ -146,10 +150,17 @@ pub fn replay_receipt(
             ids_sha256: &spec.output_tokens_sha256,
         };
         return Ok(match replay_by_text(model, &req, committed, finish)? {
-            ReplayOutcome::Match { .. } => ReplayVerdict::Match {
-                tokens: leaf.completion_tokens as usize,
-                ms: started.elapsed().as_secs_f64() * 1e3,
-            },
+            ReplayOutcome::Match { logprobs, .. } => {
+                // The regenerated ids hash to the committed ones.
+                let ids = Vec::new();
+                match logprobs_differ(model, &leaf, &logprobs, &ids, finish, loaded, &spec) {
+                    Some(p) => ReplayVerdict::Fraud(Box::new(FraudProof { position: logprobs.len(), ..p })),
+                    None => ReplayVerdict::Match {
+                        tokens: leaf.completion_tokens as usize,
+                        ms: started.elapsed().as_secs_f64() * 1e3,
+                    },
+                }
+            }
             ReplayOutcome::Diverged(d) => ReplayVerdict::Fraud(Box::new(proof(loaded, &leaf, &spec, d))),
         });
     };
@@ -160,11 +171,55 @@ pub fn replay_receipt(
         return Err(cannot("the committed token ids do not spell the committed output"));
     }
     match replay(model, &req, &tokens, finish)? {
-        ReplayOutcome::Match { .. } => {
+        ReplayOutcome::Match { logprobs, .. } => {
+            if let Some(p) = logprobs_differ(model, &leaf, &logprobs, &tokens, finish, loaded, &spec) {
+                return Ok(ReplayVerdict::Fraud(Box::new(p)));
+            }
             Ok(ReplayVerdict::Match { tokens: tokens.len(), ms: started.elapsed().as_secs_f64() * 1e3 })
         }
         ReplayOutcome::Diverged(d) => Ok(ReplayVerdict::Fraud(Box::new(proof(loaded, &leaf, &spec, d)))),
     }
+}
+
+/// When the leaf commits log-probabilities and the engine's own (for the same, matching
+/// tokens) hash otherwise: the proof of that.
+fn logprobs_differ(
+    model: &Model,
+    leaf: &ReceiptLeaf,
+    logprobs: &[vouch_enclave::model::TokenLogprob],
+    tokens: &[u32],
+    finish: FinishReason,
+    loaded: &LoadedReceipt,
+    spec: &ReplaySpec,
+) -> Option<FraudProof> {
+    let committed = leaf.logprobs_sha256.as_ref()?;
+    let mine = logprobs_digest(model, logprobs);
+    if mine[..] == committed[..] {
+        return None;
+    }
+    let d = Divergence {
+        position: tokens.len(),
+        committed: None,
+        replayed: None,
+        replayed_tokens: tokens.to_vec(),
+        replayed_text: model.tokenizer().decode(tokens),
+        replayed_finish: finish,
+    };
+    Some(FraudProof { replayed_logprobs_sha256: Some(hex::encode(mine)), ..proof(loaded, leaf, spec, d) })
+}
+
+/// [`logprobs_sha256`] of the engine's log-probabilities, spelled as a response spells them.
+pub fn logprobs_digest(model: &Model, logprobs: &[vouch_enclave::model::TokenLogprob]) -> [u8; 32] {
+    let bytes = |id: u32| model.tokenizer().token_bytes(id).to_vec();
+    let entries: Vec<LogprobEntry> = logprobs
+        .iter()
+        .map(|t| LogprobEntry {
+            bytes: bytes(t.id),
+            logprob: t.logprob,
+            top: t.top.iter().map(|&(id, l)| (bytes(id), l)).collect(),
+        })
+        .collect();
+    logprobs_sha256(&entries)
 }
 
 /// Re-checks a fraud proof: its receipt must verify and its replay must diverge exactly
@@ -183,8 +238,13 @@ pub fn check_proof(
     Ok(match replay_receipt(anchors, policy, &loaded, model, now)? {
         ReplayVerdict::Match { .. } => false,
         ReplayVerdict::Fraud(p) => {
-            (p.position, p.committed_token, p.replayed_token)
-                == (proof.position, proof.committed_token, proof.replayed_token)
+            (p.position, p.committed_token, p.replayed_token, &p.replayed_logprobs_sha256)
+                == (
+                    proof.position,
+                    proof.committed_token,
+                    proof.replayed_token,
+                    &proof.replayed_logprobs_sha256,
+                )
         }
     })
 }
@@ -238,6 +298,8 @@ fn request_of(body: &[u8], leaf: &ReceiptLeaf, spec: &ReplaySpec) -> Result<Gene
     let parsed =
         vouch_enclave::request::parse_chat_request(body).map_err(|e| cannot(format!("the request: {e}")))?;
     let mut params = parsed.params.clone();
+    // The body asks for n choices; the leaf says which one this is.
+    params.controls.choice_index = leaf.decoding.as_ref().map_or(0, |d| d.choice_index);
     if spec.seed_source != SEED_FROM_REQUEST {
         if parsed.seed_given {
             return Err(cannot(format!(
@@ -290,5 +352,6 @@ fn proof(loaded: &LoadedReceipt, leaf: &ReceiptLeaf, spec: &ReplaySpec, d: Diver
         replayed_tokens: d.replayed_tokens,
         replayed_text: d.replayed_text,
         replayed_finish_reason: d.replayed_finish.as_str().to_owned(),
+        replayed_logprobs_sha256: None,
     }
 }

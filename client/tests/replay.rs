@@ -27,7 +27,13 @@ fn model_path() -> String {
 
 /// An answer as the enclave's API would make it: token ids, text, finish, and its leaf.
 fn answer(model: &mut Model, body: &[u8]) -> (Vec<u32>, String, ReceiptLeaf) {
-    let parsed = vouch_enclave::request::parse_chat_request(body).unwrap();
+    answer_choice(model, body, 0)
+}
+
+/// [`answer`] for choice `choice` of the request's `n`.
+fn answer_choice(model: &mut Model, body: &[u8], choice: u32) -> (Vec<u32>, String, ReceiptLeaf) {
+    let mut parsed = vouch_enclave::request::parse_chat_request(body).unwrap();
+    parsed.params.controls.choice_index = choice;
     let req = GenerateRequest { messages: parsed.messages, params: parsed.params.clone() };
     let mut text = String::new();
     let (finish, stats) = generate_blocking(model, &req, |d| text.push_str(d)).unwrap();
@@ -56,6 +62,11 @@ fn answer(model: &mut Model, body: &[u8]) -> (Vec<u32>, String, ReceiptLeaf) {
             stop_token_ids: id.stop_token_ids.clone(),
         }),
         decoding: Some(parsed.params.controls.spec()),
+        logprobs_sha256: parsed
+            .params
+            .controls
+            .logprobs
+            .map(|_| vouch_client::replay::logprobs_digest(model, &stats.logprobs).to_vec()),
     };
     (stats.completion_token_ids, text, leaf)
 }
@@ -203,4 +214,59 @@ fn honest_answers_match_lies_get_a_proof_that_checks() {
     let o = run(&["replay", &other]);
     assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
     assert!(stderr(&o).contains("the receipt needs engine \"vouch-native-0\""), "{}", stderr(&o));
+}
+
+#[test]
+fn a_constrained_answer_with_logprobs_replays_and_a_lie_about_its_logprobs_is_proven() {
+    let sp = sim();
+    let dir = tempfile::tempdir().unwrap();
+    let (root, policy) = sim_trust_files(&sp, dir.path());
+    let model_file = model_path();
+    let mut model = Model::load(std::path::Path::new(&model_file)).unwrap();
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--model", &model_file, "--trust-sim-root", &root, "--policy", &policy]);
+        vouch(&all)
+    };
+    let write = |name: &str, leaf: &ReceiptLeaf, body: &[u8], text: &str, tokens: &[u32]| {
+        let receipt = receipt_for_leaf(&sp, leaf, &[1; 32]);
+        let f = ReceiptFile::new(&B64.encode(receipt), body, text, None, Some(tokens.to_vec()));
+        let p = dir.path().join(name);
+        std::fs::write(&p, serde_json::to_vec_pretty(&f).unwrap()).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    // Choice 1 of 2, sampled, JSON-schema constrained, with log-probabilities.
+    let body = br#"{"messages":[{"role":"user","content":"Name a city as JSON."}],"temperature":0.8,"seed":3,"n":2,"max_tokens":40,"logprobs":true,"top_logprobs":2,"response_format":{"type":"json_schema","json_schema":{"name":"city","schema":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}}}}"#;
+    let (tokens, text, leaf) = answer_choice(&mut model, body, 1);
+    let d = leaf.decoding.clone().unwrap();
+    assert_eq!((d.n, d.choice_index, d.logprobs, d.response_format.as_str()), (2, 1, Some(2), "json_schema"));
+    assert!(d.grammar_sha256.is_some() && leaf.logprobs_sha256.is_some());
+    let honest = write("constrained.json", &leaf, body, &text, &tokens);
+    let o = run(&["replay", &honest]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).starts_with("MATCH"), "{}", stdout(&o));
+    // The same tokens committed as choice 0: choice 0 draws from another stream.
+    let mut as_first = leaf.clone();
+    as_first.decoding.as_mut().unwrap().choice_index = 0;
+    let o = run(&["replay", &write("as-first.json", &as_first, body, &text, &tokens)]);
+    assert_eq!(code(&o), 3, "{}{}", stdout(&o), stderr(&o));
+    // Every token right, the log-probabilities' digest not: a proof of that, which holds.
+    let mut lie = leaf.clone();
+    lie.logprobs_sha256 = Some(vec![7; 32]);
+    let lying = write("logprobs-lie.json", &lie, body, &text, &tokens);
+    let o = run(&["replay", &lying]);
+    assert_eq!(code(&o), 3, "{}{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains("log-probabilities are not the engine's"), "{}", stderr(&o));
+    let proof_path = format!("{lying}.fraud-proof.json");
+    let proof: serde_json::Value = serde_json::from_slice(&std::fs::read(&proof_path).unwrap()).unwrap();
+    assert_eq!(proof["replayed_logprobs_sha256"], hex::encode(leaf.logprobs_sha256.as_ref().unwrap()));
+    let o = run(&["replay", "--check", &proof_path]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    // The grammar the receipt commits must be the request's: a leaf naming another digest
+    // cannot be replayed (the request asks for something else).
+    let mut other = leaf.clone();
+    other.decoding.as_mut().unwrap().grammar_sha256 = Some(vec![9; 32]);
+    let o = run(&["replay", &write("other-grammar.json", &other, body, &text, &tokens)]);
+    assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains("the receipt commits decoding"), "{}", stderr(&o));
 }

@@ -33,6 +33,7 @@ fn leaf(i: u64) -> Vec<u8> {
         response_id: format!("r{i}"),
         replay: Some(vouch_attestation::receipt::ReplaySpec::for_tests()),
         decoding: Some(vouch_attestation::receipt::DecodingSpec::unconstrained()),
+        logprobs_sha256: None,
     })
 }
 

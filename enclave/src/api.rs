@@ -6,7 +6,7 @@
 //! the model digest. Bad input gets an OpenAI-style error and never disturbs other
 //! requests; a full model queue answers 429 with Retry-After.
 
-use crate::model::{Engine, GenerateEvent, GenerateRequest, GenerationStats, SamplingParams};
+use crate::model::{Engine, GenerateEvent, GenerateRequest, GenerationStats, SamplingParams, TokenLogprob};
 use crate::notary::Notary;
 use base64::Engine as _;
 use bytes::Bytes;
@@ -21,8 +21,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use vouch_attestation::binding::{self, AttestationClaims, CLAIMS_VERSION};
 use vouch_attestation::receipt::{
-    token_ids_sha256, ReceiptLeaf, ReplaySpec, FORMAT_VERSION, SEED_FROM_CLIENT, SEED_FROM_ENCLAVE,
-    SEED_FROM_REQUEST,
+    logprobs_sha256, token_ids_sha256, LogprobEntry, ReceiptLeaf, ReplaySpec, FORMAT_VERSION,
+    SEED_FROM_CLIENT, SEED_FROM_ENCLAVE, SEED_FROM_REQUEST,
 };
 
 /// Largest request body accepted.
@@ -335,18 +335,37 @@ async fn chat(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
         params.seed = u64::from_le_bytes(b);
         SEED_FROM_ENCLAVE
     };
-    let request = GenerateRequest { messages: parsed.messages, params: params.clone() };
-    if let Err(e) = request.validate() {
-        return error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request", e.to_string());
-    }
-    let events = match state.engine.submit(request) {
-        Ok(rx) => rx,
-        Err(busy) => {
-            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "busy", busy.to_string());
-            r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-            return r;
+    if let Some(format) = &params.controls.response_format {
+        if let Err(e) = state.engine.check_output_format(format) {
+            return error_with_param(
+                StatusCode::BAD_REQUEST,
+                "invalid_value",
+                "response_format",
+                e.to_string(),
+            );
         }
-    };
+    }
+    // Choice i of n is its own sequence (batched with the others by the engine), drawing
+    // from random stream i of the seed, with its own leaf and receipt.
+    let mut choices = Vec::new();
+    for i in 0..params.controls.n {
+        let mut p = params.clone();
+        p.controls.choice_index = i;
+        let request = GenerateRequest { messages: parsed.messages.clone(), params: p };
+        if let Err(e) = request.validate() {
+            return error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request", e.to_string());
+        }
+        match state.engine.submit(request) {
+            Ok(rx) => choices.push(rx),
+            Err(busy) => {
+                // The choices already submitted are cancelled as their receivers drop.
+                let mut r =
+                    error(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "busy", busy.to_string());
+                r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                return r;
+            }
+        }
+    }
     let ctx = Exchange {
         state,
         request_sha256: Sha256::digest(&body).into(),
@@ -357,9 +376,13 @@ async fn chat(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
         created: unix_now(),
     };
     if parsed.stream {
-        stream_response(ctx, events)
+        // Streams have one choice (the request parser refuses n > 1 with stream).
+        match choices.pop() {
+            Some(events) => stream_response(ctx, events),
+            None => error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request", "no choices"),
+        }
     } else {
-        whole_response(ctx, events).await
+        whole_response(ctx, choices).await
     }
 }
 
@@ -382,12 +405,16 @@ impl Exchange {
         (self.seed_source != SEED_FROM_REQUEST).then(|| self.params.seed.to_string())
     }
 
+    /// The receipt of choice `choice_index`.
     async fn receipt(
         &self,
+        choice_index: u32,
         output: &str,
         finish_reason: &str,
         stats: &GenerationStats,
     ) -> Result<String, String> {
+        let mut controls = self.params.controls.clone();
+        controls.choice_index = choice_index;
         let id = self.state.engine.replay_identity();
         let leaf = ReceiptLeaf {
             version: FORMAT_VERSION,
@@ -412,57 +439,135 @@ impl Exchange {
                 output_tokens_sha256: token_ids_sha256(&stats.completion_token_ids).to_vec(),
                 stop_token_ids: id.stop_token_ids.clone(),
             }),
-            decoding: Some(self.params.controls.spec()),
+            logprobs_sha256: controls
+                .logprobs
+                .map(|_| logprobs_sha256(&logprob_entries(&self.state.engine, &stats.logprobs)).to_vec()),
+            decoding: Some(controls.spec()),
         };
         let receipt = self.state.notary.receipt(binding::to_cbor(&leaf)).await.map_err(|e| e.to_string())?;
         Ok(base64::engine::general_purpose::STANDARD.encode(receipt))
     }
 }
 
-async fn whole_response(ctx: Exchange, mut events: mpsc::Receiver<GenerateEvent>) -> Response<Body> {
-    let mut text = String::new();
-    while let Some(ev) = events.recv().await {
-        match ev {
-            GenerateEvent::Delta(d) => text.push_str(&d),
-            GenerateEvent::Failed(msg) => {
-                return error(StatusCode::BAD_REQUEST, "invalid_request_error", "generation_failed", msg)
-            }
-            GenerateEvent::Done { finish_reason, stats } => {
-                let receipt = match ctx.receipt(&text, finish_reason.as_str(), &stats).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::error!(error = %e, "receipt failed");
-                        return error(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "server_error",
-                            "receipt_failed",
-                            "receipt unavailable",
-                        );
-                    }
-                };
-                return json_response(&json!({
-                    "id": ctx.id,
-                    "object": "chat.completion",
-                    "created": ctx.created,
-                    "model": ctx.state.engine.model_name(),
-                    "choices": [{
-                        "index": 0,
-                        "message": {"role": "assistant", "content": text},
-                        "finish_reason": finish_reason.as_str(),
-                    }],
-                    "usage": {
-                        "prompt_tokens": stats.prompt_tokens,
-                        "completion_tokens": stats.completion_tokens,
-                        "total_tokens": stats.prompt_tokens + stats.completion_tokens,
-                    },
-                    "vouch_receipt": receipt,
-                    "vouch_completion_tokens": stats.completion_token_ids,
-                    "vouch_seed": ctx.disclosed_seed(),
-                }));
-            }
-        }
+/// The response's `logprobs` of one choice: OpenAI's shape (`content`: token, logprob,
+/// bytes, top_logprobs), or `null` when the request did not ask for them.
+fn logprobs_json(engine: &Engine, asked: bool, logprobs: &[TokenLogprob]) -> Value {
+    if !asked {
+        return Value::Null;
     }
-    error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "engine_stopped", "the model engine stopped")
+    let entry = |bytes: &[u8], logprob: f64| json!({"token": String::from_utf8_lossy(bytes), "logprob": logprob, "bytes": bytes});
+    let content: Vec<Value> = logprob_entries(engine, logprobs)
+        .iter()
+        .map(|e| {
+            let mut v = entry(&e.bytes, e.logprob);
+            v["top_logprobs"] = e.top.iter().map(|(b, l)| entry(b, *l)).collect();
+            v
+        })
+        .collect();
+    json!({"content": content, "refusal": null})
+}
+
+/// The log-probabilities as the response spells them (token bytes, not ids): what the
+/// receipt's digest covers.
+fn logprob_entries(engine: &Engine, logprobs: &[TokenLogprob]) -> Vec<LogprobEntry> {
+    let bytes = |id: u32| engine.token_bytes(id).to_vec();
+    logprobs
+        .iter()
+        .map(|t| LogprobEntry {
+            bytes: bytes(t.id),
+            logprob: t.logprob,
+            top: t.top.iter().map(|&(id, l)| (bytes(id), l)).collect(),
+        })
+        .collect()
+}
+
+/// One finished choice of a whole (non-streamed) response.
+struct Finished {
+    text: String,
+    finish_reason: &'static str,
+    stats: GenerationStats,
+    receipt: String,
+}
+
+async fn whole_response(ctx: Exchange, choices: Vec<mpsc::Receiver<GenerateEvent>>) -> Response<Body> {
+    let mut done = Vec::with_capacity(choices.len());
+    // The engine runs every choice at once; their channels hold a whole answer, so they
+    // are read one after the other.
+    for (i, mut events) in choices.into_iter().enumerate() {
+        let mut text = String::new();
+        let finished = loop {
+            match events.recv().await {
+                Some(GenerateEvent::Delta(d)) => text.push_str(&d),
+                Some(GenerateEvent::Failed(msg)) => {
+                    return error(StatusCode::BAD_REQUEST, "invalid_request_error", "generation_failed", msg)
+                }
+                Some(GenerateEvent::Done { finish_reason, stats }) => break (finish_reason.as_str(), stats),
+                None => {
+                    return error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "server_error",
+                        "engine_stopped",
+                        "the model engine stopped",
+                    )
+                }
+            }
+        };
+        let (finish_reason, stats) = finished;
+        let receipt = match ctx.receipt(i as u32, &text, finish_reason, &stats).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "receipt failed");
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_error",
+                    "receipt_failed",
+                    "receipt unavailable",
+                );
+            }
+        };
+        done.push(Finished { text, finish_reason, stats, receipt });
+    }
+    let asked_logprobs = ctx.params.controls.logprobs.is_some();
+    let several = done.len() > 1;
+    let choices: Vec<Value> = done
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut v = json!({
+                "index": i,
+                "message": {"role": "assistant", "content": c.text},
+                "finish_reason": c.finish_reason,
+                "logprobs": logprobs_json(&ctx.state.engine, asked_logprobs, &c.stats.logprobs),
+            });
+            // With several choices each carries its own receipt; the top-level ones are
+            // choice 0's (what a client reading one choice checks).
+            if several {
+                v["vouch_receipt"] = json!(c.receipt);
+                v["vouch_completion_tokens"] = json!(c.stats.completion_token_ids);
+            }
+            v
+        })
+        .collect();
+    let Some(first) = done.first() else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "no_choices", "no choices");
+    };
+    let completion_tokens: u32 = done.iter().map(|c| c.stats.completion_tokens).sum();
+    let prompt_tokens = first.stats.prompt_tokens;
+    json_response(&json!({
+        "id": ctx.id,
+        "object": "chat.completion",
+        "created": ctx.created,
+        "model": ctx.state.engine.model_name(),
+        "choices": choices,
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+        "vouch_receipt": first.receipt,
+        "vouch_completion_tokens": first.stats.completion_token_ids,
+        "vouch_seed": ctx.disclosed_seed(),
+    }))
 }
 
 fn sse(v: &Value) -> Bytes {
@@ -505,13 +610,18 @@ fn stream_response(ctx: Exchange, mut events: mpsc::Receiver<GenerateEvent>) -> 
                 }
                 GenerateEvent::Done { finish_reason, stats } => {
                     let mut last = chunk(json!({}), json!(finish_reason.as_str()));
+                    // The log-probabilities come whole with the choice's finishing chunk.
+                    if ctx.params.controls.logprobs.is_some() {
+                        last["choices"][0]["logprobs"] =
+                            logprobs_json(&ctx.state.engine, true, &stats.logprobs);
+                    }
                     if ctx.include_usage {
                         if tx.send(sse(&last)).await.is_err() {
                             return;
                         }
                         last["choices"] = json!([]);
                     }
-                    match ctx.receipt(&text, finish_reason.as_str(), &stats).await {
+                    match ctx.receipt(0, &text, finish_reason.as_str(), &stats).await {
                         Ok(r) => {
                             last["vouch_receipt"] = json!(r);
                             last["vouch_completion_tokens"] = json!(stats.completion_token_ids);

@@ -219,6 +219,7 @@ mod tests {
             response_id: format!("r{i}"),
             replay: Some(vouch_attestation::receipt::ReplaySpec::for_tests()),
             decoding: Some(vouch_attestation::receipt::DecodingSpec::unconstrained()),
+            logprobs_sha256: None,
         })
     }
 

@@ -12,6 +12,7 @@
 //!                   └─► RequestError { code(), message }  (400 invalid_request_error)
 //! ```
 
+use crate::model::constraint::OutputFormat;
 use crate::model::{ChatMessage, DecodingControls, SamplingParams};
 use serde::Deserialize;
 
@@ -27,7 +28,7 @@ pub const MAX_TOKENS_CAP: u32 = 2048;
 /// The fields this server honours. Every other field is refused (see [`check_fields`]):
 /// a parameter silently not applied would leave a receipt for a request that did not run
 /// as asked.
-pub const HONOURED_FIELDS: [&str; 13] = [
+pub const HONOURED_FIELDS: [&str; 17] = [
     "model",
     "messages",
     "max_tokens",
@@ -41,36 +42,26 @@ pub const HONOURED_FIELDS: [&str; 13] = [
     "presence_penalty",
     "frequency_penalty",
     "logit_bias",
+    "n",
+    "logprobs",
+    "top_logprobs",
+    "response_format",
 ];
 
 /// Fields accepted only at the value that changes nothing — what some OpenAI clients send
-/// by default — and refused at any other: `n` 1, `logprobs` false, `tools` empty,
-/// `tool_choice` "none", `response_format` text, `store` false, and `user` (an end-user
+/// by default — and refused at any other: `tools` empty,
+/// `tool_choice` "none", `store` false, and `user` (an end-user
 /// id: informational, it changes no decoding). `null` is accepted for each (the field's
 /// default).
 pub fn is_inert(name: &str, value: &serde_json::Value) -> bool {
     use serde_json::Value;
     if value.is_null() {
-        return matches!(
-            name,
-            "n" | "logprobs"
-                | "top_logprobs"
-                | "tools"
-                | "tool_choice"
-                | "parallel_tool_calls"
-                | "response_format"
-                | "store"
-                | "user"
-        );
+        return matches!(name, "tools" | "tool_choice" | "parallel_tool_calls" | "store" | "user");
     }
     match name {
-        "n" => value.as_u64() == Some(1),
-        "logprobs" | "store" => value == &Value::Bool(false),
+        "store" => value == &Value::Bool(false),
         "tools" => value.as_array().is_some_and(Vec::is_empty),
         "tool_choice" => value.as_str() == Some("none"),
-        "response_format" => value
-            .as_object()
-            .is_some_and(|o| o.len() == 1 && o.get("type").and_then(Value::as_str) == Some("text")),
         "user" => value.is_string(),
         _ => false,
     }
@@ -130,6 +121,56 @@ struct Wire {
     frequency_penalty: Option<f64>,
     /// Token id (a decimal string, as OpenAI's JSON has it) → bias.
     logit_bias: Option<std::collections::BTreeMap<String, f64>>,
+    n: Option<u32>,
+    logprobs: Option<bool>,
+    top_logprobs: Option<u32>,
+    response_format: Option<serde_json::Value>,
+}
+
+/// `response_format`: `{"type": "text"}` (no constraint), `{"type": "json_object"}`, or
+/// `{"type": "json_schema", "json_schema": {"name", "schema", "strict"?, "description"?}}`
+/// (the output is an instance of `schema`, always: strict or not, it is enforced).
+fn output_format(v: Option<&serde_json::Value>) -> Result<Option<OutputFormat>, RequestError> {
+    let invalid =
+        |reason: &str| RequestError::InvalidValue { param: "response_format".into(), reason: reason.into() };
+    let Some(v) = v.filter(|v| !v.is_null()) else { return Ok(None) };
+    let o = v.as_object().ok_or_else(|| invalid("response_format must be an object"))?;
+    let kind = o
+        .get("type")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| invalid("response_format needs a type"))?;
+    let only = |keys: &[&str]| o.keys().all(|k| keys.contains(&k.as_str()));
+    match kind {
+        "text" if only(&["type"]) => Ok(None),
+        "json_object" if only(&["type"]) => Ok(Some(OutputFormat::json_object())),
+        "json_schema" if only(&["type", "json_schema"]) => {
+            let js = o
+                .get("json_schema")
+                .and_then(serde_json::Value::as_object)
+                .ok_or_else(|| invalid("response_format json_schema needs a json_schema object"))?;
+            if let Some(k) =
+                js.keys().find(|k| !["name", "schema", "strict", "description"].contains(&k.as_str()))
+            {
+                return Err(RequestError::Unsupported {
+                    param: "response_format".into(),
+                    reason: format!("response_format.json_schema.{k} is not supported"),
+                });
+            }
+            if !js.get("name").is_some_and(serde_json::Value::is_string) {
+                return Err(invalid("response_format.json_schema needs a name"));
+            }
+            let schema =
+                js.get("schema").filter(|s| s.is_object()).cloned().unwrap_or_else(|| serde_json::json!({}));
+            Ok(Some(OutputFormat::json_schema(schema)))
+        }
+        "text" | "json_object" | "json_schema" => Err(RequestError::Unsupported {
+            param: "response_format".into(),
+            reason: format!("response_format {v} has fields this server does not apply"),
+        }),
+        other => {
+            Err(invalid(&format!("response_format type {other:?} is not text, json_object or json_schema")))
+        }
+    }
 }
 
 /// `stop`: one string or a list.
@@ -254,6 +295,14 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
         logit_bias.push((id, bias));
     }
     logit_bias.sort_by_key(|&(id, _)| id);
+    // As OpenAI: top_logprobs needs logprobs.
+    let logprobs = match (w.logprobs.unwrap_or(false), w.top_logprobs) {
+        (true, top) => Some(top.unwrap_or(0)),
+        (false, None) => None,
+        (false, Some(_)) => {
+            return Err(invalid("top_logprobs", "top_logprobs needs logprobs: true".into()));
+        }
+    };
     let controls = DecodingControls {
         stop: match w.stop {
             None => Vec::new(),
@@ -263,8 +312,18 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
         presence_penalty: w.presence_penalty.unwrap_or(0.0),
         frequency_penalty: w.frequency_penalty.unwrap_or(0.0),
         logit_bias,
+        n: w.n.unwrap_or(1),
+        choice_index: 0,
+        logprobs,
+        response_format: output_format(w.response_format.as_ref())?,
     };
     controls.check().map_err(|(param, reason)| invalid(param, reason))?;
+    if w.stream && controls.n > 1 {
+        return Err(RequestError::Unsupported {
+            param: "n".into(),
+            reason: format!("n = {} is supported without streaming only (stream: false)", controls.n),
+        });
+    }
     let params = SamplingParams {
         temperature: w.temperature.unwrap_or(0.0),
         top_p: w.top_p,
@@ -316,23 +375,25 @@ mod tests {
     #[test]
     fn parameters_not_applied_are_refused_naming_the_parameter() {
         for (field, param) in [
-            (r#""n":2"#, "n"),
-            (r#""logprobs":true"#, "logprobs"),
-            (r#""top_logprobs":2"#, "top_logprobs"),
-            (r#""response_format":{"type":"json_object"}"#, "response_format"),
+            (r#""response_format":{"type":"json_object","x":1}"#, "response_format"),
+            (
+                r#""response_format":{"type":"json_schema","json_schema":{"name":"a","x":1}}"#,
+                "response_format",
+            ),
             (r#""tools":[{"type":"function","function":{"name":"f"}}]"#, "tools"),
             (r#""tool_choice":"required""#, "tool_choice"),
             (r#""stream_options":{"include_usage":true}"#, "stream_options"),
             (r#""stream":true,"stream_options":{"include_obfuscation":true}"#, "stream_options"),
             (r#""stream":true,"stream_options":{"include_usage":1}"#, "stream_options"),
             (r#""temprature":0.5"#, "temprature"),
+            (r#""n":2,"stream":true"#, "n"),
             (r#""functions":[]"#, "functions"),
         ] {
             let e = with(field).unwrap_err();
             assert_eq!((e.code(), e.param()), ("unsupported_parameter", Some(param)), "{field}: {e}");
         }
         assert!(with(r#""temprature":0.5"#).unwrap_err().to_string().contains("unknown or unsupported"));
-        assert!(with(r#""n":2"#).unwrap_err().to_string().contains("only its default"));
+        assert!(with(r#""tools":[{}]"#).unwrap_err().to_string().contains("only its default"));
     }
 
     #[test]
@@ -354,12 +415,20 @@ mod tests {
             (r#""logit_bias":{"x":1}"#, "logit_bias", "is not a token id"),
             (r#""logit_bias":{"07":1}"#, "logit_bias", "is not a token id"),
             (r#""logit_bias":{"1":101}"#, "logit_bias", "outside [-100, 100]"),
+            (r#""n":0"#, "n", "outside [1, 8]"),
+            (r#""n":9"#, "n", "outside [1, 8]"),
+            (r#""logprobs":true,"top_logprobs":21"#, "top_logprobs", "outside [0, 20]"),
+            (r#""top_logprobs":2"#, "top_logprobs", "needs logprobs: true"),
+            (r#""logprobs":false,"top_logprobs":0"#, "top_logprobs", "needs logprobs: true"),
         ] {
             let e = with(field).unwrap_err();
             assert_eq!((e.code(), e.param()), ("invalid_value", Some(param)), "{field}: {e}");
             assert!(e.to_string().contains(msg), "{field}: {e}");
         }
         assert_eq!(with(r#""stop":5"#).unwrap_err().code(), "invalid_json");
+        let c = with(r#""n":3,"logprobs":true,"top_logprobs":5"#).unwrap().params.controls;
+        assert_eq!((c.n, c.choice_index, c.logprobs), (3, 0, Some(5)));
+        assert_eq!(with(r#""logprobs":true"#).unwrap().params.controls.logprobs, Some(0));
     }
 
     #[test]
@@ -378,6 +447,9 @@ mod tests {
             r#""presence_penalty":0"#,
             r#""frequency_penalty":0.0"#,
             r#""logprobs":false"#,
+            r#""logprobs":null"#,
+            r#""top_logprobs":null"#,
+            r#""n":null"#,
             r#""stop":null"#,
             r#""stop":[]"#,
             r#""logit_bias":{}"#,

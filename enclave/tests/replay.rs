@@ -48,7 +48,7 @@ fn honest_answers_replay_and_every_change_is_caught_where_it_is() {
         let (tokens, finish, text) = answer(&mut model, req);
         assert!(!tokens.is_empty());
         match replay(&mut model, req, &tokens, finish).unwrap() {
-            ReplayOutcome::Match { prompt_tokens } => assert!(!prompt_tokens.is_empty()),
+            ReplayOutcome::Match { prompt_tokens, .. } => assert!(!prompt_tokens.is_empty()),
             other => panic!("honest answer {text:?} did not replay: {other:?}"),
         }
 
@@ -164,6 +164,7 @@ fn stop_strings_penalties_and_bias_are_applied_and_replay_bit_for_bit() {
                 presence_penalty: 0.5,
                 frequency_penalty: 0.5,
                 logit_bias: vec![(plain_ids[1], 5.0)],
+                ..DecodingControls::default()
             },
             ..plain.params.clone()
         },
@@ -177,4 +178,97 @@ fn stop_strings_penalties_and_bias_are_applied_and_replay_bit_for_bit() {
     let outside = with(DecodingControls { logit_bias: vec![(1 << 30, 1.0)], ..DecodingControls::default() });
     let e = generate_blocking(&mut model, &outside, |_| {}).unwrap_err().to_string();
     assert!(e.contains("not in the vocabulary"), "{e}");
+}
+
+#[test]
+fn logprobs_and_other_choices_replay_bit_for_bit() {
+    let mut model = load();
+    let mut req = request("Write a short poem about the sea.", 0.9, 77, 24);
+    req.params.controls.logprobs = Some(5);
+    req.params.controls.n = 3;
+    let mut generated = Vec::new();
+    for i in 0..3 {
+        req.params.controls.choice_index = i;
+        let mut text = String::new();
+        let (finish, stats) = generate_blocking(&mut model, &req, |d| text.push_str(d)).unwrap();
+        // One entry per completion token, the chosen token first among equals or below the
+        // likeliest, 5 alternatives in order, probabilities that add up to at most 1.
+        assert_eq!(stats.logprobs.len(), stats.completion_token_ids.len());
+        for (lp, &id) in stats.logprobs.iter().zip(&stats.completion_token_ids) {
+            assert_eq!(lp.id, id);
+            assert_eq!(lp.top.len(), 5);
+            assert!(lp.top.windows(2).all(|w| w[0].1 >= w[1].1));
+            assert!(lp.logprob <= lp.top[0].1 && lp.logprob < 0.0);
+            assert!(lp.top.iter().map(|t| t.1.exp()).sum::<f64>() <= 1.0 + 1e-9);
+        }
+        // Replayed teacher-forced: the same tokens and the same log-probabilities, to the bit.
+        match replay(&mut model, &req, &stats.completion_token_ids, finish).unwrap() {
+            ReplayOutcome::Match { logprobs, .. } => assert_eq!(logprobs, stats.logprobs, "choice {i}"),
+            other => panic!("choice {i} did not replay: {other:?}"),
+        }
+        generated.push(stats.completion_token_ids);
+    }
+    // Choice 0 is the single answer's stream; the others draw from streams of their own.
+    req.params.controls = vouch_enclave::model::DecodingControls::default();
+    let (single, _, _) = answer(&mut model, &req);
+    assert_eq!(generated[0], single);
+    assert!(generated[1] != generated[0] || generated[2] != generated[0], "{generated:?}");
+    // Choice 1's tokens are not choice 2's answer (a replay under the wrong index diverges).
+    let mut wrong = req.clone();
+    wrong.params.controls.n = 3;
+    wrong.params.controls.choice_index = 2;
+    if generated[1] != generated[2] {
+        let finish = if generated[1].len() == 24 { FinishReason::Length } else { FinishReason::Stop };
+        assert!(matches!(
+            replay(&mut model, &wrong, &generated[1], finish).unwrap(),
+            ReplayOutcome::Diverged(_)
+        ));
+    }
+}
+
+#[test]
+fn json_schema_output_is_valid_json_of_the_schema_and_replays() {
+    use vouch_enclave::model::constraint::OutputFormat;
+    let mut model = load();
+    let started = std::time::Instant::now();
+    model.grammars().unwrap();
+    println!("grammar index over the vocabulary: {:.0} ms", started.elapsed().as_secs_f64() * 1e3);
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {"country": {"type": "string"}, "capital": {"type": "string"}, "population": {"type": "integer"}},
+        "required": ["country", "capital", "population"],
+        "additionalProperties": false,
+    });
+    for (temperature, seed) in [(0.0, 0), (0.9, 5)] {
+        let mut req = request("Give the capital of France as JSON.", temperature, seed, 96);
+        req.params.controls.response_format = Some(OutputFormat::json_schema(schema.clone()));
+        let (ids, finish, text) = answer(&mut model, &req);
+        assert_eq!(finish, FinishReason::Stop, "{text:?}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        let o = v.as_object().unwrap();
+        let mut keys: Vec<&str> = o.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["capital", "country", "population"], "{text}");
+        assert!(o["country"].is_string() && o["capital"].is_string() && o["population"].is_i64(), "{text}");
+        assert!(matches!(replay(&mut model, &req, &ids, finish).unwrap(), ReplayOutcome::Match { .. }));
+        // Unconstrained, the same request answers in prose.
+        req.params.controls.response_format = None;
+        let (_, _, prose) = answer(&mut model, &req);
+        assert!(serde_json::from_str::<serde_json::Value>(&prose).is_err(), "{prose:?}");
+    }
+    // json_object: any JSON object.
+    let mut req = request("Describe a cat in JSON.", 0.0, 0, 96);
+    req.params.controls.response_format = Some(OutputFormat::json_object());
+    let (ids, finish, text) = answer(&mut model, &req);
+    if finish == FinishReason::Stop {
+        assert!(serde_json::from_str::<serde_json::Value>(&text).unwrap().is_object(), "{text}");
+    } else {
+        assert!(text.starts_with('{'), "{text}");
+    }
+    assert!(matches!(replay(&mut model, &req, &ids, finish).unwrap(), ReplayOutcome::Match { .. }));
+    // A schema the grammar compiler refuses is a request error naming response_format.
+    req.params.controls.response_format =
+        Some(OutputFormat::json_schema(serde_json::json!({"type": "frobnicate"})));
+    let e = generate_blocking(&mut model, &req, |_| {}).unwrap_err().to_string();
+    assert!(e.contains("response_format"), "{e}");
 }

@@ -1,7 +1,7 @@
 """The official OpenAI Python SDK, unchanged, pointed at `vouch proxy`: a chat completion
 and a streamed completion, each carrying the proxy's verification verdict; the decoding
-controls applied, with their effect observed (stop strings, penalties, logit_bias), plain
-and streamed; and every parameter the server does not apply refused with OpenAI's 400
+controls applied, with their effect observed (stop strings, penalties, logit_bias,
+logprobs), plain and streamed, and n choices each verified; and every parameter the server does not apply refused with OpenAI's 400
 (`unsupported_parameter`, naming the parameter), plain and streamed, before anything is
 generated.
 Usage: python3 openai_sdk_check.py BASE_URL   (e.g. http://127.0.0.1:PORT/v1)"""
@@ -82,7 +82,103 @@ def ask(stream, max_tokens=16, question="What is the capital of Germany?", **kw)
     return text, finish, verified
 
 
-applied = {}
+def logprobs_of(stream):
+    """Log-probabilities of a greedy answer, checked for consistency: one entry per
+    completion token, their bytes spelling the text, 3 alternatives each, most likely first,
+    the chosen (greedy) token the most likely."""
+    out = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "What is the capital of Germany?"}],
+        max_tokens=8,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=3,
+        stream=stream,
+        **({"stream_options": {"include_usage": True}} if stream else {}),
+    )
+    if stream:
+        text, content, verified, tokens = "", [], None, None
+        for chunk in out:
+            if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
+                text += chunk.choices[0].delta.content
+            if chunk.choices and chunk.choices[0].logprobs and chunk.choices[0].logprobs.content:
+                content += chunk.choices[0].logprobs.content
+            v = (chunk.model_extra or {}).get("vouch_verdict")
+            if v is not None:
+                verified = v.get("verified")
+            if chunk.usage is not None:
+                tokens = chunk.usage.completion_tokens
+    else:
+        text, content = out.choices[0].message.content, out.choices[0].logprobs.content
+        verified = ((out.model_extra or {}).get("vouch_verdict") or {}).get("verified")
+        tokens = out.usage.completion_tokens
+    spelled = b"".join(bytes(e.bytes) for e in content).decode("utf-8", "replace")
+    ordered = all(
+        len(e.top_logprobs) == 3
+        and e.top_logprobs[0].logprob >= e.top_logprobs[1].logprob >= e.top_logprobs[2].logprob
+        and e.logprob == e.top_logprobs[0].logprob
+        and e.logprob <= 0
+        for e in content
+    )
+    return {"entries": len(content), "tokens": tokens, "spells": spelled == text, "ordered": ordered, "verified": verified}
+
+
+def choices_of(temperature):
+    """n = 3: three choices, each with its own receipt (the proxy verifies them all)."""
+    out = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Write one word."}],
+        max_tokens=8,
+        temperature=temperature,
+        seed=7,
+        n=3,
+    )
+    verified = ((out.model_extra or {}).get("vouch_verdict") or {}).get("verified")
+    return {
+        "texts": [c.message.content for c in out.choices],
+        "indexes": [c.index for c in out.choices],
+        "receipts": len({(c.model_extra or {}).get("vouch_receipt") for c in out.choices}),
+        "verified": verified,
+    }
+
+
+CAPITAL = {
+    "type": "object",
+    "properties": {"country": {"type": "string"}, "capital": {"type": "string"}},
+    "required": ["country", "capital"],
+    "additionalProperties": False,
+}
+
+
+def structured(stream, response_format):
+    """A constrained answer: (parsed JSON or the text if it does not parse, finish, verified)."""
+    text, finish, verified = ask(
+        stream, 64, "What is the capital of Germany? Answer in JSON.", response_format=response_format
+    )
+    try:
+        return json.loads(text), finish, verified
+    except ValueError:
+        return text, finish, verified
+
+
+applied = {"n/greedy": choices_of(0), "n/sampled": choices_of(1.0)}
+schema_format = {"type": "json_schema", "json_schema": {"name": "capital", "schema": CAPITAL, "strict": True}}
+for stream in (False, True):
+    mode = "stream" if stream else "plain"
+    applied[f"json_schema/{mode}"] = structured(stream, schema_format)
+    applied[f"json_object/{mode}"] = structured(stream, {"type": "json_object"})
+# A schema the grammar compiler refuses: 400 invalid_value naming response_format.
+try:
+    client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "hi"}],
+        max_tokens=4,
+        response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "frobnicate"}}},
+    )
+    applied["json_schema/bad"] = "ANSWERED"
+except openai.BadRequestError as e:
+    body = e.body if isinstance(e.body, dict) else {}
+    applied["json_schema/bad"] = [e.status_code, body.get("code"), body.get("param")]
 for stream in (False, True):
     mode = "stream" if stream else "plain"
     applied[f"stop/{mode}"] = ask(stream, stop=["Berlin"])
@@ -92,16 +188,19 @@ for stream in (False, True):
     applied[f"no_penalties/{mode}"] = ask(stream, 32, count)
     # +100 on one token id: every token of the answer is that one.
     applied[f"logit_bias/{mode}"] = ask(stream, max_tokens=4, logit_bias={"28": 100})
+    applied[f"logprobs/{mode}"] = logprobs_of(stream)
+
+
+
 # Parameters not applied are refused, never silently ignored.
 refused = {}
 unsupported = {
-    "n": {"n": 2},
-    "logprobs": {"logprobs": True},
-    "response_format": {"response_format": {"type": "json_object"}},
     "tools": {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]},
 }
-for name, extra_args in unsupported.items():
-    for stream in (False, True):
+cases = [(name, args, stream) for name, args in unsupported.items() for stream in (False, True)]
+cases.append(("n", {"n": 2}, True))  # n > 1 is served without streaming only
+for name, extra_args, stream in cases:
+    if True:
         try:
             out = client.chat.completions.create(
                 model=model,

@@ -3,6 +3,7 @@
 //! `python3`; scripts/test.sh installs the SDK into a venv it owns and exports
 //! `VOUCH_PYTHON` pointing there.
 
+use serde_json::json;
 use std::process::Command;
 use std::time::Duration;
 use vouch_e2e::*;
@@ -80,9 +81,55 @@ fn openai_sdk_through_the_verifying_proxy() {
         assert_eq!(biased[2], true, "{v}");
     }
     assert_eq!(applied["stop/plain"], applied["stop/stream"], "{v}");
+    // logprobs: one entry per completion token, spelling the text, ordered alternatives,
+    // the greedy pick the likeliest; the same plain and streamed; verified (the proxy
+    // checks them against the receipt's digest).
+    let lp = &applied["logprobs/plain"];
+    assert!(lp["entries"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(
+        (&lp["spells"], &lp["ordered"], &lp["verified"]),
+        (&json!(true), &json!(true), &json!(true)),
+        "{v}"
+    );
+    assert_eq!(lp["entries"], applied["logprobs/plain"]["tokens"], "{v}");
+    assert_eq!(applied["logprobs/plain"], applied["logprobs/stream"], "{v}");
+    // n = 3: three choices, each its own receipt, all verified; greedy ones agree, sampled
+    // ones (streams 0, 1, 2 of one seed) do not all agree.
+    for kind in ["n/greedy", "n/sampled"] {
+        let c = &applied[kind];
+        assert_eq!(
+            (&c["indexes"], &c["receipts"], &c["verified"]),
+            (&json!([0, 1, 2]), &json!(3), &json!(true)),
+            "{kind}: {v}"
+        );
+    }
+    let greedy = applied["n/greedy"]["texts"].as_array().unwrap();
+    assert!(greedy.iter().all(|t| t == &greedy[0]), "{v}");
+    // Structured output: valid JSON, of the schema (exactly its two string fields), ended
+    // by the model (finish stop), verified; the same plain and streamed. A bad schema: 400.
+    for mode in ["plain", "stream"] {
+        let (parsed, finish, verified) = (
+            &applied[format!("json_schema/{mode}")][0],
+            &applied[format!("json_schema/{mode}")][1],
+            &applied[format!("json_schema/{mode}")][2],
+        );
+        let o = parsed.as_object().unwrap_or_else(|| panic!("json_schema/{mode} is not a JSON object: {v}"));
+        let mut keys: Vec<&str> = o.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["capital", "country"], "{v}");
+        assert!(o.values().all(serde_json::Value::is_string), "{v}");
+        assert_eq!((finish, verified), (&json!("stop"), &json!(true)), "{v}");
+        let object = &applied[format!("json_object/{mode}")];
+        assert!(object[0].is_object(), "json_object/{mode}: {v}");
+        assert_eq!(object[2], true, "{v}");
+    }
+    assert_eq!(applied["json_schema/plain"], applied["json_schema/stream"], "{v}");
+    assert_eq!(applied["json_schema/bad"], json!([400, "invalid_value", "response_format"]), "{v}");
+    let sampled = applied["n/sampled"]["texts"].as_array().unwrap();
+    assert!(sampled.iter().any(|t| t != &sampled[0]), "{v}");
     // Every parameter not applied is refused with OpenAI's 400, naming it, streamed or not.
     let refused = v["refused"].as_object().unwrap();
-    assert_eq!(refused.len(), 8, "{v}");
+    assert_eq!(refused.len(), 3, "{v}");
     for (case, got) in refused {
         let param = case.split('/').next().unwrap();
         assert_eq!(

@@ -108,6 +108,7 @@ pub fn receipt(sp: &SimulatedSp, request: &[u8], output: &str, spki_sha256: &[u8
         response_id: "chatcmpl-test".into(),
         replay: Some(vouch_attestation::receipt::ReplaySpec::for_tests()),
         decoding: Some(vouch_attestation::receipt::DecodingSpec::unconstrained()),
+        logprobs_sha256: None,
     };
     receipt_for_leaf(sp, &leaf, spki_sha256)
 }

@@ -84,8 +84,18 @@ impl Grammars {
     /// Indexes `tokenizer`'s vocabulary.
     pub fn new(tokenizer: &GgufTokenizer) -> Result<Grammars, ModelError> {
         let vocab = tokenizer.vocab_size() as u32;
+        Grammars::from_vocabulary(vocab, tokenizer.eos_id(), |id| tokenizer.token_bytes(id))
+    }
+
+    /// Indexes a vocabulary of `vocab` tokens, `bytes(id)` each (empty: a control token),
+    /// ending at `eos`.
+    pub fn from_vocabulary<'a>(
+        vocab: u32,
+        eos: u32,
+        bytes: impl Fn(u32) -> &'a [u8],
+    ) -> Result<Grammars, ModelError> {
         let words: Vec<Vec<u8>> = (0..vocab)
-            .map(|id| match tokenizer.token_bytes(id) {
+            .map(|id| match bytes(id) {
                 [] => {
                     let mut w = vec![TokTrie::SPECIAL_TOKEN_MARKER];
                     w.extend_from_slice(format!("<[{id}]>").as_bytes());
@@ -94,7 +104,7 @@ impl Grammars {
                 b => b.to_vec(),
             })
             .collect();
-        let trie = TokTrie::from(&TokRxInfo::new(vocab, tokenizer.eos_id()), &words);
+        let trie = TokTrie::from(&TokRxInfo::new(vocab, eos), &words);
         let env: TokEnv = Arc::new(ApproximateTokEnv::new(trie));
         let mut factory = ParserFactory::new(
             &env,

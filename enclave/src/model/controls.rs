@@ -31,8 +31,13 @@ pub const MAX_BIAS: f64 = 100.0;
 /// Most logit_bias entries.
 pub const MAX_BIAS_ENTRIES: usize = 1024;
 
-/// Stop strings, penalties and logit bias, as applied. The default applies nothing.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// Most choices per request (`n`): each is decoded as a sequence of its own.
+pub const MAX_CHOICES: u32 = 8;
+
+/// Stop strings, penalties and logit bias, as applied; which of `n` choices this is, and
+/// whether log-probabilities are returned. The default applies nothing (one choice).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DecodingControls {
     /// Stop strings, in request order.
     pub stop: Vec<String>,
@@ -42,6 +47,30 @@ pub struct DecodingControls {
     pub frequency_penalty: f64,
     /// (token id, bias), ascending id, each id once.
     pub logit_bias: Vec<(u32, f64)>,
+    /// Choices the request asked for (`n`).
+    pub n: u32,
+    /// Which of them this answer is (0-based): the sampler draws from random stream
+    /// `choice_index` of the request's seed (choice 0: the stream a single answer uses).
+    pub choice_index: u32,
+    /// `top_logprobs` when log-probabilities are returned (`logprobs: true`).
+    pub logprobs: Option<u32>,
+    /// The output constraint (`response_format` other than text).
+    pub response_format: Option<super::constraint::OutputFormat>,
+}
+
+impl Default for DecodingControls {
+    fn default() -> DecodingControls {
+        DecodingControls {
+            stop: Vec::new(),
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            logit_bias: Vec::new(),
+            n: 1,
+            choice_index: 0,
+            logprobs: None,
+            response_format: None,
+        }
+    }
 }
 
 impl DecodingControls {
@@ -82,17 +111,32 @@ impl DecodingControls {
                 format!("logit_bias for token {id}: {b} is outside [-{MAX_BIAS}, {MAX_BIAS}]"),
             ));
         }
+        if !(1..=MAX_CHOICES).contains(&self.n) {
+            return Err(("n", format!("n {} is outside [1, {MAX_CHOICES}]", self.n)));
+        }
+        if self.choice_index >= self.n {
+            return Err(("n", format!("choice {} of n = {}", self.choice_index, self.n)));
+        }
+        if let Some(top) = self.logprobs.filter(|&t| t > super::logprobs::MAX_TOP_LOGPROBS) {
+            let max = super::logprobs::MAX_TOP_LOGPROBS;
+            return Err(("top_logprobs", format!("top_logprobs {top} is outside [0, {max}]")));
+        }
         Ok(())
     }
 
     /// The receipt's effective generation spec for an answer decoded under these controls
-    /// (one choice, no logprobs, no output constraint, no tools: the enclave refuses those).
+    /// (no tools: the enclave refuses those).
     pub fn spec(&self) -> vouch_attestation::receipt::DecodingSpec {
         vouch_attestation::receipt::DecodingSpec {
             stop: self.stop.clone(),
             presence_penalty: self.presence_penalty,
             frequency_penalty: self.frequency_penalty,
             logit_bias: self.logit_bias.clone(),
+            n: self.n,
+            choice_index: self.choice_index,
+            logprobs: self.logprobs,
+            response_format: self.response_format.as_ref().map_or_else(|| "text".into(), |f| f.kind.clone()),
+            grammar_sha256: self.response_format.as_ref().map(|f| f.grammar_sha256().to_vec()),
             ..vouch_attestation::receipt::DecodingSpec::unconstrained()
         }
     }

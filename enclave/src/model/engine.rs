@@ -193,6 +193,13 @@ struct Shared {
     kv_budget_bytes: usize,
     kv_bytes_per_position: usize,
     threads: usize,
+    /// Every token's bytes, by id (how responses spell log-probabilities).
+    token_bytes: Vec<Vec<u8>>,
+    /// The end-of-sequence id (where an output grammar lets an answer end).
+    eos_id: u32,
+    /// The grammar compiler over the vocabulary, to check a request's output format
+    /// before it is queued (built on first use).
+    grammars: std::sync::OnceLock<Result<super::constraint::Grammars, String>>,
 }
 
 /// Handle to the model thread. Cheap to clone; the thread exits when the last handle is
@@ -254,6 +261,11 @@ impl Engine {
             kv_budget_bytes: cfg.kv_budget_bytes,
             kv_bytes_per_position: model.kv_bytes_per_position(),
             threads,
+            token_bytes: (0..model.tokenizer().vocab_size() as u32)
+                .map(|id| model.tokenizer().token_bytes(id).to_vec())
+                .collect(),
+            eos_id: model.tokenizer().eos_id(),
+            grammars: std::sync::OnceLock::new(),
         });
         let prefill_chunk = if model.batches() { cfg.prefill_chunk.max(1) } else { usize::MAX };
         let mut scheduler = Scheduler::new(
@@ -311,6 +323,27 @@ impl Engine {
     /// The model's name.
     pub fn model_name(&self) -> &str {
         &self.shared.model_name
+    }
+
+    /// Checks that `format`'s grammar compiles (the same compiler the model thread runs),
+    /// so that a bad schema is refused before anything is queued.
+    pub fn check_output_format(
+        &self,
+        format: &super::constraint::OutputFormat,
+    ) -> Result<(), super::ModelError> {
+        let s = &*self.shared;
+        let grammars = s.grammars.get_or_init(|| {
+            super::constraint::Grammars::from_vocabulary(s.token_bytes.len() as u32, s.eos_id, |id| {
+                s.token_bytes.get(id as usize).map_or(&[], Vec::as_slice)
+            })
+            .map_err(|e| e.to_string())
+        });
+        grammars.as_ref().map_err(|e| super::ModelError::inference(e.clone()))?.matcher(format).map(drop)
+    }
+
+    /// The bytes of token `id` (empty for an id outside the vocabulary).
+    pub fn token_bytes(&self, id: u32) -> &[u8] {
+        self.shared.token_bytes.get(id as usize).map_or(&[], Vec::as_slice)
     }
 
     /// What a replay of this engine's answers needs to know about it.
@@ -751,13 +784,21 @@ mod tests {
                 } else {
                     Vec::new()
                 },
+                // Choice 0 or 1 of two, log-probabilities, a JSON output grammar.
+                n: 2,
+                choice_index: rng.random_range(0..2),
+                logprobs: rng.random_bool(0.3).then_some(2),
+                response_format: rng
+                    .random_bool(0.25)
+                    .then(super::super::constraint::OutputFormat::json_object),
             };
         }
         GenerateRequest { messages: vec![ChatMessage::new("user", question)], params }
     }
 
     /// The property: random mixes of prompts, sampling settings (greedy and seeded
-    /// temperature > 0; stop strings, penalties, bias), arrival steps, batch sizes,
+    /// temperature > 0; stop strings, penalties, bias, choice index, logprobs, a JSON
+    /// grammar), arrival steps, batch sizes,
     /// prefill chunks and KV budgets (tight enough that requests wait for memory); every answer equals its solo run, token for
     /// token, and the reservations never exceed the budget. The seed is printed; set
     /// VOUCH_BATCH_SEED to replay a failure.

@@ -95,12 +95,13 @@ impl Sequence {
             });
         }
         params.controls.check_vocab(model.tokenizer.vocab_size())?;
-        let sampler = Sampler::new(params)?;
+        let sampler = model.sampler(params)?;
         let stats = GenerationStats {
             prompt_tokens: prompt.len() as u32,
             completion_tokens: 0,
             prompt_token_ids: prompt.clone(),
             completion_token_ids: Vec::new(),
+            logprobs: Vec::new(),
             prefill_chunk: PREFILL_SCHEDULE.to_owned(),
             load_ms: model.load_ms,
             queue_ms: 0.0,
@@ -212,7 +213,7 @@ impl Sequence {
         if model.tokenizer.is_stop(next) {
             return self.finish(FinishReason::Stop, on_delta);
         }
-        self.sampler.observe(next);
+        self.sampler.observe(next)?;
         self.stats.completion_token_ids.push(next);
         let (delta, stopped) = self.text.push(model.tokenizer.token_bytes(next));
         if !delta.is_empty() {
@@ -249,6 +250,7 @@ impl Sequence {
     /// The statistics, once finished.
     pub(crate) fn into_stats(mut self) -> GenerationStats {
         let s = &mut self.stats;
+        s.logprobs = self.sampler.take_logprobs();
         s.completion_tokens = s.completion_token_ids.len() as u32;
         s.prompt_tokens_per_s = per_second(s.prompt_tokens, s.prefill_ms);
         s.completion_tokens_per_s = per_second(self.decode_forwards, s.decode_ms);

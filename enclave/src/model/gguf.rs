@@ -189,6 +189,7 @@ pub(crate) fn load(path: &Path, runtime: Runtime) -> Result<Model, ModelError> {
         file_size,
         load_ms,
         candle_kv_bytes_per_position,
+        grammars: std::sync::OnceLock::new(),
     })
 }
 

@@ -18,7 +18,7 @@ use super::native::kernels::exp;
 pub const MAX_TOP_LOGPROBS: u32 = 20;
 
 /// One completion token's log-probability and its most likely alternatives.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TokenLogprob {
     /// The chosen token.
     pub id: u32,
@@ -91,9 +91,13 @@ mod tests {
 
     #[test]
     fn ln_agrees_with_the_platform_to_the_last_bits() {
-        for x in [1.0, 2.0, 0.5, 1.5, 10.0, 49152.0, 1e-300, 5e-324, 1.7e308, std::f64::consts::E, 0.999_999] {
+        for x in [1.0, 2.0, 0.5, 1.5, 10.0, 49152.0, 1e-300, 5e-324, 1.7e308, std::f64::consts::E, 0.999_999]
+        {
             let (ours, std) = (ln(x), x.ln());
-            assert!((ours - std).abs() <= 4.0 * f64::EPSILON * std.abs().max(1.0), "ln({x}) = {ours}, std {std}");
+            assert!(
+                (ours - std).abs() <= 4.0 * f64::EPSILON * std.abs().max(1.0),
+                "ln({x}) = {ours}, std {std}"
+            );
         }
         assert_eq!(ln(1.0), 0.0);
         for bad in [0.0, -1.0, f64::INFINITY, f64::NAN] {
@@ -111,7 +115,8 @@ mod tests {
         assert_eq!(lp.top.iter().map(|t| t.0).collect::<Vec<_>>(), [1, 2, 0]);
         assert_eq!(lp.top[0].1, lp.top[1].1);
         assert!(lp.top[0].1 > lp.top[2].1 && lp.top[2].1 > lp.logprob);
-        let expected = (0.5f64 - 3.0) - (1.0 + 1.0 + (-2.0f64).exp() + (-5.0f64).exp() + (-2.5f64).exp()).ln();
+        let expected =
+            (0.5f64 - 3.0) - (1.0 + 1.0 + (-2.0f64).exp() + (-5.0f64).exp() + (-2.5f64).exp()).ln();
         assert!((lp.logprob - expected).abs() < 1e-6, "{} vs {expected}", lp.logprob);
         // More alternatives than tokens, or more than the cap: bounded.
         assert_eq!(token_logprob(&logits, 0, 20).top.len(), 5);

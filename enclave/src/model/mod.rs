@@ -31,12 +31,14 @@
 
 mod bytes;
 mod chat;
+pub mod constraint;
 mod controls;
 mod engine;
 mod error;
 mod generation;
 mod gguf;
 pub mod lie;
+pub mod logprobs;
 pub mod native;
 mod replay;
 mod sampler;
@@ -62,6 +64,7 @@ pub use engine::{
 pub use error::ModelError;
 pub use generation::{generate_blocking, generate_cancellable};
 pub use gguf::Runtime;
+pub use logprobs::TokenLogprob;
 pub use replay::{replay, replay_by_text, CommittedAnswer, Divergence, ReplayOutcome};
 pub use sampler::{Sampler, SAMPLER_VERSION, SAMPLER_VERSION_1};
 pub use threads::{compute_threads, init_compute_threads};
@@ -104,6 +107,8 @@ pub struct Model {
     load_ms: f64,
     /// What one position of candle's f32 KV cache takes (unused by the native runtime).
     candle_kv_bytes_per_position: usize,
+    /// The grammar compiler over this vocabulary, built on first use.
+    grammars: std::sync::OnceLock<Result<constraint::Grammars, String>>,
 }
 
 /// One sequence's KV cache, in the form its runtime keeps it.
@@ -339,6 +344,24 @@ impl Model {
     pub fn tokenizer(&self) -> &GgufTokenizer {
         &self.tokenizer
     }
+
+    /// The grammar compiler over this model's vocabulary (built on first use).
+    pub fn grammars(&self) -> Result<&constraint::Grammars, ModelError> {
+        self.grammars
+            .get_or_init(|| constraint::Grammars::new(&self.tokenizer).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| ModelError::inference(e.clone()))
+    }
+
+    /// The sampler of one answer under `params`: seeded, and constrained by its output
+    /// grammar when it has one.
+    pub(crate) fn sampler(&self, params: &SamplingParams) -> Result<Sampler, ModelError> {
+        let constraint = match &params.controls.response_format {
+            Some(format) => Some(self.grammars()?.matcher(format)?),
+            None => None,
+        };
+        Ok(Sampler::new(params)?.with_constraint(constraint))
+    }
 }
 
 /// One chat message, OpenAI-style.
@@ -433,6 +456,8 @@ pub struct GenerationStats {
     pub prompt_token_ids: Vec<u32>,
     /// The completion's token ids (without the stop token).
     pub completion_token_ids: Vec<u32>,
+    /// Their log-probabilities, when the request asked for them (else empty).
+    pub logprobs: Vec<TokenLogprob>,
     /// The prefill schedule ([`PREFILL_SCHEDULE`]).
     pub prefill_chunk: String,
     /// Time the model took to load, in milliseconds (the same for every request).

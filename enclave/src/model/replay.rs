@@ -17,19 +17,20 @@
 
 use super::chat::encode_chat_prompt;
 use super::controls::AnswerText;
-use super::sampler::Sampler;
 use super::{generate_blocking, FinishReason, GenerateRequest, Model, ModelError, Step};
 
 /// Completion tokens fed per teacher-forced pass (bounds the logits held: 64 × vocab f32).
 const REPLAY_CHUNK: usize = 64;
 
 /// The result of a replay.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ReplayOutcome {
     /// Every committed token, and the ending, is what the engine produces.
     Match {
         /// The prompt's token ids (as rendered here).
         prompt_tokens: Vec<u32>,
+        /// The completion tokens' log-probabilities, when the request asks for them.
+        logprobs: Vec<super::TokenLogprob>,
     },
     /// The committed answer differs from the engine's.
     Diverged(Divergence),
@@ -74,7 +75,7 @@ pub fn replay(
         });
     }
     req.params.controls.check_vocab(model.tokenizer.vocab_size())?;
-    let mut sampler = Sampler::new(&req.params)?;
+    let mut sampler = model.sampler(&req.params)?;
     // The text as generation spells it, for the stop strings.
     let mut text = AnswerText::new(&req.params.controls.stop);
     let mut cache = model.new_cache(prompt.len() + committed.len());
@@ -111,7 +112,7 @@ pub fn replay(
             let replayed = (!stops).then_some(pick);
             match committed.get(position) {
                 Some(&id) if !stops && pick == id => {
-                    sampler.observe(id);
+                    sampler.observe(id)?;
                     if text.push(model.tokenizer.token_bytes(id)).1 {
                         // A stop string ends the engine's answer right after this token.
                         if !(position + 1 == committed.len() && finish == FinishReason::Stop) {
@@ -135,7 +136,7 @@ pub fn replay(
         }
     }
     let Some((position, committed_id, replayed_id)) = divergence else {
-        return Ok(ReplayOutcome::Match { prompt_tokens: prompt });
+        return Ok(ReplayOutcome::Match { prompt_tokens: prompt, logprobs: sampler.take_logprobs() });
     };
     // The engine's own answer, generated the ordinary way.
     let mut text = String::new();
@@ -174,7 +175,7 @@ pub fn replay_by_text(
         && committed.text.is_none_or(|t| t == text);
     if same_ids && same_text && replayed_finish == finish {
         let prompt = encode_chat_prompt(&model.tokenizer, &req.messages)?;
-        return Ok(ReplayOutcome::Match { prompt_tokens: prompt });
+        return Ok(ReplayOutcome::Match { prompt_tokens: prompt, logprobs: stats.logprobs });
     }
     let mut position = ids.len();
     if let Some(committed) = committed.text.map(str::as_bytes) {

@@ -17,12 +17,17 @@
 //!                             f64 sum reaches top_p · Σw; else keep every id
 //!                  u = (next_u64 >> 11) · 2⁻⁵³ · Σ kept w    (one draw per token)
 //!                  the first kept id (in that order) whose running f64 sum exceeds u
+//!  output grammar (response_format; `super::constraint`): before all of the above, every
+//!                  id the grammar disallows next is out (no weight, never kept); without
+//!                  one, nothing changes
 //! ```
 
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
+use super::constraint::Constraint;
 use super::controls::LogitAdjust;
+use super::logprobs::{token_logprob, TokenLogprob};
 use super::native::kernels::exp;
 use super::{sampling, ModelError, SamplingParams};
 
@@ -44,79 +49,160 @@ pub struct Sampler {
     /// Scratch: the weights of the current step.
     weights: Vec<f32>,
     order: Vec<u32>,
+    /// `top_logprobs` when log-probabilities are returned ([`super::logprobs`]).
+    logprobs: Option<u32>,
+    /// The last pick's log-probability, until [`Sampler::observe`] takes it.
+    pending: Option<TokenLogprob>,
+    /// The log-probabilities of the completion's tokens so far.
+    scored: Vec<TokenLogprob>,
+    /// The output grammar, when the request constrains the output.
+    constraint: Option<Constraint>,
+    /// Scratch: the logits with every id the grammar disallows at −∞.
+    masked: Vec<f32>,
 }
 
 impl Sampler {
     /// The sampler for `params` (validated first), its stream seeded with `params.seed`.
     pub fn new(params: &SamplingParams) -> Result<Sampler, ModelError> {
         sampling::validate(params)?;
+        // Choice i of n draws from stream i of the seed; a single answer (choice 0) from
+        // stream 0, the one ChaCha20Rng starts on.
+        let mut rng = ChaCha20Rng::seed_from_u64(params.seed);
+        rng.set_stream(u64::from(params.controls.choice_index));
         Ok(Sampler {
             temperature: params.temperature as f32,
             top_p: params.top_p.filter(|p| *p < 1.0),
-            rng: ChaCha20Rng::seed_from_u64(params.seed),
+            rng,
             adjust: LogitAdjust::new(&params.controls),
             weights: Vec::new(),
             order: Vec::new(),
+            logprobs: params.controls.logprobs,
+            pending: None,
+            scored: Vec::new(),
+            constraint: None,
+            masked: Vec::new(),
         })
     }
 
-    /// Records a token that joined the completion (the penalties count it from now on).
-    pub fn observe(&mut self, id: u32) {
+    /// Constrains every pick to what `constraint`'s grammar allows next.
+    pub fn with_constraint(mut self, constraint: Option<Constraint>) -> Sampler {
+        self.constraint = constraint;
+        self
+    }
+
+    /// Records a token that joined the completion (the penalties count it from now on, and
+    /// its log-probability is kept when they are returned).
+    pub fn observe(&mut self, id: u32) -> Result<(), ModelError> {
         self.adjust.observe(id);
+        if let Some(lp) = self.pending.take().filter(|lp| lp.id == id) {
+            self.scored.push(lp);
+        }
+        match &mut self.constraint {
+            Some(c) => c.consume(id),
+            None => Ok(()),
+        }
+    }
+
+    /// The log-probabilities of the observed completion tokens, in order (empty unless the
+    /// parameters ask for them).
+    pub fn take_logprobs(&mut self) -> Vec<TokenLogprob> {
+        std::mem::take(&mut self.scored)
     }
 
     /// Picks the next token from `logits` (one per vocabulary id), after the bias and
     /// penalties.
     pub fn sample(&mut self, logits: &[f32]) -> Result<u32, ModelError> {
-        let logits = self.adjust.apply(logits);
+        let mut logits = self.adjust.apply(logits);
         if logits.is_empty() {
             return Err(ModelError::inference("no logits to sample from"));
         }
         if logits.iter().any(|l| l.is_nan()) {
             return Err(ModelError::inference("the logits contain NaN"));
         }
-        let best = argmax(logits);
-        if self.temperature == 0.0 {
-            return Ok(best);
-        }
-        let max = logits[best as usize];
-        let t = self.temperature;
-        self.weights.clear();
-        self.weights.extend(logits.iter().map(|&l| exp((l - max) / t)));
-        let total: f64 = self.weights.iter().map(|&w| f64::from(w)).sum();
-        self.order.clear();
-        match self.top_p {
-            Some(p) => {
-                self.order.extend(0..logits.len() as u32);
-                let w = &self.weights;
-                // Largest weight first, lower id first among equals: a total order.
-                self.order.sort_unstable_by(|&a, &b| w[b as usize].total_cmp(&w[a as usize]).then(a.cmp(&b)));
-                let target = p * total;
-                let mut kept = 0.0f64;
-                let mut len = 0;
-                for &id in &self.order {
-                    kept += f64::from(w[id as usize]);
-                    len += 1;
-                    if kept >= target {
-                        break;
-                    }
+        let masked = self.constraint.is_some();
+        if let Some(c) = &mut self.constraint {
+            let out = &mut self.masked;
+            out.clear();
+            out.resize(logits.len(), f32::NEG_INFINITY);
+            c.allowed(|id| {
+                if let (Some(m), Some(&l)) = (out.get_mut(id as usize), logits.get(id as usize)) {
+                    *m = l;
                 }
-                self.order.truncate(len);
+            })?;
+            if out.iter().all(|l| *l == f32::NEG_INFINITY) {
+                return Err(ModelError::inference("the output grammar allows no token here"));
             }
-            None => self.order.extend(0..logits.len() as u32),
+            logits = &self.masked;
         }
-        let kept: f64 = self.order.iter().map(|&id| f64::from(self.weights[id as usize])).sum();
-        let u = (self.rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64) * kept;
-        let mut running = 0.0f64;
-        for &id in &self.order {
-            running += f64::from(self.weights[id as usize]);
-            if running > u {
-                return Ok(id);
-            }
-        }
-        // Rounding can leave u at the very top of the range: the last kept id.
-        Ok(*self.order.last().unwrap_or(&best))
+        let pick = choose(
+            self.temperature,
+            self.top_p,
+            masked,
+            &mut self.rng,
+            &mut self.weights,
+            &mut self.order,
+            logits,
+        );
+        self.pending = self.logprobs.map(|top| token_logprob(logits, pick, top));
+        Ok(pick)
     }
+}
+
+/// The choice rule over adjusted, NaN-free, non-empty `logits` (the scratch buffers are
+/// the sampler's). `masked`: the ids at −∞ are out (the grammar disallows them): they get
+/// no weight and are never picked.
+fn choose(
+    temperature: f32,
+    top_p: Option<f64>,
+    masked: bool,
+    rng: &mut ChaCha20Rng,
+    weights: &mut Vec<f32>,
+    order: &mut Vec<u32>,
+    logits: &[f32],
+) -> u32 {
+    let best = argmax(logits);
+    if temperature == 0.0 {
+        return best;
+    }
+    let max = logits[best as usize];
+    let t = temperature;
+    weights.clear();
+    let out = |l: f32| masked && l == f32::NEG_INFINITY;
+    weights.extend(logits.iter().map(|&l| if out(l) { 0.0 } else { exp((l - max) / t) }));
+    let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
+    order.clear();
+    let candidates = (0..logits.len() as u32).filter(|&id| !out(logits[id as usize]));
+    match top_p {
+        Some(p) => {
+            order.extend(candidates);
+            let w = &*weights;
+            // Largest weight first, lower id first among equals: a total order.
+            order.sort_unstable_by(|&a, &b| w[b as usize].total_cmp(&w[a as usize]).then(a.cmp(&b)));
+            let target = p * total;
+            let mut kept = 0.0f64;
+            let mut len = 0;
+            for &id in order.iter() {
+                kept += f64::from(w[id as usize]);
+                len += 1;
+                if kept >= target {
+                    break;
+                }
+            }
+            order.truncate(len);
+        }
+        None => order.extend(candidates),
+    }
+    let kept: f64 = order.iter().map(|&id| f64::from(weights[id as usize])).sum();
+    let u = (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64) * kept;
+    let mut running = 0.0f64;
+    for &id in order.iter() {
+        running += f64::from(weights[id as usize]);
+        if running > u {
+            return id;
+        }
+    }
+    // Rounding can leave u at the very top of the range: the last kept id.
+    *order.last().unwrap_or(&best)
 }
 
 /// The id of the largest logit, the lowest such id on ties.
