@@ -969,26 +969,33 @@ impl VouchClient {
             });
         }
         let att = s.attestation.clone();
-        let (text, finish_reason, response, receipt_b64, streamed, logprobs) = if ct
+        let (text, finish_reason, response, receipt_b64, streamed, logprobs, calls) = if ct
             .starts_with("text/event-stream")
         {
-            let (text, finish, last, logprobs) =
+            let (text, finish, last, logprobs, calls) =
                 read_stream(&mut incoming, t.read_idle, resume, on_chunk).await?;
             let receipt = last.get("vouch_receipt").and_then(|r| r.as_str()).map(str::to_owned);
-            (text, finish, last, receipt, true, logprobs)
+            // Tool calls come whole; their raw text (what the receipt covers) is beside the
+            // receipt.
+            let text = match last.get("vouch_output").and_then(|o| o.as_str()) {
+                Some(raw) if text.is_empty() => raw.to_owned(),
+                Some(_) => {
+                    return Err(ClientError::Protocol("a stream with both text and tool calls".into()))
+                }
+                None => text,
+            };
+            (text, finish, last, receipt, true, logprobs, calls)
         } else {
             let bytes = read_body(&mut incoming, MAX_BODY_BYTES, t.read_idle, "the answer").await?;
             let v: serde_json::Value = serde_json::from_slice(&bytes)
                 .map_err(|e| ClientError::Protocol(format!("answer is not JSON: {e}")))?;
-            let text = v
-                .pointer("/choices/0/message/content")
-                .and_then(|c| c.as_str())
-                .ok_or_else(|| ClientError::Protocol("answer has no choices[0].message.content".into()))?
-                .to_owned();
+            let choice = v.pointer("/choices/0").cloned().unwrap_or_default();
+            let text = choice_output(&choice, 0)?;
             let finish = v.pointer("/choices/0/finish_reason").and_then(|f| f.as_str()).map(str::to_owned);
             let receipt = v.get("vouch_receipt").and_then(|r| r.as_str()).map(str::to_owned);
             let logprobs = v.pointer("/choices/0/logprobs").cloned().unwrap_or(serde_json::Value::Null);
-            (text, finish, v, receipt, false, logprobs)
+            let calls = choice.pointer("/message/tool_calls").cloned().unwrap_or_default();
+            (text, finish, v, receipt, false, logprobs, calls)
         };
         self.release(s);
         let receipt_b64 = receipt_b64.ok_or(ClientError::MissingReceipt)?;
@@ -1012,6 +1019,7 @@ impl VouchClient {
         )?;
         let verdict = verdict.with_model_name(Some(att.model_name.clone()));
         check_choice(verified.leaf(), 0, &logprobs)?;
+        check_tool_calls(&text, &calls, 0)?;
         if !streamed {
             self.check_other_choices(&response, &body, &att, verified.leaf()).await?;
         }
@@ -1053,9 +1061,9 @@ impl VouchClient {
             )));
         }
         for (i, c) in choices.iter().enumerate().skip(1) {
-            let text = c.pointer("/message/content").and_then(|t| t.as_str()).ok_or_else(|| {
-                ClientError::Protocol(format!("answer has no choices[{i}].message.content"))
-            })?;
+            let output = choice_output(c, i)?;
+            check_tool_calls(&output, &c.pointer("/message/tool_calls").cloned().unwrap_or_default(), i)?;
+            let text = output.as_str();
             let b64 = c.get("vouch_receipt").and_then(|r| r.as_str()).ok_or(ClientError::MissingReceipt)?;
             let received = decode_receipt_b64(b64)?;
             let receipt = self.complete_receipt(&received).await?.unwrap_or(received);
@@ -1072,6 +1080,51 @@ impl VouchClient {
         }
         Ok(())
     }
+}
+
+/// A whole response's choice output, as the receipt covers it: the message's text, or,
+/// when it carries tool calls instead, their raw text (`vouch_output`).
+fn choice_output(choice: &serde_json::Value, i: usize) -> Result<String, ClientError> {
+    match choice.pointer("/message/content") {
+        Some(serde_json::Value::String(t)) => Ok(t.clone()),
+        Some(serde_json::Value::Null) => {
+            choice.get("vouch_output").and_then(|o| o.as_str()).map(str::to_owned).ok_or_else(|| {
+                ClientError::Protocol(format!("choices[{i}] has neither content nor vouch_output"))
+            })
+        }
+        _ => Err(ClientError::Protocol(format!("answer has no choices[{i}].message.content"))),
+    }
+}
+
+/// Checks that the `tool_calls` received (`null` when none) are exactly the calls the
+/// verified output spells: the same functions, with the same arguments, in order.
+fn check_tool_calls(output: &str, calls: &serde_json::Value, i: usize) -> Result<(), ClientError> {
+    let received: Vec<(String, String)> = calls
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| {
+                    let get = |p: &str| c.pointer(p).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+                    (get("/function/name"), get("/function/arguments"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let spelled: Vec<(String, String)> = if received.is_empty() {
+        Vec::new()
+    } else {
+        vouch_enclave::model::tools::parse_tool_calls(output)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| (c.name, c.arguments))
+            .collect()
+    };
+    if received != spelled {
+        return Err(ClientError::ChoiceMismatch(format!(
+            "choice {i}'s tool_calls are not the calls its verified output spells"
+        )));
+    }
+    Ok(())
 }
 
 /// Checks that a verified leaf is choice `index` and that `logprobs` (the choice's
@@ -1211,8 +1264,10 @@ async fn read_stream(
     idle: Duration,
     resume: &mut Resume,
     on_chunk: &mut (dyn FnMut(&serde_json::Value) + Send),
-) -> Result<(String, Option<String>, serde_json::Value, serde_json::Value), ClientError> {
+) -> Result<(String, Option<String>, serde_json::Value, serde_json::Value, serde_json::Value), ClientError> {
     let mut parser = SseParser::new();
+    // choices[0].delta.tool_calls, concatenated (the enclave sends each call whole).
+    let mut calls: Vec<serde_json::Value> = Vec::new();
     // choices[0].logprobs, concatenated over the chunks that carry one (null: none did).
     let mut logprobs = serde_json::Value::Null;
     let mut text = String::new();
@@ -1250,6 +1305,9 @@ async fn read_stream(
             if let Some(f) = v.pointer("/choices/0/finish_reason").and_then(|f| f.as_str()) {
                 finish = Some(f.to_owned());
             }
+            if let Some(c) = v.pointer("/choices/0/delta/tool_calls").and_then(|c| c.as_array()) {
+                calls.extend(c.iter().cloned());
+            }
             if let Some(content) = v.pointer("/choices/0/logprobs/content").and_then(|c| c.as_array()) {
                 if logprobs.is_null() {
                     logprobs = serde_json::json!({"content": []});
@@ -1272,7 +1330,8 @@ async fn read_stream(
         return Err(ClientError::ResumeDiverged { at: first_difference(&resume.emitted, &text) });
     }
     let last = last.ok_or(ClientError::MissingReceipt)?;
-    Ok((text, finish, last, logprobs))
+    let calls = if calls.is_empty() { serde_json::Value::Null } else { serde_json::Value::Array(calls) };
+    Ok((text, finish, last, logprobs, calls))
 }
 
 #[cfg(test)]

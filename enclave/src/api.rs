@@ -335,14 +335,11 @@ async fn chat(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
         params.seed = u64::from_le_bytes(b);
         SEED_FROM_ENCLAVE
     };
-    if let Some(format) = &params.controls.response_format {
-        if let Err(e) = state.engine.check_output_format(format) {
-            return error_with_param(
-                StatusCode::BAD_REQUEST,
-                "invalid_value",
-                "response_format",
-                e.to_string(),
-            );
+    let c = &params.controls;
+    if c.response_format.is_some() || c.tools.is_some() {
+        if let Err(e) = state.engine.check_output_format(c) {
+            let param = if c.response_format.is_some() { "response_format" } else { "tools" };
+            return error_with_param(StatusCode::BAD_REQUEST, "invalid_value", param, e.to_string());
         }
     }
     // Choice i of n is its own sequence (batched with the others by the engine), drawing
@@ -399,6 +396,40 @@ struct Exchange {
 }
 
 impl Exchange {
+    /// Whether the model may call tools in this answer.
+    fn tools_callable(&self) -> bool {
+        self.params.controls.tools.as_ref().is_some_and(crate::model::tools::ToolSpec::callable)
+    }
+
+    /// OpenAI's `tool_calls` for choice `choice`'s output, when it may call tools and the
+    /// output is calls (ids are the response id's, the choice's and the call's index).
+    fn tool_calls(&self, choice: usize, output: &str) -> Option<Value> {
+        if !self.tools_callable() {
+            return None;
+        }
+        let calls = crate::model::tools::parse_tool_calls(output)?;
+        let id = self.id.strip_prefix("chatcmpl-").unwrap_or(&self.id);
+        Some(
+            calls
+                .iter()
+                .enumerate()
+                .map(|(k, c)| {
+                    json!({"id": format!("call_{id}_{choice}_{k}"), "type": "function",
+                        "function": {"name": c.name, "arguments": c.arguments}})
+                })
+                .collect(),
+        )
+    }
+
+    /// Choice `choice`'s message and finish reason: its text, or its tool calls (finish
+    /// `tool_calls`).
+    fn message(&self, choice: usize, output: &str, finish: &'static str) -> (Value, &'static str) {
+        match self.tool_calls(choice, output) {
+            Some(calls) => (json!({"role": "assistant", "content": null, "tool_calls": calls}), "tool_calls"),
+            None => (json!({"role": "assistant", "content": output}), finish),
+        }
+    }
+
     /// The seed as a decimal string (JSON numbers lose precision above 2^53 in many
     /// clients) when the request did not give it; `None` otherwise.
     fn disclosed_seed(&self) -> Option<String> {
@@ -533,12 +564,17 @@ async fn whole_response(ctx: Exchange, choices: Vec<mpsc::Receiver<GenerateEvent
         .iter()
         .enumerate()
         .map(|(i, c)| {
+            let (message, finish) = ctx.message(i, &c.text, c.finish_reason);
             let mut v = json!({
                 "index": i,
-                "message": {"role": "assistant", "content": c.text},
-                "finish_reason": c.finish_reason,
+                "message": message,
+                "finish_reason": finish,
                 "logprobs": logprobs_json(&ctx.state.engine, asked_logprobs, &c.stats.logprobs),
             });
+            if v["message"]["content"].is_null() {
+                // The calls' raw text: what the receipt's output digest covers.
+                v["vouch_output"] = json!(c.text);
+            }
             // With several choices each carries its own receipt; the top-level ones are
             // choice 0's (what a client reading one choice checks).
             if several {
@@ -596,10 +632,23 @@ fn stream_response(ctx: Exchange, mut events: mpsc::Receiver<GenerateEvent>) -> 
             return;
         }
         let mut text = String::new();
+        // An answer that may call tools is held back while it may still be calls (it
+        // begins with "<"): calls are sent whole, as tool_calls, when it ends.
+        let mut holding = ctx.tools_callable();
         while let Some(ev) = events.recv().await {
             match ev {
                 GenerateEvent::Delta(d) => {
                     text.push_str(&d);
+                    if holding {
+                        if text.starts_with('<') {
+                            continue;
+                        }
+                        holding = false;
+                        if tx.send(sse(&chunk(json!({"content": text}), Value::Null))).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
                     if tx.send(sse(&chunk(json!({"content": d}), Value::Null))).await.is_err() {
                         return;
                     }
@@ -609,7 +658,33 @@ fn stream_response(ctx: Exchange, mut events: mpsc::Receiver<GenerateEvent>) -> 
                     return;
                 }
                 GenerateEvent::Done { finish_reason, stats } => {
-                    let mut last = chunk(json!({}), json!(finish_reason.as_str()));
+                    let mut finish = finish_reason.as_str();
+                    let mut output_shown = true;
+                    if holding && !text.is_empty() {
+                        let delta = match ctx.tool_calls(0, &text) {
+                            Some(calls) => {
+                                finish = "tool_calls";
+                                output_shown = false;
+                                let indexed: Vec<Value> = calls
+                                    .as_array()
+                                    .into_iter()
+                                    .flatten()
+                                    .enumerate()
+                                    .map(|(k, c)| {
+                                        let mut c = c.clone();
+                                        c["index"] = json!(k);
+                                        c
+                                    })
+                                    .collect();
+                                json!({"tool_calls": indexed})
+                            }
+                            None => json!({"content": text}),
+                        };
+                        if tx.send(sse(&chunk(delta, Value::Null))).await.is_err() {
+                            return;
+                        }
+                    }
+                    let mut last = chunk(json!({}), json!(finish));
                     // The log-probabilities come whole with the choice's finishing chunk.
                     if ctx.params.controls.logprobs.is_some() {
                         last["choices"][0]["logprobs"] =
@@ -625,6 +700,10 @@ fn stream_response(ctx: Exchange, mut events: mpsc::Receiver<GenerateEvent>) -> 
                         Ok(r) => {
                             last["vouch_receipt"] = json!(r);
                             last["vouch_completion_tokens"] = json!(stats.completion_token_ids);
+                            if !output_shown {
+                                // The calls' raw text: what the receipt's output digest covers.
+                                last["vouch_output"] = json!(text);
+                            }
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "receipt failed");

@@ -13,7 +13,8 @@
 //! ```
 
 use crate::model::constraint::OutputFormat;
-use crate::model::{ChatMessage, DecodingControls, SamplingParams};
+use crate::model::tools::ToolSpec;
+use crate::model::{ChatMessage, DecodingControls, SamplingParams, DEFAULT_SYSTEM_PROMPT};
 use serde::Deserialize;
 
 /// Longest prompt text accepted before tokenizing, in bytes: the context window times a
@@ -28,7 +29,7 @@ pub const MAX_TOKENS_CAP: u32 = 2048;
 /// The fields this server honours. Every other field is refused (see [`check_fields`]):
 /// a parameter silently not applied would leave a receipt for a request that did not run
 /// as asked.
-pub const HONOURED_FIELDS: [&str; 17] = [
+pub const HONOURED_FIELDS: [&str; 20] = [
     "model",
     "messages",
     "max_tokens",
@@ -46,11 +47,13 @@ pub const HONOURED_FIELDS: [&str; 17] = [
     "logprobs",
     "top_logprobs",
     "response_format",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
 ];
 
 /// Fields accepted only at the value that changes nothing — what some OpenAI clients send
-/// by default — and refused at any other: `tools` empty,
-/// `tool_choice` "none", `store` false, and `user` (an end-user
+/// by default — and refused at any other: `store` false, and `user` (an end-user
 /// id: informational, it changes no decoding). `null` is accepted for each (the field's
 /// default).
 pub fn is_inert(name: &str, value: &serde_json::Value) -> bool {
@@ -60,8 +63,6 @@ pub fn is_inert(name: &str, value: &serde_json::Value) -> bool {
     }
     match name {
         "store" => value == &Value::Bool(false),
-        "tools" => value.as_array().is_some_and(Vec::is_empty),
-        "tool_choice" => value.as_str() == Some("none"),
         "user" => value.is_string(),
         _ => false,
     }
@@ -107,7 +108,7 @@ fn check_fields(fields: &serde_json::Map<String, serde_json::Value>) -> Result<(
 #[derive(Debug, Deserialize)]
 struct Wire {
     model: Option<String>,
-    messages: Vec<ChatMessage>,
+    messages: Vec<serde_json::Value>,
     max_tokens: Option<u32>,
     max_completion_tokens: Option<u32>,
     temperature: Option<f64>,
@@ -125,6 +126,76 @@ struct Wire {
     logprobs: Option<bool>,
     top_logprobs: Option<u32>,
     response_format: Option<serde_json::Value>,
+    tools: Option<serde_json::Value>,
+    tool_choice: Option<serde_json::Value>,
+    parallel_tool_calls: Option<serde_json::Value>,
+}
+
+/// The OpenAI messages as the template's turns: text contents (a string, or a list of
+/// text parts), an assistant's earlier `tool_calls` and `tool` results rendered in the
+/// tool convention ([`crate::model::tools`]); `name` and `tool_call_id` are accepted (they
+/// change no prompt); anything else is refused.
+fn chat_messages(messages: &[serde_json::Value]) -> Result<Vec<ChatMessage>, RequestError> {
+    use serde_json::Value;
+    let bad = |i: usize, reason: String| RequestError::InvalidJson(format!("messages[{i}]: {reason}"));
+    messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let o = m.as_object().ok_or_else(|| bad(i, "not an object".into()))?;
+            let role = o.get("role").and_then(Value::as_str).ok_or_else(|| bad(i, "no role".into()))?;
+            if let Some(k) = o.keys().find(|k| {
+                !["role", "content", "name", "tool_calls", "tool_call_id", "refusal"].contains(&k.as_str())
+            }) {
+                return Err(RequestError::Unsupported {
+                    param: "messages".into(),
+                    reason: format!("messages[{i}].{k} is not supported"),
+                });
+            }
+            let content = match o.get("content") {
+                None | Some(Value::Null) => String::new(),
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Array(parts)) => {
+                    let mut text = String::new();
+                    for p in parts {
+                        match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
+                            (Some("text"), Some(t)) => text.push_str(t),
+                            _ => {
+                                return Err(RequestError::Unsupported {
+                                    param: "messages".into(),
+                                    reason: format!("messages[{i}]: only text content parts are supported"),
+                                })
+                            }
+                        }
+                    }
+                    text
+                }
+                Some(_) => return Err(bad(i, "content must be a string or a list of parts".into())),
+            };
+            match (role, o.get("tool_calls").filter(|c| !c.is_null())) {
+                ("assistant", Some(calls)) => {
+                    let rendered = crate::model::tools::render_tool_calls(calls).map_err(|e| bad(i, e))?;
+                    let text = if content.is_empty() { rendered } else { format!("{content}\n{rendered}") };
+                    Ok(ChatMessage::new("assistant", text))
+                }
+                (_, Some(_)) => Err(bad(i, "only assistant messages carry tool_calls".into())),
+                ("tool", None) => {
+                    Ok(ChatMessage::new("user", crate::model::tools::render_tool_result(&content)))
+                }
+                _ => Ok(ChatMessage::new(role, content)),
+            }
+        })
+        .collect()
+}
+
+/// The tool signatures in the system turn (the first message when it is a system one, else
+/// a system message with the template's default prompt put first).
+fn offer_tools(messages: &mut Vec<ChatMessage>, tools: &ToolSpec) {
+    let text = tools.system_text();
+    match messages.first_mut().filter(|m| m.role == "system") {
+        Some(system) => system.content = format!("{}\n\n{text}", system.content),
+        None => messages.insert(0, ChatMessage::new("system", format!("{DEFAULT_SYSTEM_PROMPT}\n\n{text}"))),
+    }
 }
 
 /// `response_format`: `{"type": "text"}` (no constraint), `{"type": "json_object"}`, or
@@ -280,7 +351,13 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
     if max_tokens == 0 || max_tokens > MAX_TOKENS_CAP {
         return Err(RequestError::InvalidMaxTokens { cap: MAX_TOKENS_CAP });
     }
-    let bytes = w.messages.iter().fold(0usize, |n, m| n.saturating_add(m.content.len()));
+    let tools = ToolSpec::parse(w.tools.as_ref(), w.tool_choice.as_ref(), w.parallel_tool_calls.as_ref())
+        .map_err(|(param, reason)| RequestError::InvalidValue { param: param.into(), reason })?;
+    let mut messages = chat_messages(&w.messages)?;
+    if let Some(t) = tools.as_ref().filter(|t| t.callable()) {
+        offer_tools(&mut messages, t);
+    }
+    let bytes = messages.iter().fold(0usize, |n, m| n.saturating_add(m.content.len()));
     if bytes > MAX_PROMPT_BYTES {
         return Err(RequestError::ContextLengthExceeded { bytes, tokens: crate::model::MAX_CONTEXT_TOKENS });
     }
@@ -316,7 +393,14 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
         choice_index: 0,
         logprobs,
         response_format: output_format(w.response_format.as_ref())?,
+        tools,
     };
+    if controls.response_format.is_some() && controls.tools.as_ref().is_some_and(ToolSpec::callable) {
+        return Err(RequestError::Unsupported {
+            param: "response_format".into(),
+            reason: "response_format together with callable tools is not supported".into(),
+        });
+    }
     controls.check().map_err(|(param, reason)| invalid(param, reason))?;
     if w.stream && controls.n > 1 {
         return Err(RequestError::Unsupported {
@@ -333,7 +417,7 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
     };
     Ok(ChatRequest {
         model: w.model,
-        messages: w.messages,
+        messages,
         params,
         stream: w.stream,
         include_usage: w.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
@@ -380,8 +464,6 @@ mod tests {
                 r#""response_format":{"type":"json_schema","json_schema":{"name":"a","x":1}}"#,
                 "response_format",
             ),
-            (r#""tools":[{"type":"function","function":{"name":"f"}}]"#, "tools"),
-            (r#""tool_choice":"required""#, "tool_choice"),
             (r#""stream_options":{"include_usage":true}"#, "stream_options"),
             (r#""stream":true,"stream_options":{"include_obfuscation":true}"#, "stream_options"),
             (r#""stream":true,"stream_options":{"include_usage":1}"#, "stream_options"),
@@ -393,7 +475,7 @@ mod tests {
             assert_eq!((e.code(), e.param()), ("unsupported_parameter", Some(param)), "{field}: {e}");
         }
         assert!(with(r#""temprature":0.5"#).unwrap_err().to_string().contains("unknown or unsupported"));
-        assert!(with(r#""tools":[{}]"#).unwrap_err().to_string().contains("only its default"));
+        assert!(with(r#""store":true"#).unwrap_err().to_string().contains("only its default"));
     }
 
     #[test]

@@ -272,3 +272,63 @@ fn json_schema_output_is_valid_json_of_the_schema_and_replays() {
     let e = generate_blocking(&mut model, &req, |_| {}).unwrap_err().to_string();
     assert!(e.contains("response_format"), "{e}");
 }
+
+#[test]
+fn tool_calls_follow_the_function_schema_and_replay() {
+    use vouch_enclave::model::tools::parse_tool_calls;
+    let mut model = load();
+    let tools = r#""tools":[{"type":"function","function":{"name":"get_weather","description":"Current weather in a city","parameters":{"type":"object","properties":{"city":{"type":"string"},"unit":{"enum":["celsius","fahrenheit"]}},"required":["city","unit"],"additionalProperties":false}}},{"type":"function","function":{"name":"get_time","parameters":{"type":"object","properties":{"zone":{"type":"string"}},"required":["zone"]}}}]"#;
+    let ask = |extra: &str| {
+        let body = format!(
+            r#"{{"messages":[{{"role":"user","content":"What is the weather in Paris?"}}],"max_tokens":80,{tools}{extra}}}"#
+        );
+        let parsed = vouch_enclave::request::parse_chat_request(body.as_bytes()).unwrap();
+        GenerateRequest { messages: parsed.messages, params: parsed.params }
+    };
+    for (extra, want) in [
+        (r#","tool_choice":"required","parallel_tool_calls":false"#, None),
+        (r#","tool_choice":{"type":"function","function":{"name":"get_time"}}"#, Some("get_time")),
+    ] {
+        let req = ask(extra);
+        // The tools are in the system turn.
+        assert!(req.messages[0].role == "system" && req.messages[0].content.contains("<tools>\n"));
+        let (ids, finish, text) = answer(&mut model, &req);
+        assert_eq!(finish, FinishReason::Stop, "{text:?}");
+        let calls = parse_tool_calls(&text).unwrap_or_else(|| panic!("not calls: {text:?}"));
+        // parallel_tool_calls false: exactly one call; a named function: only it.
+        assert!(if want.is_none() { calls.len() == 1 } else { !calls.is_empty() }, "{text}");
+        for call in &calls {
+            if let Some(name) = want {
+                assert_eq!(call.name, name);
+            }
+            let args: serde_json::Value = serde_json::from_str(&call.arguments).unwrap();
+            match call.name.as_str() {
+                "get_weather" => {
+                    assert!(args["city"].is_string(), "{text}");
+                    assert!(["celsius", "fahrenheit"].contains(&args["unit"].as_str().unwrap()), "{text}");
+                }
+                "get_time" => assert!(args["zone"].is_string(), "{text}"),
+                other => panic!("called {other}"),
+            }
+        }
+        assert!(matches!(replay(&mut model, &req, &ids, finish).unwrap(), ReplayOutcome::Match { .. }));
+    }
+    // auto: text that does not open with "<", or calls; either way it replays.
+    let req = ask("");
+    let (ids, finish, text) = answer(&mut model, &req);
+    assert!(parse_tool_calls(&text).is_some() || !text.starts_with('<'), "{text:?}");
+    assert!(matches!(replay(&mut model, &req, &ids, finish).unwrap(), ReplayOutcome::Match { .. }));
+    // A conversation with an earlier call and its result: rendered in the convention.
+    let body = format!(
+        r#"{{"messages":[{{"role":"user","content":"Weather in Paris?"}},{{"role":"assistant","content":null,"tool_calls":[{{"id":"c1","type":"function","function":{{"name":"get_weather","arguments":"{{\"city\":\"Paris\",\"unit\":\"celsius\"}}"}}}}]}},{{"role":"tool","tool_call_id":"c1","content":"21 degrees, sunny"}}],"max_tokens":24,"tool_choice":"none",{tools}}}"#
+    );
+    let parsed = vouch_enclave::request::parse_chat_request(body.as_bytes()).unwrap();
+    let m = &parsed.messages;
+    assert_eq!(m.len(), 3, "tool_choice none: the tools are not shown, no system turn added");
+    assert!(m[1].content.starts_with("<tool_call>\n{") && m[1].content.contains(r#""city":"Paris""#));
+    assert_eq!(
+        (m[2].role.as_str(), m[2].content.as_str()),
+        ("user", "<tool_response>\n21 degrees, sunny\n</tool_response>")
+    );
+    assert!(parsed.params.controls.spec().tools_sha256.is_some());
+}

@@ -1,7 +1,7 @@
 """The official OpenAI Python SDK, unchanged, pointed at `vouch proxy`: a chat completion
 and a streamed completion, each carrying the proxy's verification verdict; the decoding
 controls applied, with their effect observed (stop strings, penalties, logit_bias,
-logprobs), plain and streamed, and n choices each verified; and every parameter the server does not apply refused with OpenAI's 400
+logprobs, structured output, tool calls), plain and streamed, and n choices each verified; and every parameter the server does not apply refused with OpenAI's 400
 (`unsupported_parameter`, naming the parameter), plain and streamed, before anything is
 generated.
 Usage: python3 openai_sdk_check.py BASE_URL   (e.g. http://127.0.0.1:PORT/v1)"""
@@ -161,7 +161,83 @@ def structured(stream, response_format):
         return text, finish, verified
 
 
+WEATHER = [{
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+            "required": ["city", "unit"],
+            "additionalProperties": False,
+        },
+    },
+}]
+
+
+def tool_call(stream):
+    """tool_choice required, one call: ([name, arguments parsed, id ok], finish, verified)."""
+    out = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        max_tokens=64,
+        temperature=0,
+        tools=WEATHER,
+        tool_choice="required",
+        parallel_tool_calls=False,
+        stream=stream,
+    )
+    if not stream:
+        v = (out.model_extra or {}).get("vouch_verdict") or {}
+        calls = out.choices[0].message.tool_calls or []
+        return [[c.function.name, json.loads(c.function.arguments), c.id.startswith("call_")] for c in calls], out.choices[0].finish_reason, v.get("verified")
+    calls, finish, verified = [], None, None
+    for chunk in out:
+        if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.tool_calls:
+            for c in chunk.choices[0].delta.tool_calls:
+                calls.append([c.function.name, json.loads(c.function.arguments), c.id.startswith("call_")])
+        if chunk.choices and chunk.choices[0].finish_reason:
+            finish = chunk.choices[0].finish_reason
+        v = (chunk.model_extra or {}).get("vouch_verdict")
+        if v is not None:
+            verified = v.get("verified")
+    return calls, finish, verified
+
+
+def after_tool_result():
+    """The call and its result sent back: a text answer, verified."""
+    first = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        max_tokens=64,
+        temperature=0,
+        tools=WEATHER,
+        tool_choice="required",
+        parallel_tool_calls=False,
+    )
+    if not first.choices[0].message.tool_calls:
+        raise SystemExit(f"no tool call: {first.model_dump_json()}")
+    call = first.choices[0].message.tool_calls[0]
+    out = client.chat.completions.create(
+        model=model,
+        messages=[
+            {"role": "user", "content": "What is the weather in Paris?"},
+            first.choices[0].message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": "21 degrees and sunny"},
+        ],
+        max_tokens=24,
+        temperature=0,
+        tools=WEATHER,
+    )
+    v = (out.model_extra or {}).get("vouch_verdict") or {}
+    return out.choices[0].message.content, out.choices[0].finish_reason, v.get("verified")
+
+
 applied = {"n/greedy": choices_of(0), "n/sampled": choices_of(1.0)}
+applied["tools/plain"] = tool_call(False)
+applied["tools/stream"] = tool_call(True)
+applied["tools/result"] = after_tool_result()
 schema_format = {"type": "json_schema", "json_schema": {"name": "capital", "schema": CAPITAL, "strict": True}}
 for stream in (False, True):
     mode = "stream" if stream else "plain"
@@ -195,7 +271,10 @@ for stream in (False, True):
 # Parameters not applied are refused, never silently ignored.
 refused = {}
 unsupported = {
-    "tools": {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]},
+    # The legacy function-calling fields and output modalities this server does not serve.
+    "functions": {"extra_body": {"functions": [{"name": "f", "parameters": {"type": "object"}}]}},
+    "audio": {"audio": {"voice": "alloy", "format": "wav"}},
+    "prediction": {"prediction": {"type": "content", "content": "x"}},
 }
 cases = [(name, args, stream) for name, args in unsupported.items() for stream in (False, True)]
 cases.append(("n", {"n": 2}, True))  # n > 1 is served without streaming only

@@ -125,11 +125,31 @@ fn openai_sdk_through_the_verifying_proxy() {
     }
     assert_eq!(applied["json_schema/plain"], applied["json_schema/stream"], "{v}");
     assert_eq!(applied["json_schema/bad"], json!([400, "invalid_value", "response_format"]), "{v}");
+    // Tools, tool_choice required: one call or more of get_weather, arguments of its
+    // schema, finish tool_calls, verified (the proxy re-derives the calls from the verified
+    // output); the same plain and streamed. With the result sent back: a text answer.
+    for mode in ["plain", "stream"] {
+        let t = &applied[format!("tools/{mode}")];
+        let calls = t[0].as_array().unwrap();
+        assert!(!calls.is_empty(), "{v}");
+        for c in calls {
+            assert_eq!((&c[0], &c[2]), (&json!("get_weather"), &json!(true)), "{v}");
+            assert!(
+                c[1]["city"].is_string()
+                    && ["celsius", "fahrenheit"].contains(&c[1]["unit"].as_str().unwrap()),
+                "{v}"
+            );
+        }
+        assert_eq!((&t[1], &t[2]), (&json!("tool_calls"), &json!(true)), "{v}");
+    }
+    assert_eq!(applied["tools/plain"], applied["tools/stream"], "{v}");
+    let result = &applied["tools/result"];
+    assert!(result[0].as_str().is_some_and(|t| !t.is_empty()) && result[2] == true, "{v}");
     let sampled = applied["n/sampled"]["texts"].as_array().unwrap();
     assert!(sampled.iter().any(|t| t != &sampled[0]), "{v}");
     // Every parameter not applied is refused with OpenAI's 400, naming it, streamed or not.
     let refused = v["refused"].as_object().unwrap();
-    assert_eq!(refused.len(), 3, "{v}");
+    assert_eq!(refused.len(), 7, "{v}");
     for (case, got) in refused {
         let param = case.split('/').next().unwrap();
         assert_eq!(

@@ -119,14 +119,22 @@ impl Grammars {
     /// The matcher of one answer under `format`; an error names what is wrong with the
     /// schema.
     pub fn matcher(&self, format: &OutputFormat) -> Result<Constraint, ModelError> {
-        let grammar = TopLevelGrammar::from_json_schema(format.schema());
+        self.compile(TopLevelGrammar::from_json_schema(format.schema()), "response_format")
+    }
+
+    /// The matcher of one answer that may call `tools` (`None` when it may not call).
+    pub fn tool_matcher(&self, tools: &super::tools::ToolSpec) -> Result<Option<Constraint>, ModelError> {
+        tools.grammar().map(|lark| self.compile(TopLevelGrammar::from_lark(lark), "tools")).transpose()
+    }
+
+    fn compile(&self, grammar: TopLevelGrammar, field: &str) -> Result<Constraint, ModelError> {
         let parser = self
             .factory
             .create_parser(grammar)
-            .map_err(|e| ModelError::InvalidRequest(format!("response_format: {e}")))?;
+            .map_err(|e| ModelError::InvalidRequest(format!("{field}: {e}")))?;
         let matcher = Matcher::new(Ok(parser));
         if let Some(e) = matcher.get_error() {
-            return Err(ModelError::InvalidRequest(format!("response_format: {e}")));
+            return Err(ModelError::InvalidRequest(format!("{field}: {e}")));
         }
         Ok(Constraint { matcher })
     }

@@ -56,6 +56,8 @@ pub struct DecodingControls {
     pub logprobs: Option<u32>,
     /// The output constraint (`response_format` other than text).
     pub response_format: Option<super::constraint::OutputFormat>,
+    /// The tools offered and how they may be called.
+    pub tools: Option<super::tools::ToolSpec>,
 }
 
 impl Default for DecodingControls {
@@ -69,6 +71,7 @@ impl Default for DecodingControls {
             choice_index: 0,
             logprobs: None,
             response_format: None,
+            tools: None,
         }
     }
 }
@@ -124,8 +127,7 @@ impl DecodingControls {
         Ok(())
     }
 
-    /// The receipt's effective generation spec for an answer decoded under these controls
-    /// (no tools: the enclave refuses those).
+    /// The receipt's effective generation spec for an answer decoded under these controls.
     pub fn spec(&self) -> vouch_attestation::receipt::DecodingSpec {
         vouch_attestation::receipt::DecodingSpec {
             stop: self.stop.clone(),
@@ -137,7 +139,7 @@ impl DecodingControls {
             logprobs: self.logprobs,
             response_format: self.response_format.as_ref().map_or_else(|| "text".into(), |f| f.kind.clone()),
             grammar_sha256: self.response_format.as_ref().map(|f| f.grammar_sha256().to_vec()),
-            ..vouch_attestation::receipt::DecodingSpec::unconstrained()
+            tools_sha256: self.tools.as_ref().map(|t| t.sha256().to_vec()),
         }
     }
 

@@ -325,12 +325,10 @@ impl Engine {
         &self.shared.model_name
     }
 
-    /// Checks that `format`'s grammar compiles (the same compiler the model thread runs),
-    /// so that a bad schema is refused before anything is queued.
-    pub fn check_output_format(
-        &self,
-        format: &super::constraint::OutputFormat,
-    ) -> Result<(), super::ModelError> {
+    /// Checks that the output grammar of `controls` (response_format or tools) compiles
+    /// (the same compiler the model thread runs), so that a bad schema is refused before
+    /// anything is queued.
+    pub fn check_output_format(&self, controls: &super::DecodingControls) -> Result<(), super::ModelError> {
         let s = &*self.shared;
         let grammars = s.grammars.get_or_init(|| {
             super::constraint::Grammars::from_vocabulary(s.token_bytes.len() as u32, s.eos_id, |id| {
@@ -338,7 +336,14 @@ impl Engine {
             })
             .map_err(|e| e.to_string())
         });
-        grammars.as_ref().map_err(|e| super::ModelError::inference(e.clone()))?.matcher(format).map(drop)
+        let grammars = grammars.as_ref().map_err(|e| super::ModelError::inference(e.clone()))?;
+        if let Some(format) = &controls.response_format {
+            grammars.matcher(format)?;
+        }
+        if let Some(tools) = &controls.tools {
+            grammars.tool_matcher(tools)?;
+        }
+        Ok(())
     }
 
     /// The bytes of token `id` (empty for an id outside the vocabulary).
@@ -791,6 +796,7 @@ mod tests {
                 response_format: rng
                     .random_bool(0.25)
                     .then(super::super::constraint::OutputFormat::json_object),
+                tools: None,
             };
         }
         GenerateRequest { messages: vec![ChatMessage::new("user", question)], params }

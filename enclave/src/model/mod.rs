@@ -45,6 +45,7 @@ mod sampler;
 mod sampling;
 mod threads;
 mod tokenizer;
+pub mod tools;
 mod utf8;
 
 use std::path::Path;
@@ -356,9 +357,11 @@ impl Model {
     /// The sampler of one answer under `params`: seeded, and constrained by its output
     /// grammar when it has one.
     pub(crate) fn sampler(&self, params: &SamplingParams) -> Result<Sampler, ModelError> {
-        let constraint = match &params.controls.response_format {
-            Some(format) => Some(self.grammars()?.matcher(format)?),
-            None => None,
+        let c = &params.controls;
+        let constraint = match (&c.response_format, &c.tools) {
+            (Some(format), _) => Some(self.grammars()?.matcher(format)?),
+            (None, Some(tools)) => self.grammars()?.tool_matcher(tools)?,
+            (None, None) => None,
         };
         Ok(Sampler::new(params)?.with_constraint(constraint))
     }
