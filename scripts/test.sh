@@ -6,8 +6,9 @@
 #
 # What it installs (each step is quick when already done):
 #   curl                  raw HTTP checks in the end-to-end tests (apt)
-#   <repo>/.venv-test     a Python venv this script owns, with the OpenAI SDK (drives
-#                         `vouch proxy` in tests/tests/openai_sdk.rs) and, through
+#   <repo>/.venv-test     a Python venv this script owns, with the OpenAI SDK and
+#                         LangChain's langchain-openai (both drive `vouch proxy` in
+#                         tests/tests/openai_sdk.rs) and, through
 #                         scripts/install-measure-deps.sh, the pinned sev-snp-measure
 #   OVMF, veritysetup     the launch-measurement tests (scripts/install-measure-deps.sh)
 #   QEMU, busybox, ...    the guest VM check (scripts/vm-e2e.sh installs them, downloads
@@ -20,6 +21,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
 OPENAI_SPEC='openai>=1.40,<3'
+LANGCHAIN_SPEC='langchain-openai>=0.3,<2'
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 apt_install() {
@@ -48,6 +50,10 @@ sys.exit(0 if (1, 40) <= (major, minor) and major < 3 else 1)
 PY
     echo "test: installing the OpenAI Python SDK ($OPENAI_SPEC) into $VENV" >&2
     "$VOUCH_PYTHON" -m pip install --quiet --disable-pip-version-check "$OPENAI_SPEC"
+fi
+if ! "$VOUCH_PYTHON" -c 'import langchain_openai' 2>/dev/null; then
+    echo "test: installing LangChain's OpenAI chat model ($LANGCHAIN_SPEC) into $VENV" >&2
+    "$VOUCH_PYTHON" -m pip install --quiet --disable-pip-version-check "$LANGCHAIN_SPEC" "$OPENAI_SPEC"
 fi
 # OVMF, veritysetup and sev-snp-measure (into the venv: VOUCH_PYTHON is set).
 bash scripts/install-measure-deps.sh

@@ -23,13 +23,11 @@ fn python_with_openai() -> String {
     python
 }
 
-#[test]
-fn openai_sdk_through_the_verifying_proxy() {
-    let python = python_with_openai();
-    let tmp = tempfile::tempdir().unwrap();
-    let sim = tmp.path().join("sim");
-    let (_enclave, enclave_addr) = start_enclave(&sim, &[]);
-    let (_host, host_addr) = start_host(&[&enclave_addr]);
+/// An enclave behind vouch-host behind `vouch proxy`; the processes (dropped last) and the
+/// proxy's address.
+fn proxy_chain(sim: &std::path::Path) -> (Vec<Proc>, String) {
+    let (enclave, enclave_addr) = start_enclave(sim, &[]);
+    let (host, host_addr) = start_host(&[&enclave_addr]);
     let root = sim.join("sim-ark.pem");
     let mut proxy = Proc::spawn(
         &bin("vouch"),
@@ -44,15 +42,55 @@ fn openai_sdk_through_the_verifying_proxy() {
         ],
     );
     let addr = proxy.wait_for("vouch proxy listening on ", Duration::from_secs(60));
-    let script = repo().join("tests/python/openai_sdk_check.py");
-    let out = Command::new(&python).arg(&script).arg(format!("http://{addr}/v1")).output().expect("python");
+    (vec![proxy, host, enclave], addr)
+}
+
+/// Runs `tests/python/SCRIPT BASE_URL` and returns its JSON line.
+fn run_check(python: &str, script: &str, addr: &str) -> serde_json::Value {
+    let script = repo().join("tests/python").join(script);
+    let out = Command::new(python).arg(&script).arg(format!("http://{addr}/v1")).output().expect("python");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "OpenAI SDK check failed:\n{stdout}\n{}",
+        "{} failed:\n{stdout}\n{}",
+        script.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
+#[test]
+fn langchain_through_the_verifying_proxy() {
+    let python = python_with_openai();
+    let probe = Command::new(&python).args(["-c", "import langchain_openai"]).output();
+    assert!(
+        probe.as_ref().is_ok_and(|o| o.status.success()),
+        "langchain-openai is not available to `{python}`: run scripts/test.sh (it installs it into <repo>/.venv-test)"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let (_procs, addr) = proxy_chain(&tmp.path().join("sim"));
+    let v = run_check(&python, "langchain_check.py", &addr);
+    // invoke and stream: the same verified answer.
+    assert!(v["invoke"]["text"].as_str().unwrap().contains("Berlin"), "{v}");
+    assert_eq!(v["invoke"]["text"], v["stream"]["text"], "{v}");
+    assert!(v["stream"]["chunks"].as_u64().unwrap() > 2, "{v}");
+    // with_structured_output: parsed into the schema.
+    let parsed = &v["structured"]["parsed"];
+    assert!(parsed["country"].is_string() && parsed["capital"].is_string(), "{v}");
+    assert_eq!(v["structured"]["error"], serde_json::Value::Null, "{v}");
+    // bind_tools: a call of the bound tool with its argument.
+    let calls = v["tools"]["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1, "{v}");
+    assert_eq!(calls[0]["name"], "get_weather", "{v}");
+    assert!(calls[0]["args"]["city"].is_string(), "{v}");
+}
+
+#[test]
+fn openai_sdk_through_the_verifying_proxy() {
+    let python = python_with_openai();
+    let tmp = tempfile::tempdir().unwrap();
+    let (_procs, addr) = proxy_chain(&tmp.path().join("sim"));
+    let v = run_check(&python, "openai_sdk_check.py", &addr);
     assert!(v["text"].as_str().unwrap().contains("Berlin"), "{v}");
     assert_eq!(v["text"], v["stream_text"], "{v}");
     // Applied controls, each with its effect, plain and streamed (same answer both ways).
