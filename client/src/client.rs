@@ -1043,6 +1043,122 @@ impl VouchClient {
 }
 
 impl VouchClient {
+    /// `POST /v1/responses` (the Responses API) with `body` forwarded unchanged, verified
+    /// like a chat answer: the receipt against the request and the raw output
+    /// (`vouch_output`), the output items against that output (the message's text, or the
+    /// calls it spells), and, streamed, the text deltas against it too. Streamed events go
+    /// to `on_event` except the last (`response.completed` / `.incomplete`), which comes
+    /// back as [`ChatOutcome::response`]. Not resent after an outage.
+    pub async fn responses_raw(
+        &self,
+        body: Bytes,
+        on_event: &mut (dyn FnMut(&serde_json::Value) + Send),
+    ) -> Result<ChatOutcome, ClientError> {
+        let t = self.cfg.timeouts;
+        let mut s = self.session().await?;
+        let req =
+            self.request(http::Method::POST, "/v1/responses", body.clone(), Some("application/json"))?;
+        s.send.ready().await.map_err(|e| http_error(&e))?;
+        let resp =
+            timed(t.response, "the answer", s.send.send_request(req)).await?.map_err(|e| http_error(&e))?;
+        let status = resp.status();
+        let ct = content_type(resp.headers());
+        let mut incoming = resp.into_body();
+        if !status.is_success() {
+            let bytes = read_body(&mut incoming, MAX_BODY_BYTES, t.read_idle, "error body").await?;
+            return Err(ClientError::Enclave {
+                status: status.as_u16(),
+                message: error_message(&bytes),
+                body: bytes.into(),
+            });
+        }
+        let att = s.attestation.clone();
+        let (response, deltas, streamed) = if ct.starts_with("text/event-stream") {
+            let (last, deltas) = read_response_events(&mut incoming, t.read_idle, on_event).await?;
+            (last, Some(deltas), true)
+        } else {
+            let bytes = read_body(&mut incoming, MAX_BODY_BYTES, t.read_idle, "the answer").await?;
+            let v: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|e| ClientError::Protocol(format!("answer is not JSON: {e}")))?;
+            (v, None, false)
+        };
+        self.release(s);
+        let output = response
+            .get("vouch_output")
+            .and_then(|o| o.as_str())
+            .ok_or_else(|| ClientError::Protocol("the response carries no vouch_output".into()))?
+            .to_owned();
+        let receipt_b64 = response
+            .get("vouch_receipt")
+            .and_then(|r| r.as_str())
+            .ok_or(ClientError::MissingReceipt)?
+            .to_owned();
+        let received = decode_receipt_b64(&receipt_b64)?;
+        let (receipt, receipt_b64) = match self.complete_receipt(&received).await? {
+            None => (received, receipt_b64),
+            Some(completed) => {
+                use base64::Engine;
+                let b64 = base64::engine::general_purpose::STANDARD.encode(&completed);
+                (completed, b64)
+            }
+        };
+        let (verdict, verified) = check_receipt_verified(
+            &self.cfg.anchors,
+            &self.cfg.policy,
+            &receipt,
+            Some((&body, &output)),
+            Some(Expected { tls_spki_sha256: &att.tls_spki_sha256, model_sha256: &att.model_sha256 }),
+            now_unix(),
+        )?;
+        check_choice(verified.leaf(), 0, &serde_json::Value::Null)?;
+        // The items must say what the verified output says.
+        let items = response.get("output").and_then(|o| o.as_array()).cloned().unwrap_or_default();
+        let calls: Vec<serde_json::Value> = items
+            .iter()
+            .filter(|i| i["type"] == "function_call")
+            .map(|i| serde_json::json!({"function": {"name": i["name"], "arguments": i["arguments"]}}))
+            .collect();
+        let texts: Vec<&str> = items
+            .iter()
+            .filter(|i| i["type"] == "message")
+            .flat_map(|i| i["content"].as_array().into_iter().flatten())
+            .filter_map(|c| c["text"].as_str())
+            .collect();
+        if calls.is_empty() {
+            if texts.concat() != output {
+                return Err(ClientError::ChoiceMismatch(
+                    "the response's message text is not its verified output".into(),
+                ));
+            }
+        } else {
+            check_tool_calls(&output, &serde_json::Value::Array(calls), 0)?;
+        }
+        if let Some(deltas) = deltas {
+            if !deltas.is_empty() && deltas != texts.concat() {
+                return Err(ClientError::ChoiceMismatch(
+                    "the streamed text deltas are not the verified output".into(),
+                ));
+            }
+        }
+        let completion_tokens =
+            response.get("vouch_completion_tokens").and_then(|t| serde_json::from_value(t.clone()).ok());
+        let finish_reason = Some(verified.leaf().finish_reason.clone());
+        Ok(ChatOutcome {
+            text: output,
+            finish_reason,
+            response,
+            streamed,
+            receipt_b64,
+            request_body: body,
+            verdict: verdict.with_model_name(Some(att.model_name.clone())),
+            leaf: verified.leaf().clone(),
+            chip_id: verified.report().report().chip_id(),
+            completion_tokens,
+            resumes: 0,
+            url: att.url.clone(),
+        })
+    }
+
     /// With `n` > 1 (a whole response), every other choice carries its own receipt: each
     /// must verify against its own text and be choice `i` of the same `n`.
     async fn check_other_choices(
@@ -1254,6 +1370,47 @@ fn first_difference(a: &str, b: &str) -> usize {
 /// `choices[0].delta.content` of a streamed chunk.
 pub fn delta_text(chunk: &serde_json::Value) -> Option<&str> {
     chunk.pointer("/choices/0/delta/content").and_then(|c| c.as_str())
+}
+
+/// Reads a Responses API event stream: every event but the last goes to `on_event`;
+/// returns the last one's `response` (`response.completed` or `.incomplete`) and the
+/// concatenated `response.output_text.delta` text.
+async fn read_response_events(
+    body: &mut Incoming,
+    idle: Duration,
+    on_event: &mut (dyn FnMut(&serde_json::Value) + Send),
+) -> Result<(serde_json::Value, String), ClientError> {
+    let mut parser = SseParser::new();
+    let mut deltas = String::new();
+    let mut total = 0usize;
+    loop {
+        let Some(frame) = timed(idle, "the next streamed event", body.frame()).await? else {
+            return Err(ClientError::StreamBroken("the stream ended before response.completed".into()));
+        };
+        let frame = frame.map_err(|e| http_error(&e))?;
+        let Some(data) = frame.data_ref() else { continue };
+        total += data.len();
+        if total > MAX_BODY_BYTES {
+            return Err(ClientError::TooLarge { what: "the streamed answer", limit: MAX_BODY_BYTES });
+        }
+        for event in parser.push(data).map_err(ClientError::Protocol)? {
+            let v: serde_json::Value = serde_json::from_str(&event)
+                .map_err(|e| ClientError::Protocol(format!("event is not JSON: {e}")))?;
+            match v["type"].as_str().unwrap_or("") {
+                "response.completed" | "response.incomplete" => {
+                    let response = v.get("response").cloned().unwrap_or_default();
+                    return Ok((response, deltas));
+                }
+                "error" => {
+                    let msg = v["message"].as_str().unwrap_or("error").to_owned();
+                    return Err(ClientError::Enclave { status: 500, message: msg, body: Bytes::from(event) });
+                }
+                "response.output_text.delta" => deltas.push_str(v["delta"].as_str().unwrap_or("")),
+                _ => {}
+            }
+            on_event(&v);
+        }
+    }
 }
 
 /// Reads an SSE chat stream: returns the concatenated text, the finish reason and the

@@ -170,8 +170,9 @@ async fn handle(up: Upstream, req: hyper::Request<Incoming>) -> Result<Response<
             Err(e) => client_error(&e),
         },
         (Method::POST, "/v1/chat/completions") => chat(up, req.into_body()).await,
+        (Method::POST, "/v1/responses") => responses(up, req.into_body()).await,
         (Method::GET, p) if p.starts_with("/v1/vouch/audits") => audits(&up, p),
-        (_, "/v1/models") | (_, "/v1/chat/completions") => {
+        (_, "/v1/models") | (_, "/v1/chat/completions") | (_, "/v1/responses") => {
             error(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", "method not allowed")
         }
         _ => error(StatusCode::NOT_FOUND, "invalid_request_error", &format!("no route for {path}")),
@@ -252,6 +253,89 @@ async fn chat(up: Upstream, body: Incoming) -> Response<ProxyBody> {
                         }))
                     }
                 },
+            };
+            if btx.send(bytes).is_err() {
+                break;
+            }
+        }
+    });
+    let mut r = Response::new(ChannelBody(brx).boxed());
+    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream"));
+    r.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache"));
+    r
+}
+
+/// One Responses API event, with its `event:` line.
+fn response_event(v: &serde_json::Value) -> Bytes {
+    Bytes::from(format!("event: {}\ndata: {v}\n\n", v["type"].as_str().unwrap_or("message")))
+}
+
+/// `POST /v1/responses`: forwarded unchanged, verified (see
+/// [`VouchClient::responses_raw`]), the verdict added to the response object (streamed:
+/// to the last event's).
+async fn responses(up: Upstream, body: Incoming) -> Response<ProxyBody> {
+    let client = up.client.clone();
+    let body = match read_request(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let stream = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(v) => v.get("stream").and_then(|s| s.as_bool()).unwrap_or(false),
+        Err(e) => {
+            return error(StatusCode::BAD_REQUEST, "invalid_request_error", &format!("body is not JSON: {e}"))
+        }
+    };
+    let finished = |out: crate::client::ChatOutcome| {
+        let verdict = out.verdict.to_json();
+        let mut v = out.response;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("vouch_verdict".into(), verdict);
+        }
+        v
+    };
+    if !stream {
+        return match client.responses_raw(body, &mut |_| {}).await {
+            Ok(out) => full(StatusCode::OK, "application/json", finished(out).to_string()),
+            Err(e) => client_error(&e),
+        };
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel::<StreamMsg>();
+    tokio::spawn(async move {
+        let event_tx = tx.clone();
+        let mut on_event = |e: &serde_json::Value| {
+            let _ = event_tx.send(StreamMsg::Chunk(response_event(e)));
+        };
+        let r = client.responses_raw(body, &mut on_event).await;
+        let _ = tx.send(StreamMsg::Done(Box::new(r)));
+    });
+    let last = move |done: Result<crate::client::ChatOutcome, ClientError>| match done {
+        Ok(out) => {
+            let response = finished(out);
+            let kind =
+                if response["status"] == "completed" { "response.completed" } else { "response.incomplete" };
+            response_event(&serde_json::json!({"type": kind, "response": response}))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "streamed response NOT verified");
+            response_event(&serde_json::json!({"type": "error", "code": "vouch_verification_error",
+                "message": e.to_string(), "vouch_verdict": {"verified": false, "reason": e.to_string()}}))
+        }
+    };
+    let first = match rx.recv().await {
+        Some(StreamMsg::Chunk(b)) => b,
+        Some(StreamMsg::Done(done)) => match *done {
+            Ok(out) => last(Ok(out)),
+            Err(e) => return client_error(&e),
+        },
+        None => return error(StatusCode::BAD_GATEWAY, "vouch_verification_error", "stream task ended"),
+    };
+    let (btx, brx) = mpsc::unbounded_channel::<Bytes>();
+    let _ = btx.send(first);
+    tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            let bytes = match m {
+                StreamMsg::Chunk(b) => b,
+                StreamMsg::Done(done) => last(*done),
             };
             if btx.send(bytes).is_err() {
                 break;

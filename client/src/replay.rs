@@ -296,7 +296,7 @@ fn spells(spelled: &str, output: &str, stop: &[String]) -> bool {
 /// parameters (which must agree with the body's; the seed is the enclave's when it drew one).
 fn request_of(body: &[u8], leaf: &ReceiptLeaf, spec: &ReplaySpec) -> Result<GenerateRequest, ReplayError> {
     let parsed =
-        vouch_enclave::request::parse_chat_request(body).map_err(|e| cannot(format!("the request: {e}")))?;
+        vouch_enclave::request::parse_any_request(body).map_err(|e| cannot(format!("the request: {e}")))?;
     let mut params = parsed.params.clone();
     // The body asks for n choices; the leaf says which one this is.
     params.controls.choice_index = leaf.decoding.as_ref().map_or(0, |d| d.choice_index);

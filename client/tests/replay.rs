@@ -32,7 +32,7 @@ fn answer(model: &mut Model, body: &[u8]) -> (Vec<u32>, String, ReceiptLeaf) {
 
 /// [`answer`] for choice `choice` of the request's `n`.
 fn answer_choice(model: &mut Model, body: &[u8], choice: u32) -> (Vec<u32>, String, ReceiptLeaf) {
-    let mut parsed = vouch_enclave::request::parse_chat_request(body).unwrap();
+    let mut parsed = vouch_enclave::request::parse_any_request(body).unwrap();
     parsed.params.controls.choice_index = choice;
     let req = GenerateRequest { messages: parsed.messages, params: parsed.params.clone() };
     let mut text = String::new();
@@ -262,6 +262,12 @@ fn a_constrained_answer_with_logprobs_replays_and_a_lie_about_its_logprobs_is_pr
     assert_eq!(proof["replayed_logprobs_sha256"], hex::encode(leaf.logprobs_sha256.as_ref().unwrap()));
     let o = run(&["replay", "--check", &proof_path]);
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    // A Responses API answer (instructions, input items, text.format) replays the same way.
+    let r_body = br#"{"instructions":"Answer in JSON.","input":[{"role":"user","content":[{"type":"input_text","text":"Name a city."}]}],"max_output_tokens":32,"text":{"format":{"type":"json_object"}}}"#;
+    let (r_tokens, r_text, r_leaf) = answer_choice(&mut model, r_body, 0);
+    let o = run(&["replay", &write("responses.json", &r_leaf, r_body, &r_text, &r_tokens)]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).starts_with("MATCH"), "{}", stdout(&o));
     // The grammar the receipt commits must be the request's: a leaf naming another digest
     // cannot be replayed (the request asks for something else).
     let mut other = leaf.clone();

@@ -19,6 +19,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
+mod responses;
+
 use vouch_attestation::binding::{self, AttestationClaims, CLAIMS_VERSION};
 use vouch_attestation::receipt::{
     logprobs_sha256, token_ids_sha256, LogprobEntry, ReceiptLeaf, ReplaySpec, FORMAT_VERSION,
@@ -79,19 +81,22 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
     let resp = match (req.method(), path.as_str()) {
         (&Method::GET, "/v1/models") => models(&state),
         (&Method::GET, "/v1/attestation") => attestation(&state, req.uri().query()).await,
-        (&Method::POST, "/v1/chat/completions") => chat(state, req).await,
+        (&Method::POST, "/v1/chat/completions") => chat(state, req, Endpoint::Chat).await,
+        (&Method::POST, "/v1/responses") => chat(state, req, Endpoint::Responses).await,
         (&Method::GET, "/healthz") => full(StatusCode::OK, "text/plain", "ok\n"),
         (&Method::GET, "/metrics") => full(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
             render_metrics(&state.engine.metrics()),
         ),
-        (_, "/v1/models" | "/v1/attestation" | "/v1/chat/completions" | "/metrics") => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "invalid_request_error",
-            "method_not_allowed",
-            "method not allowed",
-        ),
+        (_, "/v1/models" | "/v1/attestation" | "/v1/chat/completions" | "/v1/responses" | "/metrics") => {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request_error",
+                "method_not_allowed",
+                "method not allowed",
+            )
+        }
         _ => error(StatusCode::NOT_FOUND, "invalid_request_error", "not_found", format!("no route {path}")),
     };
     Ok(resp)
@@ -248,11 +253,12 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
     }
 }
 
-fn response_id() -> String {
+fn response_id(endpoint: Endpoint) -> String {
     let mut b = [0u8; 12];
     // A failure leaves zeros: the id is informational, uniqueness is best effort.
     let _ = aws_lc_rs::rand::fill(&mut b);
-    format!("chatcmpl-{}", hex::encode(b))
+    let prefix = if endpoint == Endpoint::Responses { "resp_" } else { "chatcmpl-" };
+    format!("{prefix}{}", hex::encode(b))
 }
 
 fn unix_now() -> u64 {
@@ -270,7 +276,17 @@ fn seed_header(req: &Request<Incoming>) -> Result<Option<u64>, ()> {
     v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()).map(Some).ok_or(())
 }
 
-async fn chat(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
+/// Which OpenAI API a generation request came in on: the same checked request and
+/// receipts, in that API's shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    /// `POST /v1/chat/completions`.
+    Chat,
+    /// `POST /v1/responses` (the Responses API).
+    Responses,
+}
+
+async fn chat(state: Arc<AppState>, req: Request<Incoming>, endpoint: Endpoint) -> Response<Body> {
     let Ok(header_seed) = seed_header(&req) else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -283,7 +299,11 @@ async fn chat(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let parsed = match crate::request::parse_chat_request(&body) {
+    let parsed = match endpoint {
+        Endpoint::Chat => crate::request::parse_chat_request(&body),
+        Endpoint::Responses => crate::request::parse_responses_request(&body),
+    };
+    let parsed = match parsed {
         Ok(p) => p,
         Err(e) => {
             return match e.param() {
@@ -369,12 +389,14 @@ async fn chat(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
         params,
         seed_source,
         include_usage: parsed.include_usage,
-        id: response_id(),
+        id: response_id(endpoint),
         created: unix_now(),
+        endpoint,
     };
     if parsed.stream {
         // Streams have one choice (the request parser refuses n > 1 with stream).
         match choices.pop() {
+            Some(events) if endpoint == Endpoint::Responses => responses::stream(ctx, events),
             Some(events) => stream_response(ctx, events),
             None => error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request", "no choices"),
         }
@@ -393,6 +415,7 @@ struct Exchange {
     include_usage: bool,
     id: String,
     created: u64,
+    endpoint: Endpoint,
 }
 
 impl Exchange {
@@ -408,7 +431,8 @@ impl Exchange {
             return None;
         }
         let calls = crate::model::tools::parse_tool_calls(output)?;
-        let id = self.id.strip_prefix("chatcmpl-").unwrap_or(&self.id);
+        let id =
+            self.id.strip_prefix("chatcmpl-").or_else(|| self.id.strip_prefix("resp_")).unwrap_or(&self.id);
         Some(
             calls
                 .iter()
@@ -587,6 +611,15 @@ async fn whole_response(ctx: Exchange, choices: Vec<mpsc::Receiver<GenerateEvent
     let Some(first) = done.first() else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "no_choices", "no choices");
     };
+    if ctx.endpoint == Endpoint::Responses {
+        return json_response(&responses::response(
+            &ctx,
+            &first.text,
+            first.finish_reason,
+            &first.stats,
+            &first.receipt,
+        ));
+    }
     let completion_tokens: u32 = done.iter().map(|c| c.stats.completion_tokens).sum();
     let prompt_tokens = first.stats.prompt_tokens;
     json_response(&json!({

@@ -345,6 +345,210 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
     let fields: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(body).map_err(|e| RequestError::InvalidJson(e.to_string()))?;
     check_fields(&fields)?;
+    parse_fields(fields)
+}
+
+/// The fields `POST /v1/responses` honours (every other one is refused, as for chat).
+pub const RESPONSES_FIELDS: [&str; 11] = [
+    "model",
+    "input",
+    "instructions",
+    "max_output_tokens",
+    "temperature",
+    "top_p",
+    "stream",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "text",
+];
+
+/// Parses and bounds a Responses API request (`POST /v1/responses`) into the same checked
+/// request as chat: `instructions` become the system turn, `input` (a string, or message,
+/// `function_call` and `function_call_output` items) the conversation, `text.format` the
+/// output constraint, the flat function tools the chat tools. `store` is accepted only as
+/// false and `metadata`/`user` as informational (nothing is stored); anything else,
+/// `previous_response_id` among them, is refused with 400.
+pub fn parse_responses_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
+    use serde_json::{json, Map, Value};
+    let fields: Map<String, Value> =
+        serde_json::from_slice(body).map_err(|e| RequestError::InvalidJson(e.to_string()))?;
+    let unsupported = |param: &str, reason: String| RequestError::Unsupported { param: param.into(), reason };
+    for (name, value) in &fields {
+        let inert = match name.as_str() {
+            "store" => value == &Value::Bool(false) || value.is_null(),
+            "metadata" | "user" => true,
+            "truncation" => value.as_str() == Some("disabled") || value.is_null(),
+            _ => false,
+        };
+        if !RESPONSES_FIELDS.contains(&name.as_str()) && !inert {
+            return Err(unsupported(name, format!("{name} = {value} is not supported by this server")));
+        }
+    }
+    let bad = |i: usize, reason: &str| RequestError::InvalidJson(format!("input[{i}]: {reason}"));
+    let text_of = |content: &Value, i: usize| -> Result<String, RequestError> {
+        match content {
+            Value::String(s) => Ok(s.clone()),
+            Value::Array(parts) => parts
+                .iter()
+                .map(|p| {
+                    match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
+                        (Some("input_text" | "output_text" | "text"), Some(t)) => Ok(t.to_owned()),
+                        _ => Err(unsupported(
+                            "input",
+                            format!("input[{i}]: only text content parts are supported"),
+                        )),
+                    }
+                })
+                .collect(),
+            _ => Err(bad(i, "content must be a string or a list of parts")),
+        }
+    };
+    let mut messages: Vec<Value> = Vec::new();
+    if let Some(instructions) = fields.get("instructions").filter(|v| !v.is_null()) {
+        let text = instructions.as_str().ok_or_else(|| bad(0, "instructions must be a string"))?;
+        messages.push(json!({"role": "system", "content": text}));
+    }
+    match fields.get("input") {
+        Some(Value::String(s)) => messages.push(json!({"role": "user", "content": s})),
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                match item.get("type").and_then(Value::as_str).unwrap_or("message") {
+                    "message" => {
+                        let role = match item.get("role").and_then(Value::as_str) {
+                            Some("developer") => "system",
+                            Some(r @ ("system" | "user" | "assistant")) => r,
+                            _ => {
+                                return Err(bad(
+                                    i,
+                                    "a message's role must be system, developer, user or assistant",
+                                ))
+                            }
+                        };
+                        let content = text_of(item.get("content").unwrap_or(&Value::Null), i)?;
+                        messages.push(json!({"role": role, "content": content}));
+                    }
+                    "function_call" => {
+                        let call = json!({"id": item.get("call_id"), "type": "function", "function": {
+                            "name": item.get("name"), "arguments": item.get("arguments")}});
+                        // Consecutive calls are one assistant turn.
+                        match messages.last_mut().filter(|m| m.get("tool_calls").is_some()) {
+                            Some(turn) => turn["tool_calls"]
+                                .as_array_mut()
+                                .into_iter()
+                                .for_each(|c| c.push(call.clone())),
+                            None => messages
+                                .push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
+                        }
+                    }
+                    "function_call_output" => {
+                        let output = item
+                            .get("output")
+                            .and_then(Value::as_str)
+                            .ok_or_else(|| bad(i, "a function_call_output needs an output string"))?;
+                        messages.push(
+                            json!({"role": "tool", "tool_call_id": item.get("call_id"), "content": output}),
+                        );
+                    }
+                    other => {
+                        return Err(unsupported(
+                            "input",
+                            format!("input item type {other:?} is not supported"),
+                        ))
+                    }
+                }
+            }
+        }
+        _ => return Err(RequestError::InvalidJson("input must be a string or a list of items".into())),
+    }
+    let mut chat = Map::new();
+    chat.insert("messages".into(), Value::Array(messages));
+    for (from, to) in [
+        ("model", "model"),
+        ("max_output_tokens", "max_completion_tokens"),
+        ("temperature", "temperature"),
+        ("top_p", "top_p"),
+        ("stream", "stream"),
+        ("parallel_tool_calls", "parallel_tool_calls"),
+    ] {
+        if let Some(v) = fields.get(from).filter(|v| !v.is_null()) {
+            chat.insert(to.into(), v.clone());
+        }
+    }
+    if let Some(tools) = fields.get("tools").filter(|v| !v.is_null()) {
+        let list = tools.as_array().ok_or_else(|| unsupported("tools", "tools must be a list".into()))?;
+        let converted = list
+            .iter()
+            .map(|t| {
+                let mut f = t.as_object().cloned().unwrap_or_default();
+                match f.remove("type").as_ref().and_then(Value::as_str) {
+                    Some("function") => Ok(json!({"type": "function", "function": f})),
+                    other => Err(unsupported(
+                        "tools",
+                        format!("tool type {other:?} is not supported (function only)"),
+                    )),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        chat.insert("tools".into(), Value::Array(converted));
+    }
+    if let Some(choice) = fields.get("tool_choice").filter(|v| !v.is_null()) {
+        let converted = match choice.get("name") {
+            Some(name) if choice.get("type").and_then(Value::as_str) == Some("function") => {
+                json!({"type": "function", "function": {"name": name}})
+            }
+            _ => choice.clone(),
+        };
+        chat.insert("tool_choice".into(), converted);
+    }
+    if let Some(text) = fields.get("text").filter(|v| !v.is_null()) {
+        let o = text.as_object().ok_or_else(|| unsupported("text", "text must be an object".into()))?;
+        if let Some(k) = o.keys().find(|k| k.as_str() != "format") {
+            return Err(unsupported("text", format!("text.{k} is not supported")));
+        }
+        if let Some(format) = o.get("format").and_then(Value::as_object) {
+            let mut format = format.clone();
+            let kind = format.remove("type");
+            let converted = match kind.as_ref().and_then(Value::as_str) {
+                Some("json_schema") => json!({"type": "json_schema", "json_schema": format}),
+                _ => {
+                    let mut v = Value::Object(format);
+                    v["type"] = kind.unwrap_or(Value::Null);
+                    v
+                }
+            };
+            chat.insert("response_format".into(), converted);
+        }
+    }
+    check_fields(&chat).map_err(|e| match e {
+        RequestError::Unsupported { param, reason } if param == "response_format" => {
+            RequestError::Unsupported { param: "text".into(), reason }
+        }
+        e => e,
+    })?;
+    parse_fields(chat).map_err(|e| match e {
+        RequestError::InvalidMaxTokens { cap } => RequestError::InvalidValue {
+            param: "max_output_tokens".into(),
+            reason: format!("max_output_tokens must be in 1..={cap}"),
+        },
+        e => e,
+    })
+}
+
+/// A request body for either endpoint: a Responses request has `input`, a chat one
+/// `messages` (each endpoint refuses the other's field). What `vouch replay` parses.
+pub fn parse_any_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
+    let is_responses = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body)
+        .is_ok_and(|m| m.contains_key("input") && !m.contains_key("messages"));
+    if is_responses {
+        parse_responses_request(body)
+    } else {
+        parse_chat_request(body)
+    }
+}
+
+/// The checked request from a chat request's (already allow-listed) fields.
+fn parse_fields(fields: serde_json::Map<String, serde_json::Value>) -> Result<ChatRequest, RequestError> {
     let w: Wire = serde_json::from_value(serde_json::Value::Object(fields))
         .map_err(|e| RequestError::InvalidJson(e.to_string()))?;
     let max_tokens = w.max_completion_tokens.or(w.max_tokens).unwrap_or(DEFAULT_MAX_TOKENS);
@@ -511,6 +715,43 @@ mod tests {
         let c = with(r#""n":3,"logprobs":true,"top_logprobs":5"#).unwrap().params.controls;
         assert_eq!((c.n, c.choice_index, c.logprobs), (3, 0, Some(5)));
         assert_eq!(with(r#""logprobs":true"#).unwrap().params.controls.logprobs, Some(0));
+    }
+
+    #[test]
+    fn responses_requests_become_the_same_checked_request() {
+        let r = parse_responses_request(
+            br#"{"model":"m","instructions":"Be brief.","input":"hi","max_output_tokens":9,"temperature":0,"store":false,"text":{"format":{"type":"json_schema","name":"x","schema":{"type":"object"}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.messages, [ChatMessage::new("system", "Be brief."), ChatMessage::new("user", "hi")]);
+        assert_eq!(r.params.max_tokens, 9);
+        assert_eq!(r.params.controls.response_format.as_ref().map(|f| f.kind.as_str()), Some("json_schema"));
+        let r = parse_responses_request(
+            br#"{"input":[{"role":"developer","content":[{"type":"input_text","text":"Sys"}]},{"role":"user","content":"w?"},{"type":"function_call","call_id":"c","name":"get","arguments":"{\"a\":1}"},{"type":"function_call_output","call_id":"c","output":"5"}],"tools":[{"type":"function","name":"get","parameters":{"type":"object"}}],"tool_choice":{"type":"function","name":"get"}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.messages[0].role, "system");
+        assert!(r.messages[0].content.starts_with("Sys\n\n") && r.messages[0].content.contains("<tools>"));
+        assert_eq!(
+            r.messages[2].content,
+            "<tool_call>\n{\"name\":\"get\",\"arguments\":{\"a\":1}}\n</tool_call>"
+        );
+        assert_eq!(r.messages[3].content, "<tool_response>\n5\n</tool_response>");
+        assert!(r.params.controls.tools.is_some());
+        assert!(parse_any_request(br#"{"input":"hi"}"#).is_ok());
+        for (body, param) in [
+            (&br#"{"input":"hi","previous_response_id":"r"}"#[..], "previous_response_id"),
+            (br#"{"input":"hi","store":true}"#, "store"),
+            (br#"{"input":"hi","reasoning":{"effort":"low"}}"#, "reasoning"),
+            (br#"{"input":"hi","tools":[{"type":"web_search"}]}"#, "tools"),
+            (br#"{"input":[{"type":"input_image","image_url":"x"}]}"#, "input"),
+            (br#"{"input":"hi","text":{"verbosity":"low"}}"#, "text"),
+        ] {
+            let e = parse_responses_request(body).unwrap_err();
+            assert_eq!((e.code(), e.param()), ("unsupported_parameter", Some(param)), "{e}");
+        }
+        let e = parse_responses_request(br#"{"input":"hi","max_output_tokens":0}"#).unwrap_err();
+        assert_eq!((e.code(), e.param()), ("invalid_value", Some("max_output_tokens")), "{e}");
     }
 
     #[test]

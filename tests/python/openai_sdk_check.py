@@ -238,6 +238,48 @@ applied = {"n/greedy": choices_of(0), "n/sampled": choices_of(1.0)}
 applied["tools/plain"] = tool_call(False)
 applied["tools/stream"] = tool_call(True)
 applied["tools/result"] = after_tool_result()
+
+
+def responses_api():
+    """POST /v1/responses through the proxy: text plain and streamed (its event types),
+    a tool call, structured output; each verified (the proxy's verdict on the response)."""
+    out = {}
+    r = client.responses.create(model=model, input="What is the capital of Germany?", max_output_tokens=16, temperature=0)
+    out["plain"] = [r.output_text, r.status, ((r.model_extra or {}).get("vouch_verdict") or {}).get("verified")]
+    text, kinds, final = "", [], None
+    for ev in client.responses.create(
+        model=model, input="What is the capital of Germany?", max_output_tokens=16, temperature=0, stream=True
+    ):
+        kinds.append(ev.type)
+        if ev.type == "response.output_text.delta":
+            text += ev.delta
+        if ev.type == "response.completed":
+            final = ev.response
+    verified = ((final.model_extra or {}).get("vouch_verdict") or {}).get("verified") if final else None
+    out["stream"] = [text, final.output_text if final else None, verified, sorted(set(kinds))]
+    tools = [{"type": "function", "name": w["function"]["name"], "description": w["function"]["description"],
+              "parameters": w["function"]["parameters"]} for w in WEATHER]
+    r = client.responses.create(
+        model=model, input="What is the weather in Paris?", max_output_tokens=64, temperature=0,
+        tools=tools, tool_choice="required", parallel_tool_calls=False,
+    )
+    calls = [[o.name, json.loads(o.arguments)] for o in r.output if o.type == "function_call"]
+    out["tools"] = [calls, ((r.model_extra or {}).get("vouch_verdict") or {}).get("verified")]
+    r = client.responses.create(
+        model=model, input="What is the capital of Germany? Answer in JSON.", max_output_tokens=64, temperature=0,
+        text={"format": {"type": "json_schema", "name": "capital", "schema": CAPITAL, "strict": True}},
+    )
+    out["structured"] = [json.loads(r.output_text), ((r.model_extra or {}).get("vouch_verdict") or {}).get("verified")]
+    try:
+        client.responses.create(model=model, input="hi", previous_response_id="resp_x")
+        out["refused"] = "ANSWERED"
+    except openai.BadRequestError as e:
+        body = e.body if isinstance(e.body, dict) else {}
+        out["refused"] = [e.status_code, body.get("code"), body.get("param")]
+    return out
+
+
+applied["responses"] = responses_api()
 schema_format = {"type": "json_schema", "json_schema": {"name": "capital", "schema": CAPITAL, "strict": True}}
 for stream in (False, True):
     mode = "stream" if stream else "plain"

@@ -3,6 +3,8 @@
 //! `python3`; scripts/test.sh installs the SDK into a venv it owns and exports
 //! `VOUCH_PYTHON` pointing there.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use serde_json::json;
 use std::process::Command;
 use std::time::Duration;
@@ -183,6 +185,26 @@ fn openai_sdk_through_the_verifying_proxy() {
     assert_eq!(applied["tools/plain"], applied["tools/stream"], "{v}");
     let result = &applied["tools/result"];
     assert!(result[0].as_str().is_some_and(|t| !t.is_empty()) && result[2] == true, "{v}");
+    // POST /v1/responses: the same answer plain and streamed (with the Responses event
+    // types), a tool call of the schema, structured output; all verified; refusals name
+    // the field.
+    let r = &applied["responses"];
+    assert!(r["plain"][0].as_str().unwrap().contains("Berlin"), "{v}");
+    assert_eq!((&r["plain"][1], &r["plain"][2]), (&json!("completed"), &json!(true)), "{v}");
+    assert_eq!(
+        (&r["stream"][0], &r["stream"][1], &r["stream"][2]),
+        (&r["plain"][0], &r["plain"][0], &json!(true)),
+        "{v}"
+    );
+    for kind in
+        ["response.created", "response.output_text.delta", "response.output_item.done", "response.completed"]
+    {
+        assert!(r["stream"][3].as_array().unwrap().contains(&json!(kind)), "{kind}: {v}");
+    }
+    assert_eq!(r["tools"][0][0][0], "get_weather", "{v}");
+    assert!(r["tools"][0][0][1]["city"].is_string() && r["tools"][1] == true, "{v}");
+    assert!(r["structured"][0]["capital"].is_string() && r["structured"][1] == true, "{v}");
+    assert_eq!(r["refused"], json!([400, "unsupported_parameter", "previous_response_id"]), "{v}");
     let sampled = applied["n/sampled"]["texts"].as_array().unwrap();
     assert!(sampled.iter().any(|t| t != &sampled[0]), "{v}");
     // Every parameter not applied is refused with OpenAI's 400, naming it, streamed or not.
