@@ -789,3 +789,158 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod allow_list {
+    //! Walks every OpenAI chat and Responses parameter: each is honoured (and then setting
+    //! it changes the checked request: never parsed and dropped), accepted only where it
+    //! changes nothing, or refused with 400 naming it.
+    use super::*;
+
+    /// OpenAI's chat completion parameters (API reference, 2025), a value that is not the
+    /// default for each, and what this server does with it.
+    const CHAT: [(&str, &str, &str); 34] = [
+        ("audio", r#"{"voice":"alloy","format":"wav"}"#, "refused"),
+        ("frequency_penalty", "1.0", "honoured"),
+        ("function_call", r#""auto""#, "refused"),
+        ("functions", r#"[{"name":"f"}]"#, "refused"),
+        ("logit_bias", r#"{"5":3}"#, "honoured"),
+        ("logprobs", "true", "honoured"),
+        ("max_completion_tokens", "7", "honoured"),
+        ("max_tokens", "7", "honoured"),
+        ("messages", r#"[{"role":"user","content":"other"}]"#, "honoured"),
+        ("metadata", r#"{"a":"b"}"#, "refused"),
+        ("modalities", r#"["text","audio"]"#, "refused"),
+        ("model", r#""m""#, "honoured"),
+        ("n", "2", "honoured"),
+        ("parallel_tool_calls", "false", "honoured"),
+        ("prediction", r#"{"type":"content","content":"x"}"#, "refused"),
+        ("presence_penalty", "1.0", "honoured"),
+        ("prompt_cache_key", r#""k""#, "refused"),
+        ("reasoning_effort", r#""low""#, "refused"),
+        ("response_format", r#"{"type":"json_object"}"#, "honoured"),
+        ("safety_identifier", r#""s""#, "refused"),
+        ("seed", "3", "honoured"),
+        ("service_tier", r#""flex""#, "refused"),
+        ("stop", r#""x""#, "honoured"),
+        ("store", "true", "refused"),
+        ("stream", "true", "honoured"),
+        ("stream_options", r#"{"include_usage":true}"#, "honoured"),
+        ("temperature", "0.5", "honoured"),
+        ("tool_choice", r#""required""#, "honoured"),
+        ("tools", r#"[{"type":"function","function":{"name":"f"}}]"#, "honoured"),
+        ("top_logprobs", "2", "honoured"),
+        ("top_p", "0.5", "honoured"),
+        ("user", r#""u""#, "inert"),
+        ("verbosity", r#""low""#, "refused"),
+        ("web_search_options", "{}", "refused"),
+    ];
+
+    /// A base body, with what some fields need beside them.
+    fn body(field: &str, value: &str) -> String {
+        let needs = match field {
+            "top_logprobs" => r#","logprobs":true"#,
+            "stream_options" => r#","stream":true"#,
+            "tool_choice" | "parallel_tool_calls" => {
+                r#","tools":[{"type":"function","function":{"name":"f"}}]"#
+            }
+            _ => "",
+        };
+        let messages = if field == "messages" {
+            String::new()
+        } else {
+            r#""messages":[{"role":"user","content":"hi"}],"#.to_owned()
+        };
+        format!(r#"{{{messages}"{field}":{value}{needs}}}"#)
+    }
+
+    #[test]
+    fn every_chat_parameter_is_honoured_inert_or_refused_and_never_dropped() {
+        let base = parse_chat_request(br#"{"messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+        for (field, value, kind) in CHAT {
+            let got = parse_chat_request(body(field, value).as_bytes());
+            match kind {
+                "honoured" => {
+                    assert!(
+                        HONOURED_FIELDS.contains(&field),
+                        "{field} is honoured but not on the allow-list"
+                    );
+                    let r = got.unwrap_or_else(|e| panic!("{field}: {e}"));
+                    assert_ne!(r, base, "{field} = {value} changed nothing: it would be silently ignored");
+                    // Alone (without what it needs beside it), the change is its own.
+                    if let Ok(alone) = parse_chat_request(
+                        format!(r#"{{"messages":[{{"role":"user","content":"hi"}}],"{field}":{value}}}"#)
+                            .as_bytes(),
+                    ) {
+                        if field != "messages" {
+                            assert_ne!(alone, base, "{field}");
+                        }
+                    }
+                }
+                "inert" => assert_eq!(got.unwrap().params, base.params, "{field}"),
+                _ => {
+                    let e = got.unwrap_err();
+                    assert_eq!((e.code(), e.param()), ("unsupported_parameter", Some(field)), "{field}: {e}");
+                }
+            }
+        }
+        // The allow-list holds nothing the walk does not cover.
+        for field in HONOURED_FIELDS {
+            assert!(CHAT.iter().any(|(f, _, k)| *f == field && *k == "honoured"), "{field} is not walked");
+        }
+    }
+
+    #[test]
+    fn every_responses_parameter_is_honoured_inert_or_refused_and_never_dropped() {
+        let base = parse_responses_request(br#"{"input":"hi"}"#).unwrap();
+        let tools = r#","tools":[{"type":"function","name":"f"}]"#;
+        for (field, value, kind) in [
+            ("background", "true", "refused"),
+            ("conversation", r#""c""#, "refused"),
+            ("include", r#"["reasoning.encrypted_content"]"#, "refused"),
+            ("input", r#""other""#, "honoured"),
+            ("instructions", r#""Be brief.""#, "honoured"),
+            ("max_output_tokens", "7", "honoured"),
+            ("max_tool_calls", "1", "refused"),
+            ("metadata", r#"{"a":"b"}"#, "inert"),
+            ("model", r#""m""#, "honoured"),
+            ("parallel_tool_calls", "false", "honoured"),
+            ("previous_response_id", r#""resp_1""#, "refused"),
+            ("prompt", r#"{"id":"p"}"#, "refused"),
+            ("prompt_cache_key", r#""k""#, "refused"),
+            ("reasoning", r#"{"effort":"low"}"#, "refused"),
+            ("safety_identifier", r#""s""#, "refused"),
+            ("service_tier", r#""flex""#, "refused"),
+            ("store", "true", "refused"),
+            ("stream", "true", "honoured"),
+            ("stream_options", r#"{"include_obfuscation":false}"#, "refused"),
+            ("temperature", "0.5", "honoured"),
+            ("text", r#"{"format":{"type":"json_object"}}"#, "honoured"),
+            ("tool_choice", r#""required""#, "honoured"),
+            ("tools", r#"[{"type":"function","name":"f"}]"#, "honoured"),
+            ("top_logprobs", "2", "refused"),
+            ("top_p", "0.5", "honoured"),
+            ("truncation", r#""auto""#, "refused"),
+            ("user", r#""u""#, "inert"),
+        ] {
+            let needs = if matches!(field, "tool_choice" | "parallel_tool_calls") { tools } else { "" };
+            let input = if field == "input" { String::new() } else { r#""input":"hi","#.to_owned() };
+            let got = parse_responses_request(format!(r#"{{{input}"{field}":{value}{needs}}}"#).as_bytes());
+            match kind {
+                "honoured" => {
+                    assert!(RESPONSES_FIELDS.contains(&field), "{field}");
+                    assert_ne!(
+                        got.unwrap_or_else(|e| panic!("{field}: {e}")),
+                        base,
+                        "{field} changed nothing"
+                    );
+                }
+                "inert" => assert_eq!(got.unwrap().params, base.params, "{field}"),
+                _ => {
+                    let e = got.unwrap_err();
+                    assert_eq!((e.code(), e.param()), ("unsupported_parameter", Some(field)), "{field}: {e}");
+                }
+            }
+        }
+    }
+}

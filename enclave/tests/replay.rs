@@ -256,6 +256,27 @@ fn json_schema_output_is_valid_json_of_the_schema_and_replays() {
         let (_, _, prose) = answer(&mut model, &req);
         assert!(serde_json::from_str::<serde_json::Value>(&prose).is_err(), "{prose:?}");
     }
+    // Constrained, stopped and penalised at once (and biased, sampled): bit for bit.
+    let mut req = request("List three cities in France as JSON.", 0.7, 11, 96);
+    req.params.controls.response_format = Some(OutputFormat::json_schema(serde_json::json!({
+        "type": "object", "properties": {"cities": {"type": "array", "items": {"type": "string"}}}, "required": ["cities"]})));
+    req.params.controls.stop = vec!["Lyon".into(), "\n\n".into()];
+    req.params.controls.presence_penalty = 0.8;
+    req.params.controls.frequency_penalty = 0.4;
+    req.params.controls.logit_bias = vec![(28, -5.0)];
+    let (ids, finish, text) = answer(&mut model, &req);
+    assert!(text.starts_with('{') && !text.contains("Lyon"), "{text:?}");
+    assert!(
+        matches!(replay(&mut model, &req, &ids, finish).unwrap(), ReplayOutcome::Match { .. }),
+        "{text:?}"
+    );
+    let mut lie = ids.clone();
+    let at = lie.len() / 2;
+    lie[at] = if lie[at] == 42 { 43 } else { 42 };
+    let ReplayOutcome::Diverged(d) = replay(&mut model, &req, &lie, finish).unwrap() else {
+        panic!("a lie replayed")
+    };
+    assert_eq!(d.position, at);
     // json_object: any JSON object.
     let mut req = request("Describe a cat in JSON.", 0.0, 0, 96);
     req.params.controls.response_format = Some(OutputFormat::json_object());

@@ -83,6 +83,9 @@ impl ToolSpec {
             Some(t) => t.as_array().cloned().ok_or(("tools", "tools must be a list".to_owned()))?,
         };
         if list.is_empty() {
+            if parallel.is_some_and(|p| !p.is_null()) {
+                return Err(("parallel_tool_calls", "parallel_tool_calls needs tools".to_owned()));
+            }
             // No tools: only the choices that call nothing make sense.
             return match choice.filter(|c| !c.is_null()).map(|c| c.as_str()) {
                 None | Some(Some("none" | "auto")) => Ok(None),
