@@ -307,6 +307,22 @@ for stream in (False, True):
     # +100 on one token id: every token of the answer is that one.
     applied[f"logit_bias/{mode}"] = ask(stream, max_tokens=4, logit_bias={"28": 100})
     applied[f"logprobs/{mode}"] = logprobs_of(stream)
+    # max_completion_tokens (the newer name of max_tokens): the answer stops at 3 tokens.
+    applied[f"max_completion_tokens/{mode}"] = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Write a long story."}],
+        max_completion_tokens=3,
+        temperature=0,
+        **({"stream": True, "stream_options": {"include_usage": True}} if stream else {}),
+    )
+    if stream:
+        chunks = list(applied[f"max_completion_tokens/{mode}"])
+        finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+        usage = [c.usage.completion_tokens for c in chunks if c.usage is not None]
+        applied[f"max_completion_tokens/{mode}"] = [finish[-1] if finish else None, usage[-1] if usage else None]
+    else:
+        r = applied[f"max_completion_tokens/{mode}"]
+        applied[f"max_completion_tokens/{mode}"] = [r.choices[0].finish_reason, r.usage.completion_tokens]
 
 
 

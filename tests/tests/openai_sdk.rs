@@ -121,6 +121,9 @@ fn openai_sdk_through_the_verifying_proxy() {
         assert_eq!(biased[2], true, "{v}");
     }
     assert_eq!(applied["stop/plain"], applied["stop/stream"], "{v}");
+    for mode in ["plain", "stream"] {
+        assert_eq!(applied[format!("max_completion_tokens/{mode}")], json!(["length", 3]), "{v}");
+    }
     // logprobs: one entry per completion token, spelling the text, ordered alternatives,
     // the greedy pick the likeliest; the same plain and streamed; verified (the proxy
     // checks them against the receipt's digest).
