@@ -242,7 +242,9 @@ fn json_schema_output_is_valid_json_of_the_schema_and_replays() {
     for (temperature, seed) in [(0.0, 0), (0.9, 5)] {
         let mut req = request("Give the capital of France as JSON.", temperature, seed, 96);
         req.params.controls.response_format = Some(OutputFormat::json_schema(schema.clone()));
+        let t = std::time::Instant::now();
         let (ids, finish, text) = answer(&mut model, &req);
+        let constrained = ids.len() as f64 / t.elapsed().as_secs_f64();
         assert_eq!(finish, FinishReason::Stop, "{text:?}");
         let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
         let o = v.as_object().unwrap();
@@ -253,7 +255,15 @@ fn json_schema_output_is_valid_json_of_the_schema_and_replays() {
         assert!(matches!(replay(&mut model, &req, &ids, finish).unwrap(), ReplayOutcome::Match { .. }));
         // Unconstrained, the same request answers in prose.
         req.params.controls.response_format = None;
-        let (_, _, prose) = answer(&mut model, &req);
+        let t = std::time::Instant::now();
+        let (prose_ids, _, prose) = answer(&mut model, &req);
+        // Informational (not asserted: timings belong in benchmarks).
+        println!(
+            "temperature {temperature}: constrained {constrained:.0} tok/s ({} tokens), unconstrained {:.0} tok/s ({} tokens)",
+            ids.len(),
+            prose_ids.len() as f64 / t.elapsed().as_secs_f64(),
+            prose_ids.len()
+        );
         assert!(serde_json::from_str::<serde_json::Value>(&prose).is_err(), "{prose:?}");
     }
     // Constrained, stopped and penalised at once (and biased, sampled): bit for bit.
