@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use vouch_attestation::receipt::{
     Evidence, LogprobEntry, Receipt, ReceiptError, ReceiptLeaf, ReportBundle, VerifiedEvidence,
+    VerifiedReceipt,
 };
 use vouch_attestation::{Report, TrustAnchors};
 
@@ -999,24 +1000,7 @@ impl VouchClient {
         };
         self.release(s);
         let receipt_b64 = receipt_b64.ok_or(ClientError::MissingReceipt)?;
-        let received = decode_receipt_b64(&receipt_b64)?;
-        // What the client verified is what it keeps: the completed receipt, if one was.
-        let (receipt, receipt_b64) = match self.complete_receipt(&received).await? {
-            None => (received, receipt_b64),
-            Some(completed) => {
-                use base64::Engine;
-                let b64 = base64::engine::general_purpose::STANDARD.encode(&completed);
-                (completed, b64)
-            }
-        };
-        let (verdict, verified) = check_receipt_verified(
-            &self.cfg.anchors,
-            &self.cfg.policy,
-            &receipt,
-            Some((&body, &text)),
-            Some(Expected { tls_spki_sha256: &att.tls_spki_sha256, model_sha256: &att.model_sha256 }),
-            now_unix(),
-        )?;
+        let (receipt_b64, verdict, verified) = self.verify_answer(&receipt_b64, &body, &text, &att).await?;
         let verdict = verdict.with_model_name(Some(att.model_name.clone()));
         check_choice(verified.leaf(), 0, &logprobs)?;
         check_tool_calls(&text, &calls, 0)?;
@@ -1043,6 +1027,37 @@ impl VouchClient {
 }
 
 impl VouchClient {
+    /// Verifies one answer's receipt (`vouch_receipt` as received, base64), completed from
+    /// AMD KDS where it needs to be, against the request `body`, the answer's `output` and
+    /// the attested TLS key and model. What the client verified is what it keeps: the
+    /// completed receipt (base64) is returned with the verdict.
+    async fn verify_answer(
+        &self,
+        receipt_b64: &str,
+        body: &[u8],
+        output: &str,
+        att: &Attestation,
+    ) -> Result<(String, Verdict, VerifiedReceipt), ClientError> {
+        let received = decode_receipt_b64(receipt_b64)?;
+        let (receipt, receipt_b64) = match self.complete_receipt(&received).await? {
+            None => (received, receipt_b64.to_owned()),
+            Some(completed) => {
+                use base64::Engine;
+                let b64 = base64::engine::general_purpose::STANDARD.encode(&completed);
+                (completed, b64)
+            }
+        };
+        let (verdict, verified) = check_receipt_verified(
+            &self.cfg.anchors,
+            &self.cfg.policy,
+            &receipt,
+            Some((body, output)),
+            Some(Expected { tls_spki_sha256: &att.tls_spki_sha256, model_sha256: &att.model_sha256 }),
+            now_unix(),
+        )?;
+        Ok((receipt_b64, verdict, verified))
+    }
+
     /// `POST /v1/responses` (the Responses API) with `body` forwarded unchanged, verified
     /// like a chat answer: the receipt against the request and the raw output
     /// (`vouch_output`), the output items against that output (the message's text, or the
@@ -1088,28 +1103,9 @@ impl VouchClient {
             .and_then(|o| o.as_str())
             .ok_or_else(|| ClientError::Protocol("the response carries no vouch_output".into()))?
             .to_owned();
-        let receipt_b64 = response
-            .get("vouch_receipt")
-            .and_then(|r| r.as_str())
-            .ok_or(ClientError::MissingReceipt)?
-            .to_owned();
-        let received = decode_receipt_b64(&receipt_b64)?;
-        let (receipt, receipt_b64) = match self.complete_receipt(&received).await? {
-            None => (received, receipt_b64),
-            Some(completed) => {
-                use base64::Engine;
-                let b64 = base64::engine::general_purpose::STANDARD.encode(&completed);
-                (completed, b64)
-            }
-        };
-        let (verdict, verified) = check_receipt_verified(
-            &self.cfg.anchors,
-            &self.cfg.policy,
-            &receipt,
-            Some((&body, &output)),
-            Some(Expected { tls_spki_sha256: &att.tls_spki_sha256, model_sha256: &att.model_sha256 }),
-            now_unix(),
-        )?;
+        let received =
+            response.get("vouch_receipt").and_then(|r| r.as_str()).ok_or(ClientError::MissingReceipt)?;
+        let (receipt_b64, verdict, verified) = self.verify_answer(received, &body, &output, &att).await?;
         check_choice(verified.leaf(), 0, &serde_json::Value::Null)?;
         // The items must say what the verified output says.
         let items = response.get("output").and_then(|o| o.as_array()).cloned().unwrap_or_default();
@@ -1181,16 +1177,7 @@ impl VouchClient {
             check_tool_calls(&output, &c.pointer("/message/tool_calls").cloned().unwrap_or_default(), i)?;
             let text = output.as_str();
             let b64 = c.get("vouch_receipt").and_then(|r| r.as_str()).ok_or(ClientError::MissingReceipt)?;
-            let received = decode_receipt_b64(b64)?;
-            let receipt = self.complete_receipt(&received).await?.unwrap_or(received);
-            let (_, verified) = check_receipt_verified(
-                &self.cfg.anchors,
-                &self.cfg.policy,
-                &receipt,
-                Some((body, text)),
-                Some(Expected { tls_spki_sha256: &att.tls_spki_sha256, model_sha256: &att.model_sha256 }),
-                now_unix(),
-            )?;
+            let (_, _, verified) = self.verify_answer(b64, body, text, att).await?;
             let logprobs = c.get("logprobs").cloned().unwrap_or(serde_json::Value::Null);
             check_choice(verified.leaf(), i as u32, &logprobs)?;
         }
