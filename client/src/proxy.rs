@@ -195,16 +195,9 @@ enum StreamMsg {
 
 async fn chat(up: Upstream, body: Incoming) -> Response<ProxyBody> {
     let client = up.client.clone();
-    let body = match read_request(body).await {
-        Ok(b) => b,
+    let (body, stream) = match read_routed(body).await {
+        Ok(r) => r,
         Err(r) => return r,
-    };
-    // Parsed only to route; the bytes are forwarded unchanged.
-    let stream = match serde_json::from_slice::<serde_json::Value>(&body) {
-        Ok(v) => v.get("stream").and_then(|s| s.as_bool()).unwrap_or(false),
-        Err(e) => {
-            return error(StatusCode::BAD_REQUEST, "invalid_request_error", &format!("body is not JSON: {e}"))
-        }
     };
     if !stream {
         return match client.chat_raw(body, &mut |_| {}).await {
@@ -219,7 +212,7 @@ async fn chat(up: Upstream, body: Incoming) -> Response<ProxyBody> {
             Err(e) => client_error(&e),
         };
     }
-    let (tx, mut rx) = mpsc::unbounded_channel::<StreamMsg>();
+    let (tx, rx) = mpsc::unbounded_channel::<StreamMsg>();
     tokio::spawn(async move {
         let chunk_tx = tx.clone();
         let mut on_chunk = |c: &serde_json::Value| {
@@ -228,99 +221,41 @@ async fn chat(up: Upstream, body: Incoming) -> Response<ProxyBody> {
         let r = client.chat_raw(body, &mut on_chunk).await;
         let _ = tx.send(StreamMsg::Done(Box::new(r)));
     });
-    // Before the first chunk, failures can still be a proper HTTP error.
-    let first = match rx.recv().await {
-        Some(StreamMsg::Chunk(b)) => b,
-        Some(StreamMsg::Done(done)) => match *done {
-            Ok(out) => final_events(&up, out),
-            Err(e) => return client_error(&e),
-        },
-        None => return error(StatusCode::BAD_GATEWAY, "vouch_verification_error", "stream task ended"),
-    };
-    let (btx, brx) = mpsc::unbounded_channel::<Bytes>();
-    let _ = btx.send(first);
-    tokio::spawn(async move {
-        while let Some(m) = rx.recv().await {
-            let bytes = match m {
-                StreamMsg::Chunk(b) => b,
-                StreamMsg::Done(done) => match *done {
-                    Ok(out) => final_events(&up, out),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "streamed answer NOT verified");
-                        sse(&serde_json::json!({
-                            "error": {"message": e.to_string(), "type": "vouch_verification_error", "code": 502},
-                            "vouch_verdict": {"verified": false, "reason": e.to_string()},
-                        }))
-                    }
-                },
-            };
-            if btx.send(bytes).is_err() {
-                break;
-            }
-        }
-    });
-    let mut r = Response::new(ChannelBody(brx).boxed());
-    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream"));
-    r.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache"));
-    r
-}
-
-/// One Responses API event, with its `event:` line.
-fn response_event(v: &serde_json::Value) -> Bytes {
-    Bytes::from(format!("event: {}\ndata: {v}\n\n", v["type"].as_str().unwrap_or("message")))
-}
-
-/// `POST /v1/responses`: forwarded unchanged, verified (see
-/// [`VouchClient::responses_raw`]), the verdict added to the response object (streamed:
-/// to the last event's).
-async fn responses(up: Upstream, body: Incoming) -> Response<ProxyBody> {
-    let client = up.client.clone();
-    let body = match read_request(body).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let stream = match serde_json::from_slice::<serde_json::Value>(&body) {
-        Ok(v) => v.get("stream").and_then(|s| s.as_bool()).unwrap_or(false),
+    relay(rx, move |done| match done {
+        Ok(out) => final_events(&up, out),
         Err(e) => {
-            return error(StatusCode::BAD_REQUEST, "invalid_request_error", &format!("body is not JSON: {e}"))
+            tracing::warn!(error = %e, "streamed answer NOT verified");
+            sse(&serde_json::json!({
+                "error": {"message": e.to_string(), "type": "vouch_verification_error", "code": 502},
+                "vouch_verdict": {"verified": false, "reason": e.to_string()},
+            }))
         }
-    };
-    let finished = |out: crate::client::ChatOutcome| {
-        let verdict = out.verdict.to_json();
-        let mut v = out.response;
-        if let Some(o) = v.as_object_mut() {
-            o.insert("vouch_verdict".into(), verdict);
+    })
+    .await
+}
+
+/// The body bytes of a generation request, and whether it asks to stream (parsed only to
+/// route; the bytes are forwarded unchanged).
+async fn read_routed(body: Incoming) -> Result<(Bytes, bool), Response<ProxyBody>> {
+    let body = read_request(body).await?;
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(v) => {
+            let stream = v.get("stream").and_then(|s| s.as_bool()).unwrap_or(false);
+            Ok((body, stream))
         }
-        v
-    };
-    if !stream {
-        return match client.responses_raw(body, &mut |_| {}).await {
-            Ok(out) => full(StatusCode::OK, "application/json", finished(out).to_string()),
-            Err(e) => client_error(&e),
-        };
+        Err(e) => {
+            Err(error(StatusCode::BAD_REQUEST, "invalid_request_error", &format!("body is not JSON: {e}")))
+        }
     }
-    let (tx, mut rx) = mpsc::unbounded_channel::<StreamMsg>();
-    tokio::spawn(async move {
-        let event_tx = tx.clone();
-        let mut on_event = |e: &serde_json::Value| {
-            let _ = event_tx.send(StreamMsg::Chunk(response_event(e)));
-        };
-        let r = client.responses_raw(body, &mut on_event).await;
-        let _ = tx.send(StreamMsg::Done(Box::new(r)));
-    });
-    let last = move |done: Result<crate::client::ChatOutcome, ClientError>| match done {
-        Ok(out) => {
-            let response = finished(out);
-            let kind =
-                if response["status"] == "completed" { "response.completed" } else { "response.incomplete" };
-            response_event(&serde_json::json!({"type": kind, "response": response}))
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "streamed response NOT verified");
-            response_event(&serde_json::json!({"type": "error", "code": "vouch_verification_error",
-                "message": e.to_string(), "vouch_verdict": {"verified": false, "reason": e.to_string()}}))
-        }
-    };
+}
+
+/// Streams what the verifying task sends on `rx`: the passed-on events, then `last` of its
+/// outcome (the verified end, or the verification failure). Before anything was passed
+/// on, a failure is still a proper HTTP error.
+async fn relay(
+    mut rx: mpsc::UnboundedReceiver<StreamMsg>,
+    last: impl Fn(Result<crate::client::ChatOutcome, ClientError>) -> Bytes + Send + 'static,
+) -> Response<ProxyBody> {
     let first = match rx.recv().await {
         Some(StreamMsg::Chunk(b)) => b,
         Some(StreamMsg::Done(done)) => match *done {
@@ -346,6 +281,59 @@ async fn responses(up: Upstream, body: Incoming) -> Response<ProxyBody> {
     r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream"));
     r.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache"));
     r
+}
+
+/// One Responses API event, with its `event:` line.
+fn response_event(v: &serde_json::Value) -> Bytes {
+    Bytes::from(format!("event: {}\ndata: {v}\n\n", v["type"].as_str().unwrap_or("message")))
+}
+
+/// `POST /v1/responses`: forwarded unchanged, verified (see
+/// [`VouchClient::responses_raw`]), the verdict added to the response object (streamed:
+/// to the last event's).
+async fn responses(up: Upstream, body: Incoming) -> Response<ProxyBody> {
+    let client = up.client.clone();
+    let (body, stream) = match read_routed(body).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let finished = |out: crate::client::ChatOutcome| {
+        let verdict = out.verdict.to_json();
+        let mut v = out.response;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("vouch_verdict".into(), verdict);
+        }
+        v
+    };
+    if !stream {
+        return match client.responses_raw(body, &mut |_| {}).await {
+            Ok(out) => full(StatusCode::OK, "application/json", finished(out).to_string()),
+            Err(e) => client_error(&e),
+        };
+    }
+    let (tx, rx) = mpsc::unbounded_channel::<StreamMsg>();
+    tokio::spawn(async move {
+        let event_tx = tx.clone();
+        let mut on_event = |e: &serde_json::Value| {
+            let _ = event_tx.send(StreamMsg::Chunk(response_event(e)));
+        };
+        let r = client.responses_raw(body, &mut on_event).await;
+        let _ = tx.send(StreamMsg::Done(Box::new(r)));
+    });
+    let last = move |done: Result<crate::client::ChatOutcome, ClientError>| match done {
+        Ok(out) => {
+            let response = finished(out);
+            let kind =
+                if response["status"] == "completed" { "response.completed" } else { "response.incomplete" };
+            response_event(&serde_json::json!({"type": kind, "response": response}))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "streamed response NOT verified");
+            response_event(&serde_json::json!({"type": "error", "code": "vouch_verification_error",
+                "message": e.to_string(), "vouch_verdict": {"verified": false, "reason": e.to_string()}}))
+        }
+    };
+    relay(rx, last).await
 }
 
 /// The verified final chunk with its verdict, then `[DONE]`.
