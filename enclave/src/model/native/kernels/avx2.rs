@@ -5,7 +5,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{ActBlock, QType, EXP_MAX, EXP_MIN, EXP_POLY, LN2_HI, LN2_LO, LOG2_E};
+use super::{k_scales, ActBlock, QType, EXP_MAX, EXP_MIN, EXP_POLY, LN2_HI, LN2_LO, LOG2_E};
 
 /// Eight `super::exp`s, operation for operation.
 #[target_feature(enable = "avx2")]
@@ -74,6 +74,11 @@ pub(super) unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
 const Q4_0: u8 = 0;
 const Q4_1: u8 = 1;
 const Q8_0: u8 = 2;
+pub(super) const Q5_0: u8 = 3;
+pub(super) const Q5_1: u8 = 4;
+pub(super) const Q4_K: u8 = 5;
+pub(super) const Q5_K: u8 = 6;
+pub(super) const Q6_K: u8 = 7;
 
 /// `dot_f32` with one 8-lane register: multiply, then add (no fusing), same tree.
 #[target_feature(enable = "avx2")]
@@ -178,6 +183,11 @@ pub(super) unsafe fn dot_rows<const R: usize>(ty: QType, rows: [&[u8]; R], act: 
             QType::Q4_0 => dot_rows_typed::<R, Q4_0>(rows, act),
             QType::Q4_1 => dot_rows_typed::<R, Q4_1>(rows, act),
             QType::Q8_0 => dot_rows_typed::<R, Q8_0>(rows, act),
+            QType::Q5_0 => rows.map(|row| dot_sub_tokens::<1, Q5_0>(row, [act])[0]),
+            QType::Q5_1 => rows.map(|row| dot_sub_tokens::<1, Q5_1>(row, [act])[0]),
+            QType::Q4_K => rows.map(|row| dot_sub_tokens::<1, Q4_K>(row, [act])[0]),
+            QType::Q5_K => rows.map(|row| dot_sub_tokens::<1, Q5_K>(row, [act])[0]),
+            QType::Q6_K => rows.map(|row| dot_sub_tokens::<1, Q6_K>(row, [act])[0]),
         }
     }
 }
@@ -270,6 +280,11 @@ pub(super) unsafe fn dot_rows_tokens<const R: usize, const T: usize>(
             QType::Q4_0 => dot_rows_tokens_typed::<R, T, Q4_0>(rows, acts),
             QType::Q4_1 => dot_rows_tokens_typed::<R, T, Q4_1>(rows, acts),
             QType::Q8_0 => dot_rows_tokens_typed::<R, T, Q8_0>(rows, acts),
+            QType::Q5_0 => rows.map(|row| dot_sub_tokens::<T, Q5_0>(row, acts)),
+            QType::Q5_1 => rows.map(|row| dot_sub_tokens::<T, Q5_1>(row, acts)),
+            QType::Q4_K => rows.map(|row| dot_sub_tokens::<T, Q4_K>(row, acts)),
+            QType::Q5_K => rows.map(|row| dot_sub_tokens::<T, Q5_K>(row, acts)),
+            QType::Q6_K => rows.map(|row| dot_sub_tokens::<T, Q6_K>(row, acts)),
         }
     }
 }
@@ -343,6 +358,162 @@ unsafe fn dot_rows_tokens_typed<const R: usize, const T: usize, const TY: u8>(
         for t in 0..T {
             out[r][t] = hsum(acc[t]) + offsets[t];
         }
+    }
+    out
+}
+
+/// Bytes of one stored block of the sub-block types.
+pub(super) const fn sub_block_bytes(ty: u8) -> usize {
+    match ty {
+        Q5_0 => 22,
+        Q5_1 => 24,
+        Q4_K => 144,
+        Q5_K => 176,
+        _ => 210,
+    }
+}
+
+/// Sub-blocks of 32 values in one stored block.
+pub(super) const fn sub_blocks(ty: u8) -> usize {
+    match ty {
+        Q5_0 | Q5_1 => 1,
+        _ => 8,
+    }
+}
+
+/// 32 bytes, each 0x10 where the matching bit of `bits` is set, else 0 (the fifth bit
+/// of 32 Q5 values).
+#[target_feature(enable = "avx2")]
+#[inline]
+fn fifth_bits(bits: u32) -> __m256i {
+    // Byte i takes byte i / 8 of `bits`, then keeps bit i % 8.
+    let spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(bits as i32),
+        _mm256_setr_epi64x(0, 0x0101_0101_0101_0101, 0x0202_0202_0202_0202, 0x0303_0303_0303_0303),
+    );
+    let select = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, select), select);
+    _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+}
+
+/// The 32 quants of sub-block `j` of `block`, in value order, as `super::unpack` makes
+/// them: unsigned bytes for the Q5 and Q4_K / Q5_K types, and `q6 − 32` as signed bytes
+/// for Q6_K (its two group scales are applied to the integer sums, see
+/// [`dot_sub_tokens`]).
+///
+/// # Safety
+/// The CPU must support AVX2; `block` holds one whole block of type `TY`.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) unsafe fn sub_quants<const TY: u8>(block: &[u8], j: usize) -> __m256i {
+    let p = block[..sub_block_bytes(TY)].as_ptr();
+    let low = _mm256_set1_epi8(0x0F);
+    // SAFETY (every read): inside the block, whose length was checked above.
+    unsafe {
+        match TY {
+            Q5_0 | Q5_1 => {
+                let at = if TY == Q5_1 { 4 } else { 2 };
+                let packed = _mm_loadu_si128(p.add(at + 4).cast());
+                let nibbles = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), low);
+                _mm256_or_si256(nibbles, fifth_bits(p.add(at).cast::<u32>().read_unaligned()))
+            }
+            Q4_K | Q5_K => {
+                let base = if TY == Q4_K { 16 } else { 48 };
+                let packed = _mm256_loadu_si256(p.add(base + 32 * (j / 2)).cast());
+                let q =
+                    _mm256_and_si256(_mm256_srl_epi16(packed, _mm_cvtsi32_si128(4 * (j % 2) as i32)), low);
+                if TY == Q4_K {
+                    q
+                } else {
+                    let high = _mm256_loadu_si256(p.add(16).cast());
+                    let bit = _mm256_and_si256(
+                        _mm256_srl_epi16(high, _mm_cvtsi32_si128(j as i32)),
+                        _mm256_set1_epi8(1),
+                    );
+                    _mm256_or_si256(q, _mm256_slli_epi16(bit, 4))
+                }
+            }
+            _ => {
+                let (half, k) = (j / 4, j % 4);
+                let ql = _mm256_loadu_si256(p.add(64 * half + 32 * (k % 2)).cast());
+                let ql = _mm256_and_si256(_mm256_srl_epi16(ql, _mm_cvtsi32_si128(4 * (k / 2) as i32)), low);
+                let qh = _mm256_loadu_si256(p.add(128 + 32 * half).cast());
+                let qh = _mm256_and_si256(
+                    _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k as i32)),
+                    _mm256_set1_epi8(3),
+                );
+                _mm256_sub_epi8(_mm256_or_si256(ql, _mm256_slli_epi16(qh, 4)), _mm256_set1_epi8(32))
+            }
+        }
+    }
+}
+
+/// Sub-block `j`'s scale `dw` and offset `m`, from the block's scales (decoded once per
+/// block into `k`: `super::k_scales` for Q4_K / Q5_K).
+#[inline(always)]
+pub(super) fn sub_scale<const TY: u8>(block: &[u8], k: &([f32; 8], [f32; 8]), j: usize) -> (f32, f32) {
+    match TY {
+        Q5_0 => {
+            let d = super::f16_at(block, 0);
+            (d, -16.0 * d)
+        }
+        Q5_1 => (super::f16_at(block, 0), super::f16_at(block, 2)),
+        Q4_K | Q5_K => (k.0[j], k.1[j]),
+        _ => (super::f16_at(block, 208), 0.0),
+    }
+}
+
+/// Q6_K sub-block `j`'s two group scales, as the multipliers of its integer lanes
+/// (lanes 0–3 sum values 0..16, lanes 4–7 values 16..32).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn q6k_lane_scales(block: &[u8], j: usize) -> __m256i {
+    let (_, _, [a, b]) = super::q6k_parts(block, j);
+    let (a, b) = (i32::from(a), i32::from(b));
+    _mm256_setr_epi32(a, a, a, a, b, b, b, b)
+}
+
+/// One weight row of a sub-block type `TY` times `T` tokens' activations: each sub-block
+/// is unpacked once for all tokens. Per token the arithmetic is exactly `dot_scalar`'s.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; every `acts[t]` has the row's sub-block count.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) unsafe fn dot_sub_tokens<const T: usize, const TY: u8>(
+    row: &[u8],
+    acts: [&[ActBlock]; T],
+) -> [f32; T] {
+    let (bb, subs) = (sub_block_bytes(TY), sub_blocks(TY));
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); T];
+    let mut offsets = [0f32; T];
+    let no_scales = ([0f32; 8], [0f32; 8]);
+    for (b, block) in row.chunks_exact(bb).enumerate() {
+        let k = if TY == Q4_K || TY == Q5_K { k_scales(block) } else { no_scales };
+        for j in 0..subs {
+            // SAFETY: `block` is one whole block; the caller guarantees the CPU features.
+            let w = unsafe { sub_quants::<TY>(block, j) };
+            let (dw, m) = sub_scale::<TY>(block, &k, j);
+            let magnitudes = if TY == Q6_K { _mm256_sign_epi8(w, w) } else { w };
+            for t in 0..T {
+                let a = &acts[t][b * subs + j];
+                // SAFETY: `a.q` is 32 bytes; loadu has no alignment requirement.
+                let y = unsafe { _mm256_loadu_si256(a.q.as_ptr().cast()) };
+                let y = if TY == Q6_K { _mm256_sign_epi8(y, w) } else { y };
+                let mut sums = _mm256_madd_epi16(_mm256_maddubs_epi16(magnitudes, y), ones);
+                if TY == Q6_K {
+                    sums = _mm256_mullo_epi32(sums, q6k_lane_scales(block, j));
+                } else {
+                    offsets[t] += m * a.s;
+                }
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * a.d), _mm256_cvtepi32_ps(sums), acc[t]);
+            }
+        }
+    }
+    let mut out = [0f32; T];
+    for t in 0..T {
+        out[t] = hsum(acc[t]) + offsets[t];
     }
     out
 }

@@ -13,8 +13,9 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{self, hsum};
-use super::{ActBlock, QType, EXP_MAX, EXP_MIN, EXP_POLY, LN2_HI, LN2_LO, LOG2_E};
+use super::avx2::{self, hsum, q6k_lane_scales, sub_block_bytes, sub_blocks, sub_quants, sub_scale};
+use super::avx2::{Q4_K, Q5_0, Q5_1, Q5_K, Q6_K};
+use super::{k_scales, ActBlock, QType, EXP_MAX, EXP_MIN, EXP_POLY, LN2_HI, LN2_LO, LOG2_E};
 
 const Q4_0: u8 = 0;
 const Q4_1: u8 = 1;
@@ -125,7 +126,7 @@ pub(super) unsafe fn attention_values(
 
 /// Dot products of `R` weight rows with the same activations: an even number of rows in
 /// pairs through [`dot_rows_tokens`] (one token), an odd number row by row, each in a
-/// 256-bit register. Each row's arithmetic is exactly `dot_scalar`'s.
+/// 256-bit register; the sub-block types row by row through [`dot_sub_tokens`]. Each row's arithmetic is exactly `dot_scalar`'s.
 ///
 /// # Safety
 /// The CPU must support AVX-512F/BW/VL/VNNI, AVX2, FMA and F16C.
@@ -133,13 +134,18 @@ pub(super) unsafe fn attention_values(
 pub(super) unsafe fn dot_rows<const R: usize>(ty: QType, rows: [&[u8]; R], act: &[ActBlock]) -> [f32; R] {
     // SAFETY: the caller guarantees the CPU features.
     unsafe {
-        if R.is_multiple_of(2) {
+        if R.is_multiple_of(2) || !ty.pairs_rows() {
             return dot_rows_tokens::<R, 1>(ty, rows, [act]).map(|[value]| value);
         }
         rows.map(|row| match ty {
             QType::Q4_0 => dot_row_typed::<Q4_0>(row, act),
             QType::Q4_1 => dot_row_typed::<Q4_1>(row, act),
             QType::Q8_0 => dot_row_typed::<Q8_0>(row, act),
+            QType::Q5_0 => dot_sub_tokens::<1, Q5_0>(row, [act])[0],
+            QType::Q5_1 => dot_sub_tokens::<1, Q5_1>(row, [act])[0],
+            QType::Q4_K => dot_sub_tokens::<1, Q4_K>(row, [act])[0],
+            QType::Q5_K => dot_sub_tokens::<1, Q5_K>(row, [act])[0],
+            QType::Q6_K => dot_sub_tokens::<1, Q6_K>(row, [act])[0],
         })
     }
 }
@@ -242,6 +248,11 @@ pub(super) unsafe fn dot_rows_tokens<const R: usize, const T: usize>(
             QType::Q4_0 => dot_rows_tokens_typed::<R, T, Q4_0>(rows, acts),
             QType::Q4_1 => dot_rows_tokens_typed::<R, T, Q4_1>(rows, acts),
             QType::Q8_0 => dot_rows_tokens_typed::<R, T, Q8_0>(rows, acts),
+            QType::Q5_0 => rows.map(|row| dot_sub_tokens::<T, Q5_0>(row, acts)),
+            QType::Q5_1 => rows.map(|row| dot_sub_tokens::<T, Q5_1>(row, acts)),
+            QType::Q4_K => rows.map(|row| dot_sub_tokens::<T, Q4_K>(row, acts)),
+            QType::Q5_K => rows.map(|row| dot_sub_tokens::<T, Q5_K>(row, acts)),
+            QType::Q6_K => rows.map(|row| dot_sub_tokens::<T, Q6_K>(row, acts)),
         }
     }
 }
@@ -354,6 +365,51 @@ unsafe fn dot_rows_tokens_typed<const R: usize, const T: usize, const TY: u8>(
             out[2 * p][t] = hsum(lo) + m_lo;
             out[2 * p + 1][t] = hsum(hi) + m_hi;
         }
+    }
+    out
+}
+
+/// `avx2::dot_sub_tokens` with VNNI: one `vpdpbusd` forms each lane's four-product
+/// integer sum (Q6_K's signed quants as magnitudes, their signs moved onto the
+/// activations). Per token the arithmetic is exactly `dot_scalar`'s.
+///
+/// # Safety
+/// The CPU must support AVX-512F/BW/VL/VNNI, AVX2, FMA and F16C; every `acts[t]` has the
+/// row's sub-block count.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[inline]
+unsafe fn dot_sub_tokens<const T: usize, const TY: u8>(row: &[u8], acts: [&[ActBlock]; T]) -> [f32; T] {
+    let (bb, subs) = (sub_block_bytes(TY), sub_blocks(TY));
+    let mut acc = [_mm256_setzero_ps(); T];
+    let mut offsets = [0f32; T];
+    let no_scales = ([0f32; 8], [0f32; 8]);
+    for (b, block) in row.chunks_exact(bb).enumerate() {
+        let k = if TY == Q4_K || TY == Q5_K { k_scales(block) } else { no_scales };
+        for j in 0..subs {
+            // SAFETY: `block` is one whole block; the caller guarantees the CPU features.
+            let w = unsafe { sub_quants::<TY>(block, j) };
+            let (dw, m) = sub_scale::<TY>(block, &k, j);
+            let (magnitudes, negative) =
+                if TY == Q6_K { (_mm256_abs_epi8(w), _mm256_movepi8_mask(w)) } else { (w, 0) };
+            for t in 0..T {
+                let a = &acts[t][b * subs + j];
+                // SAFETY: `a.q` is 32 bytes; loadu has no alignment requirement.
+                let y = unsafe { _mm256_loadu_si256(a.q.as_ptr().cast()) };
+                let y =
+                    if TY == Q6_K { _mm256_mask_sub_epi8(y, negative, _mm256_setzero_si256(), y) } else { y };
+                let mut sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), magnitudes, y);
+                if TY == Q6_K {
+                    sums = _mm256_mullo_epi32(sums, q6k_lane_scales(block, j));
+                } else {
+                    offsets[t] += m * a.s;
+                }
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * a.d), _mm256_cvtepi32_ps(sums), acc[t]);
+            }
+        }
+    }
+    let mut out = [0f32; T];
+    for t in 0..T {
+        out[t] = hsum(acc[t]) + offsets[t];
     }
     out
 }

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  f32 activations ──quantize_row──► ActBlock (8-bit, scale d, sum s) ─┐
-//!  weight row bytes, exactly as stored in the GGUF (Q4_0 / Q4_1 / Q8_0) ┴─► dot ─► f32
+//!  weight row bytes, exactly as stored in the GGUF (Q4_0 … Q8_0, Q4_K … Q6_K) ┴─► dot ─► f32
 //! ```
 //!
 //! Every kernel exists three times: AVX-512 (F/BW/VL/VNNI) and AVX2+FMA+F16C versions, the
@@ -23,33 +23,82 @@
 
 #![allow(unsafe_code)]
 
-/// Values per quantization block (GGUF's `QK4_0 = QK4_1 = QK8_0 = 32`).
+/// Values per quantization block of the 32-value types (GGUF's `QK4_0 = … = QK8_0 = 32`),
+/// and per sub-block of the K-quants: the unit every kernel's integer sums cover, and
+/// the size of one activation block.
 pub(crate) const QK: usize = 32;
 
+/// Values per super-block of the K-quants (GGUF's `QK_K`).
+pub(crate) const QK_K: usize = 256;
+
 /// A weight type the native kernels compute with directly, as stored in the file.
+///
+/// Every type is read as sub-blocks of 32 values `w = dw·q + m`, with integer `q`: the
+/// 32-value types are one sub-block per block; a K-quant super-block of 256 values is
+/// eight, each with its own `dw` and `m` made from the super-block's scales (products of
+/// an f16 and a 6-bit or 8-bit integer: exact in f32). Q6_K's sub-block has two signed
+/// 8-bit scales, one per 16 values, which stay integers: its `q` is `scale·(q6 − 32)`.
+/// (The names are GGML's, underscores included, so they grep across both codebases.)
+#[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum QType {
     /// 32 × 4-bit, one f16 scale: `w = d·(q − 8)`.
     Q4_0,
     /// 32 × 4-bit, f16 scale and f16 offset: `w = d·q + m`.
     Q4_1,
+    /// 32 × 5-bit, one f16 scale: `w = d·(q − 16)`.
+    Q5_0,
+    /// 32 × 5-bit, f16 scale and f16 offset: `w = d·q + m`.
+    Q5_1,
     /// 32 × 8-bit signed, one f16 scale: `w = d·q`.
     Q8_0,
+    /// 256 × 4-bit in 8 sub-blocks, each with a 6-bit scale and a 6-bit minimum of the
+    /// super-block's f16 `d` and `dmin`: `w = d·sc·q − dmin·mn`.
+    Q4_K,
+    /// Q4_K with a fifth bit per value.
+    Q5_K,
+    /// 256 × 6-bit in 16 groups of 16, each with a signed 8-bit scale of the f16 `d`:
+    /// `w = d·sc·(q − 32)`.
+    Q6_K,
 }
 
 impl QType {
-    /// Bytes of one block of 32 values.
+    /// Bytes of one stored block.
     pub(crate) fn block_bytes(self) -> usize {
         match self {
             QType::Q4_0 => 18,
             QType::Q4_1 => 20,
+            QType::Q5_0 => 22,
+            QType::Q5_1 => 24,
             QType::Q8_0 => 34,
+            QType::Q4_K => 144,
+            QType::Q5_K => 176,
+            QType::Q6_K => 210,
         }
     }
 
-    /// Bytes of a row of `cols` values (`cols` a multiple of [`QK`]).
+    /// Values in one stored block: [`QK`] or [`QK_K`].
+    pub(crate) fn block_values(self) -> usize {
+        match self {
+            QType::Q4_K | QType::Q5_K | QType::Q6_K => QK_K,
+            _ => QK,
+        }
+    }
+
+    /// Whether the values carry an offset `m` (the kernels then add `m·Σx` per sub-block).
+    pub(crate) fn has_offset(self) -> bool {
+        !matches!(self, QType::Q8_0 | QType::Q6_K)
+    }
+
+    /// Whether the AVX-512 kernel computes this type two rows per register (the 32-value
+    /// types without a fifth bit); the others go row by row, one sub-block at a time.
+    pub(crate) fn pairs_rows(self) -> bool {
+        matches!(self, QType::Q4_0 | QType::Q4_1 | QType::Q8_0)
+    }
+
+    /// Bytes of a row of `cols` values (`cols` a multiple of [`Self::block_values`]).
     pub(crate) fn row_bytes(self, cols: usize) -> usize {
-        cols / QK * self.block_bytes()
+        cols / self.block_values() * self.block_bytes()
     }
 }
 
@@ -150,7 +199,7 @@ impl Kernel {
 /// from `half`, whose conversion checks CPU features on every call: this runs twice per
 /// block, millions of times per token.
 #[inline(always)]
-fn f16_at(bytes: &[u8], at: usize) -> f32 {
+pub(crate) fn f16_at(bytes: &[u8], at: usize) -> f32 {
     let h = u32::from(u16::from_le_bytes([bytes[at], bytes[at + 1]]));
     let sign = (h & 0x8000) << 16;
     let exponent = (h >> 10) & 0x1F;
@@ -185,47 +234,106 @@ pub(crate) fn quantize_row(x: &[f32], out: &mut [ActBlock]) {
 
 /// Writes the f32 values of one stored row (a token embedding) into `out`.
 pub(crate) fn dequantize_row(ty: QType, row: &[u8], out: &mut [f32]) {
-    for (block, o) in row.chunks_exact(ty.block_bytes()).zip(out.chunks_exact_mut(QK)) {
-        let (d, m, quants) = unpack(ty, block);
-        for (v, &q) in o.iter_mut().zip(&quants) {
-            *v = d * q as f32 + m;
+    let subs = ty.block_values() / QK;
+    for (block, o) in row.chunks_exact(ty.block_bytes()).zip(out.chunks_exact_mut(ty.block_values())) {
+        for (j, o) in o.chunks_exact_mut(QK).enumerate().take(subs) {
+            let (d, m, quants) = unpack(ty, block, j);
+            for (v, &q) in o.iter_mut().zip(&quants) {
+                *v = d * q as f32 + m;
+            }
         }
     }
 }
 
-/// One block's scale `d`, offset `m` (0 for Q8_0) and 32 integer quants, so that value
-/// `e` is `d·q[e] + m`.
+/// Sub-block `j` of a stored block: its scale `dw`, offset `m` (0 for the types without
+/// one) and 32 integer quants, so that value `e` is `dw·q[e] + m`.
 #[inline(always)]
-fn unpack(ty: QType, block: &[u8]) -> (f32, f32, [i32; QK]) {
-    let d = f16_at(block, 0);
+pub(crate) fn unpack(ty: QType, block: &[u8], j: usize) -> (f32, f32, [i32; QK]) {
     let mut quants = [0i32; QK];
-    let m = match ty {
+    match ty {
         QType::Q8_0 => {
             for (w, &q) in quants.iter_mut().zip(&block[2..34]) {
                 *w = i32::from(q as i8);
             }
-            0.0
+            (f16_at(block, 0), 0.0, quants)
         }
         QType::Q4_0 | QType::Q4_1 => {
-            let (m, qs) = q4_offset(ty, block, d);
+            let d = f16_at(block, 0);
+            let (m, qs) =
+                if ty == QType::Q4_1 { (f16_at(block, 2), &block[4..20]) } else { (-8.0 * d, &block[2..18]) };
             for (e, w) in quants.iter_mut().enumerate() {
                 *w = i32::from(nibble(qs, e));
             }
-            m
+            (d, m, quants)
         }
-    };
-    (d, m, quants)
+        QType::Q5_0 | QType::Q5_1 => {
+            // Q5_0's `d·(q − 16)` is `d·q + m` with `m = −16·d` (exact).
+            let d = f16_at(block, 0);
+            let (m, at) = if ty == QType::Q5_1 { (f16_at(block, 2), 4) } else { (-16.0 * d, 2) };
+            let high = u32::from_le_bytes([block[at], block[at + 1], block[at + 2], block[at + 3]]);
+            for (e, w) in quants.iter_mut().enumerate() {
+                *w = i32::from(nibble(&block[at + 4..at + 20], e)) | (((high >> e) & 1) << 4) as i32;
+            }
+            (d, m, quants)
+        }
+        QType::Q4_K | QType::Q5_K => {
+            let (dw, m) = k_scales(block);
+            // Sub-blocks 2c and 2c + 1 share 32 bytes: low nibbles, then high ones.
+            let qs =
+                if ty == QType::Q4_K { &block[16 + 32 * (j / 2)..] } else { &block[48 + 32 * (j / 2)..] };
+            let shift = 4 * (j % 2);
+            for (l, w) in quants.iter_mut().enumerate() {
+                let mut q = i32::from((qs[l] >> shift) & 0x0F);
+                if ty == QType::Q5_K {
+                    q |= i32::from((block[16 + l] >> j) & 1) << 4;
+                }
+                *w = q;
+            }
+            (dw[j], m[j], quants)
+        }
+        QType::Q6_K => {
+            let (ql, qh, scales) = q6k_parts(block, j);
+            let shift = 4 * ((j % 4) / 2);
+            let high_shift = 2 * (j % 4);
+            for (l, w) in quants.iter_mut().enumerate() {
+                let q = i32::from((ql[l] >> shift) & 0x0F) | (i32::from((qh[l] >> high_shift) & 3) << 4);
+                *w = i32::from(scales[l / 16]) * (q - 32);
+            }
+            (f16_at(block, 208), 0.0, quants)
+        }
+    }
 }
 
-/// The offset `m` and the 16 packed bytes of a Q4_0 / Q4_1 block. Q4_0's `d·(q − 8)` is
-/// computed as `d·q + m` with `m = −8·d` (exact: a power-of-two multiple).
+/// The eight sub-block scales `d·sc` and offsets `−dmin·mn` of a Q4_K / Q5_K super-block
+/// (f16 `d` and `dmin`, then twelve bytes packing eight 6-bit scales and minimums).
 #[inline(always)]
-fn q4_offset(ty: QType, block: &[u8], d: f32) -> (f32, &[u8]) {
-    if ty == QType::Q4_1 {
-        (f16_at(block, 2), &block[4..20])
-    } else {
-        (-8.0 * d, &block[2..18])
+pub(crate) fn k_scales(block: &[u8]) -> ([f32; 8], [f32; 8]) {
+    let (d, dmin) = (f16_at(block, 0), f16_at(block, 2));
+    let s = &block[4..16];
+    let (mut dw, mut m) = ([0f32; 8], [0f32; 8]);
+    for j in 0..8 {
+        let (sc, mn) = if j < 4 {
+            (s[j] & 63, s[j + 4] & 63)
+        } else {
+            ((s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4))
+        };
+        dw[j] = d * f32::from(sc);
+        m[j] = -(dmin * f32::from(mn));
     }
+    (dw, m)
+}
+
+/// Sub-block `j`'s 32 low-bit bytes, 32 high-bit bytes and two scales in a Q6_K block
+/// (`ql[128]`, `qh[64]`, `scales[16]`, f16 `d`). Each 128-value half has 64 `ql` bytes
+/// (low nibbles for its sub-blocks 0 and 1, high ones for 2 and 3) and 32 `qh` bytes
+/// (two bits for each of its four sub-blocks).
+#[inline(always)]
+pub(crate) fn q6k_parts(block: &[u8], j: usize) -> (&[u8], &[u8], [i8; 2]) {
+    let (half, k) = (j / 4, j % 4);
+    let ql = &block[64 * half + 32 * (k % 2)..][..32];
+    let qh = &block[128 + 32 * half..][..32];
+    let sc = 192 + 8 * half + 2 * k;
+    (ql, qh, [block[sc] as i8, block[sc + 1] as i8])
 }
 
 /// Element `e` (0..32) of a packed 4-bit block: low nibbles hold 0..16, high ones 16..32.
@@ -283,7 +391,10 @@ pub(crate) fn dot_rows_tokens<const R: usize, const T: usize>(
     acts: [&[ActBlock]; T],
 ) -> [[f32; T]; R] {
     #[cfg(target_arch = "x86_64")]
-    if kernel == Kernel::Avx512 && R.is_multiple_of(2) && acts.iter().all(|a| a.len() == acts[0].len()) {
+    if kernel == Kernel::Avx512
+        && (R.is_multiple_of(2) || !ty.pairs_rows())
+        && acts.iter().all(|a| a.len() == acts[0].len())
+    {
         // SAFETY: `Kernel::Avx512` is only ever produced after checking the CPU.
         return unsafe { avx512::dot_rows_tokens(ty, rows, acts) };
     }
@@ -301,20 +412,25 @@ pub(crate) fn dot_rows_tokens<const R: usize, const T: usize>(
     out
 }
 
-/// The scalar kernel: the AVX2 kernel's arithmetic, lane by lane.
+/// The scalar kernel, which fixes the arithmetic every kernel performs: per sub-block,
+/// `d = dw·a.d`, each lane `fma(d, isum, lane)` with `isum` the exact integer sum of
+/// values `4k..4k+4`, and `offset += m·a.s`; at the end [`reduce8`] plus the offset.
 pub(crate) fn dot_scalar(ty: QType, row: &[u8], act: &[ActBlock]) -> f32 {
     let mut acc = [0f32; 8];
     let mut offset_sum = 0f32;
-    for (block, a) in row.chunks_exact(ty.block_bytes()).zip(act) {
-        let (dw, m, weights) = unpack(ty, block);
-        let d = dw * a.d;
-        if ty != QType::Q8_0 {
-            offset_sum += m * a.s;
-        }
-        // Lane k holds values 4k..4k+4, as `madd(maddubs(..))` leaves them (exact integers).
-        for ((lane, w), x) in acc.iter_mut().zip(weights.chunks_exact(4)).zip(a.q.chunks_exact(4)) {
-            let isum: i32 = w.iter().zip(x).map(|(&w, &x)| w * i32::from(x)).sum();
-            *lane = d.mul_add(isum as f32, *lane);
+    let subs = ty.block_values() / QK;
+    for (block, acts) in row.chunks_exact(ty.block_bytes()).zip(act.chunks(subs)) {
+        for (j, a) in acts.iter().enumerate() {
+            let (dw, m, weights) = unpack(ty, block, j);
+            let d = dw * a.d;
+            if ty.has_offset() {
+                offset_sum += m * a.s;
+            }
+            // Lane k holds values 4k..4k+4, as `madd(maddubs(..))` leaves them (exact integers).
+            for ((lane, w), x) in acc.iter_mut().zip(weights.chunks_exact(4)).zip(a.q.chunks_exact(4)) {
+                let isum: i32 = w.iter().zip(x).map(|(&w, &x)| w * i32::from(x)).sum();
+                *lane = d.mul_add(isum as f32, *lane);
+            }
         }
     }
     reduce8(acc) + offset_sum
@@ -509,17 +625,36 @@ mod tests {
             .collect()
     }
 
-    /// A row of `blocks` blocks of `ty` with sane f16 scales and random quants.
+    /// Every weight type the kernels compute with.
+    const TYPES: [QType; 8] = [
+        QType::Q4_0,
+        QType::Q4_1,
+        QType::Q5_0,
+        QType::Q5_1,
+        QType::Q8_0,
+        QType::Q4_K,
+        QType::Q5_K,
+        QType::Q6_K,
+    ];
+
+    /// A row of `blocks` blocks of `ty` with sane f16 scales and random quants (and, for
+    /// the K-quants, random sub-block scales).
     fn row(ty: QType, blocks: usize, seed: u64) -> Vec<u8> {
         let mut out = bytes(seed, blocks * ty.block_bytes());
         for (i, block) in out.chunks_exact_mut(ty.block_bytes()).enumerate() {
             let d = f16::from_f32(0.01 + i as f32 * 0.003).to_le_bytes();
-            block[..2].copy_from_slice(&d);
-            if ty == QType::Q4_1 {
-                block[2..4].copy_from_slice(&f16::from_f32(-0.05 * i as f32).to_le_bytes());
+            let at = if ty == QType::Q6_K { 208 } else { 0 };
+            block[at..at + 2].copy_from_slice(&d);
+            if matches!(ty, QType::Q4_1 | QType::Q5_1 | QType::Q4_K | QType::Q5_K) {
+                block[2..4].copy_from_slice(&f16::from_f32(-0.05 * i as f32 - 0.001).to_le_bytes());
             }
         }
         out
+    }
+
+    /// Activation values for `blocks` blocks of `ty`.
+    fn values(ty: QType, blocks: usize) -> usize {
+        blocks * ty.block_values()
     }
 
     fn bits(xs: &[f32]) -> Vec<u32> {
@@ -549,12 +684,41 @@ mod tests {
         sum
     }
 
+    /// Every layout as llama.cpp reads it: blocks dequantized by the `gguf` Python
+    /// package (bench/reference/dequant_vectors.py wrote the files).
+    #[test]
+    fn dequantization_matches_the_gguf_reference() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/dequant");
+        for ty in TYPES {
+            let name = format!("{ty:?}");
+            let blocks = std::fs::read(dir.join(format!("{name}.blocks"))).unwrap();
+            let expected: Vec<f32> = std::fs::read(dir.join(format!("{name}.f32")))
+                .unwrap()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            assert_eq!(blocks.len() / ty.block_bytes() * ty.block_values(), expected.len(), "{name}");
+            let mut ours = vec![0f32; expected.len()];
+            dequantize_row(ty, &blocks, &mut ours);
+            for (i, (a, b)) in ours.iter().zip(&expected).enumerate() {
+                // The reference rounds `d·sc·q − dmin·m` in its own order: one rounding apart.
+                assert!((a - b).abs() <= 2e-7 * b.abs().max(1e-3), "{name} value {i}: {a} vs {b}");
+            }
+            // And a tampered byte changes what is read (the layout is really exercised).
+            let mut tampered = blocks.clone();
+            let at = if ty == QType::Q6_K { 0 } else { ty.block_bytes() - 1 };
+            tampered[at] ^= 0x11;
+            dequantize_row(ty, &tampered, &mut ours);
+            assert!(ours.iter().zip(&expected).any(|(a, b)| (a - b).abs() > 1e-6), "{name}");
+        }
+    }
+
     #[test]
     fn kernels_compute_the_dot_product() {
-        for ty in [QType::Q4_0, QType::Q4_1, QType::Q8_0] {
+        for ty in TYPES {
             for seed in 1..20u64 {
                 let w = row(ty, 18, seed);
-                let act = quantized(&activations(18 * QK, seed * 7));
+                let act = quantized(&activations(values(ty, 18), seed * 7));
                 let expected = reference(ty, &w, &act);
                 let got = f64::from(dot(Kernel::detect(), ty, &w, &act));
                 assert!(
@@ -580,11 +744,11 @@ mod tests {
     #[test]
     fn simd_and_scalar_kernels_are_bit_identical() {
         for kernel in simd_kernels() {
-            for ty in [QType::Q4_0, QType::Q4_1, QType::Q8_0] {
+            for ty in TYPES {
                 for seed in 1..200u64 {
                     let blocks = 1 + (seed as usize % 48);
                     let w = row(ty, blocks, seed);
-                    let act = quantized(&activations(blocks * QK, seed ^ 0xABCD));
+                    let act = quantized(&activations(values(ty, blocks), seed ^ 0xABCD));
                     let a = dot(kernel, ty, &w, &act);
                     let s = dot_scalar(ty, &w, &act);
                     assert_eq!(a.to_bits(), s.to_bits(), "{ty:?} seed {seed}: {kernel:?} {a} scalar {s}");
@@ -604,9 +768,9 @@ mod tests {
 
     #[test]
     fn several_rows_at_once_give_each_rows_own_result() {
-        for ty in [QType::Q4_0, QType::Q4_1, QType::Q8_0] {
+        for ty in TYPES {
             let rows: Vec<Vec<u8>> = (0..5).map(|i| row(ty, 18, 31 + i)).collect();
-            let act = quantized(&activations(18 * QK, 5));
+            let act = quantized(&activations(values(ty, 18), 5));
             for kernel in Kernel::ALL.into_iter().filter(|k| k.supported()) {
                 // Pairs and an odd last row (the AVX-512 kernel holds two rows per register).
                 check_rows::<1>(kernel, ty, &rows, &act);
@@ -648,11 +812,11 @@ mod tests {
 
     #[test]
     fn several_tokens_at_once_give_each_tokens_own_result() {
-        for ty in [QType::Q4_0, QType::Q4_1, QType::Q8_0] {
+        for ty in TYPES {
             for blocks in [1usize, 18, 48] {
                 let rows: Vec<Vec<u8>> = (0..4).map(|i| row(ty, blocks, 77 + i + blocks as u64)).collect();
                 let acts: Vec<Vec<ActBlock>> =
-                    (0..5).map(|t| quantized(&activations(blocks * QK, 900 + t as u64))).collect();
+                    (0..5).map(|t| quantized(&activations(values(ty, blocks), 900 + t as u64))).collect();
                 for kernel in Kernel::ALL.into_iter().filter(|k| k.supported()) {
                     check_tokens::<1>(kernel, ty, &rows, &acts);
                     check_tokens::<2>(kernel, ty, &rows, &acts);
