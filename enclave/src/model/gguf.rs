@@ -22,7 +22,7 @@ use super::native::NativeModel;
 use super::tokenizer::GgufTokenizer;
 use super::{compute_threads, Model, ModelBytes, ModelError, Weights};
 
-/// The only architecture this runtime implements (candle's quantized llama).
+/// The only architecture the candle runtimes implement (candle's quantized llama).
 const SUPPORTED_ARCHITECTURE: &str = "llama";
 
 /// What one position of an f32 KV cache takes for this model's shape (keys and values,
@@ -140,7 +140,10 @@ pub(crate) fn load(path: &Path, runtime: Runtime) -> Result<Model, ModelError> {
     let file_size = bytes.len() as u64;
 
     let content = parse_header(&bytes)?;
-    check_architecture(&content)?;
+    if runtime != Runtime::Native {
+        // The native runtime names the families it implements itself (`arch::load`).
+        check_candle_architecture(&content)?;
+    }
     let tokenizer = GgufTokenizer::from_metadata(&content.metadata)?;
     check_tensor_extents(&content, file_size)?;
     let stored_format = dominant_matrix_type(&content);
@@ -220,7 +223,7 @@ fn parse_header(bytes: &[u8]) -> Result<Content, ModelError> {
     })
 }
 
-fn check_architecture(content: &Content) -> Result<(), ModelError> {
+fn check_candle_architecture(content: &Content) -> Result<(), ModelError> {
     let actual = match content.metadata.get("general.architecture") {
         Some(Value::String(s)) => s.clone(),
         _ => String::new(),

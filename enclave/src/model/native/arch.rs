@@ -21,11 +21,40 @@ pub(crate) struct Shape {
     pub(crate) heads: usize,
     pub(crate) kv_heads: usize,
     pub(crate) head_dim: usize,
+    /// `heads × head_dim`: width of a row of queries and of attention output (the model
+    /// dimension in llama; wider in Gemma 3).
+    pub(crate) q_dim: usize,
     /// `kv_heads × head_dim`: values per position per layer in the KV cache, for keys and
     /// again for values.
     pub(crate) kv_dim: usize,
     pub(crate) vocab: usize,
     pub(crate) eps: f32,
+}
+
+/// How one layer's attention looks back.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct AttnSpec {
+    /// Multiplies every query·key score (`1/√head_dim` in most families).
+    pub(crate) scale: f32,
+    /// Sliding window: a query at position `p` sees only the keys at `p − window + 1..=p`
+    /// (llama.cpp's standard SWA); `None` sees every earlier position.
+    pub(crate) window: Option<usize>,
+}
+
+impl AttnSpec {
+    /// Every earlier position, scores scaled by `1/√head_dim`.
+    pub(crate) fn causal(head_dim: usize) -> AttnSpec {
+        AttnSpec { scale: 1.0 / (head_dim as f32).sqrt(), window: None }
+    }
+}
+
+/// How RoPE pairs a head's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RopeStyle {
+    /// Values `2i` and `2i + 1` (GGUF llama, whose converter permutes Q and K for it).
+    Interleaved,
+    /// Values `i` and `i + head_dim/2` (GPT-NeoX; Qwen and Gemma).
+    Neox,
 }
 
 /// One model family's forward pass.
@@ -63,10 +92,11 @@ pub(crate) fn load(content: &Content, bytes: &[u8]) -> Result<Box<dyn Architectu
         .unwrap_or("llama");
     match family {
         "llama" => Ok(Box::new(super::llama::Llama::load(content, bytes)?)),
+        "gemma3" => Ok(Box::new(super::gemma3::Gemma3::load(content, bytes)?)),
         other => Err(ModelError::InvalidMetadata {
             key: "general.architecture",
             reason: format!(
-                "the native runtime does not implement architecture {other:?} (it implements llama)"
+                "the native runtime does not implement architecture {other:?} (it implements llama and gemma3)"
             ),
         }),
     }

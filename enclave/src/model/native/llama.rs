@@ -9,7 +9,7 @@
 
 use candle_core::quantized::gguf_file::Content;
 
-use super::arch::{Architecture, Shape};
+use super::arch::{Architecture, AttnSpec, RopeStyle, Shape};
 use super::kernels::{silu_mul, ActBlock, QK};
 use super::{
     add_in_place, matrix, meta_f32, meta_usize, quantize_rows, rms_norm_rows, vector, Batch, Matrix,
@@ -95,7 +95,8 @@ impl Llama {
         let inv_freq = (0..head_dim / 2)
             .map(|i| 1.0 / libm::powf(rope_base, (2 * i) as f32 / head_dim as f32))
             .collect();
-        let shape = Shape { dim, layers: layers.len(), heads, kv_heads, head_dim, kv_dim, vocab, eps };
+        let shape =
+            Shape { dim, layers: layers.len(), heads, kv_heads, head_dim, q_dim: dim, kv_dim, vocab, eps };
         Ok(Llama { shape, ffn_dim, embedding, output, output_norm, layers, inv_freq })
     }
 }
@@ -131,9 +132,9 @@ impl Architecture for Llama {
         batch.matmul(&layer.q, &acts, &mut q, &mut scratch)?;
         batch.matmul(&layer.k, &acts, &mut k, &mut scratch)?;
         batch.matmul(&layer.v, &acts, &mut v, &mut scratch)?;
-        batch.rope(&mut q, dim, s.head_dim, &self.inv_freq);
-        batch.rope(&mut k, kv_dim, s.head_dim, &self.inv_freq);
-        batch.attend(li, s, &q, &k, &v, &mut attn);
+        batch.rope(&mut q, dim, s.head_dim, &self.inv_freq, RopeStyle::Interleaved);
+        batch.rope(&mut k, kv_dim, s.head_dim, &self.inv_freq, RopeStyle::Interleaved);
+        batch.attend(li, s, AttnSpec::causal(s.head_dim), &q, &k, &v, &mut attn);
         quantize_rows(&attn, dim, &mut acts);
         batch.matmul(&layer.o, &acts, &mut out, &mut scratch)?;
         add_in_place(x, &out);

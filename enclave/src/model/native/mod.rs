@@ -33,6 +33,7 @@
 //! they joined: tests pin all of these bit for bit.
 
 mod arch;
+mod gemma3;
 pub(crate) mod kernels;
 mod llama;
 mod pool;
@@ -43,7 +44,7 @@ use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::GgmlDType;
 
 use super::{ModelBytes, ModelError};
-use arch::{Architecture, Shape};
+use arch::{Architecture, AttnSpec, RopeStyle, Shape};
 use kernels::{
     attention_scores, attention_values, dot, dot_f32, dot_rows, dot_rows_tokens, exp_shifted, prefetch,
     quantize_row, ActBlock, Kernel, QType, QK,
@@ -199,14 +200,25 @@ pub(crate) fn matrix(
     let ty = match info.ggml_dtype {
         GgmlDType::Q4_0 => QType::Q4_0,
         GgmlDType::Q4_1 => QType::Q4_1,
+        GgmlDType::Q5_0 => QType::Q5_0,
+        GgmlDType::Q5_1 => QType::Q5_1,
         GgmlDType::Q8_0 => QType::Q8_0,
+        GgmlDType::Q4K => QType::Q4_K,
+        GgmlDType::Q5K => QType::Q5_K,
+        GgmlDType::Q6K => QType::Q6_K,
         other => {
             return Err(weights_error(format!(
-                "tensor {name:?} has type {other:?}; the native runtime computes with Q4_0, Q4_1 and Q8_0 \
-                 (use --runtime candle for other types)"
+                "tensor {name:?} has type {other:?}; the native runtime computes with Q4_0, Q4_1, Q5_0, \
+                 Q5_1, Q8_0, Q4_K, Q5_K and Q6_K matrices (use --runtime candle for other types)"
             )))
         }
     };
+    if cols % ty.block_values() != 0 {
+        return Err(weights_error(format!(
+            "tensor {name:?}: rows of {cols} values are not whole {ty:?} blocks of {}",
+            ty.block_values()
+        )));
+    }
     let dims = info.shape.dims();
     let (actual_rows, actual_cols) = match dims {
         [r, c] => (*r, *c),
@@ -241,7 +253,7 @@ fn check_extent(bytes: &[u8], name: &str, offset: usize, len: usize) -> Result<(
     }
 }
 
-/// Reads a 1-D f32 tensor of `len` values (the norms).
+/// Reads a 1-D tensor of `len` values (norms, biases), stored as F32, F16 or BF16.
 pub(crate) fn vector(
     content: &Content,
     bytes: &[u8],
@@ -250,19 +262,34 @@ pub(crate) fn vector(
 ) -> Result<Vec<f32>, ModelError> {
     let info =
         content.tensor_infos.get(name).ok_or_else(|| weights_error(format!("tensor {name:?} is missing")))?;
-    if info.ggml_dtype != GgmlDType::F32 || info.shape.dims() != [len] {
+    let width = match info.ggml_dtype {
+        GgmlDType::F32 => 4,
+        GgmlDType::F16 | GgmlDType::BF16 => 2,
+        other => {
+            return Err(weights_error(format!(
+                "tensor {name:?} has type {other:?}, expected F32, F16 or BF16"
+            )))
+        }
+    };
+    if info.shape.dims() != [len] {
         return Err(weights_error(format!(
-            "tensor {name:?} is {:?} {:?}, expected F32 [{len}]",
-            info.ggml_dtype,
+            "tensor {name:?} has shape {:?}, expected [{len}]",
             info.shape.dims()
         )));
     }
     let offset = tensor_offset(content, name, info.offset)?;
-    check_extent(bytes, name, offset, len * 4)?;
-    Ok(bytes[offset..offset + len * 4]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
+    check_extent(bytes, name, offset, len * width)?;
+    let data = &bytes[offset..offset + len * width];
+    Ok(match info.ggml_dtype {
+        GgmlDType::F32 => {
+            data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        }
+        GgmlDType::F16 => (0..len).map(|i| kernels::f16_at(data, 2 * i)).collect(),
+        _ => data
+            .chunks_exact(2)
+            .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))
+            .collect(),
+    })
 }
 
 impl NativeModel {
@@ -496,7 +523,14 @@ impl Batch<'_, '_> {
     /// Rotates every head of `x` (rows of `width` values, heads of `head_dim`) by its
     /// row's position, with inverse frequencies `inv_freq` (GGUF llama's interleaved pairs).
     /// The angles' cosines and sines are computed once per step for each `inv_freq`.
-    pub(crate) fn rope(&mut self, x: &mut [f32], width: usize, head_dim: usize, inv_freq: &[f32]) {
+    pub(crate) fn rope(
+        &mut self,
+        x: &mut [f32],
+        width: usize,
+        head_dim: usize,
+        inv_freq: &[f32],
+        style: RopeStyle,
+    ) {
         let key = inv_freq.as_ptr() as usize;
         let index = match self.rope_tables.iter().position(|(k, _, _)| *k == key) {
             Some(i) => i,
@@ -522,7 +556,10 @@ impl Batch<'_, '_> {
         for t in 0..self.rows {
             let (c, s) = (&cos[t * half..(t + 1) * half], &sin[t * half..(t + 1) * half]);
             for head in x[t * width..(t + 1) * width].chunks_exact_mut(head_dim) {
-                rope(head, c, s);
+                match style {
+                    RopeStyle::Interleaved => rope(head, c, s),
+                    RopeStyle::Neox => rope_neox(head, c, s),
+                }
             }
         }
     }
@@ -535,12 +572,13 @@ impl Batch<'_, '_> {
         &mut self,
         layer: usize,
         shape: &Shape,
+        spec: AttnSpec,
         q: &[f32],
         k: &[f32],
         v: &[f32],
         out: &mut [f32],
     ) {
-        let (dim, kv_dim) = (shape.dim, shape.kv_dim);
+        let (dim, kv_dim) = (shape.q_dim, shape.kv_dim);
         for (span, step) in self.spans.iter().zip(self.steps.iter_mut()) {
             let kv = &mut *step.kv;
             kv.keys[layer].extend_from_slice(&k[span.rows.start * kv_dim..span.rows.end * kv_dim]);
@@ -552,6 +590,7 @@ impl Batch<'_, '_> {
                 &kv.keys[layer],
                 &kv.values[layer],
                 span.start,
+                spec,
                 &mut out[span.rows.start * dim..span.rows.end * dim],
             );
         }
@@ -713,6 +752,16 @@ pub(crate) fn add_in_place(x: &mut [f32], y: &[f32]) {
 }
 
 /// Rotates adjacent pairs of one head (GGUF llama's interleaved RoPE).
+/// RoPE over the pairs `(i, i + half)`: the first `cos.len()` values with the next as many.
+fn rope_neox(head: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let (first, second) = head.split_at_mut(cos.len());
+    for (((a, b), &c), &s) in first.iter_mut().zip(second.iter_mut()).zip(cos).zip(sin) {
+        let (x, y) = (*a, *b);
+        *a = x * c - y * s;
+        *b = x * s + y * c;
+    }
+}
+
 fn rope(head: &mut [f32], cos: &[f32], sin: &[f32]) {
     for ((pair, &c), &s) in head.chunks_exact_mut(2).zip(cos).zip(sin) {
         let (a, b) = (pair[0], pair[1]);
@@ -730,14 +779,20 @@ fn attention(
     keys: &[f32],
     values: &[f32],
     start: usize,
+    spec: AttnSpec,
     out: &mut [f32],
 ) {
-    let mut scores = Vec::with_capacity(start + out.len() / cfg.dim);
-    let (dim, hd, kv_dim) = (cfg.dim, cfg.head_dim, cfg.kv_dim);
+    let (dim, hd, kv_dim) = (cfg.q_dim, cfg.head_dim, cfg.kv_dim);
+    let mut scores = Vec::with_capacity(start + out.len() / dim);
     let group = cfg.heads / cfg.kv_heads;
-    let scale = 1.0 / (hd as f32).sqrt();
+    let scale = spec.scale;
     for (t, (q_t, out_t)) in q.chunks_exact(dim).zip(out.chunks_exact_mut(dim)).enumerate() {
-        let visible = start + t + 1;
+        // Positions `first..start + t + 1`: all earlier ones, or the window's.
+        let end = start + t + 1;
+        let first = spec.window.map_or(0, |w| end.saturating_sub(w));
+        let visible = end - first;
+        let keys = &keys[first * kv_dim..];
+        let values = &values[first * kv_dim..];
         for (h, (q_h, o_h)) in q_t.chunks_exact(hd).zip(out_t.chunks_exact_mut(hd)).enumerate() {
             let kv_off = (h / group) * hd;
             scores.clear();
