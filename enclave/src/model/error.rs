@@ -64,10 +64,11 @@ pub enum ModelError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The tokenizer model named in the file is not byte-level BPE (`gpt2`).
-    #[error("unsupported tokenizer model {actual:?}: expected {expected:?}")]
+    /// The tokenizer model named in the file is neither byte-level BPE (`gpt2`) nor
+    /// SentencePiece (`llama`).
+    #[error("unsupported tokenizer model {actual:?}: expected {expected}")]
     UnsupportedTokenizer {
-        /// The tokenizer model this runtime supports.
+        /// The tokenizer models this runtime supports.
         expected: &'static str,
         /// The tokenizer model named in the file.
         actual: String,

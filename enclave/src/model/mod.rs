@@ -43,6 +43,7 @@ pub mod native;
 mod replay;
 mod sampler;
 mod sampling;
+mod spm;
 mod threads;
 mod tokenizer;
 pub mod tools;
@@ -234,6 +235,20 @@ impl Model {
         let mut cache = self.new_cache(ids.len());
         let mut logits = self.step(&mut [Step { cache: &mut cache, tokens: ids, logits: true }])?;
         logits.pop().flatten().ok_or_else(|| ModelError::inference("no logits"))
+    }
+
+    /// The logits after each of `ids` (`ids.len() × vocab`, row `i` predicting token
+    /// `i + 1`), from an empty KV cache: the teacher-forced comparison with a reference
+    /// runtime. Native runtime only (see [`Self::logits_after_each`]).
+    pub fn teacher_forced_logits(&mut self, ids: &[u32]) -> Result<Vec<f32>, ModelError> {
+        if ids.is_empty() || ids.len() > MAX_CONTEXT_TOKENS {
+            return Err(ModelError::InvalidRequest(format!(
+                "{} tokens: expected 1 to {MAX_CONTEXT_TOKENS}",
+                ids.len()
+            )));
+        }
+        let mut cache = self.new_cache(ids.len());
+        self.logits_after_each(&mut cache, ids)
     }
 
     /// Whether several sequences can share one forward step (the native runtime; candle's

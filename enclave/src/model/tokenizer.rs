@@ -1,16 +1,17 @@
 //! The tokenizer, built from the model file's own metadata (trusted side, inside the
 //! enclave): prompt text → token ids for the model, and token ids → raw bytes for the
-//! streaming text decoder.
+//! streaming text decoder. Two kinds, chosen by `tokenizer.ggml.model`:
 //!
-//! The GGUF carries a byte-level BPE (`tokenizer.ggml.model = "gpt2"`): its vocabulary,
-//! merges and token types. We rebuild it with the `tokenizers` crate exactly the way
-//! SmolLM2's `pre = "smollm"` tokenizer works: digits split one by one, then GPT-2's
-//! byte-level regex split *without* a prefix space. candle's own `TokenizerFromGguf` falls
-//! back to GPT-2 defaults (prefix space on) for this model and produces different ids from
-//! llama.cpp and Hugging Face; this one matches them id for id.
+//! - `"gpt2"`, a byte-level BPE (SmolLM2, Llama 3, Qwen): its vocabulary, merges and token
+//!   types. We rebuild it with the `tokenizers` crate exactly the way SmolLM2's
+//!   `pre = "smollm"` tokenizer works: digits split one by one, then GPT-2's byte-level
+//!   regex split *without* a prefix space. candle's own `TokenizerFromGguf` falls back to
+//!   GPT-2 defaults (prefix space on) for this model and produces different ids from
+//!   llama.cpp and Hugging Face; this one matches them id for id.
+//! - `"llama"`, SentencePiece (Gemma): see [`super::spm`].
 //!
-//! Control tokens (`token_type == 3`, e.g. `<|im_start|>`) are registered as special
-//! tokens. [`GgufTokenizer::encode`] recognises them in text; [`GgufTokenizer::encode_plain`]
+//! Control tokens (`token_type == 3`, e.g. `<|im_start|>`) are special tokens.
+//! [`GgufTokenizer::encode`] recognises them in text; [`GgufTokenizer::encode_plain`]
 //! does not, which is what the chat template uses for message contents so that a user
 //! cannot forge role markers by typing them.
 
@@ -25,32 +26,47 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::{AddedToken, Tokenizer};
 
+use super::spm::{self, Spm, TYPE_CONTROL as TOKEN_TYPE_CONTROL};
 use super::ModelError;
 
-/// GGUF token type of control tokens (llama.cpp's `LLAMA_TOKEN_TYPE_CONTROL`).
-const TOKEN_TYPE_CONTROL: i32 = 3;
+/// The tokenizer models supported, as `tokenizer.ggml.model` names them.
+const SUPPORTED_TOKENIZER_MODELS: &str = "gpt2 (byte-level BPE) or llama (SentencePiece)";
 
-/// The only tokenizer model supported: byte-level BPE.
-const SUPPORTED_TOKENIZER_MODEL: &str = "gpt2";
+/// Besides the file's EOS token, generation stops at these control tokens where the
+/// vocabulary has them: each family's end-of-turn or end-of-text marker.
+const STOP_TOKENS: [&str; 3] = ["<|endoftext|>", "<end_of_turn>", "<|eot_id|>"];
 
-/// The byte-level BPE tokenizer of a GGUF model.
+/// The tokenizer of a GGUF model.
 #[derive(Clone)]
 pub struct GgufTokenizer {
-    /// Recognises control tokens in text.
-    with_special: Tokenizer,
-    /// Treats control-token spellings as ordinary text.
-    plain: Tokenizer,
+    encoder: Encoder,
     /// Raw bytes of every token; `None` for control tokens (they produce no text).
     token_bytes: Vec<Option<Vec<u8>>>,
     bos_id: u32,
     eos_id: u32,
+    /// Whether a prompt starts with BOS (`tokenizer.ggml.add_bos_token`).
+    add_bos: bool,
     stop_ids: Vec<u32>,
     digest: [u8; 32],
 }
 
-/// How this tokenizer splits text before BPE (a change here changes token ids, so it is
+#[derive(Clone)]
+enum Encoder {
+    Bpe {
+        /// Recognises control tokens in text.
+        with_special: Box<Tokenizer>,
+        /// Treats control-token spellings as ordinary text.
+        plain: Box<Tokenizer>,
+    },
+    Spm(Box<Spm>),
+}
+
+/// How the BPE tokenizer splits text before BPE (a change here changes token ids, so it is
 /// part of the tokenizer digest).
 const PRE_TOKENIZER: &str = "vouch-gpt2-bpe-1: digits split, byte-level, no prefix space";
+
+/// The SentencePiece algorithm's name in the digest (a change that changes ids is a new one).
+const SPM_SCHEME: &str = "vouch-spm-1: llama.cpp score-ordered merges, byte fallback";
 
 impl std::fmt::Debug for GgufTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -101,14 +117,13 @@ impl GgufTokenizer {
                 ))
             }
         };
-        if model != SUPPORTED_TOKENIZER_MODEL {
+        if model != "gpt2" && model != "llama" {
             return Err(ModelError::UnsupportedTokenizer {
-                expected: SUPPORTED_TOKENIZER_MODEL,
+                expected: SUPPORTED_TOKENIZER_MODELS,
                 actual: model,
             });
         }
         let tokens = string_array(md, "tokenizer.ggml.tokens")?;
-        let merges = string_array(md, "tokenizer.ggml.merges")?;
         let token_types: Vec<i32> = metadata(md, "tokenizer.ggml.token_type")?
             .to_vec()
             .map_err(|e| invalid("tokenizer.ggml.token_type", e.to_string()))?
@@ -124,75 +139,95 @@ impl GgufTokenizer {
         let vocab_size = tokens.len();
         let bos_id = token_id(md, "tokenizer.ggml.bos_token_id", vocab_size)?;
         let eos_id = token_id(md, "tokenizer.ggml.eos_token_id", vocab_size)?;
+        let spm = model == "llama";
+        // llama.cpp's defaults when the flags are absent: SentencePiece adds BOS and a space
+        // prefix, BPE neither.
+        let add_bos = flag(md, "tokenizer.ggml.add_bos_token", spm)?;
 
-        let vocab: Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-        if vocab.len() != tokens.len() {
-            return Err(invalid("tokenizer.ggml.tokens", "duplicate tokens"));
-        }
-        let merge_pairs: Vec<(String, String)> = merges
-            .iter()
-            .map(|m| {
-                m.split_once(' ')
-                    .map(|(a, b)| (a.to_owned(), b.to_owned()))
-                    .ok_or_else(|| invalid("tokenizer.ggml.merges", format!("merge {m:?} has no space")))
-            })
-            .collect::<Result<_, _>>()?;
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merge_pairs)
-            .build()
-            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-
-        let mut with_special = Tokenizer::new(bpe);
-        with_special.with_pre_tokenizer(Some(Sequence::new(vec![
-            // SmolLM2 ("smollm" pre-tokenizer) splits every digit on its own...
-            PreTokenizerWrapper::Digits(Digits::new(true)),
-            // ...then GPT-2's byte-level regex split, with NO prefix space.
-            PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true)),
-        ])));
-        with_special.with_decoder(Some(ByteLevelDecoder::default()));
-        let control: Vec<AddedToken> = tokens
-            .iter()
-            .zip(&token_types)
-            .filter(|(_, ty)| **ty == TOKEN_TYPE_CONTROL)
-            .map(|(t, _)| AddedToken::from(t.clone(), true))
-            .collect();
-        with_special.add_special_tokens(control).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-        let mut plain = with_special.clone();
-        plain.set_encode_special_tokens(true);
-
-        let token_bytes = tokens
-            .iter()
-            .zip(&token_types)
-            .map(|(t, ty)| (*ty != TOKEN_TYPE_CONTROL).then(|| byte_level_to_bytes(t)))
-            .collect();
-
-        // Stop at the end-of-turn token; also at <|endoftext|> should the model emit it,
-        // since nothing sensible follows it.
-        let mut stop_ids = vec![eos_id];
-        if let Some(id) = with_special.token_to_id("<|endoftext|>") {
-            if id != eos_id {
-                stop_ids.push(id);
+        let (encoder, token_bytes, rules) = if spm {
+            let scores: Vec<f32> = metadata(md, "tokenizer.ggml.scores")?
+                .to_vec()
+                .map_err(|e| invalid("tokenizer.ggml.scores", e.to_string()))?
+                .iter()
+                .map(|v| v.to_f32().map_err(|e| invalid("tokenizer.ggml.scores", e.to_string())))
+                .collect::<Result<_, _>>()?;
+            if scores.len() != tokens.len() {
+                return Err(invalid(
+                    "tokenizer.ggml.scores",
+                    format!("{} scores for {} tokens", scores.len(), tokens.len()),
+                ));
+            }
+            let add_space_prefix = flag(md, "tokenizer.ggml.add_space_prefix", true)?;
+            let encoder = Encoder::Spm(Box::new(Spm::new(&tokens, &scores, &token_types, add_space_prefix)));
+            let bytes = tokens.iter().zip(&token_types).map(|(t, ty)| spm::piece_bytes(t, *ty)).collect();
+            let rules = vec![
+                SPM_SCHEME.as_bytes().to_vec(),
+                scores.iter().flat_map(|s| s.to_le_bytes()).collect(),
+                vec![u8::from(add_space_prefix), u8::from(add_bos)],
+            ];
+            (encoder, bytes, rules)
+        } else {
+            let merges = string_array(md, "tokenizer.ggml.merges")?;
+            let (with_special, plain) = bpe(&tokens, &merges, &token_types)?;
+            let bytes = tokens
+                .iter()
+                .zip(&token_types)
+                .map(|(t, ty)| (*ty != TOKEN_TYPE_CONTROL).then(|| byte_level_to_bytes(t)))
+                .collect();
+            // The digest parts of the first release, unchanged so SmolLM2's digest is too.
+            let mut rules = vec![PRE_TOKENIZER.as_bytes().to_vec()];
+            rules.push((tokens.len() as u64).to_le_bytes().to_vec());
+            rules.extend(tokens.iter().map(|t| t.as_bytes().to_vec()));
+            rules.push((merges.len() as u64).to_le_bytes().to_vec());
+            rules.extend(merges.iter().map(|m| m.as_bytes().to_vec()));
+            (Encoder::Bpe { with_special: Box::new(with_special), plain: Box::new(plain) }, bytes, rules)
+        };
+        let mut tokenizer =
+            Self { encoder, token_bytes, bos_id, eos_id, add_bos, stop_ids: vec![eos_id], digest: [0; 32] };
+        for name in STOP_TOKENS {
+            if let Some(id) = tokenizer.token_to_id(name) {
+                if !tokenizer.stop_ids.contains(&id) && token_types[id as usize] == TOKEN_TYPE_CONTROL {
+                    tokenizer.stop_ids.push(id);
+                }
             }
         }
-
-        let digest = tokenizer_digest(&tokens, &merges, &token_types, bos_id, &stop_ids);
-        Ok(Self { with_special, plain, token_bytes, bos_id, eos_id, stop_ids, digest })
+        let mut parts = rules;
+        if spm {
+            parts.push((tokens.len() as u64).to_le_bytes().to_vec());
+            parts.extend(tokens.iter().map(|t| t.as_bytes().to_vec()));
+        }
+        parts.push(token_types.iter().flat_map(|t| t.to_le_bytes()).collect());
+        parts.push(bos_id.to_le_bytes().to_vec());
+        parts.push(tokenizer.stop_ids.iter().flat_map(|t| t.to_le_bytes()).collect());
+        tokenizer.digest = tokenizer_digest(&parts);
+        Ok(tokenizer)
     }
 
     /// Encodes text, recognising control-token spellings such as `<|im_start|>`.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
-        self.with_special
-            .encode(text, false)
-            .map(|e| e.get_ids().to_vec())
-            .map_err(|e| ModelError::Tokenizer(e.to_string()))
+        match &self.encoder {
+            Encoder::Bpe { with_special, .. } => ids(with_special, text),
+            Encoder::Spm(spm) => spm.encode(text, true),
+        }
     }
 
     /// Encodes text as plain text: control-token spellings become ordinary tokens.
     pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>, ModelError> {
-        self.plain
-            .encode(text, false)
-            .map(|e| e.get_ids().to_vec())
-            .map_err(|e| ModelError::Tokenizer(e.to_string()))
+        match &self.encoder {
+            Encoder::Bpe { plain, .. } => ids(plain, text),
+            Encoder::Spm(spm) => spm.encode(text, false),
+        }
+    }
+
+    /// The ids of a raw-text prompt (`/v1/completions`): BOS when the file asks for it,
+    /// then the text with control-token spellings recognised, as llama.cpp's server does.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>, ModelError> {
+        let mut ids = Vec::new();
+        if self.add_bos {
+            ids.push(self.bos_id);
+        }
+        ids.extend(self.encode(text)?);
+        Ok(ids)
     }
 
     /// Decodes ids to text, skipping control tokens; invalid UTF-8 becomes U+FFFD. Equal to
@@ -205,9 +240,15 @@ impl GgufTokenizer {
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
-    /// The `tokenizers` crate's own decoding (skipping special tokens), for cross-checks.
-    pub fn decode_with_tokenizers(&self, ids: &[u32]) -> Result<String, ModelError> {
-        self.with_special.decode(ids, true).map_err(|e| ModelError::Tokenizer(e.to_string()))
+    /// The `tokenizers` crate's own decoding (skipping special tokens), for cross-checks of
+    /// the BPE tokenizer; `None` for SentencePiece, which has no second implementation here.
+    pub fn decode_with_tokenizers(&self, ids: &[u32]) -> Option<Result<String, ModelError>> {
+        match &self.encoder {
+            Encoder::Bpe { with_special, .. } => {
+                Some(with_special.decode(ids, true).map_err(|e| ModelError::Tokenizer(e.to_string())))
+            }
+            Encoder::Spm(_) => None,
+        }
     }
 
     /// The raw bytes a token stands for (empty for control tokens and unknown ids).
@@ -217,7 +258,15 @@ impl GgufTokenizer {
 
     /// The id of a token spelled exactly `token` (control tokens included).
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
-        self.with_special.token_to_id(token)
+        match &self.encoder {
+            Encoder::Bpe { with_special, .. } => with_special.token_to_id(token),
+            Encoder::Spm(spm) => spm.token_to_id(token),
+        }
+    }
+
+    /// Whether prompts start with [`Self::bos_id`].
+    pub fn add_bos(&self) -> bool {
+        self.add_bos
     }
 
     /// Number of tokens in the vocabulary.
@@ -253,34 +302,69 @@ impl GgufTokenizer {
 }
 
 /// See [`GgufTokenizer::digest`]: each part length-prefixed, so no two inputs collide.
-fn tokenizer_digest(
-    tokens: &[String],
-    merges: &[String],
-    types: &[i32],
-    bos: u32,
-    stops: &[u32],
-) -> [u8; 32] {
+fn tokenizer_digest(parts: &[Vec<u8>]) -> [u8; 32] {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
-    let mut part = |bytes: &[u8]| {
-        h.update((bytes.len() as u64).to_le_bytes());
-        h.update(bytes);
-    };
-    part(PRE_TOKENIZER.as_bytes());
-    part(&(tokens.len() as u64).to_le_bytes());
-    for t in tokens {
-        part(t.as_bytes());
+    for part in parts {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
     }
-    part(&(merges.len() as u64).to_le_bytes());
-    for m in merges {
-        part(m.as_bytes());
-    }
-    let types: Vec<u8> = types.iter().flat_map(|t| t.to_le_bytes()).collect();
-    part(&types);
-    part(&bos.to_le_bytes());
-    let stops: Vec<u8> = stops.iter().flat_map(|t| t.to_le_bytes()).collect();
-    part(&stops);
     h.finalize().into()
+}
+
+fn ids(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>, ModelError> {
+    tokenizer
+        .encode(text, false)
+        .map(|e| e.get_ids().to_vec())
+        .map_err(|e| ModelError::Tokenizer(e.to_string()))
+}
+
+/// A boolean metadata flag, `default` when absent.
+fn flag(md: &HashMap<String, Value>, key: &'static str, default: bool) -> Result<bool, ModelError> {
+    match md.get(key) {
+        None => Ok(default),
+        Some(v) => v.to_bool().map_err(|e| invalid(key, e.to_string())),
+    }
+}
+
+/// The byte-level BPE with control tokens registered: one that recognises them in text
+/// and one that treats their spellings as plain text.
+fn bpe(tokens: &[String], merges: &[String], types: &[i32]) -> Result<(Tokenizer, Tokenizer), ModelError> {
+    let vocab: Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    if vocab.len() != tokens.len() {
+        return Err(invalid("tokenizer.ggml.tokens", "duplicate tokens"));
+    }
+    let merge_pairs: Vec<(String, String)> = merges
+        .iter()
+        .map(|m| {
+            m.split_once(' ')
+                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                .ok_or_else(|| invalid("tokenizer.ggml.merges", format!("merge {m:?} has no space")))
+        })
+        .collect::<Result<_, _>>()?;
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merge_pairs)
+        .build()
+        .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+
+    let mut with_special = Tokenizer::new(bpe);
+    with_special.with_pre_tokenizer(Some(Sequence::new(vec![
+        // SmolLM2 ("smollm" pre-tokenizer) splits every digit on its own...
+        PreTokenizerWrapper::Digits(Digits::new(true)),
+        // ...then GPT-2's byte-level regex split, with NO prefix space.
+        PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true)),
+    ])));
+    with_special.with_decoder(Some(ByteLevelDecoder::default()));
+    let control: Vec<AddedToken> = tokens
+        .iter()
+        .zip(types)
+        .filter(|(_, ty)| **ty == TOKEN_TYPE_CONTROL)
+        .map(|(t, _)| AddedToken::from(t.clone(), true))
+        .collect();
+    with_special.add_special_tokens(control).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+    let mut plain = with_special.clone();
+    plain.set_encode_special_tokens(true);
+    Ok((with_special, plain))
 }
 
 /// Maps a byte-level BPE token spelling back to the bytes it stands for.
