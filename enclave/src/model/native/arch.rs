@@ -1,7 +1,8 @@
 //! The architecture seam of the native runtime (trusted side, inside the enclave): what a
 //! model family provides, and the one table that maps `general.architecture` to it.
 //!
-//! A family is one file implementing [`Architecture`] plus one line in [`load`]. The
+//! A family is one file implementing [`Architecture`] plus one line in [`load`] (the
+//! llama-shaped families share one file and differ by a [`llama::Flavor`]). The
 //! runtime ([`super::NativeModel::forward_batch`]) owns everything that is the same for all
 //! families: batching, per-sequence KV caches, embedding lookup, the final norm and the
 //! output product. A family owns its metadata, its tensors and its layer block, written
@@ -11,6 +12,7 @@
 use candle_core::quantized::gguf_file::Content;
 
 use super::kernels::dequantize_row;
+use super::llama::{self, Llama};
 use super::{Batch, Matrix, ModelError};
 
 /// Sizes every family shares, read from its metadata.
@@ -91,12 +93,14 @@ pub(crate) fn load(content: &Content, bytes: &[u8]) -> Result<Box<dyn Architectu
         .map(String::as_str)
         .unwrap_or("llama");
     match family {
-        "llama" => Ok(Box::new(super::llama::Llama::load(content, bytes)?)),
+        "llama" => Ok(Box::new(Llama::load(&llama::LLAMA, content, bytes)?)),
+        "qwen2" => Ok(Box::new(Llama::load(&llama::QWEN2, content, bytes)?)),
+        "qwen3" => Ok(Box::new(Llama::load(&llama::QWEN3, content, bytes)?)),
         "gemma3" => Ok(Box::new(super::gemma3::Gemma3::load(content, bytes)?)),
         other => Err(ModelError::InvalidMetadata {
             key: "general.architecture",
             reason: format!(
-                "the native runtime does not implement architecture {other:?} (it implements llama and gemma3)"
+                "the native runtime does not implement architecture {other:?} (it implements llama, qwen2, qwen3 and gemma3)"
             ),
         }),
     }
