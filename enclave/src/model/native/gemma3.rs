@@ -10,25 +10,33 @@
 //! ```
 //!
 //! The global layers rotate with `gemma3.rope.freq_base` (divided by a linear
-//! `rope.scaling.factor` when the file has one), the sliding-window layers with base
-//! 10 000 and no scaling. Norm weights are used as stored: the GGUF converter has already
-//! added Gemma's `1 +`.
+//! `rope.scaling.factor` when the file has one), the sliding-window layers with
+//! `gemma3.rope.freq_base_swa` (10 000 when absent) and no scaling. A sliding layer's query
+//! at position `p` sees keys `p − window + 1..=p`. Queries are scaled by `1/√key_length`
+//! (`1/√(dim/heads)` for the 62-layer 27B). Norm weights are used as stored: the GGUF
+//! converter has already added Gemma's `1 +`. GELU is the tanh form through an f16 table,
+//! as llama.cpp's CPU backend computes it ([`gelu_table`]).
 
-use candle_core::quantized::gguf_file::Content;
+use candle_core::quantized::gguf_file::{Content, Value};
 
 use super::arch::{Architecture, AttnSpec, RopeStyle, Shape};
-use super::kernels::{dequantize_row, exp, ActBlock, QK};
+use half::f16;
+
+use super::kernels::{dequantize_row, ActBlock, QK};
 use super::{
     add_in_place, matrix, meta_f32, meta_usize, quantize_rows, rms_norm_rows, vector, Batch, Matrix,
 };
 use crate::model::ModelError;
 
-/// RoPE base of the sliding-window layers (llama.cpp's `rope_freq_base_train_swa`).
+/// RoPE base of the sliding-window layers when `gemma3.rope.freq_base_swa` is absent
+/// (llama.cpp's default `rope_freq_base_train_swa`).
 const SWA_ROPE_BASE: f32 = 10_000.0;
 
-/// Every this many layers, the last is global and the others slide (llama.cpp's
-/// `set_swa_pattern(6)` for Gemma 3).
+/// When `gemma3.attention.sliding_window_pattern` is absent: of every six layers, the
+/// last is global and the others slide (llama.cpp's `load_swa_pattern(6)`).
 const SWA_PATTERN: usize = 6;
+
+const SWA_PATTERN_KEY: &str = "gemma3.attention.sliding_window_pattern";
 
 struct Layer {
     attn_norm: Vec<f32>,
@@ -60,10 +68,28 @@ pub(crate) struct Gemma3 {
     layers: Vec<Layer>,
     global_freq: Vec<f32>,
     local_freq: Vec<f32>,
+    gelu: Vec<u16>,
 }
 
 fn inv_freq(head_dim: usize, base: f32, scale: f32) -> Vec<f32> {
     (0..head_dim / 2).map(|i| scale / libm::powf(base, (2 * i) as f32 / head_dim as f32)).collect()
+}
+
+/// Which layers slide: `gemma3.attention.sliding_window_pattern` as one flag per layer, or
+/// as a period `n` (layer `i` slides unless `i % n == n − 1`; 0: all slide).
+fn swa_layers(pattern: Option<&Value>, layers: usize) -> Result<Vec<bool>, ModelError> {
+    let invalid = |reason: String| ModelError::InvalidMetadata { key: SWA_PATTERN_KEY, reason };
+    let period = match pattern {
+        None => SWA_PATTERN,
+        Some(Value::Array(flags)) => {
+            if flags.len() != layers {
+                return Err(invalid(format!("{} flags for {layers} layers", flags.len())));
+            }
+            return flags.iter().map(|f| f.to_bool().map_err(|e| invalid(e.to_string()))).collect();
+        }
+        Some(v) => v.to_u32().map_err(|e| invalid(e.to_string()))? as usize,
+    };
+    Ok((0..layers).map(|i| period == 0 || i % period < period - 1).collect())
 }
 
 impl Gemma3 {
@@ -80,6 +106,8 @@ impl Gemma3 {
         let eps = meta_f32(content, "gemma3.attention.layer_norm_rms_epsilon", 1e-6)?;
         let rope_base = meta_f32(content, "gemma3.rope.freq_base", 1_000_000.0)?;
         let rope_factor = meta_f32(content, "gemma3.rope.scaling.factor", 1.0)?;
+        let swa_rope_base = meta_f32(content, "gemma3.rope.freq_base_swa", SWA_ROPE_BASE)?;
+        let sliding = swa_layers(content.metadata.get(SWA_PATTERN_KEY), layers)?;
         let invalid = |reason: String| ModelError::InvalidMetadata { key: "gemma3.*", reason };
         if value_dim != head_dim || head_dim % 2 != 0 {
             return Err(invalid(format!(
@@ -125,7 +153,7 @@ impl Gemma3 {
                     up: m("ffn_up", ffn_dim, dim)?,
                     down: m("ffn_down", dim, ffn_dim)?,
                     post_ffn_norm: v("post_ffw_norm", dim)?,
-                    window: (i % SWA_PATTERN < SWA_PATTERN - 1).then_some(window),
+                    window: sliding[i].then_some(window),
                 })
             })
             .collect::<Result<Vec<_>, ModelError>>()?;
@@ -147,20 +175,39 @@ impl Gemma3 {
             output_norm,
             layers,
             global_freq: inv_freq(head_dim, rope_base, 1.0 / rope_factor),
-            local_freq: inv_freq(head_dim, SWA_ROPE_BASE, 1.0),
+            local_freq: inv_freq(head_dim, swa_rope_base, 1.0),
+            gelu: gelu_table(),
         })
     }
 }
 
-/// `gate[i] = GELU(gate[i]) · up[i]`, GELU in its tanh form with `tanh(u) = 1 − 2/(e^{2u} + 1)`
-/// from the runtime's own `exp` (the same bits on every CPU).
-fn gelu_mul(gate: &mut [f32], up: &[f32]) {
+/// GELU in its tanh form, tabulated as llama.cpp's CPU backend computes it: the input
+/// rounded to f16, `0.5·x·(1 + tanh(√(2/π)·x·(1 + 0.044715·x²)))` in f32 (libm's `tanhf`:
+/// the same bits on every CPU), the result rounded to f16. One entry per f16 bit pattern.
+fn gelu_table() -> Vec<u16> {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    (0..=u16::MAX)
+        .map(|bits| {
+            let x = f16::from_bits(bits).to_f32();
+            let y = 0.5 * x * (1.0 + libm::tanhf(SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x)));
+            f16::from_f32(y).to_bits()
+        })
+        .collect()
+}
+
+/// `gate[i] = GELU(gate[i]) · up[i]` through [`gelu_table`]; beyond ±10, where the f16
+/// table saturates, GELU is 0 below and the identity above (as in llama.cpp).
+fn gelu_mul(table: &[u16], gate: &mut [f32], up: &[f32]) {
     for (g, &u) in gate.iter_mut().zip(up) {
         let x = *g;
-        let inner = SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x);
-        let tanh = 1.0 - 2.0 / (exp(2.0 * inner) + 1.0);
-        *g = 0.5 * x * (1.0 + tanh) * u;
+        let gelu = if x <= -10.0 {
+            0.0
+        } else if x >= 10.0 {
+            x
+        } else {
+            f16::from_bits(table[f16::from_f32(x).to_bits() as usize]).to_f32()
+        };
+        *g = gelu * u;
     }
 }
 
@@ -221,7 +268,7 @@ impl Architecture for Gemma3 {
         quantize_rows(&xn, dim, &mut acts);
         batch.matmul(&layer.gate, &acts, &mut gate, &mut scratch)?;
         batch.matmul(&layer.up, &acts, &mut up, &mut scratch)?;
-        gelu_mul(&mut gate, &up);
+        gelu_mul(&self.gelu, &mut gate, &up);
         quantize_rows(&gate, ffn, &mut acts);
         batch.matmul(&layer.down, &acts, &mut xn, &mut scratch)?;
         rms_norm_rows(&xn, &layer.post_ffn_norm, s.eps, &mut out);
@@ -231,5 +278,40 @@ impl Architecture for Gemma3 {
 
     fn output(&self) -> (&[f32], &Matrix) {
         (&self.output_norm, &self.output)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sixth_layer_is_global_unless_the_file_says_otherwise() {
+        let globals = |v: Option<&Value>, n| -> Vec<usize> {
+            swa_layers(v, n).unwrap().iter().enumerate().filter(|(_, s)| !**s).map(|(i, _)| i).collect()
+        };
+        assert_eq!(globals(None, 18), [5, 11, 17]);
+        assert_eq!(globals(Some(&Value::U32(4)), 8), [3, 7]);
+        assert_eq!(globals(Some(&Value::U32(0)), 3), Vec::<usize>::new());
+        let flags = Value::Array(vec![Value::Bool(true), Value::Bool(false)]);
+        assert_eq!(globals(Some(&flags), 2), [1]);
+        let err = swa_layers(Some(&flags), 3).unwrap_err();
+        assert!(err.to_string().contains("2 flags for 3 layers"), "{err}");
+    }
+
+    #[test]
+    fn gelu_rounds_through_f16_like_llama_cpp() {
+        let table = gelu_table();
+        let mut gate = vec![1.0, -1.0, 0.1, 3.3, -12.0, 11.0, 0.0];
+        gelu_mul(&table, &mut gate, &[1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0]);
+        // GELU(1) = 0.841192, GELU(−1) = −0.158808, as f16.
+        assert_eq!(gate[0], f16::from_f32(0.841_192).to_f32());
+        assert_eq!(gate[1], f16::from_f32(-0.158_808).to_f32());
+        // 0.1 is first rounded to f16 (0.099975586), then GELU, then rounded again.
+        let x = f16::from_f32(0.1).to_f32();
+        let y = 0.5 * x * (1.0 + libm::tanhf(0.797_884_6 * x * (1.0 + 0.044_715 * x * x)));
+        assert_eq!(gate[2], f16::from_f32(y).to_f32());
+        assert!((gate[3] - 3.298_4).abs() < 4e-3, "{}", gate[3]);
+        assert_eq!(&gate[4..], [0.0, 11.0, 0.0]);
     }
 }
