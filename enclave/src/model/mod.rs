@@ -93,6 +93,30 @@ enum Weights {
     Candle(Box<ModelWeights>),
 }
 
+/// One sequence fed incrementally (see [`Model::stepper`]).
+pub struct Stepper<'m> {
+    model: &'m mut Model,
+    cache: SeqCache,
+    fed: usize,
+}
+
+impl Stepper<'_> {
+    /// Appends `ids` to the sequence and returns the logits after the last of them.
+    pub fn feed(&mut self, ids: &[u32]) -> Result<Vec<f32>, ModelError> {
+        if ids.is_empty() || self.fed + ids.len() > MAX_CONTEXT_TOKENS {
+            return Err(ModelError::InvalidRequest(format!(
+                "{} more tokens after {}: expected 1 to {} in all",
+                ids.len(),
+                self.fed,
+                MAX_CONTEXT_TOKENS
+            )));
+        }
+        let mut logits = self.model.step(&mut [Step { cache: &mut self.cache, tokens: ids, logits: true }])?;
+        self.fed += ids.len();
+        logits.pop().flatten().ok_or_else(|| ModelError::inference("no logits"))
+    }
+}
+
 /// A loaded model: weights, tokenizer and the digest of the exact file bytes they came from.
 ///
 /// A `Model` is used by one thread at a time (`&mut self` for generation: it owns the KV
@@ -249,6 +273,14 @@ impl Model {
         }
         let mut cache = self.new_cache(ids.len());
         self.logits_after_each(&mut cache, ids)
+    }
+
+    /// Drives one sequence token by token, without sampler or engine: benchmarks and
+    /// tools that time prefill and decode on raw token ids. Room for `positions` tokens is
+    /// set aside up front.
+    pub fn stepper(&mut self, positions: usize) -> Stepper<'_> {
+        let cache = self.new_cache(positions.min(MAX_CONTEXT_TOKENS));
+        Stepper { model: self, cache, fed: 0 }
     }
 
     /// Whether several sequences can share one forward step (the native runtime; candle's
