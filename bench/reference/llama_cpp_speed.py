@@ -9,7 +9,8 @@ For each model and n_threads in (1, 2):
 Writes JSON (default /work/ref-real/timings.json). The load average is recorded because
 other work on the machine skews the numbers.
 
-Usage: llama_cpp_speed.py [--out FILE] [--reps N] MODEL.gguf...
+Usage: llama_cpp_speed.py [--out FILE] [--reps N] [--threads 1,2] MODEL.gguf...
+Each measurement also prints a `BENCH_JSON {...}` line (bench/models.sh reads them).
 Not run by CI; see regenerate.sh.
 """
 import argparse
@@ -87,6 +88,7 @@ def main():
     ap.add_argument("models", nargs="+")
     ap.add_argument("--out", default="/work/ref-real/timings.json")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", default="1,2", help="comma-separated n_threads values")
     args = ap.parse_args()
     res = {
         "generator": "bench/reference/llama_cpp_speed.py",
@@ -101,10 +103,14 @@ def main():
     for path in args.models:
         stem = os.path.basename(path)[: -len(".gguf")]
         res["models"][stem] = []
-        for nt in (1, 2):
+        for nt in (int(t) for t in args.threads.split(",")):
+            t0 = time.perf_counter()
             r = bench(path, nt, args.reps)
             r["loadavg_after"] = os.getloadavg()
             print(stem, nt, "prefill", r["prefill_tok_per_s"], "decode", r["decode_tok_per_s"], flush=True)
+            print("BENCH_JSON " + json.dumps({"engine": "llama.cpp", "model": os.path.basename(path),
+                                               "threads": nt, "prefill_tok_s": r["prefill_tok_per_s"],
+                                               "decode_tok_s": r["decode_tok_per_s"]}), flush=True)
             res["models"][stem].append(r)
     with open(args.out, "w") as fh:
         json.dump(res, fh, indent=1)
