@@ -60,7 +60,11 @@ fn main() {
     let text_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench/reference/text.txt");
     let text = std::fs::read_to_string(&text_path).expect("bench/reference/text.txt");
     let ids = model.tokenizer().encode_prompt(&text).expect("tokenize");
-    assert!(ids.len() >= prefill.max(DECODE_PROMPT), "the text has {} tokens, fewer than --prefill {prefill}", ids.len());
+    assert!(
+        ids.len() >= prefill.max(DECODE_PROMPT),
+        "the text has {} tokens, fewer than --prefill {prefill}",
+        ids.len()
+    );
     let prompt = &ids[..prefill];
 
     let (mut prefill_s, mut decode_s) = (Vec::new(), Vec::new());

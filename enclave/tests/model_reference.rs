@@ -163,10 +163,9 @@ fn sentencepiece_ids_match_llama_cpp() {
 /// A real file's top-1 and top-16 logits against llama.cpp over the reference text; `None`
 /// when the file is not there.
 fn compare_real(file: &str) -> Option<Agreement> {
-    let reference = json(&repo().join("enclave/testdata/reference").join(format!(
-        "{}.json",
-        file.trim_end_matches(".gguf")
-    )));
+    let reference = json(
+        &repo().join("enclave/testdata/reference").join(format!("{}.json", file.trim_end_matches(".gguf"))),
+    );
     let path = repo().join("models").join(file);
     if !path.is_file() {
         eprintln!("{file}: not in models/ (scripts/fetch-model.sh fetches it); not compared");
@@ -192,7 +191,8 @@ fn compare_real(file: &str) -> Option<Agreement> {
         if mine != top1[p] {
             // Our top token is among llama.cpp's top 16, or the margin is reported as infinite.
             let margin = top16.iter().position(|&id| id == mine).map_or(f32::INFINITY, |i| {
-                (top16_logits[0].as_f64().expect("a logit") - top16_logits[i].as_f64().expect("a logit")) as f32
+                (top16_logits[0].as_f64().expect("a logit") - top16_logits[i].as_f64().expect("a logit"))
+                    as f32
             });
             a.widest_flip = a.widest_flip.max(margin);
         }
@@ -231,4 +231,13 @@ fn smollm2_q4_k_m_matches_llama_cpp() {
 #[test]
 fn gemma3_270m_q4_k_m_matches_llama_cpp() {
     check_real("gemma-3-270m-q4_k_m.gguf", false);
+}
+
+#[test]
+fn a_model_without_chatml_is_refused_for_chat_with_a_clear_error() {
+    let model = Model::load_with(&tiny_dir().join("gemma3.Q4_K_M.gguf"), Runtime::Native).expect("load");
+    let messages = [vouch_enclave::model::ChatMessage::new("user", "hi")];
+    let err = model.encode_chat(&messages).unwrap_err();
+    assert!(matches!(err, vouch_enclave::model::ModelError::NoChatTemplate), "{err}");
+    assert!(err.to_string().contains("no ChatML chat template"), "{err}");
 }

@@ -112,11 +112,7 @@ pub(crate) fn encode_chat_prompt(
     messages: &[ChatMessage],
 ) -> Result<Vec<u32>, ModelError> {
     let roles = validate_messages(messages)?;
-    let marker = |token: &'static str| {
-        tokenizer
-            .token_to_id(token)
-            .ok_or(ModelError::MissingMetadata { key: "tokenizer.ggml.tokens (<|im_start|>/<|im_end|>)" })
-    };
+    let marker = |token: &'static str| tokenizer.token_to_id(token).ok_or(ModelError::NoChatTemplate);
     let im_start = marker(IM_START)?;
     let im_end = marker(IM_END)?;
     let newline = tokenizer.encode_plain("\n")?;

@@ -50,6 +50,13 @@ pub enum ModelError {
         /// The architecture named in the file (empty when absent).
         actual: String,
     },
+    /// The model's vocabulary lacks the ChatML markers the chat template needs (a base
+    /// model such as Gemma 3 270M, or another family's template).
+    #[error(
+        "this model has no ChatML chat template (no <|im_start|>/<|im_end|> tokens); the enclave \
+         renders only ChatML, so it cannot serve chat requests with this model"
+    )]
+    NoChatTemplate,
     /// A metadata key the runtime needs (mostly the tokenizer) is missing.
     #[error("GGUF metadata key {key:?} is missing")]
     MissingMetadata {

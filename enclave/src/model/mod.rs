@@ -3,8 +3,9 @@
 //!
 //! This module runs inside the SEV-SNP guest. It loads a GGUF file, hashes the exact bytes
 //! it parses (that SHA-256 is the *model digest* the attestation binds), builds the
-//! tokenizer from the file's own metadata, renders the ChatML prompt, and runs the llama
-//! forward pass on the CPU — by default Vouch's own kernels over the bytes as hashed
+//! tokenizer from the file's own metadata (byte-level BPE, or SentencePiece: [`spm`]),
+//! renders the ChatML prompt, and runs the forward pass on the CPU — by default Vouch's own
+//! kernels over the bytes as hashed, for the llama, qwen2, qwen3 and gemma3 families
 //! ([`native`]), or candle's quantized llama as a reference ([`Runtime`]):
 //!
 //! ```text
@@ -111,7 +112,8 @@ impl Stepper<'_> {
                 MAX_CONTEXT_TOKENS
             )));
         }
-        let mut logits = self.model.step(&mut [Step { cache: &mut self.cache, tokens: ids, logits: true }])?;
+        let mut logits =
+            self.model.step(&mut [Step { cache: &mut self.cache, tokens: ids, logits: true }])?;
         self.fed += ids.len();
         logits.pop().flatten().ok_or_else(|| ModelError::inference("no logits"))
     }

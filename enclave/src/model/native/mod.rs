@@ -20,14 +20,15 @@
 //! blocks, and resident memory is the file plus the KV caches.
 //!
 //! Architectures plug in through one seam, [`arch::Architecture`]: a family is one file
-//! (today [`llama`]) plus one line in [`arch::load`].
+//! plus one line in [`arch::load`] ([`llama`] holds llama, qwen2 and qwen3, which differ
+//! by a flavor; [`gemma3`] is its own).
 //!
 //! Determinism and batch invariance: each output value is computed by exactly one thread
 //! with one fixed sequence of operations that involves only its own token's row (a matrix
 //! product computes `W[r] · x[t]` for each row and token separately; norms, RoPE and
 //! attention are per token, over the token's own sequence). `exp` is our own (plain
 //! multiplies and adds, vectorized operation for operation) and the few other
-//! transcendental calls (RoPE angles) come from the `libm` crate (pure Rust, identical on
+//! transcendental calls (RoPE angles, Gemma's GELU table) come from the `libm` crate (pure Rust, identical on
 //! every platform). So a sequence's logits do not depend on the thread count, on the SIMD
 //! level, on the prefill schedule, or on which other sequences share its batch and when
 //! they joined: tests pin all of these bit for bit.
