@@ -14,7 +14,7 @@
 //! keeps f32 keys and values and 32-value activation blocks), so the checks are bounds,
 //! and each test prints the figures it measured.
 
-#![allow(clippy::expect_used)]
+#![allow(clippy::expect_used, clippy::panic)] // test helpers: fail loudly, with the file named
 
 use std::path::{Path, PathBuf};
 

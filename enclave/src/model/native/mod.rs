@@ -214,7 +214,7 @@ pub(crate) fn matrix(
             )))
         }
     };
-    if cols % ty.block_values() != 0 {
+    if !cols.is_multiple_of(ty.block_values()) {
         return Err(weights_error(format!(
             "tensor {name:?}: rows of {cols} values are not whole {ty:?} blocks of {}",
             ty.block_values()
@@ -773,6 +773,7 @@ fn rope(head: &mut [f32], cos: &[f32], sin: &[f32]) {
 
 /// Causal grouped-query attention for the `n` new tokens at positions `start..`, over the
 /// cache (which already holds them).
+#[allow(clippy::too_many_arguments)] // (the batch's parts, each used once; a struct would only rename them)
 fn attention(
     kernel: Kernel,
     cfg: &Shape,
