@@ -496,6 +496,7 @@ pub(super) unsafe fn dot_sub_tokens<const T: usize, const TY: u8>(
             let w = unsafe { sub_quants::<TY>(block, j) };
             let (dw, m) = sub_scale::<TY>(block, &k, j);
             let magnitudes = if TY == Q6_K { _mm256_sign_epi8(w, w) } else { w };
+            let lane_scales = if TY == Q6_K { q6k_lane_scales(block, j) } else { _mm256_setzero_si256() };
             for t in 0..T {
                 let a = &acts[t][b * subs + j];
                 // SAFETY: `a.q` is 32 bytes; loadu has no alignment requirement.
@@ -503,7 +504,7 @@ pub(super) unsafe fn dot_sub_tokens<const T: usize, const TY: u8>(
                 let y = if TY == Q6_K { _mm256_sign_epi8(y, w) } else { y };
                 let mut sums = _mm256_madd_epi16(_mm256_maddubs_epi16(magnitudes, y), ones);
                 if TY == Q6_K {
-                    sums = _mm256_mullo_epi32(sums, q6k_lane_scales(block, j));
+                    sums = _mm256_mullo_epi32(sums, lane_scales);
                 } else {
                     offsets[t] += m * a.s;
                 }

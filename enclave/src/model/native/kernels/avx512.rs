@@ -248,11 +248,11 @@ pub(super) unsafe fn dot_rows_tokens<const R: usize, const T: usize>(
             QType::Q4_0 => dot_rows_tokens_typed::<R, T, Q4_0>(rows, acts),
             QType::Q4_1 => dot_rows_tokens_typed::<R, T, Q4_1>(rows, acts),
             QType::Q8_0 => dot_rows_tokens_typed::<R, T, Q8_0>(rows, acts),
-            QType::Q5_0 => rows.map(|row| dot_sub_tokens::<T, Q5_0>(row, acts)),
-            QType::Q5_1 => rows.map(|row| dot_sub_tokens::<T, Q5_1>(row, acts)),
-            QType::Q4_K => rows.map(|row| dot_sub_tokens::<T, Q4_K>(row, acts)),
-            QType::Q5_K => rows.map(|row| dot_sub_tokens::<T, Q5_K>(row, acts)),
-            QType::Q6_K => rows.map(|row| dot_sub_tokens::<T, Q6_K>(row, acts)),
+            QType::Q5_0 => sub_rows_tokens::<R, T, Q5_0>(rows, acts),
+            QType::Q5_1 => sub_rows_tokens::<R, T, Q5_1>(rows, acts),
+            QType::Q4_K => sub_rows_tokens::<R, T, Q4_K>(rows, acts),
+            QType::Q5_K => sub_rows_tokens::<R, T, Q5_K>(rows, acts),
+            QType::Q6_K => sub_rows_tokens::<R, T, Q6_K>(rows, acts),
         }
     }
 }
@@ -369,6 +369,110 @@ unsafe fn dot_rows_tokens_typed<const R: usize, const T: usize, const TY: u8>(
     out
 }
 
+/// The sub-block types' rows: in pairs through [`dot_sub_pair_tokens`] (two rows in one
+/// 512-bit register), an odd last row through [`dot_sub_tokens`].
+///
+/// # Safety
+/// As [`dot_sub_tokens`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[inline]
+unsafe fn sub_rows_tokens<const R: usize, const T: usize, const TY: u8>(
+    rows: [&[u8]; R],
+    acts: [&[ActBlock]; T],
+) -> [[f32; T]; R] {
+    let mut out = [[0f32; T]; R];
+    let mut r = 0;
+    while r + 2 <= R {
+        // SAFETY: as this function's.
+        [out[r], out[r + 1]] = unsafe { dot_sub_pair_tokens::<T, TY>(rows[r], rows[r + 1], acts) };
+        r += 2;
+    }
+    if r < R {
+        // SAFETY: as this function's.
+        out[r] = unsafe { dot_sub_tokens::<T, TY>(rows[r], acts) };
+    }
+    out
+}
+
+/// [`dot_sub_tokens`] for two rows of the same length at once: row `a`'s eight lanes in
+/// the low half of each register and row `b`'s in the high half, so every row keeps the
+/// scalar kernel's lanes and order of operations while each `vpdpbusd`, conversion and
+/// fused multiply-add serves both.
+///
+/// # Safety
+/// As [`dot_sub_tokens`]; `a` and `b` have the same length.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[inline]
+unsafe fn dot_sub_pair_tokens<const T: usize, const TY: u8>(
+    a: &[u8],
+    b: &[u8],
+    acts: [&[ActBlock]; T],
+) -> [[f32; T]; 2] {
+    let (bb, subs) = (sub_block_bytes(TY), sub_blocks(TY));
+    let mut acc = [_mm512_setzero_ps(); T];
+    let mut offsets = [[0f32; T]; 2];
+    let no_scales = ([0f32; 8], [0f32; 8]);
+    for (blk, (block_a, block_b)) in a.chunks_exact(bb).zip(b.chunks_exact(bb)).enumerate() {
+        let (ka, kb) = if TY == Q4_K || TY == Q5_K {
+            (k_scales(block_a), k_scales(block_b))
+        } else {
+            (no_scales, no_scales)
+        };
+        for j in 0..subs {
+            // SAFETY: each block is one whole block; the caller guarantees the CPU features.
+            let w = unsafe {
+                _mm512_inserti64x4(
+                    _mm512_castsi256_si512(sub_quants::<TY>(block_a, j)),
+                    sub_quants::<TY>(block_b, j),
+                    1,
+                )
+            };
+            let ((dwa, ma), (dwb, mb)) = (sub_scale::<TY>(block_a, &ka, j), sub_scale::<TY>(block_b, &kb, j));
+            let dw = _mm512_castpd_ps(_mm512_insertf64x4(
+                _mm512_castpd256_pd512(_mm256_castps_pd(_mm256_set1_ps(dwa))),
+                _mm256_castps_pd(_mm256_set1_ps(dwb)),
+                1,
+            ));
+            let (magnitudes, negative) =
+                if TY == Q6_K { (_mm512_abs_epi8(w), _mm512_movepi8_mask(w)) } else { (w, 0) };
+            let lane_scales = if TY == Q6_K {
+                _mm512_inserti64x4(
+                    _mm512_castsi256_si512(q6k_lane_scales(block_a, j)),
+                    q6k_lane_scales(block_b, j),
+                    1,
+                )
+            } else {
+                _mm512_setzero_si512()
+            };
+            for t in 0..T {
+                let act = &acts[t][blk * subs + j];
+                // SAFETY: `act.q` is 32 bytes; loadu has no alignment requirement.
+                let y = _mm512_broadcast_i64x4(unsafe { _mm256_loadu_si256(act.q.as_ptr().cast()) });
+                let y =
+                    if TY == Q6_K { _mm512_mask_sub_epi8(y, negative, _mm512_setzero_si512(), y) } else { y };
+                let mut sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), magnitudes, y);
+                if TY == Q6_K {
+                    sums = _mm512_mullo_epi32(sums, lane_scales);
+                } else {
+                    offsets[0][t] += ma * act.s;
+                    offsets[1][t] += mb * act.s;
+                }
+                // d = dw·a.d per row, one product per lane, as the scalar kernel's.
+                let d = _mm512_mul_ps(dw, _mm512_set1_ps(act.d));
+                acc[t] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sums), acc[t]);
+            }
+        }
+    }
+    let mut out = [[0f32; T]; 2];
+    for t in 0..T {
+        let lo = _mm512_castps512_ps256(acc[t]);
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[t]), 1));
+        out[0][t] = hsum(lo) + offsets[0][t];
+        out[1][t] = hsum(hi) + offsets[1][t];
+    }
+    out
+}
+
 /// `avx2::dot_sub_tokens` with VNNI: one `vpdpbusd` forms each lane's four-product
 /// integer sum (Q6_K's signed quants as magnitudes, their signs moved onto the
 /// activations). Per token the arithmetic is exactly `dot_scalar`'s.
@@ -391,6 +495,7 @@ unsafe fn dot_sub_tokens<const T: usize, const TY: u8>(row: &[u8], acts: [&[ActB
             let (dw, m) = sub_scale::<TY>(block, &k, j);
             let (magnitudes, negative) =
                 if TY == Q6_K { (_mm256_abs_epi8(w), _mm256_movepi8_mask(w)) } else { (w, 0) };
+            let lane_scales = if TY == Q6_K { q6k_lane_scales(block, j) } else { _mm256_setzero_si256() };
             for t in 0..T {
                 let a = &acts[t][b * subs + j];
                 // SAFETY: `a.q` is 32 bytes; loadu has no alignment requirement.
@@ -399,7 +504,7 @@ unsafe fn dot_sub_tokens<const T: usize, const TY: u8>(row: &[u8], acts: [&[ActB
                     if TY == Q6_K { _mm256_mask_sub_epi8(y, negative, _mm256_setzero_si256(), y) } else { y };
                 let mut sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), magnitudes, y);
                 if TY == Q6_K {
-                    sums = _mm256_mullo_epi32(sums, q6k_lane_scales(block, j));
+                    sums = _mm256_mullo_epi32(sums, lane_scales);
                 } else {
                     offsets[t] += m * a.s;
                 }
