@@ -32,12 +32,12 @@ fn best(v: &[f64]) -> f64 {
     v.iter().copied().fold(f64::INFINITY, f64::min)
 }
 
-/// The process's peak resident set (`VmHWM`), in bytes.
-fn peak_rss() -> u64 {
+/// A `/proc/self/status` figure in bytes: `VmHWM` (peak resident set) or `VmRSS` (now).
+fn status_bytes(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
 }
@@ -57,6 +57,7 @@ fn main() {
     let started = Instant::now();
     let mut model = Model::load_with(&path, Runtime::Native).expect("load the model");
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
+    let (rss_loaded, peak_loading) = (status_bytes("VmRSS:"), status_bytes("VmHWM:"));
     let text_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench/reference/text.txt");
     let text = std::fs::read_to_string(&text_path).expect("bench/reference/text.txt");
     let ids = model.tokenizer().encode_prompt(&text).expect("tokenize");
@@ -98,7 +99,11 @@ fn main() {
             "decode_tokens": decode,
             "decode_tok_s": decode as f64 / d,
             "kv_bytes": kv_bytes,
-            "peak_rss_bytes": peak_rss(),
+            "peak_rss_bytes": status_bytes("VmHWM:"),
+            // Where memory goes: resident right after loading, and the peak while loading
+            // (the parser's and tokenizer's transient copies of the vocabulary).
+            "rss_after_load_bytes": rss_loaded,
+            "peak_rss_loading_bytes": peak_loading,
             "runs": runs,
         })
     );
