@@ -241,3 +241,22 @@ fn a_model_without_chatml_is_refused_for_chat_with_a_clear_error() {
     assert!(matches!(err, vouch_enclave::model::ModelError::NoChatTemplate), "{err}");
     assert!(err.to_string().contains("no ChatML chat template"), "{err}");
 }
+
+#[test]
+fn every_family_and_type_computes_the_same_bits_fed_at_once_or_token_by_token() {
+    let reference = json(&tiny_dir().join("reference.json"));
+    let tokens = ids(&reference["token_ids"]);
+    for name in ["llama.mixed", "qwen2.Q4_K_M", "qwen3.Q4_K_M", "gemma3.Q4_K_M"] {
+        let file = reference["models"][name]["gguf"].as_str().expect("gguf name");
+        let mut model = Model::load_with(&tiny_dir().join(file), Runtime::Native).expect("load");
+        let vocab = model.tokenizer().vocab_size();
+        // One pass (tiles of eight tokens and a remainder) against one token per step.
+        let all = model.teacher_forced_logits(&tokens[..29]).expect("logits");
+        let mut stepper = model.stepper(29);
+        for (i, &token) in tokens[..29].iter().enumerate() {
+            let row = stepper.feed(&[token]).expect("step");
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&row), bits(&all[i * vocab..(i + 1) * vocab]), "{name}: position {i}");
+        }
+    }
+}

@@ -678,7 +678,14 @@ pub(crate) fn matmul_rows(
         let four = [0, 1, 2, 3].map(|i| w.row(bytes, first_row + r + i));
         let act = |t: usize| &acts[t * blocks..(t + 1) * blocks];
         let mut t = 0;
-        // Four tokens at a time where there are four, then what is left in one call.
+        // Eight tokens at a time for the sub-block types, whose weights cost more to unpack
+        // (a wider tile shares each unpacked sub-block among more tokens); then four at a
+        // time where there are four, then what is left in one call.
+        while w.ty.sub_blocked() && n - t >= 8 {
+            let acts8 = [0, 1, 2, 3, 4, 5, 6, 7].map(|i| act(t + i));
+            store(by_row, n, r, t, dot_rows_tokens(kernel, w.ty, four, acts8));
+            t += 8;
+        }
         while t < n {
             let take = (n - t).min(4);
             match take {

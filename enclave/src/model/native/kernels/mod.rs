@@ -63,6 +63,12 @@ pub(crate) enum QType {
 }
 
 impl QType {
+    /// Whether the kernels read this type sub-block by sub-block with per-sub-block scale
+    /// work (everything but the paired-row Q4_0, Q4_1 and Q8_0).
+    pub(crate) fn sub_blocked(self) -> bool {
+        !self.pairs_rows()
+    }
+
     /// Bytes of one stored block.
     pub(crate) fn block_bytes(self) -> usize {
         match self {
@@ -816,13 +822,15 @@ mod tests {
             for blocks in [1usize, 18, 48] {
                 let rows: Vec<Vec<u8>> = (0..4).map(|i| row(ty, blocks, 77 + i + blocks as u64)).collect();
                 let acts: Vec<Vec<ActBlock>> =
-                    (0..5).map(|t| quantized(&activations(values(ty, blocks), 900 + t as u64))).collect();
+                    (0..8).map(|t| quantized(&activations(values(ty, blocks), 900 + t as u64))).collect();
                 for kernel in Kernel::ALL.into_iter().filter(|k| k.supported()) {
                     check_tokens::<1>(kernel, ty, &rows, &acts);
                     check_tokens::<2>(kernel, ty, &rows, &acts);
                     check_tokens::<3>(kernel, ty, &rows, &acts);
                     check_tokens::<4>(kernel, ty, &rows, &acts);
                     check_tokens::<5>(kernel, ty, &rows, &acts);
+                    // (the tile matmul_rows uses for the sub-block types)
+                    check_tokens::<8>(kernel, ty, &rows, &acts);
                 }
             }
         }
