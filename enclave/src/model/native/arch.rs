@@ -11,9 +11,9 @@
 
 use candle_core::quantized::gguf_file::Content;
 
-use super::kernels::dequantize_row;
+use super::kernels::{dequantize_row, QK};
 use super::llama::{self, Llama};
-use super::{Batch, Matrix, ModelError};
+use super::{matrix, vector, Batch, Matrix, ModelError};
 
 /// Sizes every family shares, read from its metadata.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +82,34 @@ pub(crate) trait Architecture: Send + Sync {
 
     /// The final norm's weights and the output (unembedding) matrix.
     fn output(&self) -> (&[f32], &Matrix);
+}
+
+/// The tensors every family reads the same way: the token embedding (`token_embd`), the
+/// output matrix (`output`, or the embedding again when the file ties them) and the final
+/// norm (`output_norm`).
+pub(crate) fn embedding_and_output(
+    content: &Content,
+    bytes: &[u8],
+    dim: usize,
+) -> Result<(Matrix, Matrix, Vec<f32>), ModelError> {
+    let embedding = matrix(content, bytes, "token_embd.weight", None, dim)?;
+    let output = if content.tensor_infos.contains_key("output.weight") {
+        matrix(content, bytes, "output.weight", Some(embedding.rows), dim)?
+    } else {
+        embedding
+    };
+    Ok((embedding, output, vector(content, bytes, "output_norm.weight", dim)?))
+}
+
+/// Checks that every named width is whole activation blocks of [`QK`] values.
+pub(crate) fn check_block_widths(wildcard: &'static str, widths: &[(&str, usize)]) -> Result<(), ModelError> {
+    match widths.iter().find(|(_, n)| n % QK != 0) {
+        Some((what, n)) => Err(ModelError::InvalidMetadata {
+            key: wildcard,
+            reason: format!("{what} {n} is not a multiple of {QK}"),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The family named by the file's `general.architecture`, built over `bytes`.

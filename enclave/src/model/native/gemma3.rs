@@ -19,7 +19,7 @@
 
 use candle_core::quantized::gguf_file::{Content, Value};
 
-use super::arch::{Architecture, AttnSpec, RopeStyle, Shape};
+use super::arch::{check_block_widths, embedding_and_output, Architecture, AttnSpec, RopeStyle, Shape};
 use half::f16;
 
 use super::kernels::{dequantize_row, ActBlock, QK};
@@ -118,21 +118,12 @@ impl Gemma3 {
             return Err(invalid(format!("{heads} heads is not a multiple of {kv_heads} key/value heads")));
         }
         let (q_dim, kv_dim) = (heads * head_dim, kv_heads * head_dim);
-        for (what, n) in
-            [("embedding length", dim), ("feed-forward length", ffn_dim), ("head size", head_dim)]
-        {
-            if n % QK != 0 {
-                return Err(invalid(format!("{what} {n} is not a multiple of {QK}")));
-            }
-        }
-        let embedding = matrix(content, bytes, "token_embd.weight", None, dim)?;
+        check_block_widths(
+            "gemma3.*",
+            &[("embedding length", dim), ("feed-forward length", ffn_dim), ("head size", head_dim)],
+        )?;
+        let (embedding, output, output_norm) = embedding_and_output(content, bytes, dim)?;
         let vocab = embedding.rows;
-        let output = if content.tensor_infos.contains_key("output.weight") {
-            matrix(content, bytes, "output.weight", Some(vocab), dim)?
-        } else {
-            embedding
-        };
-        let output_norm = vector(content, bytes, "output_norm.weight", dim)?;
         let layers = (0..layers)
             .map(|i| {
                 let m = |name: &str, rows, cols| {
