@@ -18,9 +18,36 @@
 //!    its UTF-8 bytes' `<0xXX>` tokens.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
 use super::ModelError;
+
+/// Byte strings stored back to back, one allocation for a whole vocabulary (Gemma's
+/// 262 144 tokens as separate `String`s and a hash map of them take ~40 MB more).
+#[derive(Clone, Default)]
+pub(crate) struct Packed {
+    data: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Packed {
+    pub(crate) fn push(&mut self, bytes: &[u8]) {
+        self.data.extend_from_slice(bytes);
+        self.ends.push(self.data.len());
+    }
+
+    /// Entry `i`; empty past the end.
+    pub(crate) fn get(&self, i: usize) -> &[u8] {
+        match self.ends.get(i) {
+            Some(&end) => &self.data[if i == 0 { 0 } else { self.ends[i - 1] }..end],
+            None => &[],
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+}
 
 /// GGUF token types (llama.cpp's `llama_token_type`).
 pub(crate) const TYPE_UNKNOWN: i32 = 2;
@@ -34,8 +61,11 @@ const SPACE: char = '\u{2581}';
 /// A SentencePiece vocabulary and the rules for encoding with it.
 #[derive(Clone)]
 pub(crate) struct Spm {
-    /// Piece → id; for a spelling that occurs twice the later id wins, as in llama.cpp.
-    ids: HashMap<String, u32>,
+    /// Every token's spelling, by id.
+    pieces: Packed,
+    /// Ids ordered by spelling, for lookups by binary search; of a spelling that occurs
+    /// twice only the later id, which wins in llama.cpp.
+    sorted: Vec<u32>,
     scores: Vec<f32>,
     /// The `<0xXX>` token of every byte, where the vocabulary has one.
     byte_ids: Vec<Option<u32>>,
@@ -84,9 +114,29 @@ impl Spm {
     /// Builds the vocabulary from the file's tokens, scores and token types (equal lengths,
     /// checked by the caller).
     pub(crate) fn new(tokens: &[String], scores: &[f32], types: &[i32], add_space_prefix: bool) -> Self {
-        let ids: HashMap<String, u32> =
-            tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-        let byte_ids = (0..=255u8).map(|b| ids.get(&format!("<0x{b:02X}>")).copied()).collect();
+        let mut pieces = Packed::default();
+        for t in tokens {
+            pieces.push(t.as_bytes());
+        }
+        let mut sorted: Vec<u32> = (0..tokens.len() as u32).collect();
+        // Stable: equal spellings stay in id order, and the last of each run is kept.
+        sorted.sort_by(|&a, &b| pieces.get(a as usize).cmp(pieces.get(b as usize)));
+        let mut kept: Vec<u32> = Vec::with_capacity(sorted.len());
+        for id in sorted {
+            match kept.last_mut() {
+                Some(last) if pieces.get(*last as usize) == pieces.get(id as usize) => *last = id,
+                _ => kept.push(id),
+            }
+        }
+        let mut spm = Self {
+            pieces,
+            sorted: kept,
+            scores: scores.to_vec(),
+            byte_ids: Vec::new(),
+            specials: Vec::new(),
+            add_space_prefix,
+        };
+        spm.byte_ids = (0..=255u8).map(|b| spm.token_to_id(&format!("<0x{b:02X}>"))).collect();
         let mut specials: Vec<(String, u32, bool)> = tokens
             .iter()
             .zip(types)
@@ -97,12 +147,14 @@ impl Spm {
             .map(|(i, (t, ty))| (t.clone(), i as u32, *ty != TYPE_USER_DEFINED))
             .collect();
         specials.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
-        Self { ids, scores: scores.to_vec(), byte_ids, specials, add_space_prefix }
+        spm.specials = specials;
+        spm
     }
 
     /// The id of a token spelled exactly `token`.
     pub(crate) fn token_to_id(&self, token: &str) -> Option<u32> {
-        self.ids.get(token).copied()
+        let key = token.as_bytes();
+        self.sorted.binary_search_by(|&id| self.pieces.get(id as usize).cmp(key)).ok().map(|i| self.sorted[i])
     }
 
     /// Encodes `text` (no BOS: the caller adds it). With `parse_special`, control-token
@@ -176,7 +228,7 @@ impl Spm {
         let bigram = |symbols: &[Symbol], left: usize, right: usize| -> Option<Bigram> {
             let (l, r) = (symbols[left], symbols[right]);
             let piece = &text[l.start..r.start + r.len];
-            let id = *self.ids.get(piece)?;
+            let id = self.token_to_id(piece)?;
             Some(Bigram { left, right, score: self.scores[id as usize], len: piece.len() })
         };
         for i in 1..symbols.len() {
@@ -205,8 +257,8 @@ impl Spm {
         while let Some(i) = at {
             let s = symbols[i];
             let piece = &text[s.start..s.start + s.len];
-            match self.ids.get(piece) {
-                Some(&id) => out.push(id),
+            match self.token_to_id(piece) {
+                Some(id) => out.push(id),
                 None => {
                     for &byte in piece.as_bytes() {
                         let id = self.byte_ids[byte as usize].ok_or_else(|| {
@@ -285,8 +337,20 @@ mod tests {
     }
 
     fn pieces(spm: &Spm, ids: &[u32]) -> Vec<String> {
-        let by_id: HashMap<u32, &String> = spm.ids.iter().map(|(t, i)| (*i, t)).collect();
-        ids.iter().map(|i| by_id[i].clone()).collect()
+        ids.iter().map(|&i| String::from_utf8(spm.pieces.get(i as usize).to_vec()).unwrap()).collect()
+    }
+
+    #[test]
+    fn lookups_find_every_piece_and_the_later_of_two_equal_spellings() {
+        let tokens: Vec<String> = ["b", "a", "c", "a", ""].iter().map(|t| t.to_string()).collect();
+        let spm = Spm::new(&tokens, &[0.0; 5], &[1; 5], false);
+        assert_eq!(spm.token_to_id("a"), Some(3));
+        assert_eq!(spm.token_to_id("b"), Some(0));
+        assert_eq!(spm.token_to_id("c"), Some(2));
+        assert_eq!(spm.token_to_id(""), Some(4));
+        assert_eq!(spm.token_to_id("d"), None);
+        assert_eq!(spm.pieces.get(9), b"");
+        assert_eq!(spm.pieces.len(), 5);
     }
 
     #[test]

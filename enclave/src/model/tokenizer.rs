@@ -26,7 +26,7 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::{AddedToken, Tokenizer};
 
-use super::spm::{self, Spm, TYPE_CONTROL as TOKEN_TYPE_CONTROL};
+use super::spm::{self, Packed, Spm, TYPE_CONTROL as TOKEN_TYPE_CONTROL};
 use super::ModelError;
 
 /// The tokenizer models supported, as `tokenizer.ggml.model` names them.
@@ -40,8 +40,8 @@ const STOP_TOKENS: [&str; 3] = ["<|endoftext|>", "<end_of_turn>", "<|eot_id|>"];
 #[derive(Clone)]
 pub struct GgufTokenizer {
     encoder: Encoder,
-    /// Raw bytes of every token; `None` for control tokens (they produce no text).
-    token_bytes: Vec<Option<Vec<u8>>>,
+    /// Raw bytes of every token, by id; empty for control tokens (they produce no text).
+    token_bytes: Packed,
     bos_id: u32,
     eos_id: u32,
     /// Whether a prompt starts with BOS (`tokenizer.ggml.add_bos_token`).
@@ -159,7 +159,10 @@ impl GgufTokenizer {
             }
             let add_space_prefix = flag(md, "tokenizer.ggml.add_space_prefix", true)?;
             let encoder = Encoder::Spm(Box::new(Spm::new(&tokens, &scores, &token_types, add_space_prefix)));
-            let bytes = tokens.iter().zip(&token_types).map(|(t, ty)| spm::piece_bytes(t, *ty)).collect();
+            let mut bytes = Packed::default();
+            for (t, ty) in tokens.iter().zip(&token_types) {
+                bytes.push(&spm::piece_bytes(t, *ty).unwrap_or_default());
+            }
             let rules = vec![
                 SPM_SCHEME.as_bytes().to_vec(),
                 scores.iter().flat_map(|s| s.to_le_bytes()).collect(),
@@ -169,11 +172,10 @@ impl GgufTokenizer {
         } else {
             let merges = string_array(md, "tokenizer.ggml.merges")?;
             let (with_special, plain) = bpe(&tokens, &merges, &token_types)?;
-            let bytes = tokens
-                .iter()
-                .zip(&token_types)
-                .map(|(t, ty)| (*ty != TOKEN_TYPE_CONTROL).then(|| byte_level_to_bytes(t)))
-                .collect();
+            let mut bytes = Packed::default();
+            for (t, ty) in tokens.iter().zip(&token_types) {
+                bytes.push(&if *ty == TOKEN_TYPE_CONTROL { Vec::new() } else { byte_level_to_bytes(t) });
+            }
             // The digest parts of the first release, unchanged so SmolLM2's digest is too.
             let mut rules = vec![PRE_TOKENIZER.as_bytes().to_vec()];
             rules.push((tokens.len() as u64).to_le_bytes().to_vec());
@@ -253,7 +255,7 @@ impl GgufTokenizer {
 
     /// The raw bytes a token stands for (empty for control tokens and unknown ids).
     pub fn token_bytes(&self, id: u32) -> &[u8] {
-        self.token_bytes.get(id as usize).and_then(|b| b.as_deref()).unwrap_or(&[])
+        self.token_bytes.get(id as usize)
     }
 
     /// The id of a token spelled exactly `token` (control tokens included).
