@@ -34,12 +34,12 @@ bash scripts/fetch-model.sh
 if [[ $SMOKE -eq 1 ]]; then
     # CI: reuse the debug build the tests made; tiny settings.
     PROFILE_DIR=target/debug
-    cargo build --locked -p vouch-enclave --examples --bins --features sim
+    cargo build --locked -p vouch-enclave --examples --bins --features sim,candle
     cargo build --locked -p vouch-host -p vouch-client -p vouch-bench --examples --bins
     TOKENS=4; RUNS=1; SECS=0.3; ROUNDS=200; BULK=8
 else
     log "building release binaries"
-    cargo build --release --locked -p vouch-enclave --examples --bins --features sim
+    cargo build --release --locked -p vouch-enclave --examples --bins --features sim,candle
     cargo build --release --locked -p vouch-host -p vouch-client -p vouch-bench --examples --bins
     TOKENS=64; RUNS=3; SECS=2; ROUNDS=20000; BULK=1024
 fi

@@ -44,7 +44,7 @@ done
 [[ -f "$MODEL" ]] || bash "$REPO_ROOT/scripts/fetch-model.sh"
 [[ -x /usr/bin/time ]] || { echo "bench-model: /usr/bin/time is required (apt-get install time)" >&2; exit 2; }
 if [[ $BUILD -eq 1 ]]; then
-    (cd "$REPO_ROOT" && cargo build --release -p vouch-enclave --bin vouch-enclave)
+    (cd "$REPO_ROOT" && cargo build --release -p vouch-enclave --features candle --bin vouch-enclave)
 fi
 [[ -x "$BIN" ]] || { echo "bench-model: $BIN not built" >&2; exit 2; }
 

@@ -19,7 +19,7 @@ secs="${1:-60}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(report cert crl evidence receipt http_request policy)
+    targets=(report cert crl evidence receipt http_request policy gguf)
 fi
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 
@@ -53,6 +53,11 @@ for t in "${targets[@]}"; do
                 "$HELDOUT"/*.der "$HELDOUT"/negative/*.der "$HELDOUT"/negative/*.pem ;;
         crl)
             seed crl "$DEV"/crl/*.crl ;;
+        gguf)
+            # The tiny models' first 32 KiB: their whole headers and a little tensor data.
+            for f in ../enclave/testdata/tiny/*.gguf; do
+                head -c 32768 "$f" >"work/gguf/seed-$(basename "$f")"
+            done ;;
     esac
     # The committed seeds, where a target has some (report/cert/crl have none of their own).
     corpus=()

@@ -45,7 +45,8 @@ pub struct GenerateArgs {
     pub threads: Option<usize>,
     /// Runtime: "native" (default; Vouch's SIMD kernels over the weights as stored),
     /// "candle" (candle's quantized llama, as stored) or "candle-q8_0" (candle, with
-    /// Q4_1 re-quantized to Q8_0 in memory).
+    /// Q4_1 re-quantized to Q8_0 in memory); the candle ones only in a build with
+    /// `--features candle`.
     #[arg(long, value_name = "RUNTIME", default_value_t = Runtime::Native)]
     pub runtime: Runtime,
     /// Print one JSON object on stdout instead of streaming text.

@@ -81,7 +81,8 @@ pub struct ServeArgs {
     /// Model compute threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Model runtime: "native" (default), "candle" or "candle-q8_0" (see `generate`).
+    /// Model runtime: "native" (default), "candle" or "candle-q8_0" (see `generate`; the
+    /// candle ones only in a build with `--features candle`).
     #[arg(long, value_name = "RUNTIME", default_value_t = Runtime::Native)]
     pub runtime: Runtime,
     /// Request one report per answer instead of one per batch (benchmark baseline).

@@ -16,6 +16,7 @@ use vouch_enclave::model::{
 };
 
 const MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+#[cfg(feature = "candle")]
 const Q8_0_WEIGHTS_SHA256: &str = "f89a92b29b35537e21ee22cf845af314ffd67306b9dfed55cc56235ab91f699d";
 const GERMANY: &str = "What is the capital of Germany?";
 
@@ -146,6 +147,7 @@ fn greedy_germany_answer_names_berlin() {
     assert_eq!((again, again_ids), (text, ids));
 }
 
+#[cfg(feature = "candle")]
 #[test]
 fn candle_reference_runtimes_agree_with_the_native_one() {
     let native = run(&mut shared_model(), &ask(GERMANY, SamplingParams::greedy(12)));
@@ -164,6 +166,18 @@ fn candle_reference_runtimes_agree_with_the_native_one() {
     assert!(text.contains("Berlin"), "answer: {text:?}");
 }
 
+/// The default build has no candle: asking for it is refused by name, not ignored.
+#[cfg(not(feature = "candle"))]
+#[test]
+fn candle_runtimes_are_refused_without_the_feature() {
+    for runtime in [Runtime::Candle, Runtime::CandleQ8_0] {
+        let err = Model::load_with(&require_model_file(), runtime).unwrap_err();
+        assert!(matches!(err, ModelError::RuntimeNotBuilt { runtime: r } if r == runtime.as_str()), "{err}");
+        assert!(err.to_string().contains("build with --features candle"), "{err}");
+    }
+}
+
+#[cfg(feature = "candle")]
 #[test]
 fn native_logits_match_candles_on_the_same_weights() {
     let ids = shared_model()
@@ -190,6 +204,7 @@ fn native_logits_match_candles_on_the_same_weights() {
 }
 
 /// Indices of the `k` largest values, largest first.
+#[cfg(feature = "candle")]
 fn top(v: &[f32], k: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..v.len()).collect();
     idx.sort_by(|&a, &b| v[b].total_cmp(&v[a]));
@@ -197,6 +212,7 @@ fn top(v: &[f32], k: usize) -> Vec<usize> {
     idx
 }
 
+#[cfg(feature = "candle")]
 fn argmax(v: &[f32]) -> usize {
     v.iter().enumerate().fold(0, |best, (i, &x)| if x > v[best] { i } else { best })
 }

@@ -86,7 +86,18 @@ pub enum ModelError {
     /// `VOUCH_KERNEL` names a kernel that does not exist or that this CPU cannot run.
     #[error("cannot pick the compute kernel: {0}")]
     Kernel(String),
-    /// candle could not build the model from the tensors (missing tensor, bad shape...).
+    /// The runtime asked for is not compiled into this binary (candle's, without
+    /// `--features candle`).
+    #[error(
+        "this vouch-enclave was built without the {runtime} runtime: candle is the optional reference \
+         runtime (build with --features candle), the native runtime is always there"
+    )]
+    RuntimeNotBuilt {
+        /// The runtime's name (`"candle"`, `"candle-q8_0"`).
+        runtime: &'static str,
+    },
+    /// The weights cannot be used: a tensor missing, of the wrong shape, or of a type the
+    /// runtime does not compute with.
     #[error("cannot build model weights: {reason}")]
     Weights {
         /// What went wrong.

@@ -6,13 +6,14 @@
 //! tokenizer from the file's own metadata (byte-level BPE, or SentencePiece: [`spm`]),
 //! renders the ChatML prompt, and runs the forward pass on the CPU — by default Vouch's own
 //! kernels over the bytes as hashed, for the llama, qwen2, qwen3 and gemma3 families
-//! ([`native`]), or candle's quantized llama as a reference ([`Runtime`]):
+//! ([`native`]), or, in a build with `--features candle`, candle's quantized llama as a reference
+//! ([`Runtime`]):
 //!
 //! ```text
 //!  model file ──read once──► bytes ──SHA-256──► Model::digest()        (attested)
 //!                              │
-//!                              ├─ parse GGUF (gguf) ─► metadata ─► tokenizer (tokenizer)
-//!                              └─ same bytes ─► native runtime (in place)  | candle (copy)
+//!                              ├─ parse GGUF (gguf_file) ─► metadata ─► tokenizer (tokenizer)
+//!                              └─ same bytes ─► native runtime (in place)  | candle (copy; --features candle)
 //!
 //!  GenerateRequest ─► chat template (chat) ─► prompt ids ─► Sequence (generation):
 //!        prompt chunks, then one token per step ─► Model::step (alone, or batched with other
@@ -31,6 +32,8 @@
 //! with the whole prompt at once ([`PREFILL_SCHEDULE`]).
 
 mod bytes;
+#[cfg_attr(not(feature = "candle"), path = "candle_absent.rs")]
+mod candle;
 mod chat;
 pub mod constraint;
 mod controls;
@@ -38,6 +41,7 @@ mod engine;
 mod error;
 mod generation;
 mod gguf;
+pub mod gguf_file;
 pub mod lie;
 pub mod logprobs;
 pub mod native;
@@ -54,8 +58,6 @@ use std::path::Path;
 
 pub(crate) use bytes::ModelBytes;
 
-use candle_core::{Device, Tensor};
-use candle_transformers::models::quantized_llama::ModelWeights;
 use serde::{Deserialize, Serialize};
 
 pub use chat::{render_chat_prompt, Role, CHAT_TEMPLATE, DEFAULT_SYSTEM_PROMPT};
@@ -75,7 +77,7 @@ pub use tokenizer::GgufTokenizer;
 pub use utf8::Utf8Stream;
 
 /// The candle runtimes' engine version (see [`Model::engine_version`]).
-pub const CANDLE_ENGINE_VERSION: &str = "candle-0.11.1";
+pub const CANDLE_ENGINE_VERSION: &str = candle::ENGINE_VERSION;
 
 /// The prefill schedule of a prompt fed whole: one forward pass. Under the candle runtimes
 /// another split (e.g. chunks of 8 tokens) changes the logits bits and can change the text,
@@ -84,14 +86,15 @@ pub const CANDLE_ENGINE_VERSION: &str = "candle-0.11.1";
 /// the statistics say `"N chunks"` instead (informational there).
 pub const PREFILL_SCHEDULE: &str = "all";
 
-/// The longest sequence (prompt + completion, in tokens) the model code supports: candle's
-/// quantized llama precomputes rotary embeddings for this many positions.
-pub const MAX_CONTEXT_TOKENS: usize = candle_transformers::models::quantized_llama::MAX_SEQ_LEN;
+/// The longest sequence (prompt + completion, in tokens) the model code supports (candle's
+/// quantized llama precomputes rotary embeddings for as many positions; `candle.rs` checks).
+pub const MAX_CONTEXT_TOKENS: usize = 4096;
 
 /// The weights and the code that computes with them.
 enum Weights {
     Native(Box<native::NativeModel>),
-    Candle(Box<ModelWeights>),
+    /// Only with `--features candle`; without it the type has no values.
+    Candle(Box<candle::CandleModel>),
 }
 
 /// One sequence fed incrementally (see [`Model::stepper`]).
@@ -338,24 +341,14 @@ impl Model {
                 }
                 model.forward_batch(&mut native_steps)
             }
-            Weights::Candle(weights) => {
+            Weights::Candle(model) => {
                 let [step] = steps else {
                     return Err(ModelError::inference("the candle runtime runs one sequence per step"));
                 };
                 let SeqCache::Candle { positions } = &mut *step.cache else {
                     return Err(ModelError::inference("a native cache given to the candle runtime"));
                 };
-                if *positions == 0 {
-                    weights.clear_kv_cache(); // a new sequence
-                }
-                let input = Tensor::new(step.tokens, &Device::Cpu)
-                    .and_then(|t| t.unsqueeze(0))
-                    .map_err(ModelError::inference)?;
-                let logits = weights
-                    .forward(&input, *positions)
-                    .and_then(|l| l.squeeze(0))
-                    .and_then(|l| l.to_vec1::<f32>())
-                    .map_err(ModelError::inference)?;
+                let logits = model.forward(step.tokens, *positions)?;
                 *positions += step.tokens.len();
                 Ok(vec![step.logits.then_some(logits)])
             }

@@ -9,7 +9,7 @@
 //! with the batch's primitives ([`super::Batch`]: matrix products over all rows, RoPE and
 //! attention per sequence), so batch invariance holds for every family by construction.
 
-use candle_core::quantized::gguf_file::Content;
+use crate::model::gguf_file::Content;
 
 use super::kernels::{dequantize_row, QK};
 use super::llama::{self, Llama};

@@ -17,7 +17,7 @@
 //! converter has already added Gemma's `1 +`. GELU is the tanh form through an f16 table,
 //! as llama.cpp's CPU backend computes it ([`gelu_table`]).
 
-use candle_core::quantized::gguf_file::{Content, Value};
+use crate::model::gguf_file::{Content, Value};
 
 use super::arch::{check_block_widths, embedding_and_output, Architecture, AttnSpec, RopeStyle, Shape};
 use half::f16;

@@ -13,7 +13,7 @@
 //! scaling arrives as a `rope_freqs` tensor dividing each frequency; a linear
 //! `rope.scaling.factor` divides them all. YaRN scaling is refused at load.
 
-use candle_core::quantized::gguf_file::Content;
+use crate::model::gguf_file::Content;
 
 use super::arch::{check_block_widths, embedding_and_output, Architecture, AttnSpec, RopeStyle, Shape};
 use super::kernels::{silu_mul, ActBlock, QK};

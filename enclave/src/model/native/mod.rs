@@ -41,8 +41,7 @@ mod pool;
 
 use std::sync::Arc;
 
-use candle_core::quantized::gguf_file::Content;
-use candle_core::quantized::GgmlDType;
+use super::gguf_file::{Content, TensorType};
 
 use super::{ModelBytes, ModelError};
 use arch::{Architecture, AttnSpec, RopeStyle, Shape};
@@ -198,19 +197,19 @@ pub(crate) fn matrix(
 ) -> Result<Matrix, ModelError> {
     let info =
         content.tensor_infos.get(name).ok_or_else(|| weights_error(format!("tensor {name:?} is missing")))?;
-    let ty = match info.ggml_dtype {
-        GgmlDType::Q4_0 => QType::Q4_0,
-        GgmlDType::Q4_1 => QType::Q4_1,
-        GgmlDType::Q5_0 => QType::Q5_0,
-        GgmlDType::Q5_1 => QType::Q5_1,
-        GgmlDType::Q8_0 => QType::Q8_0,
-        GgmlDType::Q4K => QType::Q4_K,
-        GgmlDType::Q5K => QType::Q5_K,
-        GgmlDType::Q6K => QType::Q6_K,
+    let ty = match info.ty {
+        TensorType::Q4_0 => QType::Q4_0,
+        TensorType::Q4_1 => QType::Q4_1,
+        TensorType::Q5_0 => QType::Q5_0,
+        TensorType::Q5_1 => QType::Q5_1,
+        TensorType::Q8_0 => QType::Q8_0,
+        TensorType::Q4_K => QType::Q4_K,
+        TensorType::Q5_K => QType::Q5_K,
+        TensorType::Q6_K => QType::Q6_K,
         other => {
             return Err(weights_error(format!(
-                "tensor {name:?} has type {other:?}; the native runtime computes with Q4_0, Q4_1, Q5_0, \
-                 Q5_1, Q8_0, Q4_K, Q5_K and Q6_K matrices (use --runtime candle for other types)"
+                "tensor {name:?} has type {other}; the native runtime computes with Q4_0, Q4_1, Q5_0, \
+                 Q5_1, Q8_0, Q4_K, Q5_K and Q6_K matrices"
             )))
         }
     };
@@ -220,7 +219,7 @@ pub(crate) fn matrix(
             ty.block_values()
         )));
     }
-    let dims = info.shape.dims();
+    let dims = info.dims.as_slice();
     let (actual_rows, actual_cols) = match dims {
         [r, c] => (*r, *c),
         _ => return Err(weights_error(format!("tensor {name:?} has shape {dims:?}, expected 2-D"))),
@@ -263,29 +262,27 @@ pub(crate) fn vector(
 ) -> Result<Vec<f32>, ModelError> {
     let info =
         content.tensor_infos.get(name).ok_or_else(|| weights_error(format!("tensor {name:?} is missing")))?;
-    let width = match info.ggml_dtype {
-        GgmlDType::F32 => 4,
-        GgmlDType::F16 | GgmlDType::BF16 => 2,
+    let width = match info.ty {
+        TensorType::F32 => 4,
+        TensorType::F16 | TensorType::BF16 => 2,
         other => {
-            return Err(weights_error(format!(
-                "tensor {name:?} has type {other:?}, expected F32, F16 or BF16"
-            )))
+            return Err(weights_error(format!("tensor {name:?} has type {other}, expected F32, F16 or BF16")))
         }
     };
-    if info.shape.dims() != [len] {
+    if info.dims.as_slice() != [len] {
         return Err(weights_error(format!(
             "tensor {name:?} has shape {:?}, expected [{len}]",
-            info.shape.dims()
+            info.dims.as_slice()
         )));
     }
     let offset = tensor_offset(content, name, info.offset)?;
     check_extent(bytes, name, offset, len * width)?;
     let data = &bytes[offset..offset + len * width];
-    Ok(match info.ggml_dtype {
-        GgmlDType::F32 => {
+    Ok(match info.ty {
+        TensorType::F32 => {
             data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
         }
-        GgmlDType::F16 => (0..len).map(|i| kernels::f16_at(data, 2 * i)).collect(),
+        TensorType::F16 => (0..len).map(|i| kernels::f16_at(data, 2 * i)).collect(),
         _ => data
             .chunks_exact(2)
             .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))
@@ -822,10 +819,9 @@ fn attention(
 
 #[cfg(test)]
 mod tests {
-    use std::io::Cursor;
     use std::path::Path;
 
-    use candle_core::quantized::gguf_file::Value;
+    use crate::model::gguf_file::{self, Value};
 
     use super::*;
 
@@ -834,7 +830,7 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/SmolLM2-135M-Instruct.Q4_1.gguf");
         let bytes = std::fs::read(&path)
             .unwrap_or_else(|e| panic!("{}: {e} (run scripts/fetch-model.sh)", path.display()));
-        let content = Content::read(&mut Cursor::new(&bytes)).unwrap();
+        let content = Content::parse(&bytes).unwrap();
         NativeModel::new(&content, bytes.into(), threads).unwrap()
     }
 
@@ -992,35 +988,45 @@ mod tests {
         assert_eq!((a.positions(), b.positions()), (0, 0));
     }
 
+    /// A tensor of the tiny model: name, type, dims (outermost first), data.
+    type TinyTensor = (String, TensorType, Vec<usize>, Vec<u8>);
+
+    /// `rows × cols` values of type `ty` (Q8_0, Q4_0, Q4_1, F16 or F32): random quantized
+    /// blocks (scales of about 1/256 per quant step, so activations stay of order one), or
+    /// ones for the float types (the norms).
+    fn tiny_tensor(name: String, ty: TensorType, dims: &[usize], seed: &mut u32) -> TinyTensor {
+        let mut next = || {
+            *seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (*seed >> 8) as u8
+        };
+        let values: usize = dims.iter().product();
+        let scale = |x: u8| half::f16::from_f32((f32::from(x) + 1.0) / 16_384.0).to_le_bytes();
+        let mut data = Vec::new();
+        match ty {
+            TensorType::F32 => (0..values).for_each(|_| data.extend(1f32.to_le_bytes())),
+            TensorType::F16 => (0..values).for_each(|_| data.extend(half::f16::ONE.to_le_bytes())),
+            _ => {
+                for _ in 0..values / 32 {
+                    data.extend(scale(next()));
+                    if ty == TensorType::Q4_1 {
+                        data.extend(half::f16::from_f32(-(f32::from(next()) / 2048.0)).to_le_bytes());
+                    }
+                    let quants = if ty == TensorType::Q8_0 { 32 } else { 16 };
+                    (0..quants).for_each(|_| data.push(next()));
+                }
+            }
+        }
+        (name, ty, dims.to_vec(), data)
+    }
+
     /// A tiny random llama GGUF (4 heads of 16 sharing 2 key/value heads, 2 layers,
     /// 64-token vocabulary), with `edit` applied to its tensors and metadata before writing.
-    fn tiny_gguf(
-        edit: impl FnOnce(&mut Vec<(String, candle_core::quantized::QTensor)>, &mut Vec<(String, Value)>),
-    ) -> Vec<u8> {
-        use candle_core::quantized::QTensor;
-        use candle_core::{Device, Tensor};
+    fn tiny_gguf(edit: impl FnOnce(&mut Vec<TinyTensor>, &mut Vec<(String, Value)>)) -> Vec<u8> {
         let (dim, kv, ffn, vocab) = (64usize, 32usize, 128usize, 64usize);
         let mut seed = 7u32;
-        let mut random = |rows: usize, cols: usize, ty: GgmlDType| {
-            let values: Vec<f32> = (0..rows * cols)
-                .map(|_| {
-                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                    (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-                })
-                .collect();
-            let t = Tensor::from_vec(values, (rows, cols), &Device::Cpu).unwrap();
-            QTensor::quantize(&t, ty).unwrap()
-        };
-        let norm = |n: usize| {
-            QTensor::quantize(
-                &Tensor::ones(n, candle_core::DType::F32, &Device::Cpu).unwrap(),
-                GgmlDType::F32,
-            )
-            .unwrap()
-        };
         let mut tensors = vec![
-            ("token_embd.weight".to_owned(), random(vocab, dim, GgmlDType::Q8_0)),
-            ("output_norm.weight".to_owned(), norm(dim)),
+            tiny_tensor("token_embd.weight".to_owned(), TensorType::Q8_0, &[vocab, dim], &mut seed),
+            tiny_tensor("output_norm.weight".to_owned(), TensorType::F32, &[dim], &mut seed),
         ];
         for i in 0..2 {
             for (name, rows, cols) in [
@@ -1032,11 +1038,17 @@ mod tests {
                 ("ffn_up", ffn, dim),
                 ("ffn_down", dim, ffn),
             ] {
-                let ty = if name == "attn_v" { GgmlDType::Q4_0 } else { GgmlDType::Q4_1 };
-                tensors.push((format!("blk.{i}.{name}.weight"), random(rows, cols, ty)));
+                let ty = if name == "attn_v" { TensorType::Q4_0 } else { TensorType::Q4_1 };
+                tensors.push(tiny_tensor(format!("blk.{i}.{name}.weight"), ty, &[rows, cols], &mut seed));
             }
-            tensors.push((format!("blk.{i}.attn_norm.weight"), norm(dim)));
-            tensors.push((format!("blk.{i}.ffn_norm.weight"), norm(dim)));
+            for norm in ["attn_norm", "ffn_norm"] {
+                tensors.push(tiny_tensor(
+                    format!("blk.{i}.{norm}.weight"),
+                    TensorType::F32,
+                    &[dim],
+                    &mut seed,
+                ));
+            }
         }
         let mut metadata = vec![
             ("general.architecture".to_owned(), Value::String("llama".to_owned())),
@@ -1050,27 +1062,31 @@ mod tests {
             ("llama.rope.freq_base".to_owned(), Value::F32(10_000.0)),
         ];
         edit(&mut tensors, &mut metadata);
-        let mut out = Cursor::new(Vec::new());
-        let meta: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let tens: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
-        candle_core::quantized::gguf_file::write(&mut out, &meta, &tens).unwrap();
-        out.into_inner()
+        let meta: Vec<(&str, Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        let tens: Vec<(&str, TensorType, &[usize], &[u8])> =
+            tensors.iter().map(|(n, ty, d, data)| (n.as_str(), *ty, d.as_slice(), data.as_slice())).collect();
+        gguf_file::write(&meta, &tens)
     }
 
     fn tiny(bytes: Vec<u8>) -> Result<NativeModel, ModelError> {
-        let content = Content::read(&mut Cursor::new(&bytes)).unwrap();
+        let content = Content::parse(&bytes).unwrap();
         NativeModel::new(&content, bytes.into(), 1)
     }
 
+    /// candle reads the file Vouch's writer wrote and computes nearly the same logits.
+    #[cfg(feature = "candle")]
     #[test]
     fn tiny_model_agrees_with_candle() {
+        use std::io::Cursor;
+
+        use candle_core::quantized::gguf_file;
         use candle_core::{Device, Tensor};
         use candle_transformers::models::quantized_llama::ModelWeights;
         let bytes = tiny_gguf(|_, _| {});
         let tokens = [3u32, 14, 15, 9, 26, 53, 58, 9, 7, 9];
         let mut ours = tiny(bytes.clone()).unwrap();
         let native = ours.forward(&tokens).unwrap();
-        let content = Content::read(&mut Cursor::new(&bytes)).unwrap();
+        let content = gguf_file::Content::read(&mut Cursor::new(&bytes)).unwrap();
         let mut candle = ModelWeights::from_gguf(content, &mut Cursor::new(&bytes), &Device::Cpu).unwrap();
         let input = Tensor::new(&tokens[..], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
         let reference: Vec<f32> = candle.forward(&input, 0).unwrap().squeeze(0).unwrap().to_vec1().unwrap();
@@ -1085,22 +1101,21 @@ mod tests {
     #[test]
     fn unusable_tensors_and_metadata_are_refused_by_name() {
         let f16 = tiny_gguf(|t, _| {
-            let i = t.iter().position(|(n, _)| n == "blk.1.ffn_up.weight").unwrap();
-            let dense = t[i].1.dequantize(&candle_core::Device::Cpu).unwrap();
-            t[i].1 = candle_core::quantized::QTensor::quantize(&dense, GgmlDType::F16).unwrap();
+            let i = t.iter().position(|(n, ..)| n == "blk.1.ffn_up.weight").unwrap();
+            t[i] = tiny_tensor(t[i].0.clone(), TensorType::F16, &t[i].2.clone(), &mut 1);
         });
         let err = tiny(f16).unwrap_err().to_string();
         assert!(err.contains("\"blk.1.ffn_up.weight\" has type F16"), "{err}");
 
-        let missing = tiny_gguf(|t, _| t.retain(|(n, _)| n != "blk.0.attn_k.weight"));
+        let missing = tiny_gguf(|t, _| t.retain(|(n, ..)| n != "blk.0.attn_k.weight"));
         assert_eq!(
             tiny(missing).unwrap_err().to_string(),
             "cannot build model weights: tensor \"blk.0.attn_k.weight\" is missing"
         );
 
         let swapped = tiny_gguf(|t, _| {
-            let q = t.iter().position(|(n, _)| n == "blk.0.attn_q.weight").unwrap();
-            let k = t.iter().position(|(n, _)| n == "blk.0.attn_k.weight").unwrap();
+            let q = t.iter().position(|(n, ..)| n == "blk.0.attn_q.weight").unwrap();
+            let k = t.iter().position(|(n, ..)| n == "blk.0.attn_k.weight").unwrap();
             let (a, b) = (t[q].0.clone(), t[k].0.clone());
             t[q].0 = b;
             t[k].0 = a;
