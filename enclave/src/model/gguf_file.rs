@@ -61,8 +61,133 @@ pub enum Value {
     Bool(bool),
     /// GGUF type 8.
     String(String),
-    /// GGUF type 9: values of one (non-array) type.
-    Array(Vec<Value>),
+    /// GGUF type 9: values of one (non-array) type, kept packed (a vocabulary of 262 144
+    /// tokens is three flat buffers, not 786 432 values).
+    Array(Array),
+}
+
+/// An array value, packed by element type.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(missing_docs)]
+pub enum Array {
+    U8(Vec<u8>),
+    I8(Vec<i8>),
+    U16(Vec<u16>),
+    I16(Vec<i16>),
+    U32(Vec<u32>),
+    I32(Vec<i32>),
+    U64(Vec<u64>),
+    I64(Vec<i64>),
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    Bool(Vec<bool>),
+    String(Strings),
+}
+
+impl Array {
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Array::U8(v) => v.len(),
+            Array::I8(v) => v.len(),
+            Array::U16(v) => v.len(),
+            Array::I16(v) => v.len(),
+            Array::U32(v) => v.len(),
+            Array::I32(v) => v.len(),
+            Array::U64(v) => v.len(),
+            Array::I64(v) => v.len(),
+            Array::F32(v) => v.len(),
+            Array::F64(v) => v.len(),
+            Array::Bool(v) => v.len(),
+            Array::String(v) => v.len(),
+        }
+    }
+
+    /// Whether the array has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The elements' type.
+    pub fn element_type(&self) -> ValueType {
+        match self {
+            Array::U8(_) => ValueType::U8,
+            Array::I8(_) => ValueType::I8,
+            Array::U16(_) => ValueType::U16,
+            Array::I16(_) => ValueType::I16,
+            Array::U32(_) => ValueType::U32,
+            Array::I32(_) => ValueType::I32,
+            Array::U64(_) => ValueType::U64,
+            Array::I64(_) => ValueType::I64,
+            Array::F32(_) => ValueType::F32,
+            Array::F64(_) => ValueType::F64,
+            Array::Bool(_) => ValueType::Bool,
+            Array::String(_) => ValueType::String,
+        }
+    }
+
+    fn type_id(&self) -> u32 {
+        match self {
+            Array::U8(_) => 0,
+            Array::I8(_) => 1,
+            Array::U16(_) => 2,
+            Array::I16(_) => 3,
+            Array::U32(_) => 4,
+            Array::I32(_) => 5,
+            Array::F32(_) => 6,
+            Array::Bool(_) => 7,
+            Array::String(_) => 8,
+            Array::U64(_) => 10,
+            Array::I64(_) => 11,
+            Array::F64(_) => 12,
+        }
+    }
+}
+
+/// Strings packed in one buffer: element `i` is `text[ends[i - 1]..ends[i]]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Strings {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl Strings {
+    /// Appends one string.
+    pub fn push(&mut self, s: &str) {
+        self.text.push_str(s);
+        self.ends.push(self.text.len());
+    }
+
+    /// The number of strings.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// String `i`.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        // Every end is a boundary between two pushed strings, so a char boundary.
+        self.text.get(start..end)
+    }
+
+    /// The strings in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        (0..self.len()).map(|i| self.get(i).unwrap_or_default())
+    }
+}
+
+impl<'a> FromIterator<&'a str> for Strings {
+    fn from_iter<I: IntoIterator<Item = &'a str>>(iter: I) -> Self {
+        let mut out = Strings::default();
+        iter.into_iter().for_each(|s| out.push(s));
+        out
+    }
 }
 
 /// A metadata value's type, as the error messages name it.
@@ -86,12 +211,12 @@ pub enum ValueType {
 
 /// A metadata value of another type than the one asked for.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("expected {expected:?}, found {actual:?}")]
+#[error("expected {expected}, found {actual}")]
 pub struct WrongType {
-    /// The type asked for.
-    pub expected: ValueType,
-    /// The value's type.
-    pub actual: ValueType,
+    /// The type asked for (`"U32"`, `"array of F32"`).
+    pub expected: String,
+    /// The value's type, spelled the same way.
+    pub actual: String,
 }
 
 impl Value {
@@ -114,8 +239,20 @@ impl Value {
         }
     }
 
+    /// The value's type as errors spell it: `"U32"`, `"array of String"`.
+    pub fn type_name(&self) -> String {
+        match self {
+            Value::Array(a) => format!("array of {:?}", a.element_type()),
+            other => format!("{:?}", other.value_type()),
+        }
+    }
+
     fn wrong(&self, expected: ValueType) -> WrongType {
-        WrongType { expected, actual: self.value_type() }
+        WrongType { expected: format!("{expected:?}"), actual: self.type_name() }
+    }
+
+    fn wrong_array(&self, element: ValueType) -> WrongType {
+        WrongType { expected: format!("array of {element:?}"), actual: self.type_name() }
     }
 
     /// A `U32` value.
@@ -166,11 +303,35 @@ impl Value {
         }
     }
 
-    /// An `Array` value's elements.
-    pub fn to_vec(&self) -> Result<&Vec<Value>, WrongType> {
+    /// An array of strings.
+    pub fn to_strings(&self) -> Result<&Strings, WrongType> {
         match self {
-            Value::Array(v) => Ok(v),
-            other => Err(other.wrong(ValueType::Array)),
+            Value::Array(Array::String(v)) => Ok(v),
+            other => Err(other.wrong_array(ValueType::String)),
+        }
+    }
+
+    /// An array of `F32`.
+    pub fn to_f32s(&self) -> Result<&[f32], WrongType> {
+        match self {
+            Value::Array(Array::F32(v)) => Ok(v),
+            other => Err(other.wrong_array(ValueType::F32)),
+        }
+    }
+
+    /// An array of `I32`.
+    pub fn to_i32s(&self) -> Result<&[i32], WrongType> {
+        match self {
+            Value::Array(Array::I32(v)) => Ok(v),
+            other => Err(other.wrong_array(ValueType::I32)),
+        }
+    }
+
+    /// An array of `Bool`.
+    pub fn to_bools(&self) -> Result<&[bool], WrongType> {
+        match self {
+            Value::Array(Array::Bool(v)) => Ok(v),
+            other => Err(other.wrong_array(ValueType::Bool)),
         }
     }
 
@@ -432,7 +593,7 @@ impl<'a> Reader<'a> {
             .map_err(|_| malformed(format!("{what} is not UTF-8 (at byte {})", self.pos - len)))
     }
 
-    fn value(&mut self, type_id: u32, what: &str, in_array: bool) -> Result<Value, ModelError> {
+    fn value(&mut self, type_id: u32, what: &str) -> Result<Value, ModelError> {
         Ok(match type_id {
             0 => Value::U8(self.array::<1>(what)?[0]),
             1 => Value::I8(self.array::<1>(what)?[0] as i8),
@@ -441,33 +602,66 @@ impl<'a> Reader<'a> {
             4 => Value::U32(self.u32(what)?),
             5 => Value::I32(i32::from_le_bytes(self.array(what)?)),
             6 => Value::F32(f32::from_le_bytes(self.array(what)?)),
-            7 => match self.array::<1>(what)?[0] {
-                0 => Value::Bool(false),
-                1 => Value::Bool(true),
-                b => return Err(malformed(format!("{what}: boolean byte {b}"))),
-            },
+            7 => Value::Bool(self.bool(what)?),
             8 => Value::String(self.string(what)?),
-            9 if in_array => return Err(malformed(format!("{what}: arrays of arrays are not supported"))),
-            9 => {
-                let elem = self.u32(what)?;
-                let min = match elem {
-                    0 | 1 | 7 => 1,
-                    2 | 3 => 2,
-                    4..=6 => 4,
-                    8 | 10..=12 => 8,
-                    9 => return Err(malformed(format!("{what}: arrays of arrays are not supported"))),
-                    t => return Err(malformed(format!("{what}: unknown value type {t}"))),
-                };
-                let n = self.count(min, what)?;
-                let mut items = Vec::with_capacity(n);
-                for _ in 0..n {
-                    items.push(self.value(elem, what, true)?);
-                }
-                Value::Array(items)
-            }
+            9 => Value::Array(self.array_value(what)?),
             10 => Value::U64(self.u64(what)?),
             11 => Value::I64(i64::from_le_bytes(self.array(what)?)),
             12 => Value::F64(f64::from_le_bytes(self.array(what)?)),
+            t => return Err(malformed(format!("{what}: unknown value type {t}"))),
+        })
+    }
+}
+
+impl Reader<'_> {
+    fn bool(&mut self, what: &str) -> Result<bool, ModelError> {
+        match self.array::<1>(what)?[0] {
+            0 => Ok(false),
+            1 => Ok(true),
+            b => Err(malformed(format!("{what}: boolean byte {b}"))),
+        }
+    }
+
+    /// `n` elements read by `one`, after checking that `n × min_bytes` are left.
+    fn elements<T>(
+        &mut self,
+        min_bytes: usize,
+        what: &str,
+        mut one: impl FnMut(&mut Self) -> Result<T, ModelError>,
+    ) -> Result<Vec<T>, ModelError> {
+        let n = self.count(min_bytes, what)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(one(self)?);
+        }
+        Ok(out)
+    }
+
+    /// An array's element type, count and elements (arrays of arrays are refused: llama.cpp
+    /// has no use for them either).
+    fn array_value(&mut self, what: &str) -> Result<Array, ModelError> {
+        let elem = self.u32(what)?;
+        Ok(match elem {
+            0 => Array::U8(self.elements(1, what, |r| Ok(r.array::<1>(what)?[0]))?),
+            1 => Array::I8(self.elements(1, what, |r| Ok(r.array::<1>(what)?[0] as i8))?),
+            2 => Array::U16(self.elements(2, what, |r| Ok(u16::from_le_bytes(r.array(what)?)))?),
+            3 => Array::I16(self.elements(2, what, |r| Ok(i16::from_le_bytes(r.array(what)?)))?),
+            4 => Array::U32(self.elements(4, what, |r| r.u32(what))?),
+            5 => Array::I32(self.elements(4, what, |r| Ok(i32::from_le_bytes(r.array(what)?)))?),
+            6 => Array::F32(self.elements(4, what, |r| Ok(f32::from_le_bytes(r.array(what)?)))?),
+            7 => Array::Bool(self.elements(1, what, |r| r.bool(what))?),
+            8 => {
+                let n = self.count(8, what)?;
+                let mut strings = Strings::default();
+                for _ in 0..n {
+                    strings.push(&self.string(what)?);
+                }
+                Array::String(strings)
+            }
+            9 => return Err(malformed(format!("{what}: arrays of arrays are not supported"))),
+            10 => Array::U64(self.elements(8, what, |r| r.u64(what))?),
+            11 => Array::I64(self.elements(8, what, |r| Ok(i64::from_le_bytes(r.array(what)?)))?),
+            12 => Array::F64(self.elements(8, what, |r| Ok(f64::from_le_bytes(r.array(what)?)))?),
             t => return Err(malformed(format!("{what}: unknown value type {t}"))),
         })
     }
@@ -499,7 +693,7 @@ impl Content {
         for _ in 0..kv_count {
             let key = r.string("a metadata key")?;
             let type_id = r.u32("a metadata type")?;
-            let value = r.value(type_id, &format!("metadata {key:?}"), false)?;
+            let value = r.value(type_id, &format!("metadata {key:?}"))?;
             if metadata.insert(key.clone(), value).is_some() {
                 return Err(malformed(format!("metadata key {key:?} appears twice")));
             }
@@ -612,9 +806,22 @@ pub fn write(metadata: &[(&str, Value)], tensors: &[(&str, TensorType, &[usize],
             Value::Bool(b) => out.push(u8::from(*b)),
             Value::String(s) => string(out, s),
             Value::Array(items) => {
-                out.extend(items.first().map_or(0, Value::type_id).to_le_bytes());
+                out.extend(items.type_id().to_le_bytes());
                 out.extend((items.len() as u64).to_le_bytes());
-                items.iter().for_each(|item| value(out, item));
+                match items {
+                    Array::U8(v) => out.extend(v),
+                    Array::I8(v) => v.iter().for_each(|x| out.push(*x as u8)),
+                    Array::U16(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+                    Array::I16(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+                    Array::U32(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+                    Array::I32(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+                    Array::U64(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+                    Array::I64(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+                    Array::F32(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+                    Array::F64(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+                    Array::Bool(v) => v.iter().for_each(|x| out.push(u8::from(*x))),
+                    Array::String(v) => v.iter().for_each(|x| string(out, x)),
+                }
             }
         }
     }
@@ -655,8 +862,8 @@ mod tests {
             &[
                 ("general.architecture", Value::String("llama".into())),
                 ("n", Value::U32(7)),
-                ("tokens", Value::Array(vec![Value::String("a".into()), Value::String("bc".into())])),
-                ("scores", Value::Array(vec![Value::F32(0.5), Value::F32(-1.0)])),
+                ("tokens", Value::Array(Array::String(["a", "bc"].into_iter().collect()))),
+                ("scores", Value::Array(Array::F32(vec![0.5, -1.0]))),
                 ("flag", Value::Bool(true)),
             ],
             &[("w", TensorType::Q8_0, &[1, 32], &data), ("v", TensorType::F32, &[2], &f32s)],
@@ -670,7 +877,14 @@ mod tests {
         assert_eq!(c.version, 3);
         assert_eq!(c.metadata["n"], Value::U32(7));
         assert_eq!(c.metadata["general.architecture"].to_string().unwrap(), "llama");
-        assert_eq!(c.metadata["tokens"].to_vec().unwrap().len(), 2);
+        let tokens = c.metadata["tokens"].to_strings().unwrap();
+        assert_eq!(tokens.iter().collect::<Vec<_>>(), ["a", "bc"]);
+        assert_eq!((tokens.get(1), tokens.get(2)), (Some("bc"), None));
+        assert_eq!(c.metadata["scores"].to_f32s().unwrap(), [0.5, -1.0]);
+        assert_eq!(
+            c.metadata["scores"].to_i32s().unwrap_err().to_string(),
+            "expected array of I32, found array of F32"
+        );
         assert_eq!(c.metadata["flag"].to_bool(), Ok(true));
         assert_eq!(c.tensor_data_offset % 32, 0);
         let w = &c.tensor_infos["w"];
@@ -680,10 +894,7 @@ mod tests {
         let start = (c.tensor_data_offset + v.offset) as usize;
         assert_eq!(&bytes[start..start + 4], 1.0f32.to_le_bytes());
         c.check_extents(bytes.len() as u64).unwrap();
-        assert_eq!(
-            c.metadata["n"].to_u64(),
-            Err(WrongType { expected: ValueType::U64, actual: ValueType::U32 })
-        );
+        assert_eq!(c.metadata["n"].to_u64().unwrap_err().to_string(), "expected U64, found U32");
     }
 
     #[test]

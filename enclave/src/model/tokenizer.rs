@@ -87,14 +87,8 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> ModelError {
 }
 
 fn string_array(md: &HashMap<String, Value>, key: &'static str) -> Result<Vec<String>, ModelError> {
-    let values = metadata(md, key)?.to_vec().map_err(|e| invalid(key, e.to_string()))?;
-    values
-        .iter()
-        .map(|v| match v {
-            Value::String(s) => Ok(s.clone()),
-            other => Err(invalid(key, format!("expected strings, found {:?}", other.value_type()))),
-        })
-        .collect()
+    let strings = metadata(md, key)?.to_strings().map_err(|e| invalid(key, e.to_string()))?;
+    Ok(strings.iter().map(str::to_owned).collect())
 }
 
 fn token_id(md: &HashMap<String, Value>, key: &'static str, vocab: usize) -> Result<u32, ModelError> {
@@ -113,7 +107,7 @@ impl GgufTokenizer {
             other => {
                 return Err(invalid(
                     "tokenizer.ggml.model",
-                    format!("expected a string, found {:?}", other.value_type()),
+                    format!("expected a string, found {}", other.type_name()),
                 ))
             }
         };
@@ -125,11 +119,9 @@ impl GgufTokenizer {
         }
         let tokens = string_array(md, "tokenizer.ggml.tokens")?;
         let token_types: Vec<i32> = metadata(md, "tokenizer.ggml.token_type")?
-            .to_vec()
+            .to_i32s()
             .map_err(|e| invalid("tokenizer.ggml.token_type", e.to_string()))?
-            .iter()
-            .map(|v| v.to_i32().map_err(|e| invalid("tokenizer.ggml.token_type", e.to_string())))
-            .collect::<Result<_, _>>()?;
+            .to_vec();
         if token_types.len() != tokens.len() {
             return Err(invalid(
                 "tokenizer.ggml.token_type",
@@ -145,12 +137,9 @@ impl GgufTokenizer {
         let add_bos = flag(md, "tokenizer.ggml.add_bos_token", spm)?;
 
         let (encoder, token_bytes, rules) = if spm {
-            let scores: Vec<f32> = metadata(md, "tokenizer.ggml.scores")?
-                .to_vec()
-                .map_err(|e| invalid("tokenizer.ggml.scores", e.to_string()))?
-                .iter()
-                .map(|v| v.to_f32().map_err(|e| invalid("tokenizer.ggml.scores", e.to_string())))
-                .collect::<Result<_, _>>()?;
+            let scores: &[f32] = metadata(md, "tokenizer.ggml.scores")?
+                .to_f32s()
+                .map_err(|e| invalid("tokenizer.ggml.scores", e.to_string()))?;
             if scores.len() != tokens.len() {
                 return Err(invalid(
                     "tokenizer.ggml.scores",
@@ -158,7 +147,7 @@ impl GgufTokenizer {
                 ));
             }
             let add_space_prefix = flag(md, "tokenizer.ggml.add_space_prefix", true)?;
-            let encoder = Encoder::Spm(Box::new(Spm::new(&tokens, &scores, &token_types, add_space_prefix)));
+            let encoder = Encoder::Spm(Box::new(Spm::new(&tokens, scores, &token_types, add_space_prefix)));
             let mut bytes = Packed::default();
             for (t, ty) in tokens.iter().zip(&token_types) {
                 bytes.push(&spm::piece_bytes(t, *ty).unwrap_or_default());

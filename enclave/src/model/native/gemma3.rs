@@ -81,11 +81,12 @@ fn swa_layers(pattern: Option<&Value>, layers: usize) -> Result<Vec<bool>, Model
     let invalid = |reason: String| ModelError::InvalidMetadata { key: SWA_PATTERN_KEY, reason };
     let period = match pattern {
         None => SWA_PATTERN,
-        Some(Value::Array(flags)) => {
+        Some(v @ Value::Array(_)) => {
+            let flags = v.to_bools().map_err(|e| invalid(e.to_string()))?;
             if flags.len() != layers {
                 return Err(invalid(format!("{} flags for {layers} layers", flags.len())));
             }
-            return flags.iter().map(|f| f.to_bool().map_err(|e| invalid(e.to_string()))).collect();
+            return Ok(flags.to_vec());
         }
         Some(v) => v.to_u32().map_err(|e| invalid(e.to_string()))? as usize,
     };
@@ -275,6 +276,7 @@ impl Architecture for Gemma3 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::gguf_file::Array;
 
     #[test]
     fn every_sixth_layer_is_global_unless_the_file_says_otherwise() {
@@ -284,7 +286,7 @@ mod tests {
         assert_eq!(globals(None, 18), [5, 11, 17]);
         assert_eq!(globals(Some(&Value::U32(4)), 8), [3, 7]);
         assert_eq!(globals(Some(&Value::U32(0)), 3), Vec::<usize>::new());
-        let flags = Value::Array(vec![Value::Bool(true), Value::Bool(false)]);
+        let flags = Value::Array(Array::Bool(vec![true, false]));
         assert_eq!(globals(Some(&flags), 2), [1]);
         let err = swa_layers(Some(&flags), 3).unwrap_err();
         assert!(err.to_string().contains("2 flags for 3 layers"), "{err}");
