@@ -17,17 +17,15 @@ use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
 use sha2::{Digest, Sha256};
 
+use super::gguf::CandleLoaded;
 use super::gguf_file::{Content, Value};
 use super::{ModelBytes, ModelError, Runtime};
-
-/// The candle runtimes' engine version (see [`super::Model::engine_version`]).
-pub const ENGINE_VERSION: &str = "candle-0.11.1";
 
 /// The only architecture the candle runtimes implement (candle's quantized llama).
 const SUPPORTED_ARCHITECTURE: &str = "llama";
 
 /// Alignment of tensors in the converted in-memory weight buffer, in bytes (GGUF's default).
-const TENSOR_ALIGNMENT: usize = 32;
+const TENSOR_ALIGNMENT: usize = super::gguf_file::DEFAULT_ALIGNMENT as usize;
 
 // candle's quantized llama precomputes rotary embeddings for this many positions: the
 // enclave's context limit must not pass it.
@@ -35,14 +33,6 @@ const _: () = assert!(super::MAX_CONTEXT_TOKENS <= candle_transformers::models::
 
 /// candle's quantized llama, holding its own KV cache (one sequence at a time).
 pub(crate) struct CandleModel(ModelWeights);
-
-/// A loaded candle model, the digest of the weights it computes with, and what one
-/// position of its f32 KV cache takes.
-pub(crate) struct Loaded {
-    pub(crate) model: CandleModel,
-    pub(crate) weights_digest: [u8; 32],
-    pub(crate) kv_bytes_per_position: usize,
-}
 
 fn weights_error(e: candle_core::Error) -> ModelError {
     ModelError::Weights { reason: e.to_string() }
@@ -68,7 +58,7 @@ pub(crate) fn load(
     content: &Content,
     bytes: ModelBytes,
     digest: [u8; 32],
-) -> Result<Loaded, ModelError> {
+) -> Result<CandleLoaded, ModelError> {
     let actual = match content.metadata.get("general.architecture") {
         Some(Value::String(s)) => s.clone(),
         _ => String::new(),
@@ -96,7 +86,7 @@ pub(crate) fn load(
             (weights, digest)
         }
     };
-    Ok(Loaded { model: CandleModel(weights), weights_digest, kv_bytes_per_position })
+    Ok(CandleLoaded { model: CandleModel(weights), weights_digest, kv_bytes_per_position })
 }
 
 impl CandleModel {

@@ -3,21 +3,12 @@
 //! code path that would run candle is statically unreachable, and asking for a candle
 //! runtime is refused at load with [`ModelError::RuntimeNotBuilt`].
 
+use super::gguf::CandleLoaded;
 use super::gguf_file::Content;
 use super::{ModelBytes, ModelError, Runtime};
 
-/// The engine version a candle build would report (kept so the name means one thing).
-pub const ENGINE_VERSION: &str = "candle-0.11.1";
-
 /// No candle model can exist in this build.
 pub(crate) enum CandleModel {}
-
-/// Never built (see [`load`]).
-pub(crate) struct Loaded {
-    pub(crate) model: CandleModel,
-    pub(crate) weights_digest: [u8; 32],
-    pub(crate) kv_bytes_per_position: usize,
-}
 
 /// Refuses: this build has no candle runtime.
 pub(crate) fn load(
@@ -25,7 +16,7 @@ pub(crate) fn load(
     _content: &Content,
     _bytes: ModelBytes,
     _digest: [u8; 32],
-) -> Result<Loaded, ModelError> {
+) -> Result<CandleLoaded, ModelError> {
     Err(ModelError::RuntimeNotBuilt { runtime: runtime.as_str() })
 }
 

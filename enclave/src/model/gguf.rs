@@ -77,6 +77,15 @@ impl FromStr for Runtime {
     }
 }
 
+/// What a candle runtime's `load` returns (`candle.rs`; never built without the feature):
+/// the model, the digest of the weights it computes with, and what one position of its f32
+/// KV cache takes.
+pub(crate) struct CandleLoaded {
+    pub(crate) model: candle::CandleModel,
+    pub(crate) weights_digest: [u8; 32],
+    pub(crate) kv_bytes_per_position: usize,
+}
+
 /// Loads `path` (see [`Model::load_with`]).
 pub(crate) fn load(path: &Path, runtime: Runtime) -> Result<Model, ModelError> {
     let started = Instant::now();

@@ -23,6 +23,7 @@
 
 use std::collections::HashMap;
 
+use super::packed::Packed;
 use super::ModelError;
 
 /// The GGUF magic, as the first four bytes of the file.
@@ -127,53 +128,34 @@ impl Array {
     }
 
     fn type_id(&self) -> u32 {
-        match self {
-            Array::U8(_) => 0,
-            Array::I8(_) => 1,
-            Array::U16(_) => 2,
-            Array::I16(_) => 3,
-            Array::U32(_) => 4,
-            Array::I32(_) => 5,
-            Array::F32(_) => 6,
-            Array::Bool(_) => 7,
-            Array::String(_) => 8,
-            Array::U64(_) => 10,
-            Array::I64(_) => 11,
-            Array::F64(_) => 12,
-        }
+        self.element_type().id()
     }
 }
 
-/// Strings packed in one buffer: element `i` is `text[ends[i - 1]..ends[i]]`.
+/// Strings packed in one buffer ([`Packed`]); every entry was a `&str` when pushed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Strings {
-    text: String,
-    ends: Vec<usize>,
-}
+pub struct Strings(Packed);
 
 impl Strings {
     /// Appends one string.
     pub fn push(&mut self, s: &str) {
-        self.text.push_str(s);
-        self.ends.push(self.text.len());
+        self.0.push(s.as_bytes());
     }
 
     /// The number of strings.
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.0.len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.0.len() == 0
     }
 
     /// String `i`.
     pub fn get(&self, i: usize) -> Option<&str> {
-        let end = *self.ends.get(i)?;
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        // Every end is a boundary between two pushed strings, so a char boundary.
-        self.text.get(start..end)
+        // Only whole `&str`s are pushed, so every entry is UTF-8.
+        (i < self.len()).then(|| std::str::from_utf8(self.0.get(i)).ok()).flatten()
     }
 
     /// The strings in order.
@@ -207,6 +189,27 @@ pub enum ValueType {
     Bool,
     String,
     Array,
+}
+
+impl ValueType {
+    /// The GGUF type id.
+    fn id(self) -> u32 {
+        match self {
+            ValueType::U8 => 0,
+            ValueType::I8 => 1,
+            ValueType::U16 => 2,
+            ValueType::I16 => 3,
+            ValueType::U32 => 4,
+            ValueType::I32 => 5,
+            ValueType::F32 => 6,
+            ValueType::Bool => 7,
+            ValueType::String => 8,
+            ValueType::Array => 9,
+            ValueType::U64 => 10,
+            ValueType::I64 => 11,
+            ValueType::F64 => 12,
+        }
+    }
 }
 
 /// A metadata value of another type than the one asked for.
@@ -337,21 +340,7 @@ impl Value {
 
     /// The GGUF type id.
     fn type_id(&self) -> u32 {
-        match self {
-            Value::U8(_) => 0,
-            Value::I8(_) => 1,
-            Value::U16(_) => 2,
-            Value::I16(_) => 3,
-            Value::U32(_) => 4,
-            Value::I32(_) => 5,
-            Value::F32(_) => 6,
-            Value::Bool(_) => 7,
-            Value::String(_) => 8,
-            Value::Array(_) => 9,
-            Value::U64(_) => 10,
-            Value::I64(_) => 11,
-            Value::F64(_) => 12,
-        }
+        self.value_type().id()
     }
 }
 
@@ -385,56 +374,39 @@ pub enum TensorType {
 }
 
 impl TensorType {
+    /// The types with a variant of their own, by ggml type id.
+    const NAMED: [(u32, TensorType); 20] = [
+        (0, TensorType::F32),
+        (1, TensorType::F16),
+        (2, TensorType::Q4_0),
+        (3, TensorType::Q4_1),
+        (6, TensorType::Q5_0),
+        (7, TensorType::Q5_1),
+        (8, TensorType::Q8_0),
+        (9, TensorType::Q8_1),
+        (10, TensorType::Q2_K),
+        (11, TensorType::Q3_K),
+        (12, TensorType::Q4_K),
+        (13, TensorType::Q5_K),
+        (14, TensorType::Q6_K),
+        (15, TensorType::Q8_K),
+        (24, TensorType::I8),
+        (25, TensorType::I16),
+        (26, TensorType::I32),
+        (27, TensorType::I64),
+        (28, TensorType::F64),
+        (30, TensorType::BF16),
+    ];
+
     fn from_id(id: u32) -> TensorType {
-        match id {
-            0 => TensorType::F32,
-            1 => TensorType::F16,
-            2 => TensorType::Q4_0,
-            3 => TensorType::Q4_1,
-            6 => TensorType::Q5_0,
-            7 => TensorType::Q5_1,
-            8 => TensorType::Q8_0,
-            9 => TensorType::Q8_1,
-            10 => TensorType::Q2_K,
-            11 => TensorType::Q3_K,
-            12 => TensorType::Q4_K,
-            13 => TensorType::Q5_K,
-            14 => TensorType::Q6_K,
-            15 => TensorType::Q8_K,
-            24 => TensorType::I8,
-            25 => TensorType::I16,
-            26 => TensorType::I32,
-            27 => TensorType::I64,
-            28 => TensorType::F64,
-            30 => TensorType::BF16,
-            other => TensorType::Other(other),
-        }
+        TensorType::NAMED.iter().find(|(i, _)| *i == id).map_or(TensorType::Other(id), |(_, t)| *t)
     }
 
     /// The ggml type id.
     pub fn id(self) -> u32 {
         match self {
-            TensorType::F32 => 0,
-            TensorType::F16 => 1,
-            TensorType::Q4_0 => 2,
-            TensorType::Q4_1 => 3,
-            TensorType::Q5_0 => 6,
-            TensorType::Q5_1 => 7,
-            TensorType::Q8_0 => 8,
-            TensorType::Q8_1 => 9,
-            TensorType::Q2_K => 10,
-            TensorType::Q3_K => 11,
-            TensorType::Q4_K => 12,
-            TensorType::Q5_K => 13,
-            TensorType::Q6_K => 14,
-            TensorType::Q8_K => 15,
-            TensorType::I8 => 24,
-            TensorType::I16 => 25,
-            TensorType::I32 => 26,
-            TensorType::I64 => 27,
-            TensorType::F64 => 28,
-            TensorType::BF16 => 30,
             TensorType::Other(id) => id,
+            named => TensorType::NAMED.iter().find(|(_, t)| *t == named).map_or(u32::MAX, |(i, _)| *i),
         }
     }
 
@@ -895,6 +867,18 @@ mod tests {
         assert_eq!(&bytes[start..start + 4], 1.0f32.to_le_bytes());
         c.check_extents(bytes.len() as u64).unwrap();
         assert_eq!(c.metadata["n"].to_u64().unwrap_err().to_string(), "expected U64, found U32");
+    }
+
+    #[test]
+    fn tensor_type_ids_round_trip() {
+        for id in 0..64 {
+            assert_eq!(TensorType::from_id(id).id(), id);
+        }
+        for (id, ty) in TensorType::NAMED {
+            assert_eq!((TensorType::from_id(id), ty.id()), (ty, id));
+        }
+        assert_eq!(TensorType::from_id(12).name(), "Q4_K");
+        assert_eq!(TensorType::from_id(20).name(), "IQ4_NL");
     }
 
     #[test]

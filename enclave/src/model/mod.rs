@@ -45,6 +45,7 @@ pub mod gguf_file;
 pub mod lie;
 pub mod logprobs;
 pub mod native;
+mod packed;
 mod replay;
 mod sampler;
 mod sampling;
@@ -77,7 +78,7 @@ pub use tokenizer::GgufTokenizer;
 pub use utf8::Utf8Stream;
 
 /// The candle runtimes' engine version (see [`Model::engine_version`]).
-pub const CANDLE_ENGINE_VERSION: &str = candle::ENGINE_VERSION;
+pub const CANDLE_ENGINE_VERSION: &str = "candle-0.11.1";
 
 /// The prefill schedule of a prompt fed whole: one forward pass. Under the candle runtimes
 /// another split (e.g. chunks of 8 tokens) changes the logits bits and can change the text,

@@ -20,34 +20,8 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
+use super::packed::Packed;
 use super::ModelError;
-
-/// Byte strings stored back to back, one allocation for a whole vocabulary (Gemma's
-/// 262 144 tokens as separate `String`s and a hash map of them take ~40 MB more).
-#[derive(Clone, Default)]
-pub(crate) struct Packed {
-    data: Vec<u8>,
-    ends: Vec<usize>,
-}
-
-impl Packed {
-    pub(crate) fn push(&mut self, bytes: &[u8]) {
-        self.data.extend_from_slice(bytes);
-        self.ends.push(self.data.len());
-    }
-
-    /// Entry `i`; empty past the end.
-    pub(crate) fn get(&self, i: usize) -> &[u8] {
-        match self.ends.get(i) {
-            Some(&end) => &self.data[if i == 0 { 0 } else { self.ends[i - 1] }..end],
-            None => &[],
-        }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.ends.len()
-    }
-}
 
 /// GGUF token types (llama.cpp's `llama_token_type`).
 pub(crate) const TYPE_UNKNOWN: i32 = 2;

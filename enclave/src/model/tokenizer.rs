@@ -26,7 +26,8 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::{AddedToken, Tokenizer};
 
-use super::spm::{self, Packed, Spm, TYPE_CONTROL as TOKEN_TYPE_CONTROL};
+use super::packed::Packed;
+use super::spm::{self, Spm, TYPE_CONTROL as TOKEN_TYPE_CONTROL};
 use super::ModelError;
 
 /// The tokenizer models supported, as `tokenizer.ggml.model` names them.
