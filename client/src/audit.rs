@@ -273,7 +273,8 @@ impl Auditor {
     /// Re-asks the audit enclave and compares (the proof written on a mismatch).
     pub async fn run(&self, id: u64, primary: &ChatOutcome) -> AuditStatus {
         let body = Bytes::clone(&primary.request_body);
-        let audit = match self.client.chat_raw_seeded(body, handed_seed(&primary.leaf), &mut |_| {}).await {
+        let seed = handed_seed(&primary.leaf);
+        let audit = match self.client.generate_raw(primary.api, body, seed, &mut |_| {}).await {
             Ok(a) => a,
             Err(e) => return AuditStatus::Failed { reason: e.to_string() },
         };

@@ -435,6 +435,8 @@ pub struct ChatOutcome {
     pub resumes: u32,
     /// Where the answering enclave was reached.
     pub url: String,
+    /// The API the request went to (an audit re-asks the same one).
+    pub api: GenerationApi,
 }
 
 impl ChatOutcome {
@@ -917,7 +919,34 @@ impl VouchClient {
         seed: Option<u64>,
         on_chunk: &mut (dyn FnMut(&serde_json::Value) + Send),
     ) -> Result<ChatOutcome, ClientError> {
-        let mut resume = Resume { emitted: String::new(), forwarded: false, resent: false, seed };
+        self.generate_raw(GenerationApi::Chat, body, seed, on_chunk).await
+    }
+
+    /// `POST /v1/completions` (legacy completions: a raw-text prompt) with `body` forwarded
+    /// unchanged, verified and resumed after an outage exactly as [`Self::chat_raw`]: the
+    /// receipt against the request and the choice's `text` (streamed: the concatenated
+    /// pieces).
+    pub async fn completions_raw(
+        &self,
+        body: Bytes,
+        on_chunk: &mut (dyn FnMut(&serde_json::Value) + Send),
+    ) -> Result<ChatOutcome, ClientError> {
+        self.generate_raw(GenerationApi::Completions, body, None, on_chunk).await
+    }
+
+    /// [`Self::chat_raw_seeded`] on any generation API (the Responses API: as
+    /// [`Self::responses_raw`], with the seed handed over).
+    pub async fn generate_raw(
+        &self,
+        api: GenerationApi,
+        body: Bytes,
+        seed: Option<u64>,
+        on_chunk: &mut (dyn FnMut(&serde_json::Value) + Send),
+    ) -> Result<ChatOutcome, ClientError> {
+        if api == GenerationApi::Responses {
+            return self.responses_raw_seeded(body, seed, on_chunk).await;
+        }
+        let mut resume = Resume { api, emitted: String::new(), forwarded: false, resent: false, seed };
         let mut resumes = 0;
         loop {
             let attempt = async {
@@ -951,7 +980,7 @@ impl VouchClient {
     ) -> Result<ChatOutcome, ClientError> {
         let t = self.cfg.timeouts;
         let mut req =
-            self.request(http::Method::POST, "/v1/chat/completions", body.clone(), Some("application/json"))?;
+            self.request(http::Method::POST, resume.api.path(), body.clone(), Some("application/json"))?;
         if let Some(seed) = resume.seed {
             req.headers_mut().insert(SEED_HEADER, http::HeaderValue::from(seed));
         }
@@ -991,7 +1020,7 @@ impl VouchClient {
             let v: serde_json::Value = serde_json::from_slice(&bytes)
                 .map_err(|e| ClientError::Protocol(format!("answer is not JSON: {e}")))?;
             let choice = v.pointer("/choices/0").cloned().unwrap_or_default();
-            let text = choice_output(&choice, 0)?;
+            let text = choice_output(resume.api, &choice, 0)?;
             let finish = v.pointer("/choices/0/finish_reason").and_then(|f| f.as_str()).map(str::to_owned);
             let receipt = v.get("vouch_receipt").and_then(|r| r.as_str()).map(str::to_owned);
             let logprobs = v.pointer("/choices/0/logprobs").cloned().unwrap_or(serde_json::Value::Null);
@@ -1005,7 +1034,7 @@ impl VouchClient {
         check_choice(verified.leaf(), 0, &logprobs)?;
         check_tool_calls(&text, &calls, 0)?;
         if !streamed {
-            self.check_other_choices(&response, &body, &att, verified.leaf()).await?;
+            self.check_other_choices(resume.api, &response, &body, &att, verified.leaf()).await?;
         }
         let completion_tokens =
             response.get("vouch_completion_tokens").and_then(|t| serde_json::from_value(t.clone()).ok());
@@ -1022,6 +1051,7 @@ impl VouchClient {
             completion_tokens,
             resumes: 0,
             url: att.url.clone(),
+            api: resume.api,
         })
     }
 }
@@ -1069,10 +1099,26 @@ impl VouchClient {
         body: Bytes,
         on_event: &mut (dyn FnMut(&serde_json::Value) + Send),
     ) -> Result<ChatOutcome, ClientError> {
+        self.responses_raw_seeded(body, None, on_event).await
+    }
+
+    async fn responses_raw_seeded(
+        &self,
+        body: Bytes,
+        seed: Option<u64>,
+        on_event: &mut (dyn FnMut(&serde_json::Value) + Send),
+    ) -> Result<ChatOutcome, ClientError> {
         let t = self.cfg.timeouts;
         let mut s = self.session().await?;
-        let req =
-            self.request(http::Method::POST, "/v1/responses", body.clone(), Some("application/json"))?;
+        let mut req = self.request(
+            http::Method::POST,
+            GenerationApi::Responses.path(),
+            body.clone(),
+            Some("application/json"),
+        )?;
+        if let Some(seed) = seed {
+            req.headers_mut().insert(SEED_HEADER, http::HeaderValue::from(seed));
+        }
         s.send.ready().await.map_err(|e| http_error(&e))?;
         let resp =
             timed(t.response, "the answer", s.send.send_request(req)).await?.map_err(|e| http_error(&e))?;
@@ -1152,6 +1198,7 @@ impl VouchClient {
             completion_tokens,
             resumes: 0,
             url: att.url.clone(),
+            api: GenerationApi::Responses,
         })
     }
 
@@ -1159,6 +1206,7 @@ impl VouchClient {
     /// must verify against its own text and be choice `i` of the same `n`.
     async fn check_other_choices(
         &self,
+        api: GenerationApi,
         response: &serde_json::Value,
         body: &[u8],
         att: &Attestation,
@@ -1173,7 +1221,7 @@ impl VouchClient {
             )));
         }
         for (i, c) in choices.iter().enumerate().skip(1) {
-            let output = choice_output(c, i)?;
+            let output = choice_output(api, c, i)?;
             check_tool_calls(&output, &c.pointer("/message/tool_calls").cloned().unwrap_or_default(), i)?;
             let text = output.as_str();
             let b64 = c.get("vouch_receipt").and_then(|r| r.as_str()).ok_or(ClientError::MissingReceipt)?;
@@ -1185,9 +1233,67 @@ impl VouchClient {
     }
 }
 
+/// The OpenAI API a generation request goes to: the same verification, in that API's
+/// shapes. (The Responses API has its own reader: [`VouchClient::responses_raw`].)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GenerationApi {
+    /// `POST /v1/chat/completions`: `choices[i].message.content`, streamed
+    /// `choices[0].delta.content`.
+    Chat,
+    /// `POST /v1/completions`: `choices[i].text`, streamed too.
+    Completions,
+    /// `POST /v1/responses`: read by [`VouchClient::responses_raw`] (its events are not
+    /// chunks of text; not resent after an outage).
+    Responses,
+}
+
+impl GenerationApi {
+    /// The request path.
+    pub fn path(self) -> &'static str {
+        match self {
+            GenerationApi::Chat => "/v1/chat/completions",
+            GenerationApi::Completions => "/v1/completions",
+            GenerationApi::Responses => "/v1/responses",
+        }
+    }
+
+    /// Where a streamed chunk carries its piece of text.
+    fn delta_pointer(self) -> &'static str {
+        match self {
+            GenerationApi::Chat => "/choices/0/delta/content",
+            GenerationApi::Completions => "/choices/0/text",
+            // Never streamed as chunks (see `responses_raw`); no chunk has this.
+            GenerationApi::Responses => "/vouch/no-chunks",
+        }
+    }
+
+    /// A streamed chunk's piece of text.
+    pub fn delta_text(self, chunk: &serde_json::Value) -> Option<&str> {
+        chunk.pointer(self.delta_pointer()).and_then(|c| c.as_str())
+    }
+
+    /// Whether `chunk` (with no text) is the stream's opening chunk: chat's names the
+    /// role; completions' is the one empty piece without a finish reason.
+    fn is_opening(self, chunk: &serde_json::Value) -> bool {
+        match self {
+            GenerationApi::Chat => chunk.pointer("/choices/0/delta/role").is_some(),
+            GenerationApi::Completions => {
+                chunk.pointer("/choices/0/finish_reason").is_some_and(|f| f.is_null())
+            }
+            GenerationApi::Responses => false,
+        }
+    }
+}
+
 /// A whole response's choice output, as the receipt covers it: the message's text, or,
-/// when it carries tool calls instead, their raw text (`vouch_output`).
-fn choice_output(choice: &serde_json::Value, i: usize) -> Result<String, ClientError> {
+/// when it carries tool calls instead, their raw text (`vouch_output`); a completion's text.
+fn choice_output(api: GenerationApi, choice: &serde_json::Value, i: usize) -> Result<String, ClientError> {
+    if api == GenerationApi::Completions {
+        return match choice.get("text") {
+            Some(serde_json::Value::String(t)) => Ok(t.clone()),
+            _ => Err(ClientError::Protocol(format!("answer has no choices[{i}].text"))),
+        };
+    }
     match choice.pointer("/message/content") {
         Some(serde_json::Value::String(t)) => Ok(t.clone()),
         Some(serde_json::Value::Null) => {
@@ -1290,6 +1396,8 @@ pub const SEED_HEADER: &str = "vouch-seed";
 
 /// What survives from one attempt at an answer to the next.
 struct Resume {
+    /// The API the answer comes from (where chunks carry their text).
+    api: GenerationApi,
     /// The text already passed on (streamed deltas, in order).
     emitted: String,
     /// Whether any chunk was passed on (the opening role chunk counts).
@@ -1313,7 +1421,7 @@ impl Resume {
         if delta.is_empty() {
             // The opening (role) chunk is passed on once, not again by a resent attempt;
             // other chunks without text (a finish reason) are passed on.
-            let opening = chunk.pointer("/choices/0/delta/role").is_some();
+            let opening = self.api.is_opening(&chunk);
             let again = opening && self.resent && self.forwarded;
             self.forwarded = true;
             return Ok((!again).then_some(chunk));
@@ -1335,7 +1443,7 @@ impl Resume {
                 return Err(ClientError::ResumeDiverged { at: first_difference(&self.emitted, text) });
             }
             let rest = delta.get(shown - start..).ok_or(ClientError::ResumeDiverged { at: shown })?;
-            if let Some(c) = chunk.pointer_mut("/choices/0/delta/content") {
+            if let Some(c) = chunk.pointer_mut(self.api.delta_pointer()) {
                 *c = serde_json::Value::String(rest.to_owned());
             }
             rest
@@ -1354,9 +1462,9 @@ fn first_difference(a: &str, b: &str) -> usize {
     a.bytes().zip(b.bytes()).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()))
 }
 
-/// `choices[0].delta.content` of a streamed chunk.
+/// `choices[0].delta.content` of a streamed chat chunk.
 pub fn delta_text(chunk: &serde_json::Value) -> Option<&str> {
-    chunk.pointer("/choices/0/delta/content").and_then(|c| c.as_str())
+    GenerationApi::Chat.delta_text(chunk)
 }
 
 /// Reads a Responses API event stream: every event but the last goes to `on_event`;
@@ -1444,7 +1552,7 @@ async fn read_stream(
             if resume.seed.is_none() {
                 resume.seed = v.get("vouch_seed").and_then(|s| s.as_str()).and_then(|s| s.parse().ok());
             }
-            let delta = delta_text(&v).unwrap_or("").to_owned();
+            let delta = resume.api.delta_text(&v).unwrap_or("").to_owned();
             text.push_str(&delta);
             if let Some(f) = v.pointer("/choices/0/finish_reason").and_then(|f| f.as_str()) {
                 finish = Some(f.to_owned());
@@ -1517,7 +1625,13 @@ mod tests {
 
     #[test]
     fn a_resumed_stream_passes_on_only_what_was_not_shown() {
-        let mut r = Resume { emitted: String::new(), forwarded: false, resent: false, seed: None };
+        let mut r = Resume {
+            api: GenerationApi::Chat,
+            emitted: String::new(),
+            forwarded: false,
+            resent: false,
+            seed: None,
+        };
         assert_eq!(attempt(&mut r, &["", "The cap", "ital"]).unwrap(), ["", "The cap", "ital"]);
         r.resent = true;
         // Regenerated with other chunk boundaries: the opening chunk and the shown bytes are
@@ -1535,11 +1649,23 @@ mod tests {
 
     #[test]
     fn a_resumed_stream_that_differs_from_what_was_shown_is_refused() {
-        let mut r = Resume { emitted: "The capital".into(), forwarded: true, resent: true, seed: None };
+        let mut r = Resume {
+            api: GenerationApi::Chat,
+            emitted: "The capital".into(),
+            forwarded: true,
+            resent: true,
+            seed: None,
+        };
         let e = attempt(&mut r, &["", "The cop"]).unwrap_err();
         assert!(matches!(e, ClientError::ResumeDiverged { at: 5 }), "{e}");
         assert!(e.is_verification_failure() && !e.is_outage());
-        let mut r = Resume { emitted: "The capital".into(), forwarded: true, resent: true, seed: None };
+        let mut r = Resume {
+            api: GenerationApi::Chat,
+            emitted: "The capital".into(),
+            forwarded: true,
+            resent: true,
+            seed: None,
+        };
         let e = attempt(&mut r, &["", "The capitol is"]).unwrap_err();
         assert!(matches!(e, ClientError::ResumeDiverged { at: 9 }), "{e}");
     }

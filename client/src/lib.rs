@@ -56,6 +56,6 @@ pub mod sse;
 pub mod tls;
 pub mod verdict;
 
-pub use client::{ChatOutcome, ChatRequest, ClientConfig, ClientError, VouchClient};
+pub use client::{ChatOutcome, ChatRequest, ClientConfig, ClientError, GenerationApi, VouchClient};
 pub use policy::ClientPolicy;
 pub use verdict::Verdict;

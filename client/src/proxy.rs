@@ -24,7 +24,7 @@
 //! ```
 
 use crate::audit::Auditor;
-use crate::client::{ClientError, VouchClient};
+use crate::client::{ClientError, GenerationApi, VouchClient};
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -169,10 +169,11 @@ async fn handle(up: Upstream, req: hyper::Request<Incoming>) -> Result<Response<
             }
             Err(e) => client_error(&e),
         },
-        (Method::POST, "/v1/chat/completions") => chat(up, req.into_body()).await,
+        (Method::POST, "/v1/chat/completions") => chat(up, req.into_body(), GenerationApi::Chat).await,
+        (Method::POST, "/v1/completions") => chat(up, req.into_body(), GenerationApi::Completions).await,
         (Method::POST, "/v1/responses") => responses(up, req.into_body()).await,
         (Method::GET, p) if p.starts_with("/v1/vouch/audits") => audits(&up, p),
-        (_, "/v1/models") | (_, "/v1/chat/completions") | (_, "/v1/responses") => {
+        (_, "/v1/models" | "/v1/chat/completions" | "/v1/completions" | "/v1/responses") => {
             error(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", "method not allowed")
         }
         _ => error(StatusCode::NOT_FOUND, "invalid_request_error", &format!("no route for {path}")),
@@ -193,14 +194,17 @@ enum StreamMsg {
     Done(Box<Result<crate::client::ChatOutcome, ClientError>>),
 }
 
-async fn chat(up: Upstream, body: Incoming) -> Response<ProxyBody> {
+/// `POST /v1/chat/completions` or `/v1/completions`: forwarded unchanged, verified (see
+/// [`VouchClient::generate_raw`]), the verdict added to the response (streamed: to the
+/// final chunk).
+async fn chat(up: Upstream, body: Incoming, api: GenerationApi) -> Response<ProxyBody> {
     let client = up.client.clone();
     let (body, stream) = match read_routed(body).await {
         Ok(r) => r,
         Err(r) => return r,
     };
     if !stream {
-        return match client.chat_raw(body, &mut |_| {}).await {
+        return match client.generate_raw(api, body, None, &mut |_| {}).await {
             Ok(out) => {
                 let verdict = up.verdict(&out);
                 let mut v = out.response;
@@ -218,7 +222,7 @@ async fn chat(up: Upstream, body: Incoming) -> Response<ProxyBody> {
         let mut on_chunk = |c: &serde_json::Value| {
             let _ = chunk_tx.send(StreamMsg::Chunk(sse(c)));
         };
-        let r = client.chat_raw(body, &mut on_chunk).await;
+        let r = client.generate_raw(api, body, None, &mut on_chunk).await;
         let _ = tx.send(StreamMsg::Done(Box::new(r)));
     });
     relay(rx, move |done| match done {

@@ -23,7 +23,7 @@ use vouch_attestation::receipt::{
 use vouch_attestation::TrustAnchors;
 use vouch_enclave::model::{
     replay, replay_by_text, CommittedAnswer, Divergence, FinishReason, GenerateRequest, Model, ReplayOutcome,
-    CHAT_TEMPLATE, SAMPLER_VERSION, SAMPLER_VERSION_1,
+    CHAT_TEMPLATE, SAMPLER_VERSION, SAMPLER_VERSION_1, TEXT_TEMPLATE,
 };
 
 use crate::policy::ClientPolicy;
@@ -130,7 +130,14 @@ pub fn replay_receipt(
     })?;
     check_identity(&spec, &leaf, model)?;
     let req = request_of(request, &leaf, &spec)?;
-    let prompt = model.encode_chat(&req.messages)?;
+    if req.prompt.template() != spec.chat_template {
+        return Err(cannot(format!(
+            "the receipt commits template {:?}, but the request is one for {:?}",
+            spec.chat_template,
+            req.prompt.template()
+        )));
+    }
+    let prompt = model.encode(&req.prompt)?;
     if token_ids_sha256(&prompt)[..] != spec.prompt_tokens_sha256[..] {
         return Err(cannot(
             "the request renders to other prompt tokens than the receipt commits (chat template or tokenizer differ)",
@@ -258,15 +265,17 @@ fn check_identity(spec: &ReplaySpec, leaf: &ReceiptLeaf, model: &Model) -> Resul
     } else {
         SAMPLER_VERSION
     };
-    let mine = [
-        ("engine", id.engine, spec.engine.as_str()),
-        ("sampler", sampler, spec.sampler.as_str()),
-        ("chat template", CHAT_TEMPLATE, spec.chat_template.as_str()),
-    ];
+    let mine = [("engine", id.engine, spec.engine.as_str()), ("sampler", sampler, spec.sampler.as_str())];
     for (what, have, needed) in mine {
         if have != needed {
             return Err(cannot(format!("the receipt needs {what} {needed:?}; this build has {have:?}")));
         }
+    }
+    if ![CHAT_TEMPLATE, TEXT_TEMPLATE].contains(&spec.chat_template.as_str()) {
+        return Err(cannot(format!(
+            "the receipt needs chat template {:?}; this build has {CHAT_TEMPLATE:?} and {TEXT_TEMPLATE:?}",
+            spec.chat_template
+        )));
     }
     if model.digest()[..] != leaf.model_sha256[..] {
         return Err(cannot(format!(
@@ -325,7 +334,7 @@ fn request_of(body: &[u8], leaf: &ReceiptLeaf, spec: &ReplaySpec) -> Result<Gene
             params.controls.spec()
         )));
     }
-    Ok(GenerateRequest { messages: parsed.messages, params })
+    Ok(GenerateRequest { prompt: parsed.prompt, params })
 }
 
 fn proof(loaded: &LoadedReceipt, leaf: &ReceiptLeaf, spec: &ReplaySpec, d: Divergence) -> FraudProof {

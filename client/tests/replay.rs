@@ -34,7 +34,7 @@ fn answer(model: &mut Model, body: &[u8]) -> (Vec<u32>, String, ReceiptLeaf) {
 fn answer_choice(model: &mut Model, body: &[u8], choice: u32) -> (Vec<u32>, String, ReceiptLeaf) {
     let mut parsed = vouch_enclave::request::parse_any_request(body).unwrap();
     parsed.params.controls.choice_index = choice;
-    let req = GenerateRequest { messages: parsed.messages, params: parsed.params.clone() };
+    let req = GenerateRequest { prompt: parsed.prompt, params: parsed.params.clone() };
     let mut text = String::new();
     let (finish, stats) = generate_blocking(model, &req, |d| text.push_str(d)).unwrap();
     let id = model.replay_identity();
@@ -56,7 +56,7 @@ fn answer_choice(model: &mut Model, body: &[u8], choice: u32) -> (Vec<u32>, Stri
             sampler: id.sampler.into(),
             seed_source: SEED_FROM_REQUEST.into(),
             tokenizer_sha256: id.tokenizer_sha256.to_vec(),
-            chat_template: id.chat_template.into(),
+            chat_template: req.prompt.template().into(),
             prompt_tokens_sha256: token_ids_sha256(&stats.prompt_token_ids).to_vec(),
             output_tokens_sha256: token_ids_sha256(&stats.completion_token_ids).to_vec(),
             stop_token_ids: id.stop_token_ids.clone(),
@@ -97,6 +97,8 @@ fn honest_answers_match_lies_get_a_proof_that_checks() {
             "sampled",
             br#"{"messages":[{"role":"user","content":"Write a haiku."}],"temperature":0.9,"top_p":0.95,"seed":77,"max_tokens":32}"#,
         ),
+        // A raw-text prompt (POST /v1/completions): template text-vouch-1.
+        ("completion", br#"{"prompt":"The capital of France is","max_tokens":24,"temperature":0.7,"seed":9}"#),
     ] {
         let (tokens, text, leaf) = answer(&mut model, body);
         let honest = write(&format!("{name}.json"), &leaf, body, &text, &tokens);
@@ -206,6 +208,29 @@ fn honest_answers_match_lies_get_a_proof_that_checks() {
     let o = run(&["replay", &f]);
     assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
     assert!(stderr(&o).contains("the receipt commits decoding"), "{}", stderr(&o));
+
+    // A receipt whose template is not the request's kind (chat tokens committed for a
+    // completions body), and one naming a template this build does not have: refused.
+    let completion = br#"{"prompt":"What is the capital of France?","max_tokens":48}"#;
+    let (c_tokens, c_text, c_leaf) = answer(&mut model, completion);
+    let mut as_chat = c_leaf.clone();
+    as_chat.replay.as_mut().unwrap().chat_template = "chatml-vouch-1".into();
+    let f = write("template-kind.json", &as_chat, completion, &c_text, &c_tokens);
+    let o = run(&["replay", &f]);
+    assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            "the receipt commits template \"chatml-vouch-1\", but the request is one for \"text-vouch-1\""
+        ),
+        "{}",
+        stderr(&o)
+    );
+    let mut unknown = c_leaf;
+    unknown.replay.as_mut().unwrap().chat_template = "gemma-vouch-9".into();
+    let f = write("template-unknown.json", &unknown, completion, &c_text, &c_tokens);
+    let o = run(&["replay", &f]);
+    assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains("the receipt needs chat template \"gemma-vouch-9\""), "{}", stderr(&o));
 
     // Another engine version than this build's.
     let mut other = leaf;

@@ -11,7 +11,7 @@
 
 use std::path::PathBuf;
 use vouch_enclave::model::{
-    ChatMessage, Engine, EngineConfig, GenerateEvent, GenerateRequest, Model, SamplingParams,
+    ChatMessage, Engine, EngineConfig, GenerateEvent, GenerateRequest, Model, Prompt, SamplingParams,
 };
 
 const QUESTION: &str = "Write a long, detailed essay about the ocean.";
@@ -45,7 +45,7 @@ async fn main() {
                 .map(|_| {
                     engine
                         .submit(GenerateRequest {
-                            messages: vec![ChatMessage::new("user", QUESTION)],
+                            prompt: Prompt::Chat(vec![ChatMessage::new("user", QUESTION)]),
                             params: SamplingParams::greedy(tokens),
                         })
                         .expect("accepted")

@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 use vouch_enclave::model::{
-    generate_blocking, replay, ChatMessage, FinishReason, GenerateRequest, Model, ReplayOutcome,
+    generate_blocking, replay, ChatMessage, FinishReason, GenerateRequest, Model, Prompt, ReplayOutcome,
     SamplingParams,
 };
 
@@ -41,7 +41,7 @@ fn main() {
     let kernel = model.kernel();
     for (mode, temperature, seed) in [("greedy", 0.0, 0), ("sampled", 0.8, 1234)] {
         let req = GenerateRequest {
-            messages: vec![ChatMessage::new("user", QUESTION)],
+            prompt: Prompt::Chat(vec![ChatMessage::new("user", QUESTION)]),
             params: SamplingParams { temperature, seed, ..SamplingParams::greedy(tokens) },
         };
         let (mut gen_ms, mut replay_ms) = (Vec::new(), Vec::new());

@@ -19,6 +19,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
+mod completions;
 mod responses;
 
 use vouch_attestation::binding::{self, AttestationClaims, CLAIMS_VERSION};
@@ -83,20 +84,27 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
         (&Method::GET, "/v1/attestation") => attestation(&state, req.uri().query()).await,
         (&Method::POST, "/v1/chat/completions") => chat(state, req, Endpoint::Chat).await,
         (&Method::POST, "/v1/responses") => chat(state, req, Endpoint::Responses).await,
+        (&Method::POST, "/v1/completions") => chat(state, req, Endpoint::Completions).await,
         (&Method::GET, "/healthz") => full(StatusCode::OK, "text/plain", "ok\n"),
         (&Method::GET, "/metrics") => full(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
             render_metrics(&state.engine.metrics()),
         ),
-        (_, "/v1/models" | "/v1/attestation" | "/v1/chat/completions" | "/v1/responses" | "/metrics") => {
-            error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "invalid_request_error",
-                "method_not_allowed",
-                "method not allowed",
-            )
-        }
+        (
+            _,
+            "/v1/models"
+            | "/v1/attestation"
+            | "/v1/chat/completions"
+            | "/v1/responses"
+            | "/v1/completions"
+            | "/metrics",
+        ) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            "method_not_allowed",
+            "method not allowed",
+        ),
         _ => error(StatusCode::NOT_FOUND, "invalid_request_error", "not_found", format!("no route {path}")),
     };
     Ok(resp)
@@ -257,7 +265,11 @@ fn response_id(endpoint: Endpoint) -> String {
     let mut b = [0u8; 12];
     // A failure leaves zeros: the id is informational, uniqueness is best effort.
     let _ = aws_lc_rs::rand::fill(&mut b);
-    let prefix = if endpoint == Endpoint::Responses { "resp_" } else { "chatcmpl-" };
+    let prefix = match endpoint {
+        Endpoint::Chat => "chatcmpl-",
+        Endpoint::Responses => "resp_",
+        Endpoint::Completions => "cmpl-",
+    };
     format!("{prefix}{}", hex::encode(b))
 }
 
@@ -284,6 +296,8 @@ enum Endpoint {
     Chat,
     /// `POST /v1/responses` (the Responses API).
     Responses,
+    /// `POST /v1/completions` (legacy completions: a raw-text prompt).
+    Completions,
 }
 
 async fn chat(state: Arc<AppState>, req: Request<Incoming>, endpoint: Endpoint) -> Response<Body> {
@@ -302,6 +316,7 @@ async fn chat(state: Arc<AppState>, req: Request<Incoming>, endpoint: Endpoint) 
     let parsed = match endpoint {
         Endpoint::Chat => crate::request::parse_chat_request(&body),
         Endpoint::Responses => crate::request::parse_responses_request(&body),
+        Endpoint::Completions => crate::request::parse_completions_request(&body),
     };
     let parsed = match parsed {
         Ok(p) => p,
@@ -324,6 +339,17 @@ async fn chat(state: Arc<AppState>, req: Request<Incoming>, endpoint: Endpoint) 
                 ),
             );
         }
+    }
+    if endpoint != Endpoint::Completions && state.engine.chat_template().is_none() {
+        return error_with_param(
+            StatusCode::BAD_REQUEST,
+            "no_chat_template",
+            "messages",
+            format!(
+                "model {:?} has no chat template this server knows; send raw text to /v1/completions",
+                state.engine.model_name()
+            ),
+        );
     }
     let mut params = parsed.params.clone();
     if parsed.seed_given && header_seed.is_some() {
@@ -368,7 +394,7 @@ async fn chat(state: Arc<AppState>, req: Request<Incoming>, endpoint: Endpoint) 
     for i in 0..params.controls.n {
         let mut p = params.clone();
         p.controls.choice_index = i;
-        let request = GenerateRequest { messages: parsed.messages.clone(), params: p };
+        let request = GenerateRequest { prompt: parsed.prompt.clone(), params: p };
         if let Err(e) = request.validate() {
             return error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request", e.to_string());
         }
@@ -385,6 +411,7 @@ async fn chat(state: Arc<AppState>, req: Request<Incoming>, endpoint: Endpoint) 
     }
     let ctx = Exchange {
         state,
+        template: parsed.prompt.template(),
         request_sha256: Sha256::digest(&body).into(),
         params,
         seed_source,
@@ -397,6 +424,7 @@ async fn chat(state: Arc<AppState>, req: Request<Incoming>, endpoint: Endpoint) 
         // Streams have one choice (the request parser refuses n > 1 with stream).
         match choices.pop() {
             Some(events) if endpoint == Endpoint::Responses => responses::stream(ctx, events),
+            Some(events) if endpoint == Endpoint::Completions => completions::stream(ctx, events),
             Some(events) => stream_response(ctx, events),
             None => error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request", "no choices"),
         }
@@ -407,6 +435,8 @@ async fn chat(state: Arc<AppState>, req: Request<Incoming>, endpoint: Endpoint) 
 
 struct Exchange {
     state: Arc<AppState>,
+    /// The prompt's template, as the receipt commits it.
+    template: &'static str,
     request_sha256: [u8; 32],
     params: SamplingParams,
     seed_source: &'static str,
@@ -432,7 +462,7 @@ impl Exchange {
         }
         let calls = crate::model::tools::parse_tool_calls(output)?;
         let id =
-            self.id.strip_prefix("chatcmpl-").or_else(|| self.id.strip_prefix("resp_")).unwrap_or(&self.id);
+            ["chatcmpl-", "resp_", "cmpl-"].iter().find_map(|p| self.id.strip_prefix(p)).unwrap_or(&self.id);
         Some(
             calls
                 .iter()
@@ -489,7 +519,7 @@ impl Exchange {
                 sampler: id.sampler.to_owned(),
                 seed_source: self.seed_source.to_owned(),
                 tokenizer_sha256: id.tokenizer_sha256.to_vec(),
-                chat_template: id.chat_template.to_owned(),
+                chat_template: self.template.to_owned(),
                 prompt_tokens_sha256: token_ids_sha256(&stats.prompt_token_ids).to_vec(),
                 output_tokens_sha256: token_ids_sha256(&stats.completion_token_ids).to_vec(),
                 stop_token_ids: id.stop_token_ids.clone(),
@@ -611,6 +641,9 @@ async fn whole_response(ctx: Exchange, choices: Vec<mpsc::Receiver<GenerateEvent
     let Some(first) = done.first() else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "no_choices", "no choices");
     };
+    if ctx.endpoint == Endpoint::Completions {
+        return json_response(&completions::response(&ctx, &done));
+    }
     if ctx.endpoint == Endpoint::Responses {
         return json_response(&responses::response(
             &ctx,

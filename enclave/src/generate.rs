@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::model::{
     generate_blocking, hex_digest, init_compute_threads, ChatMessage, FinishReason, GenerateRequest,
-    GenerationStats, Model, ModelError, Runtime, SamplingParams,
+    GenerationStats, Model, ModelError, Prompt, Runtime, SamplingParams,
 };
 
 /// Arguments of `vouch-enclave generate`.
@@ -116,7 +116,7 @@ pub fn run(args: GenerateArgs) -> Result<(), GenerateError> {
     }
     messages.push(ChatMessage::new("user", args.prompt.clone()));
     let request = GenerateRequest {
-        messages,
+        prompt: Prompt::Chat(messages),
         params: SamplingParams {
             temperature: args.temperature,
             top_p: args.top_p,

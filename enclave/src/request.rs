@@ -14,7 +14,7 @@
 
 use crate::model::constraint::OutputFormat;
 use crate::model::tools::ToolSpec;
-use crate::model::{ChatMessage, DecodingControls, SamplingParams, DEFAULT_SYSTEM_PROMPT};
+use crate::model::{ChatMessage, DecodingControls, Prompt, SamplingParams, DEFAULT_SYSTEM_PROMPT};
 use serde::Deserialize;
 
 /// Longest prompt text accepted before tokenizing, in bytes: the context window times a
@@ -108,7 +108,10 @@ fn check_fields(fields: &serde_json::Map<String, serde_json::Value>) -> Result<(
 #[derive(Debug, Deserialize)]
 struct Wire {
     model: Option<String>,
-    messages: Vec<serde_json::Value>,
+    /// Chat's (required there; [`COMPLETIONS_FIELDS`] leaves it out).
+    messages: Option<Vec<serde_json::Value>>,
+    /// Completions' (required there; [`HONOURED_FIELDS`] leaves it out).
+    prompt: Option<serde_json::Value>,
     max_tokens: Option<u32>,
     max_completion_tokens: Option<u32>,
     temperature: Option<f64>,
@@ -263,8 +266,8 @@ struct StreamOptions {
 pub struct ChatRequest {
     /// The model the client named, if any (the API checks it against the served one).
     pub model: Option<String>,
-    /// The conversation.
-    pub messages: Vec<ChatMessage>,
+    /// The conversation, or the raw text (`POST /v1/completions`).
+    pub prompt: Prompt,
     /// Sampling parameters as they will be committed in the receipt.
     pub params: SamplingParams,
     /// Stream deltas as server-sent events.
@@ -275,6 +278,13 @@ pub struct ChatRequest {
     /// Whether the request gave `seed` (when it did not, `params.seed` is 0 and the API
     /// draws one for sampled requests).
     pub seed_given: bool,
+}
+
+impl ChatRequest {
+    /// The conversation's messages (none for a raw-text prompt).
+    pub fn messages(&self) -> &[ChatMessage] {
+        self.prompt.messages()
+    }
 }
 
 /// Why a body is not an acceptable chat request. Each maps to an OpenAI-style 400.
@@ -309,6 +319,8 @@ pub enum RequestError {
     /// The prompt text cannot fit the context window.
     #[error("prompt of {bytes} bytes cannot fit the {tokens}-token context")]
     ContextLengthExceeded {
+        /// The field holding the prompt (`messages`, `input` or `prompt`).
+        param: &'static str,
         /// Total bytes of message text.
         bytes: usize,
         /// The context window in tokens.
@@ -333,7 +345,7 @@ impl RequestError {
         match self {
             RequestError::Unsupported { param, .. } | RequestError::InvalidValue { param, .. } => Some(param),
             RequestError::InvalidMaxTokens { .. } => Some("max_tokens"),
-            RequestError::ContextLengthExceeded { .. } => Some("messages"),
+            RequestError::ContextLengthExceeded { param, .. } => Some(param),
             RequestError::InvalidJson(_) => None,
         }
     }
@@ -345,7 +357,89 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
     let fields: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(body).map_err(|e| RequestError::InvalidJson(e.to_string()))?;
     check_fields(&fields)?;
-    parse_fields(fields)
+    parse_fields(fields, PromptKind::Chat)
+}
+
+/// The fields `POST /v1/completions` (OpenAI's legacy completions) honours; every other
+/// one is refused, except `echo` false, `suffix` null, `best_of` 1, `logprobs` null and
+/// `user` (informational), which change nothing.
+pub const COMPLETIONS_FIELDS: [&str; 13] = [
+    "model",
+    "prompt",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "seed",
+    "stream",
+    "stream_options",
+    "stop",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "n",
+];
+
+/// `max_tokens` of a completions request that gives none: OpenAI's default there (chat's
+/// is [`DEFAULT_MAX_TOKENS`]).
+pub const COMPLETIONS_DEFAULT_MAX_TOKENS: u32 = 16;
+
+/// Parses and bounds a legacy completions request (`POST /v1/completions`): `prompt` is
+/// one string (or a list holding exactly one), continued as raw text. Several prompts,
+/// token-id prompts, `echo`, `suffix`, `best_of` > 1 and `logprobs` are refused with 400
+/// rather than half-served.
+pub fn parse_completions_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
+    use serde_json::Value;
+    let fields: serde_json::Map<String, Value> =
+        serde_json::from_slice(body).map_err(|e| RequestError::InvalidJson(e.to_string()))?;
+    let mut chat_checked = fields.clone();
+    for (name, value) in &fields {
+        let inert = match name.as_str() {
+            "echo" => value.is_null() || value == &Value::Bool(false),
+            "best_of" => value.is_null() || value.as_u64() == Some(1),
+            "suffix" | "logprobs" => value.is_null(),
+            "user" => value.is_null() || value.is_string(),
+            _ => false,
+        };
+        if !COMPLETIONS_FIELDS.contains(&name.as_str()) {
+            if !inert {
+                let reason = match name.as_str() {
+                    "echo" | "suffix" | "best_of" | "logprobs" => {
+                        format!(
+                            "{name} = {value} is not supported by this server (only its default is accepted)"
+                        )
+                    }
+                    _ => format!("unknown or unsupported parameter {name:?}"),
+                };
+                return Err(RequestError::Unsupported { param: name.clone(), reason });
+            }
+            chat_checked.remove(name);
+        }
+    }
+    // What remains is chat's vocabulary but for `prompt`: the same checks of
+    // stream_options and values.
+    chat_checked.remove("prompt");
+    check_fields(&chat_checked)?;
+    parse_fields(fields, PromptKind::Text)
+}
+
+/// The prompt of a completions request: one string.
+fn completion_prompt(v: Option<&serde_json::Value>) -> Result<String, RequestError> {
+    use serde_json::Value;
+    let unsupported =
+        |reason: &str| RequestError::Unsupported { param: "prompt".into(), reason: reason.into() };
+    match v {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Array(items)) => match items.as_slice() {
+            [Value::String(s)] => Ok(s.clone()),
+            [] => Err(unsupported("prompt is an empty list")),
+            [Value::String(_), ..] => Err(unsupported(
+                "several prompts in one request are not supported: send one request per prompt",
+            )),
+            _ => Err(unsupported("prompts as token ids are not supported: send the text")),
+        },
+        Some(_) => Err(RequestError::InvalidJson("prompt must be a string".into())),
+        None => Err(RequestError::InvalidJson("missing field `prompt`".into())),
+    }
 }
 
 /// The fields `POST /v1/responses` honours (every other one is refused, as for chat).
@@ -526,44 +620,85 @@ pub fn parse_responses_request(body: &[u8]) -> Result<ChatRequest, RequestError>
         }
         e => e,
     })?;
-    parse_fields(chat).map_err(|e| match e {
+    parse_fields(chat, PromptKind::Chat).map_err(|e| match e {
         RequestError::InvalidMaxTokens { cap } => RequestError::InvalidValue {
             param: "max_output_tokens".into(),
             reason: format!("max_output_tokens must be in 1..={cap}"),
         },
+        RequestError::ContextLengthExceeded { bytes, tokens, .. } => {
+            RequestError::ContextLengthExceeded { param: "input", bytes, tokens }
+        }
         e => e,
     })
 }
 
-/// A request body for either endpoint: a Responses request has `input`, a chat one
-/// `messages` (each endpoint refuses the other's field). What `vouch replay` parses.
+/// A request body for any endpoint: a Responses request has `input`, a completions one
+/// `prompt`, a chat one `messages` (each endpoint refuses the others' field). What
+/// `vouch replay` parses.
 pub fn parse_any_request(body: &[u8]) -> Result<ChatRequest, RequestError> {
-    let is_responses = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body)
-        .is_ok_and(|m| m.contains_key("input") && !m.contains_key("messages"));
-    if is_responses {
+    let fields = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body).ok();
+    let has = |k: &str| fields.as_ref().is_some_and(|m| m.contains_key(k));
+    if has("messages") {
+        parse_chat_request(body)
+    } else if has("input") {
         parse_responses_request(body)
+    } else if has("prompt") {
+        parse_completions_request(body)
     } else {
         parse_chat_request(body)
     }
 }
 
-/// The checked request from a chat request's (already allow-listed) fields.
-fn parse_fields(fields: serde_json::Map<String, serde_json::Value>) -> Result<ChatRequest, RequestError> {
+/// Which field holds the prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PromptKind {
+    /// `messages` (chat, and the Responses API translated to it).
+    Chat,
+    /// `prompt` (completions).
+    Text,
+}
+
+/// The checked request from a chat or completions request's (already allow-listed) fields.
+fn parse_fields(
+    fields: serde_json::Map<String, serde_json::Value>,
+    kind: PromptKind,
+) -> Result<ChatRequest, RequestError> {
     let w: Wire = serde_json::from_value(serde_json::Value::Object(fields))
         .map_err(|e| RequestError::InvalidJson(e.to_string()))?;
-    let max_tokens = w.max_completion_tokens.or(w.max_tokens).unwrap_or(DEFAULT_MAX_TOKENS);
+    let default_max =
+        if kind == PromptKind::Text { COMPLETIONS_DEFAULT_MAX_TOKENS } else { DEFAULT_MAX_TOKENS };
+    let max_tokens = w.max_completion_tokens.or(w.max_tokens).unwrap_or(default_max);
     if max_tokens == 0 || max_tokens > MAX_TOKENS_CAP {
         return Err(RequestError::InvalidMaxTokens { cap: MAX_TOKENS_CAP });
     }
     let tools = ToolSpec::parse(w.tools.as_ref(), w.tool_choice.as_ref(), w.parallel_tool_calls.as_ref())
         .map_err(|(param, reason)| RequestError::InvalidValue { param: param.into(), reason })?;
-    let mut messages = chat_messages(&w.messages)?;
-    if let Some(t) = tools.as_ref().filter(|t| t.callable()) {
-        offer_tools(&mut messages, t);
-    }
-    let bytes = messages.iter().fold(0usize, |n, m| n.saturating_add(m.content.len()));
+    let (prompt, bytes) = match kind {
+        PromptKind::Chat => {
+            let wire = w
+                .messages
+                .as_deref()
+                .ok_or_else(|| RequestError::InvalidJson("missing field `messages`".into()))?;
+            let mut messages = chat_messages(wire)?;
+            if let Some(t) = tools.as_ref().filter(|t| t.callable()) {
+                offer_tools(&mut messages, t);
+            }
+            let bytes = messages.iter().fold(0usize, |n, m| n.saturating_add(m.content.len()));
+            (Prompt::Chat(messages), bytes)
+        }
+        PromptKind::Text => {
+            let text = completion_prompt(w.prompt.as_ref())?;
+            let bytes = text.len();
+            (Prompt::Text(text), bytes)
+        }
+    };
     if bytes > MAX_PROMPT_BYTES {
-        return Err(RequestError::ContextLengthExceeded { bytes, tokens: crate::model::MAX_CONTEXT_TOKENS });
+        let param = if kind == PromptKind::Text { "prompt" } else { "messages" };
+        return Err(RequestError::ContextLengthExceeded {
+            param,
+            bytes,
+            tokens: crate::model::MAX_CONTEXT_TOKENS,
+        });
     }
     let invalid =
         |param: &str, reason: String| RequestError::InvalidValue { param: param.to_owned(), reason };
@@ -621,7 +756,7 @@ fn parse_fields(fields: serde_json::Map<String, serde_json::Value>) -> Result<Ch
     };
     Ok(ChatRequest {
         model: w.model,
-        messages,
+        prompt,
         params,
         stream: w.stream,
         include_usage: w.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
@@ -723,20 +858,22 @@ mod tests {
             br#"{"model":"m","instructions":"Be brief.","input":"hi","max_output_tokens":9,"temperature":0,"store":false,"text":{"format":{"type":"json_schema","name":"x","schema":{"type":"object"}}}}"#,
         )
         .unwrap();
-        assert_eq!(r.messages, [ChatMessage::new("system", "Be brief."), ChatMessage::new("user", "hi")]);
+        assert_eq!(r.messages(), [ChatMessage::new("system", "Be brief."), ChatMessage::new("user", "hi")]);
         assert_eq!(r.params.max_tokens, 9);
         assert_eq!(r.params.controls.response_format.as_ref().map(|f| f.kind.as_str()), Some("json_schema"));
         let r = parse_responses_request(
             br#"{"input":[{"role":"developer","content":[{"type":"input_text","text":"Sys"}]},{"role":"user","content":"w?"},{"type":"function_call","call_id":"c","name":"get","arguments":"{\"a\":1}"},{"type":"function_call_output","call_id":"c","output":"5"}],"tools":[{"type":"function","name":"get","parameters":{"type":"object"}}],"tool_choice":{"type":"function","name":"get"}}"#,
         )
         .unwrap();
-        assert_eq!(r.messages[0].role, "system");
-        assert!(r.messages[0].content.starts_with("Sys\n\n") && r.messages[0].content.contains("<tools>"));
+        assert_eq!(r.messages()[0].role, "system");
+        assert!(
+            r.messages()[0].content.starts_with("Sys\n\n") && r.messages()[0].content.contains("<tools>")
+        );
         assert_eq!(
-            r.messages[2].content,
+            r.messages()[2].content,
             "<tool_call>\n{\"name\":\"get\",\"arguments\":{\"a\":1}}\n</tool_call>"
         );
-        assert_eq!(r.messages[3].content, "<tool_response>\n5\n</tool_response>");
+        assert_eq!(r.messages()[3].content, "<tool_response>\n5\n</tool_response>");
         assert!(r.params.controls.tools.is_some());
         assert!(parse_any_request(br#"{"input":"hi"}"#).is_ok());
         for (body, param) in [
@@ -942,5 +1079,62 @@ mod allow_list {
                 }
             }
         }
+    }
+
+    #[test]
+    fn completions_requests_take_one_raw_text_prompt() {
+        let r = parse_completions_request(br#"{"model":"m","prompt":"Once upon"}"#).unwrap();
+        assert_eq!(r.prompt, Prompt::Text("Once upon".into()));
+        assert_eq!(r.params, SamplingParams::greedy(COMPLETIONS_DEFAULT_MAX_TOKENS));
+        assert_eq!(r.prompt.template(), crate::model::TEXT_TEMPLATE);
+        assert!(r.messages().is_empty() && r.model.as_deref() == Some("m"));
+        // A list holding one prompt is that prompt; the controls chat has apply here too.
+        let r = parse_completions_request(
+            br#"{"prompt":["Once"],"max_tokens":5,"temperature":0.5,"seed":2,"stop":"\n","n":2,"stream":false,"echo":false,"best_of":1,"logprobs":null,"suffix":null,"user":"u","presence_penalty":0.5}"#,
+        )
+        .unwrap();
+        assert_eq!(r.prompt, Prompt::Text("Once".into()));
+        assert_eq!((r.params.max_tokens, r.params.seed, r.params.controls.n), (5, 2, 2));
+        assert_eq!(r.params.controls.stop, ["\n"]);
+        let r = parse_completions_request(
+            br#"{"prompt":"x","stream":true,"stream_options":{"include_usage":true}}"#,
+        )
+        .unwrap();
+        assert!(r.stream && r.include_usage);
+        // What is not served is refused, naming the field.
+        for (body, code, param) in [
+            (&br#"{"prompt":["a","b"]}"#[..], "unsupported_parameter", Some("prompt")),
+            (br#"{"prompt":[1,2]}"#, "unsupported_parameter", Some("prompt")),
+            (br#"{"prompt":[]}"#, "unsupported_parameter", Some("prompt")),
+            (br#"{"prompt":"x","echo":true}"#, "unsupported_parameter", Some("echo")),
+            (br#"{"prompt":"x","logprobs":1}"#, "unsupported_parameter", Some("logprobs")),
+            (br#"{"prompt":"x","suffix":"y"}"#, "unsupported_parameter", Some("suffix")),
+            (br#"{"prompt":"x","best_of":3}"#, "unsupported_parameter", Some("best_of")),
+            (br#"{"prompt":"x","messages":[]}"#, "unsupported_parameter", Some("messages")),
+            (
+                br#"{"prompt":"x","response_format":{"type":"json_object"}}"#,
+                "unsupported_parameter",
+                Some("response_format"),
+            ),
+            (br#"{"prompt":"x","wizard":null}"#, "unsupported_parameter", Some("wizard")),
+            (
+                br#"{"prompt":"x","stream_options":{"include_usage":true}}"#,
+                "unsupported_parameter",
+                Some("stream_options"),
+            ),
+            (br#"{"prompt":"x","n":2,"stream":true}"#, "unsupported_parameter", Some("n")),
+            (br#"{"prompt":"x","max_tokens":0}"#, "invalid_max_tokens", Some("max_tokens")),
+            (br#"{"prompt":7}"#, "invalid_json", None),
+            (br#"{"max_tokens":3}"#, "invalid_json", None),
+        ] {
+            let e = parse_completions_request(body).unwrap_err();
+            assert_eq!((e.code(), e.param()), (code, param), "{}: {e}", String::from_utf8_lossy(body));
+        }
+        let long = format!(r#"{{"prompt":"{}"}}"#, "a".repeat(MAX_PROMPT_BYTES + 1));
+        let e = parse_completions_request(long.as_bytes()).unwrap_err();
+        assert_eq!((e.code(), e.param()), ("context_length_exceeded", Some("prompt")));
+        // Chat's parser does not take a prompt; parse_any_request tells them apart.
+        assert_eq!(parse_chat_request(br#"{"prompt":"x"}"#).unwrap_err().param(), Some("prompt"));
+        assert_eq!(parse_any_request(br#"{"prompt":"x"}"#).unwrap().prompt, Prompt::Text("x".into()));
     }
 }

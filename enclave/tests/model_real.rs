@@ -12,7 +12,7 @@ use std::sync::{Mutex, OnceLock};
 
 use vouch_enclave::model::{
     generate_blocking, ChatMessage, Engine, EngineBusy, EngineConfig, FinishReason, GenerateEvent,
-    GenerateRequest, Model, ModelError, Runtime, SamplingParams,
+    GenerateRequest, Model, ModelError, Prompt, Runtime, SamplingParams,
 };
 
 const MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
@@ -44,7 +44,7 @@ fn shared_model() -> std::sync::MutexGuard<'static, Model> {
 }
 
 fn ask(question: &str, params: SamplingParams) -> GenerateRequest {
-    GenerateRequest { messages: vec![ChatMessage::new("user", question)], params }
+    GenerateRequest::chat(vec![ChatMessage::new("user", question)], params)
 }
 
 fn run(model: &mut Model, req: &GenerateRequest) -> (String, FinishReason, Vec<u32>) {
@@ -241,13 +241,16 @@ fn max_tokens_bounds_the_completion() {
 #[test]
 fn bad_requests_are_errors_not_panics() {
     let mut model = shared_model();
-    let mut req = ask(GERMANY, SamplingParams::greedy(4));
-    req.messages[0].role = "wizard".to_owned();
+    let req = GenerateRequest::chat(vec![ChatMessage::new("wizard", GERMANY)], SamplingParams::greedy(4));
     assert!(matches!(generate_blocking(&mut model, &req, |_| {}), Err(ModelError::InvalidRequest(_))));
-    let mut req = ask(GERMANY, SamplingParams::greedy(100_000));
+    let req = ask(GERMANY, SamplingParams::greedy(100_000));
     assert!(matches!(generate_blocking(&mut model, &req, |_| {}), Err(ModelError::ContextTooLong { .. })));
-    req.messages.clear();
+    let req = GenerateRequest::chat(Vec::new(), SamplingParams::greedy(4));
     assert!(matches!(generate_blocking(&mut model, &req, |_| {}), Err(ModelError::InvalidRequest(_))));
+    // A raw-text prompt that encodes to no tokens (SmolLM2 adds no BOS) is refused too.
+    let req = GenerateRequest { prompt: Prompt::Text(String::new()), params: SamplingParams::greedy(4) };
+    let Err(ModelError::InvalidRequest(m)) = generate_blocking(&mut model, &req, |_| {}) else { panic!() };
+    assert_eq!(m, "the prompt encodes to no tokens");
 }
 
 #[test]

@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use vouch_enclave::model::{
-    generate_blocking, replay, ChatMessage, FinishReason, GenerateRequest, Model, ReplayOutcome,
+    generate_blocking, replay, ChatMessage, FinishReason, GenerateRequest, Model, Prompt, ReplayOutcome,
     SamplingParams,
 };
 
@@ -20,7 +20,7 @@ fn load() -> Model {
 
 fn request(question: &str, temperature: f64, seed: u64, max_tokens: u32) -> GenerateRequest {
     GenerateRequest {
-        messages: vec![ChatMessage::new("user", question)],
+        prompt: Prompt::Chat(vec![ChatMessage::new("user", question)]),
         params: SamplingParams {
             temperature,
             top_p: (temperature > 0.0).then_some(0.9),
@@ -314,7 +314,7 @@ fn tool_calls_follow_the_function_schema_and_replay() {
             r#"{{"messages":[{{"role":"user","content":"What is the weather in Paris?"}}],"max_tokens":80,{tools}{extra}}}"#
         );
         let parsed = vouch_enclave::request::parse_chat_request(body.as_bytes()).unwrap();
-        GenerateRequest { messages: parsed.messages, params: parsed.params }
+        GenerateRequest { prompt: parsed.prompt, params: parsed.params }
     };
     for (extra, want) in [
         (r#","tool_choice":"required","parallel_tool_calls":false"#, None),
@@ -322,7 +322,10 @@ fn tool_calls_follow_the_function_schema_and_replay() {
     ] {
         let req = ask(extra);
         // The tools are in the system turn.
-        assert!(req.messages[0].role == "system" && req.messages[0].content.contains("<tools>\n"));
+        assert!(
+            req.prompt.messages()[0].role == "system"
+                && req.prompt.messages()[0].content.contains("<tools>\n")
+        );
         let (ids, finish, text) = answer(&mut model, &req);
         assert_eq!(finish, FinishReason::Stop, "{text:?}");
         let calls = parse_tool_calls(&text).unwrap_or_else(|| panic!("not calls: {text:?}"));
@@ -354,7 +357,7 @@ fn tool_calls_follow_the_function_schema_and_replay() {
         r#"{{"messages":[{{"role":"user","content":"Weather in Paris?"}},{{"role":"assistant","content":null,"tool_calls":[{{"id":"c1","type":"function","function":{{"name":"get_weather","arguments":"{{\"city\":\"Paris\",\"unit\":\"celsius\"}}"}}}}]}},{{"role":"tool","tool_call_id":"c1","content":"21 degrees, sunny"}}],"max_tokens":24,"tool_choice":"none",{tools}}}"#
     );
     let parsed = vouch_enclave::request::parse_chat_request(body.as_bytes()).unwrap();
-    let m = &parsed.messages;
+    let m = parsed.messages();
     assert_eq!(m.len(), 3, "tool_choice none: the tools are not shown, no system turn added");
     assert!(m[1].content.starts_with("<tool_call>\n{") && m[1].content.contains(r#""city":"Paris""#));
     assert_eq!(

@@ -40,6 +40,22 @@ pub fn model() -> PathBuf {
     p
 }
 
+/// The second model, Gemma 3 270M Q4_K_M (a base model: no chat template), when
+/// scripts/fetch-model.sh has fetched it (`all` or `gemma3-270m`; the test command does);
+/// `None`, said on stderr, when it is absent.
+pub fn gemma_model() -> Option<PathBuf> {
+    let p = repo().join("models/gemma-3-270m-q4_k_m.gguf");
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!(
+            "SKIPPED the Gemma 3 270M part: {} is absent (run scripts/fetch-model.sh all)",
+            p.display()
+        );
+        None
+    }
+}
+
 /// A running child process whose output lines are collected.
 pub struct Proc {
     child: Child,
@@ -143,7 +159,16 @@ pub fn start_enclave(sim_dir: &Path, extra: &[&str]) -> (Proc, String) {
 /// [`start_enclave`] with extra environment variables (e.g. the test build's
 /// `VOUCH_TEST_LIE_AFTER`, which makes it a lying enclave).
 pub fn start_enclave_env(sim_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> (Proc, String) {
-    let model = model();
+    start_enclave_model(sim_dir, &model(), extra, env)
+}
+
+/// [`start_enclave_env`] serving `model` instead of the default one.
+pub fn start_enclave_model(
+    sim_dir: &Path,
+    model: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (Proc, String) {
     let mut args = vec![
         "serve",
         "--model",

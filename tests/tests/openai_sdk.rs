@@ -28,7 +28,12 @@ fn python_with_openai() -> String {
 /// An enclave behind vouch-host behind `vouch proxy`; the processes (dropped last) and the
 /// proxy's address.
 fn proxy_chain(sim: &std::path::Path) -> (Vec<Proc>, String) {
-    let (enclave, enclave_addr) = start_enclave(sim, &[]);
+    proxy_chain_model(sim, &model())
+}
+
+/// [`proxy_chain`] with the enclave serving `model`.
+fn proxy_chain_model(sim: &std::path::Path, model: &std::path::Path) -> (Vec<Proc>, String) {
+    let (enclave, enclave_addr) = start_enclave_model(sim, model, &[], &[]);
     let (host, host_addr) = start_host(&[&enclave_addr]);
     let root = sim.join("sim-ark.pem");
     let mut proxy = Proc::spawn(
@@ -234,5 +239,61 @@ fn openai_sdk_through_the_verifying_proxy() {
         let verdict = &v[key];
         assert_eq!(verdict["verified"], serde_json::json!(true), "{key}: {v}");
         assert!(verdict.to_string().to_lowercase().contains("simulated"), "{key}: {v}");
+    }
+}
+
+/// The legacy completions API (`client.completions.create`) through the proxy: a raw-text
+/// prompt answered plain, streamed (with and without `include_usage`) and with `n` sampled
+/// choices, each verified; its refusals name the parameter. Against SmolLM2 (which also
+/// chats) and Gemma 3 270M, a base model served on completions only: its chat requests are
+/// refused with `no_chat_template`.
+#[test]
+fn openai_sdk_completions_through_the_verifying_proxy() {
+    let python = python_with_openai();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut models = vec![("smollm2", model())];
+    models.extend(gemma_model().map(|g| ("gemma3", g)));
+    for (name, path) in models {
+        let (_procs, addr) = proxy_chain_model(&tmp.path().join(format!("sim-{name}")), &path);
+        let v = run_check(&python, "openai_completions_check.py", &addr);
+        eprintln!("{name}: {v}");
+        let text = v["plain"]["text"].as_str().unwrap();
+        assert!(!text.is_empty(), "{name}: {v}");
+        assert_eq!(
+            (&v["plain"]["finish"], &v["plain"]["verified"]),
+            (&json!("length"), &json!(true)),
+            "{name}: {v}"
+        );
+        assert_eq!(v["plain"]["completion_tokens"], 8, "{name}: {v}");
+        assert_eq!(v["plain"]["object"], "text_completion", "{name}: {v}");
+        // Streamed: the same text, in several pieces, the verdict on the last chunk.
+        assert_eq!(v["stream"]["text"], v["plain"]["text"], "{name}: {v}");
+        assert!(v["stream"]["pieces"].as_u64().unwrap() >= 2, "{name}: {v}");
+        assert_eq!(
+            (&v["stream"]["finish"], &v["stream"]["verified"]),
+            (&json!("length"), &json!(true)),
+            "{name}: {v}"
+        );
+        let usage = &v["include_usage"];
+        assert_eq!(usage["text"], v["plain"]["text"], "{name}: {v}");
+        assert_eq!(usage["usage_chunks"], json!([[0, 8, true]]), "{name}: {v}");
+        // The default budget is OpenAI's 16 tokens.
+        assert_eq!(
+            (&v["default_budget"][0], &v["default_budget"][1]),
+            (&json!(true), &json!(true)),
+            "{name}: {v}"
+        );
+        // n = 2 sampled: two choices, each with its own receipt, both verified.
+        assert_eq!(v["n"], json!([[0, 1], 2, true]), "{name}: {v}");
+        for (param, got) in v["refused"].as_object().unwrap() {
+            assert_eq!(got, &json!([400, "unsupported_parameter", param]), "{name}: {v}");
+        }
+        assert_eq!(v["refused"].as_object().unwrap().len(), 5, "{name}: {v}");
+        let chat = &v["chat"];
+        if name == "gemma3" {
+            assert_eq!(chat, &json!([400, "no_chat_template", "messages"]), "{name}: {v}");
+        } else {
+            assert_eq!(chat, &json!("answered"), "{name}: {v}");
+        }
     }
 }

@@ -26,6 +26,12 @@ pub const DEFAULT_SYSTEM_PROMPT: &str =
 /// [`render_chat_prompt`] that changes any prompt is a new name.
 pub const CHAT_TEMPLATE: &str = "chatml-vouch-1";
 
+/// The name receipts commit for a raw-text prompt (`POST /v1/completions`): the model's
+/// BOS token when its file asks for one, then the text tokenized with control-token
+/// spellings recognised ([`GgufTokenizer::encode_prompt`], as llama.cpp's server does). A
+/// change that changes any such prompt's ids is a new name.
+pub const TEXT_TEMPLATE: &str = "text-vouch-1";
+
 const IM_START: &str = "<|im_start|>";
 const IM_END: &str = "<|im_end|>";
 
@@ -104,6 +110,12 @@ pub fn render_chat_prompt(messages: &[ChatMessage]) -> Result<String, ModelError
     out.push_str(IM_START);
     out.push_str("assistant\n");
     Ok(out)
+}
+
+/// Whether the tokenizer has the markers [`encode_chat_prompt`] needs (a model without
+/// them, such as a base model, is served on `/v1/completions` only).
+pub(crate) fn has_chat_template(tokenizer: &GgufTokenizer) -> bool {
+    tokenizer.token_to_id(IM_START).is_some() && tokenizer.token_to_id(IM_END).is_some()
 }
 
 /// Encodes the conversation into prompt ids, role markers as ids and contents as plain text.

@@ -188,6 +188,8 @@ struct Shared {
     model_digest: [u8; 32],
     model_name: String,
     replay: ReplayIdentity,
+    /// [`Model::chat_template`].
+    chat_template: Option<&'static str>,
     queue_depth: usize,
     max_batch: usize,
     kv_budget_bytes: usize,
@@ -256,6 +258,7 @@ impl Engine {
             model_digest: model.digest(),
             model_name: model.name().to_owned(),
             replay: model.replay_identity(),
+            chat_template: model.chat_template(),
             queue_depth: cfg.queue_depth,
             max_batch,
             kv_budget_bytes: cfg.kv_budget_bytes,
@@ -323,6 +326,12 @@ impl Engine {
     /// The model's name.
     pub fn model_name(&self) -> &str {
         &self.shared.model_name
+    }
+
+    /// The chat template the model is served with; `None`: raw-text prompts only
+    /// (`/v1/completions`). See [`Model::chat_template`].
+    pub fn chat_template(&self) -> Option<&'static str> {
+        self.shared.chat_template
     }
 
     /// Checks that the output grammar of `controls` (response_format or tools) compiles
@@ -799,7 +808,7 @@ mod tests {
                 tools: None,
             };
         }
-        GenerateRequest { messages: vec![ChatMessage::new("user", question)], params }
+        GenerateRequest::chat(vec![ChatMessage::new("user", question)], params)
     }
 
     /// The property: random mixes of prompts, sampling settings (greedy and seeded
@@ -886,9 +895,11 @@ mod tests {
         let per_position = model.kv_bytes_per_position();
         let cfg = SchedulerConfig { max_batch: 1, kv_budget_bytes: 100 * per_position, prefill_chunk: 64 };
         let mut s = Scheduler::new(model, cfg, Arc::new(Counters::default()));
-        let ask = |max_tokens| GenerateRequest {
-            messages: vec![ChatMessage::new("user", QUESTIONS[0])],
-            params: SamplingParams::greedy(max_tokens),
+        let ask = |max_tokens| {
+            GenerateRequest::chat(
+                vec![ChatMessage::new("user", QUESTIONS[0])],
+                SamplingParams::greedy(max_tokens),
+            )
         };
         let (big, mut big_rx) = job(ask(200));
         s.waiting.push_back(big);

@@ -17,7 +17,6 @@
 
 use std::time::Instant;
 
-use super::chat::encode_chat_prompt;
 use super::controls::AnswerText;
 use super::sampler::Sampler;
 use super::{
@@ -86,7 +85,7 @@ impl Sequence {
     pub(crate) fn new(model: &Model, req: &GenerateRequest) -> Result<Sequence, ModelError> {
         req.validate()?;
         let params = &req.params;
-        let prompt = encode_chat_prompt(&model.tokenizer, &req.messages)?;
+        let prompt = model.encode(&req.prompt)?;
         if prompt.len() + params.max_tokens as usize > MAX_CONTEXT_TOKENS {
             return Err(ModelError::ContextTooLong {
                 prompt_tokens: prompt.len(),

@@ -61,7 +61,7 @@ pub(crate) use bytes::ModelBytes;
 
 use serde::{Deserialize, Serialize};
 
-pub use chat::{render_chat_prompt, Role, CHAT_TEMPLATE, DEFAULT_SYSTEM_PROMPT};
+pub use chat::{render_chat_prompt, Role, CHAT_TEMPLATE, DEFAULT_SYSTEM_PROMPT, TEXT_TEMPLATE};
 pub use controls::DecodingControls;
 pub use engine::{
     Engine, EngineBusy, EngineConfig, EngineMetrics, GenerateEvent, DEFAULT_KV_BUDGET_MIB,
@@ -237,7 +237,6 @@ impl Model {
         ReplayIdentity {
             engine: self.engine_version(),
             sampler: SAMPLER_VERSION,
-            chat_template: CHAT_TEMPLATE,
             tokenizer_sha256: self.tokenizer.digest(),
             stop_token_ids: self.tokenizer.stop_ids().to_vec(),
         }
@@ -384,6 +383,26 @@ impl Model {
         chat::encode_chat_prompt(&self.tokenizer, messages)
     }
 
+    /// The prompt token ids the model sees for `prompt`: the chat template's, or the raw
+    /// text's ([`TEXT_TEMPLATE`]). Never empty.
+    pub fn encode(&self, prompt: &Prompt) -> Result<Vec<u32>, ModelError> {
+        let ids = match prompt {
+            Prompt::Chat(messages) => chat::encode_chat_prompt(&self.tokenizer, messages)?,
+            Prompt::Text(text) => self.tokenizer.encode_prompt(text)?,
+        };
+        if ids.is_empty() {
+            return Err(ModelError::InvalidRequest("the prompt encodes to no tokens".to_owned()));
+        }
+        Ok(ids)
+    }
+
+    /// The chat template this model is served with ([`CHAT_TEMPLATE`]), or `None` when
+    /// its vocabulary lacks the template's markers: such a model (a base model, say)
+    /// answers raw-text prompts only (`/v1/completions`).
+    pub fn chat_template(&self) -> Option<&'static str> {
+        chat::has_chat_template(&self.tokenizer).then_some(CHAT_TEMPLATE)
+    }
+
     /// The tokenizer built from the file's metadata.
     pub fn tokenizer(&self) -> &GgufTokenizer {
         &self.tokenizer
@@ -427,15 +446,14 @@ impl ChatMessage {
 }
 
 /// How a model turns requests into tokens, as receipts commit it (see
-/// `vouch_attestation::receipt::ReplaySpec`).
+/// `vouch_attestation::receipt::ReplaySpec`; the template is the request's own,
+/// [`Prompt::template`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplayIdentity {
     /// [`Model::engine_version`].
     pub engine: &'static str,
     /// [`SAMPLER_VERSION`].
     pub sampler: &'static str,
-    /// [`CHAT_TEMPLATE`].
-    pub chat_template: &'static str,
     /// [`GgufTokenizer::digest`].
     pub tokenizer_sha256: [u8; 32],
     /// The ids an answer stops at.
@@ -522,20 +540,56 @@ pub struct GenerationStats {
     pub threads: usize,
 }
 
-/// A request to generate one chat completion.
+/// What the model is asked to continue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Prompt {
+    /// A conversation, rendered by the chat template ([`CHAT_TEMPLATE`]); a default system
+    /// message is prepended when none is given.
+    Chat(Vec<ChatMessage>),
+    /// Raw text, continued as it stands ([`TEXT_TEMPLATE`]; `POST /v1/completions`).
+    Text(String),
+}
+
+impl Prompt {
+    /// The template name receipts commit for this prompt.
+    pub fn template(&self) -> &'static str {
+        match self {
+            Prompt::Chat(_) => CHAT_TEMPLATE,
+            Prompt::Text(_) => TEXT_TEMPLATE,
+        }
+    }
+
+    /// The conversation's messages (none for raw text).
+    pub fn messages(&self) -> &[ChatMessage] {
+        match self {
+            Prompt::Chat(m) => m,
+            Prompt::Text(_) => &[],
+        }
+    }
+}
+
+/// A request to generate one answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GenerateRequest {
-    /// The conversation so far; a default system message is prepended when none is given.
-    pub messages: Vec<ChatMessage>,
+    /// The conversation or text to continue.
+    pub prompt: Prompt,
     /// Sampling parameters.
     pub params: SamplingParams,
 }
 
 impl GenerateRequest {
+    /// A chat request.
+    pub fn chat(messages: Vec<ChatMessage>, params: SamplingParams) -> Self {
+        Self { prompt: Prompt::Chat(messages), params }
+    }
+
     /// Checks the roles and parameters without tokenizing (the context-length check needs
     /// the tokenizer and happens when the request runs).
     pub fn validate(&self) -> Result<(), ModelError> {
-        chat::validate_messages(&self.messages)?;
+        if let Prompt::Chat(messages) = &self.prompt {
+            chat::validate_messages(messages)?;
+        }
         self.params.validate()
     }
 }

@@ -15,7 +15,6 @@
 //! or one by one; tested in `native`), and the sampler draws one random number per chosen
 //! token in order, exactly as generation does.
 
-use super::chat::encode_chat_prompt;
 use super::controls::AnswerText;
 use super::{generate_blocking, FinishReason, GenerateRequest, Model, ModelError, Step};
 
@@ -65,7 +64,7 @@ pub fn replay(
     finish: FinishReason,
 ) -> Result<ReplayOutcome, ModelError> {
     req.validate()?;
-    let prompt = encode_chat_prompt(&model.tokenizer, &req.messages)?;
+    let prompt = model.encode(&req.prompt)?;
     let max_tokens = req.params.max_tokens as usize;
     if prompt.len() + committed.len().max(max_tokens) > super::MAX_CONTEXT_TOKENS {
         return Err(ModelError::ContextTooLong {
@@ -174,7 +173,7 @@ pub fn replay_by_text(
     let same_text = sha2::Sha256::digest(text.as_bytes())[..] == *committed.text_sha256
         && committed.text.is_none_or(|t| t == text);
     if same_ids && same_text && replayed_finish == finish {
-        let prompt = encode_chat_prompt(&model.tokenizer, &req.messages)?;
+        let prompt = model.encode(&req.prompt)?;
         return Ok(ReplayOutcome::Match { prompt_tokens: prompt, logprobs: stats.logprobs });
     }
     let mut position = ids.len();
