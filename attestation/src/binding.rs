@@ -14,8 +14,12 @@ use sha2::{Digest, Sha512};
 pub const ATTESTATION_DOMAIN: &str = "vouch/attestation-claims/v1";
 /// Domain of receipt batch claims (group commit).
 pub const BATCH_DOMAIN: &str = "vouch/receipt-batch/v1";
-/// Version written in every claims structure.
+/// Version written in every receipt batch's claims ([`BatchClaims`]), and in attestation
+/// claims of enclaves that serve one model and name no spec (read, no longer written).
 pub const CLAIMS_VERSION: u32 = 1;
+/// Version of fresh attestation claims that list every served model with its spec
+/// ([`AttestationClaims::models`]).
+pub const ATTESTATION_CLAIMS_VERSION: u32 = 2;
 
 /// Computes the 64-byte REPORT_DATA for `claims_bytes` under `domain`.
 pub fn report_data(domain: &str, claims_bytes: &[u8]) -> [u8; 64] {
@@ -26,19 +30,47 @@ pub fn report_data(domain: &str, claims_bytes: &[u8]) -> [u8; 64] {
     h.finalize().into()
 }
 
-/// What a fresh attestation binds: the enclave's TLS key, its model, the client's nonce.
+/// One model an enclave serves, as its attestation binds it: the file's digest and how
+/// the enclave computes with it and turns requests into tokens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelClaim {
+    /// The name requests select it by (the request's `model` field, case-insensitive).
+    pub name: String,
+    /// SHA-256 of the model file as loaded.
+    #[serde(with = "serde_bytes")]
+    pub sha256: Vec<u8>,
+    /// `general.architecture` (`llama`, `qwen2`, `qwen3`, `gemma3`).
+    pub architecture: String,
+    /// The file's tensor types and how many tensors have each (e.g. `q4_k` → 96), by name.
+    pub tensor_types: std::collections::BTreeMap<String, u64>,
+    /// The engine computing with it (e.g. `vouch-native-1`).
+    pub engine: String,
+    /// SHA-256 of the tokenizer built from the file (vocabulary, merges, special ids).
+    #[serde(with = "serde_bytes")]
+    pub tokenizer_sha256: Vec<u8>,
+    /// The chat template it is served with (e.g. `chatml-vouch-1`, code in the enclave
+    /// binary the measurement covers), or `None`: raw-text prompts only (`/v1/completions`).
+    pub chat_template: Option<String>,
+}
+
+/// What a fresh attestation binds: the enclave's TLS key, its models, the client's nonce.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttestationClaims {
-    /// [`CLAIMS_VERSION`].
+    /// [`ATTESTATION_CLAIMS_VERSION`] (or [`CLAIMS_VERSION`] from an older, one-model
+    /// enclave: then [`Self::models`] is empty).
     pub version: u32,
     /// SHA-256 of the DER SubjectPublicKeyInfo of the enclave's TLS key.
     #[serde(with = "serde_bytes")]
     pub tls_spki_sha256: Vec<u8>,
-    /// SHA-256 of the model file as loaded.
+    /// SHA-256 of the default model's file (the one a request naming no model gets; in
+    /// version 2, `models[0]`).
     #[serde(with = "serde_bytes")]
     pub model_sha256: Vec<u8>,
-    /// The model's name as served.
+    /// The default model's name.
     pub model_name: String,
+    /// Every model served, the default first (version 2; empty in version 1).
+    #[serde(default)]
+    pub models: Vec<ModelClaim>,
     /// The client's nonce (32 bytes).
     #[serde(with = "serde_bytes")]
     pub nonce: Vec<u8>,
@@ -65,6 +97,54 @@ pub struct BatchClaims {
     pub model_sha256: Vec<u8>,
     /// Monotonic batch number since enclave start.
     pub batch_seq: u64,
+}
+
+impl AttestationClaims {
+    /// Checks that the model list is well formed for the version: none in version 1; in
+    /// version 2 at least one, the default first (equal to `model_name`/`model_sha256`),
+    /// 32-byte digests, names distinct ignoring ASCII case. `Err` says what is wrong.
+    pub fn check_models(&self) -> Result<(), String> {
+        if self.version == CLAIMS_VERSION {
+            return match self.models.is_empty() {
+                true => Ok(()),
+                false => Err("version-1 claims list models".into()),
+            };
+        }
+        let first = self.models.first().ok_or("no models listed")?;
+        if first.name != self.model_name || first.sha256 != self.model_sha256 {
+            return Err(format!(
+                "the default model {:?} is not the first one listed ({:?})",
+                self.model_name, first.name
+            ));
+        }
+        for (i, m) in self.models.iter().enumerate() {
+            if m.sha256.len() != 32 || m.tokenizer_sha256.len() != 32 {
+                return Err(format!("model {:?}: a digest is not 32 bytes", m.name));
+            }
+            if self.models[..i].iter().any(|o| o.name.eq_ignore_ascii_case(&m.name)) {
+                return Err(format!("model name {:?} is listed twice", m.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The served model a request naming `requested` gets (`None`: the default), as
+    /// (name, digest); `None` when no served model has that name. One-model claims
+    /// (version 1) serve their one model under its name.
+    pub fn model_for(&self, requested: Option<&str>) -> Option<(&str, &[u8])> {
+        let Some(requested) = requested else {
+            return Some((&self.model_name, &self.model_sha256));
+        };
+        if self.models.is_empty() {
+            return requested
+                .eq_ignore_ascii_case(&self.model_name)
+                .then_some((self.model_name.as_str(), self.model_sha256.as_slice()));
+        }
+        self.models
+            .iter()
+            .find(|m| m.name.eq_ignore_ascii_case(requested))
+            .map(|m| (m.name.as_str(), m.sha256.as_slice()))
+    }
 }
 
 /// Encodes a value to CBOR (the enclave's side; verifiers decode received bytes).
@@ -105,6 +185,7 @@ mod tests {
             tls_spki_sha256: vec![1; 32],
             model_sha256: vec![2; 32],
             model_name: "m".into(),
+            models: Vec::new(),
             nonce: vec![3; 32],
             enclave_version: "0.1.0".into(),
         };
@@ -113,5 +194,50 @@ mod tests {
         let mut t = b.clone();
         t.push(0);
         assert!(from_cbor::<AttestationClaims>(&t).unwrap_err().contains("trailing"));
+    }
+
+    fn model(name: &str, digest: u8) -> ModelClaim {
+        ModelClaim {
+            name: name.into(),
+            sha256: vec![digest; 32],
+            architecture: "llama".into(),
+            tensor_types: [("q4_k".to_owned(), 3)].into(),
+            engine: "vouch-native-1".into(),
+            tokenizer_sha256: vec![9; 32],
+            chat_template: None,
+        }
+    }
+
+    #[test]
+    fn model_lists_are_checked_and_select_by_name() {
+        let v2 = AttestationClaims {
+            version: ATTESTATION_CLAIMS_VERSION,
+            tls_spki_sha256: vec![1; 32],
+            model_sha256: vec![2; 32],
+            model_name: "a".into(),
+            models: vec![model("a", 2), model("B", 4)],
+            nonce: vec![3; 32],
+            enclave_version: "x".into(),
+        };
+        v2.check_models().unwrap();
+        // A version-1 reader of these bytes would refuse them on the version; this one
+        // reads the list back.
+        assert_eq!(from_cbor::<AttestationClaims>(&to_cbor(&v2)).unwrap(), v2);
+        assert_eq!(v2.model_for(None), Some(("a", &[2u8; 32][..])));
+        assert_eq!(v2.model_for(Some("b")), Some(("B", &[4u8; 32][..])));
+        assert_eq!(v2.model_for(Some("c")), None);
+        let bad = |c: AttestationClaims| c.check_models().unwrap_err();
+        assert_eq!(bad(AttestationClaims { models: vec![], ..v2.clone() }), "no models listed");
+        assert!(bad(AttestationClaims { model_name: "B".into(), ..v2.clone() }).contains("is not the first"));
+        assert!(bad(AttestationClaims { models: vec![model("a", 2), model("A", 5)], ..v2.clone() })
+            .contains("listed twice"));
+        let mut short = model("a", 2);
+        short.tokenizer_sha256.pop();
+        assert!(bad(AttestationClaims { models: vec![short], ..v2.clone() }).contains("not 32 bytes"));
+        let v1 = AttestationClaims { version: CLAIMS_VERSION, models: vec![], ..v2.clone() };
+        v1.check_models().unwrap();
+        assert_eq!(v1.model_for(Some("A")), Some(("a", &[2u8; 32][..])));
+        assert_eq!(v1.model_for(Some("B")), None);
+        assert_eq!(bad(AttestationClaims { version: CLAIMS_VERSION, ..v2 }), "version-1 claims list models");
     }
 }

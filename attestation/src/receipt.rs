@@ -541,7 +541,16 @@ pub fn verify_evidence(
         return Err(ReceiptError::BindingMismatch);
     }
     let claims: AttestationClaims = decode(&ev.claims, "attestation claims")?;
-    check_claims_version(claims.version, "attestation claims")?;
+    // Version 1 (one model, no spec) from older enclaves is read as well as version 2.
+    if !(binding::CLAIMS_VERSION..=binding::ATTESTATION_CLAIMS_VERSION).contains(&claims.version) {
+        return Err(ReceiptError::UnsupportedVersion {
+            what: "attestation claims",
+            expected: binding::ATTESTATION_CLAIMS_VERSION,
+            actual: claims.version,
+            hint: "",
+        });
+    }
+    claims.check_models().map_err(|reason| ReceiptError::Malformed { what: "attestation claims", reason })?;
     if claims.nonce != nonce {
         return Err(ReceiptError::ClaimMismatch {
             field: "nonce",

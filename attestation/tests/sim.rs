@@ -171,6 +171,7 @@ fn evidence_binds_nonce_key_and_model() {
         tls_spki_sha256: vec![1; 32],
         model_sha256: vec![2; 32],
         model_name: "m".into(),
+        models: Vec::new(),
         nonce: nonce.to_vec(),
         enclave_version: "0.1.0".into(),
     };

@@ -34,6 +34,7 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use vouch_attestation::binding::AttestationClaims;
 use vouch_attestation::receipt::{
     Evidence, LogprobEntry, Receipt, ReceiptError, ReceiptLeaf, ReportBundle, VerifiedEvidence,
     VerifiedReceipt,
@@ -320,8 +321,7 @@ impl ClientConfig {
 pub struct Attestation {
     verdict: Verdict,
     tls_spki_sha256: [u8; 32],
-    model_sha256: Vec<u8>,
-    model_name: String,
+    claims: AttestationClaims,
     chip_id: [u8; 64],
     url: String,
     verified_at: Instant,
@@ -336,13 +336,25 @@ impl Attestation {
     pub fn tls_spki_sha256(&self) -> &[u8; 32] {
         &self.tls_spki_sha256
     }
-    /// The attested model digest.
+    /// The attested default model's digest (the model a request naming none gets).
     pub fn model_sha256(&self) -> &[u8] {
-        &self.model_sha256
+        &self.claims.model_sha256
     }
-    /// The attested model name.
+    /// The attested default model's name.
     pub fn model_name(&self) -> &str {
-        &self.model_name
+        &self.claims.model_name
+    }
+    /// Every attested model as (name, digest), the default first.
+    pub fn models(&self) -> Vec<(&str, &[u8])> {
+        match self.claims.models.is_empty() {
+            true => vec![(self.model_name(), self.model_sha256())],
+            false => self.claims.models.iter().map(|m| (m.name.as_str(), m.sha256.as_slice())).collect(),
+        }
+    }
+    /// The attested model a request naming `requested` is answered by, as (name,
+    /// digest); `None`: the enclave attests no model of that name.
+    pub fn model_for(&self, requested: Option<&str>) -> Option<(&str, &[u8])> {
+        self.claims.model_for(requested)
     }
     /// The chip the report comes from (CHIP_ID).
     pub fn chip_id(&self) -> &[u8; 64] {
@@ -735,15 +747,15 @@ impl VouchClient {
                 presented: hex::encode(spki),
             });
         }
-        self.cfg
-            .policy
-            .check_model(&claims.model_sha256, &claims.model_name)
-            .map_err(ClientError::ModelRejected)?;
+        let served: Vec<(&str, &[u8])> = match claims.models.is_empty() {
+            true => vec![(claims.model_name.as_str(), claims.model_sha256.as_slice())],
+            false => claims.models.iter().map(|m| (m.name.as_str(), m.sha256.as_slice())).collect(),
+        };
+        self.cfg.policy.check_served_models(served).map_err(ClientError::ModelRejected)?;
         Ok(Attestation {
             verdict: Verdict::from_evidence(&verified, &self.cfg.policy.snp),
             tls_spki_sha256: spki,
-            model_sha256: claims.model_sha256.clone(),
-            model_name: claims.model_name.clone(),
+            claims: claims.clone(),
             chip_id: verified.report().report().chip_id(),
             url: self.endpoint().0.clone(),
             verified_at: Instant::now(),
@@ -848,9 +860,10 @@ impl VouchClient {
                 body: bytes.into(),
             });
         }
-        let v =
+        let v: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("model list: {e}")))?;
         let a = s.attestation.clone();
+        check_model_list(&v, &a)?;
         self.release(s);
         Ok((v, a))
     }
@@ -867,8 +880,8 @@ impl VouchClient {
         let mut req = req.clone();
         if req.model.is_none() {
             let name = match self.attestation() {
-                Some(a) => a.model_name.clone(),
-                None => self.attest().await?.model_name.clone(),
+                Some(a) => a.model_name().to_owned(),
+                None => self.attest().await?.model_name().to_owned(),
             };
             req.model = Some(name);
         }
@@ -1030,7 +1043,6 @@ impl VouchClient {
         self.release(s);
         let receipt_b64 = receipt_b64.ok_or(ClientError::MissingReceipt)?;
         let (receipt_b64, verdict, verified) = self.verify_answer(&receipt_b64, &body, &text, &att).await?;
-        let verdict = verdict.with_model_name(Some(att.model_name.clone()));
         check_choice(verified.leaf(), 0, &logprobs)?;
         check_tool_calls(&text, &calls, 0)?;
         if !streamed {
@@ -1056,6 +1068,38 @@ impl VouchClient {
     }
 }
 
+/// Checks that every model `/v1/models` lists is one the attestation binds, under the
+/// same digest (the list comes over the attested connection; this catches an enclave
+/// whose list and claims disagree).
+fn check_model_list(list: &serde_json::Value, att: &Attestation) -> Result<(), ClientError> {
+    let bad = |m: String| ClientError::Protocol(format!("model list: {m}"));
+    let data = list.get("data").and_then(|d| d.as_array()).ok_or_else(|| bad("no data array".into()))?;
+    for m in data {
+        let id = m.get("id").and_then(|i| i.as_str()).ok_or_else(|| bad("a model has no id".into()))?;
+        let listed = m.get("vouch_model_sha256").and_then(|d| d.as_str());
+        match att.model_for(Some(id)) {
+            Some((_, digest)) if listed == Some(hex::encode(digest).as_str()) => {}
+            Some(_) => {
+                return Err(bad(format!(
+                    "model {id:?} is listed with a digest the attestation does not bind"
+                )))
+            }
+            None => return Err(bad(format!("model {id:?} is listed but not attested"))),
+        }
+    }
+    Ok(())
+}
+
+/// The `model` a JSON request body names, if any (a body that is not JSON names none:
+/// the enclave refuses it before any model answers).
+fn requested_model(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        model: Option<String>,
+    }
+    serde_json::from_slice::<Named>(body).ok()?.model
+}
+
 impl VouchClient {
     /// Verifies one answer's receipt (`vouch_receipt` as received, base64), completed from
     /// AMD KDS where it needs to be, against the request `body`, the answer's `output` and
@@ -1077,14 +1121,28 @@ impl VouchClient {
                 (completed, b64)
             }
         };
-        let (verdict, verified) = check_receipt_verified(
+        // The model that must have answered: the one the request names, as attested.
+        let requested = requested_model(body);
+        let (model_name, model_sha256) = att.model_for(requested.as_deref()).ok_or_else(|| {
+            ClientError::ModelRejected(format!(
+                "the request names model {:?}, which the attested enclave does not serve (it serves {:?})",
+                requested.as_deref().unwrap_or_default(),
+                att.models().iter().map(|(n, _)| *n).collect::<Vec<_>>()
+            ))
+        })?;
+        let (mut verdict, verified) = check_receipt_verified(
             &self.cfg.anchors,
             &self.cfg.policy,
             &receipt,
             Some((body, output)),
-            Some(Expected { tls_spki_sha256: &att.tls_spki_sha256, model_sha256: &att.model_sha256 }),
+            Some(Expected {
+                tls_spki_sha256: &att.tls_spki_sha256,
+                model_sha256,
+                model_name: Some(model_name),
+            }),
             now_unix(),
         )?;
+        verdict.model_name = Some(model_name.to_owned());
         Ok((receipt_b64, verdict, verified))
     }
 
@@ -1192,7 +1250,7 @@ impl VouchClient {
             streamed,
             receipt_b64,
             request_body: body,
-            verdict: verdict.with_model_name(Some(att.model_name.clone())),
+            verdict,
             leaf: verified.leaf().clone(),
             chip_id: verified.report().report().chip_id(),
             completion_tokens,

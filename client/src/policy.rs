@@ -67,6 +67,8 @@ struct PolicyFile {
     accepted_models: Vec<Hex<32>>,
     #[serde(default)]
     accepted_model_names: Vec<String>,
+    #[serde(default)]
+    model_pins: std::collections::BTreeMap<String, Hex<32>>,
     max_evidence_age_secs: Option<u64>,
     #[serde(default)]
     require_crl: bool,
@@ -89,6 +91,9 @@ pub struct ClientPolicy {
     pub accepted_models: Vec<[u8; 32]>,
     /// Accepted model names as served (empty: any name).
     pub accepted_model_names: Vec<String>,
+    /// Per-model pins, by served name (ASCII case-insensitive): when any are set, only
+    /// these models are accepted, each with exactly its digest (empty: no pins).
+    pub model_pins: Vec<(String, [u8; 32])>,
     /// How long a verified attestation (and its pinned TLS key) may be reused before
     /// the client asks for fresh evidence, in seconds.
     pub max_evidence_age_secs: u64,
@@ -105,6 +110,7 @@ impl Default for ClientPolicy {
             snp: Policy::default(),
             accepted_models: Vec::new(),
             accepted_model_names: Vec::new(),
+            model_pins: Vec::new(),
             max_evidence_age_secs: DEFAULT_MAX_EVIDENCE_AGE_SECS,
             offline: false,
             kds_cache_dir: None,
@@ -128,8 +134,9 @@ impl ClientPolicy {
                 });
             }
         }
-        if (!f.accepted_models.is_empty() || !f.accepted_model_names.is_empty()) && !snp.pins_code_identity()
-        {
+        let pins_models =
+            !f.accepted_models.is_empty() || !f.accepted_model_names.is_empty() || !f.model_pins.is_empty();
+        if pins_models && !snp.pins_code_identity() {
             // A model digest is a claim the enclave's own code makes: unpinned code can
             // claim any model, so such a policy would look strict and check nothing.
             return Err(PolicyError::Invalid {
@@ -138,6 +145,15 @@ impl ClientPolicy {
                          launch measurement in [snp] measurements (from `vouch measure`), or id_key_digests, \
                          author_key_digests or host_data"
                     .into(),
+            });
+        }
+        let mut names: Vec<String> = f.model_pins.keys().map(|n| n.to_ascii_lowercase()).collect();
+        names.sort();
+        names.dedup();
+        if names.len() != f.model_pins.len() {
+            return Err(PolicyError::Invalid {
+                path: path.to_owned(),
+                reason: "[model_pins] names a model twice (names are compared ignoring ASCII case)".into(),
             });
         }
         let max_age = f.max_evidence_age_secs.unwrap_or(DEFAULT_MAX_EVIDENCE_AGE_SECS);
@@ -151,6 +167,7 @@ impl ClientPolicy {
             snp,
             accepted_models: f.accepted_models.into_iter().map(|h| h.0).collect(),
             accepted_model_names: f.accepted_model_names,
+            model_pins: f.model_pins.into_iter().map(|(name, h)| (name, h.0)).collect(),
             max_evidence_age_secs: max_age,
             offline: f.offline,
             kds_cache_dir: f.kds_cache_dir,
@@ -172,18 +189,60 @@ impl ClientPolicy {
         ClientPolicy::from_toml(&text, path)
     }
 
-    /// Checks a model digest and name against the accepted lists; the error says why.
-    pub fn check_model(&self, digest: &[u8], name: &str) -> Result<(), String> {
+    /// Checks a model digest and name against the accepted lists and pins; the error
+    /// says why. `name` is `None` where it is not known (a receipt checked on its own
+    /// names its model by digest only): then a pin matches on the digest alone.
+    pub fn check_model(&self, digest: &[u8], name: Option<&str>) -> Result<(), String> {
         if !self.accepted_models.is_empty() && !self.accepted_models.iter().any(|m| m[..] == *digest) {
             return Err(format!(
                 "model digest {} is not in the policy's accepted_models",
                 hex::encode(digest)
             ));
         }
-        if !self.accepted_model_names.is_empty() && !self.accepted_model_names.iter().any(|n| n == name) {
-            return Err(format!("model name {name:?} is not in the policy's accepted_model_names"));
+        if let Some(name) = name {
+            if !self.accepted_model_names.is_empty() && !self.accepted_model_names.iter().any(|n| n == name) {
+                return Err(format!("model name {name:?} is not in the policy's accepted_model_names"));
+            }
         }
-        Ok(())
+        if self.model_pins.is_empty() {
+            return Ok(());
+        }
+        match name {
+            Some(name) => match self.model_pins.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                Some((_, pin)) if pin[..] == *digest => Ok(()),
+                Some((_, pin)) => Err(format!(
+                    "model {name:?} has digest {}, but the policy's model_pins pin it to {}",
+                    hex::encode(digest),
+                    hex::encode(pin)
+                )),
+                None => Err(format!("model {name:?} is not in the policy's model_pins")),
+            },
+            None if self.model_pins.iter().any(|(_, pin)| pin[..] == *digest) => Ok(()),
+            None => {
+                Err(format!("model digest {} is not pinned in the policy's model_pins", hex::encode(digest)))
+            }
+        }
+    }
+
+    /// Checks an attestation's served models, `(name, digest)`: it is acceptable when
+    /// at least one of them is (each answer is checked against its own model again);
+    /// the error gives every model's reason.
+    pub fn check_served_models<'a>(
+        &self,
+        served: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> Result<(), String> {
+        let mut reasons = Vec::new();
+        for (name, digest) in served {
+            match self.check_model(digest, Some(name)) {
+                Ok(()) => return Ok(()),
+                Err(e) => reasons.push(e),
+            }
+        }
+        Err(match reasons.len() {
+            0 => "the attestation lists no model".to_owned(),
+            1 => reasons.remove(0),
+            _ => format!("no served model is acceptable: {}", reasons.join("; ")),
+        })
     }
 }
 
@@ -245,9 +304,55 @@ mod tests {
     fn model_check() {
         let d = [7u8; 32];
         let p = ClientPolicy { accepted_models: vec![d], ..Default::default() };
-        assert!(p.check_model(&d, "m").is_ok());
-        assert!(p.check_model(&[8; 32], "m").unwrap_err().contains("accepted_models"));
+        assert!(p.check_model(&d, Some("m")).is_ok());
+        assert!(p.check_model(&[8; 32], Some("m")).unwrap_err().contains("accepted_models"));
         let p = ClientPolicy { accepted_model_names: vec!["a".into()], ..Default::default() };
-        assert!(p.check_model(&d, "b").is_err());
+        assert_eq!(
+            p.check_model(&d, Some("b")).unwrap_err(),
+            "model name \"b\" is not in the policy's accepted_model_names"
+        );
+    }
+
+    #[test]
+    fn model_pins_pin_each_name_to_its_digest() {
+        let text = format!(
+            "[model_pins]\nsmollm2 = \"{}\"\ngemma = \"{}\"\n[snp]\nmeasurements = [\"{}\"]\n",
+            "07".repeat(32),
+            "08".repeat(32),
+            "cd".repeat(48)
+        );
+        let p = ClientPolicy::from_toml(&text, Path::new("x")).unwrap();
+        assert_eq!(p.model_pins.len(), 2);
+        assert!(p.check_model(&[7; 32], Some("SmolLM2")).is_ok());
+        assert!(p.check_model(&[8; 32], Some("gemma")).is_ok());
+        assert_eq!(
+            p.check_model(&[8; 32], Some("smollm2")).unwrap_err(),
+            format!(
+                "model \"smollm2\" has digest {}, but the policy's model_pins pin it to {}",
+                "08".repeat(32),
+                "07".repeat(32)
+            )
+        );
+        assert_eq!(
+            p.check_model(&[7; 32], Some("other")).unwrap_err(),
+            "model \"other\" is not in the policy's model_pins"
+        );
+        // A receipt alone names its model by digest: any pinned digest passes, others not.
+        assert!(p.check_model(&[8; 32], None).is_ok());
+        assert!(p.check_model(&[9; 32], None).unwrap_err().contains("is not pinned"));
+        // An attestation is acceptable when one served model is; the error lists all.
+        let (seven, nine) = ([7u8; 32], [9u8; 32]);
+        assert!(p.check_served_models([("x", &nine[..]), ("smollm2", &seven[..])]).is_ok());
+        let e = p.check_served_models([("x", &nine[..]), ("gemma", &nine[..])]).unwrap_err();
+        assert!(e.starts_with("no served model is acceptable: model \"x\""), "{e}");
+        // Pins need a code identity, like every model pin; a name pinned twice is refused.
+        let e = ClientPolicy::from_toml(&text[..text.find("[snp]").unwrap()], Path::new("x")).unwrap_err();
+        assert!(
+            matches!(&e, PolicyError::Invalid { reason, .. } if reason.contains("no code identity")),
+            "{e}"
+        );
+        let twice = text.replace("gemma", "SMOLLM2");
+        let e = ClientPolicy::from_toml(&twice, Path::new("x")).unwrap_err();
+        assert!(matches!(&e, PolicyError::Invalid { reason, .. } if reason.contains("twice")), "{e}");
     }
 }

@@ -57,8 +57,10 @@ pub enum ReceiptCheckError {
 pub struct Expected<'a> {
     /// SHA-256 of the TLS SPKI of the connection the answer came over.
     pub tls_spki_sha256: &'a [u8],
-    /// The attested model digest.
+    /// The attested digest of the model the request named (or the default).
     pub model_sha256: &'a [u8],
+    /// That model's attested name (checked against the policy's model lists and pins).
+    pub model_name: Option<&'a str>,
 }
 
 /// Verifies one receipt. With `exchange`, also checks it commits to exactly these
@@ -112,14 +114,10 @@ pub fn check_receipt_verified(
             });
         }
     }
-    if !policy.accepted_models.is_empty()
-        && !policy.accepted_models.iter().any(|m| m[..] == batch.model_sha256[..])
-    {
-        return Err(ReceiptCheckError::Model(format!(
-            "model digest {} is not in the policy's accepted_models",
-            hex::encode(&batch.model_sha256)
-        )));
-    }
+    // The receipt names its model by digest; a live client knows its attested name too.
+    policy
+        .check_model(&batch.model_sha256, expected.and_then(|e| e.model_name))
+        .map_err(ReceiptCheckError::Model)?;
     let verdict = Verdict::from_receipt(&verified, &policy.snp, exchange.is_some());
     Ok((verdict, verified))
 }

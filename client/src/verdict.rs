@@ -43,6 +43,19 @@ pub struct ReceiptFacts {
     pub exchange_checked: bool,
 }
 
+/// One model an attestation lists, as the verdict shows it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ServedModel {
+    /// The name requests select it by.
+    pub name: String,
+    /// SHA-256 of its file (hex).
+    pub sha256: String,
+    /// Its GGUF architecture.
+    pub architecture: String,
+    /// Its chat template (`None`: `/v1/completions` only).
+    pub chat_template: Option<String>,
+}
+
 /// The outcome of a successful verification. `#[non_exhaustive]`: only this crate
 /// builds one, from verified values.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -80,8 +93,14 @@ pub struct Verdict {
     pub chip_id: String,
     /// Whether an AMD CRL was checked.
     pub crl_checked: bool,
-    /// Model name as served (attestation only).
+    /// Model name as served: the default model's (attestation), the answering model's
+    /// (a live answer); `None` for a receipt checked on its own (it names its model by
+    /// digest).
     pub model_name: Option<String>,
+    /// Every model the attestation lists, the default first (attestation only; empty
+    /// from a one-model enclave of claims version 1, and for answers).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub served_models: Vec<ServedModel>,
     /// SHA-256 of the model file (hex).
     pub model_sha256: String,
     /// Enclave software version (attestation only).
@@ -118,6 +137,7 @@ fn base(r: &VerifiedReport, policy: &Policy, model_sha256: &[u8], tls_spki_sha25
         chip_id: hex::encode(rep.chip_id()),
         crl_checked: r.chain().crl().is_some(),
         model_name: None,
+        served_models: Vec::new(),
         model_sha256: hex::encode(model_sha256),
         enclave_version: None,
         tls_spki_sha256: hex::encode(tls_spki_sha256),
@@ -131,6 +151,16 @@ impl Verdict {
         let c = e.claims();
         let mut v = base(e.report(), policy, &c.model_sha256, &c.tls_spki_sha256);
         v.model_name = Some(c.model_name.clone());
+        v.served_models = c
+            .models
+            .iter()
+            .map(|m| ServedModel {
+                name: m.name.clone(),
+                sha256: hex::encode(&m.sha256),
+                architecture: m.architecture.clone(),
+                chat_template: m.chat_template.clone(),
+            })
+            .collect();
         v.enclave_version = Some(c.enclave_version.clone());
         v
     }
@@ -161,14 +191,6 @@ impl Verdict {
             exchange_checked,
         });
         v
-    }
-
-    /// Adds the attested model name (receipts carry only the digest).
-    pub(crate) fn with_model_name(mut self, name: Option<String>) -> Verdict {
-        if self.model_name.is_none() {
-            self.model_name = name;
-        }
-        self
     }
 
     /// As a JSON value (infallible for this plain struct).
@@ -213,6 +235,12 @@ impl std::fmt::Display for Verdict {
         match &self.model_name {
             Some(n) => writeln!(f, "  model        {n} (sha256 {})", self.model_sha256)?,
             None => writeln!(f, "  model        sha256 {}", self.model_sha256)?,
+        }
+        if self.served_models.len() > 1 {
+            for m in &self.served_models {
+                let serves = m.chat_template.as_deref().unwrap_or("completions only");
+                writeln!(f, "  serves       {} {} ({serves}, sha256 {})", m.name, m.architecture, m.sha256)?;
+            }
         }
         if let Some(v) = &self.enclave_version {
             writeln!(f, "  enclave      vouch-enclave {v}")?;

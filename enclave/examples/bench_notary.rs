@@ -47,7 +47,7 @@ async fn run(clients: usize, latency_ms: u64, group: bool, secs: f64) -> (f64, f
     let notary = Notary::start(
         Arc::new(SimProvider::from_simulator(sp, [0; 48], Duration::from_millis(latency_ms))),
         [0; 32],
-        [0; 32],
+        vec![[0; 32]],
         group,
     );
     let stop = Arc::new(AtomicBool::new(false));
@@ -61,7 +61,7 @@ async fn run(clients: usize, latency_ms: u64, group: bool, secs: f64) -> (f64, f
             let mut i = c as u64 * 1_000_000;
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                if n.receipt(leaf(i)).await.is_ok() {
+                if n.receipt([0; 32], leaf(i)).await.is_ok() {
                     answers.fetch_add(1, Ordering::Relaxed);
                     max_wait.fetch_max(t.elapsed().as_micros() as u64, Ordering::Relaxed);
                 }

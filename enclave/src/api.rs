@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 mod completions;
 mod responses;
 
-use vouch_attestation::binding::{self, AttestationClaims, CLAIMS_VERSION};
+use vouch_attestation::binding::{self, AttestationClaims, ATTESTATION_CLAIMS_VERSION};
 use vouch_attestation::receipt::{
     logprobs_sha256, token_ids_sha256, LogprobEntry, ReceiptLeaf, ReplaySpec, FORMAT_VERSION,
     SEED_FROM_CLIENT, SEED_FROM_ENCLAVE, SEED_FROM_REQUEST,
@@ -42,8 +42,8 @@ pub type Body = BoxBody<Bytes, Infallible>;
 /// Everything a request handler needs.
 #[derive(Clone, Debug)]
 pub struct AppState {
-    /// The model engine.
-    pub engine: Engine,
+    /// The served models' engines, the default first.
+    pub models: crate::models::Models,
     /// The secure-processor owner.
     pub notary: Notary,
     /// SHA-256 of the TLS SPKI.
@@ -89,7 +89,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
         (&Method::GET, "/metrics") => full(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            render_metrics(&state.engine.metrics()),
+            render_all_metrics(&state.models),
         ),
         (
             _,
@@ -110,84 +110,99 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
     Ok(resp)
 }
 
-/// The engine's state in the Prometheus text format. Served inside attested TLS, so the
-/// host (which only forwards bytes) cannot read or alter it; it says how busy the enclave
-/// is, never what it computes.
-pub fn render_metrics(m: &crate::model::EngineMetrics) -> String {
+/// Every served model's [`render_metrics`].
+fn render_all_metrics(models: &crate::models::Models) -> String {
+    let all: Vec<(&str, crate::model::EngineMetrics)> =
+        models.iter().map(|e| (e.model_name(), e.metrics())).collect();
+    render_metrics(&all)
+}
+
+/// The engines' state in the Prometheus text format, one series per model (label
+/// `model`). Served inside attested TLS, so the host (which only forwards bytes) cannot
+/// read or alter it; it says how busy the enclave is, never what it computes.
+pub fn render_metrics(models: &[(&str, crate::model::EngineMetrics)]) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-        let _ = writeln!(out, "# HELP vouch_engine_{name} {help}\n# TYPE vouch_engine_{name} {kind}\nvouch_engine_{name} {value}");
+    type Value = dyn Fn(&crate::model::EngineMetrics) -> String;
+    let mut metric = |name: &str, kind: &str, help: &str, value: &Value| {
+        let _ = writeln!(out, "# HELP vouch_engine_{name} {help}\n# TYPE vouch_engine_{name} {kind}");
+        for (model, m) in models {
+            // Model names are printable (see crate::models); quotes and backslashes escaped.
+            let label = model.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(out, "vouch_engine_{name}{{model=\"{label}\"}} {}", value(m));
+        }
     };
-    metric("max_batch", "gauge", "Most sequences decoded in one forward step.", m.max_batch.to_string());
-    metric("active_sequences", "gauge", "Sequences in the batch now.", m.active.to_string());
-    metric("queued_requests", "gauge", "Requests waiting for a slot or KV memory.", m.queued.to_string());
-    metric("queue_depth", "gauge", "Requests that may wait beyond the batch.", m.queue_depth.to_string());
-    metric("kv_budget_bytes", "gauge", "KV-cache budget.", m.kv_budget_bytes.to_string());
-    metric(
-        "kv_reserved_bytes",
-        "gauge",
-        "KV cache reserved by running requests.",
-        m.kv_reserved_bytes.to_string(),
-    );
-    metric(
-        "kv_allocated_bytes",
-        "gauge",
-        "KV cache allocated by running requests.",
-        m.kv_allocated_bytes.to_string(),
-    );
-    metric(
-        "kv_bytes_per_position",
-        "gauge",
-        "KV cache per position of one sequence.",
-        m.kv_bytes_per_position.to_string(),
-    );
-    metric("steps_total", "counter", "Forward steps run.", m.steps_total.to_string());
-    metric(
-        "batched_sequences_total",
-        "counter",
-        "Sum over steps of the sequences in the step.",
-        m.batched_sequences_total.to_string(),
-    );
-    metric("prompt_tokens_total", "counter", "Prompt tokens fed.", m.prompt_tokens_total.to_string());
-    metric(
-        "completion_tokens_total",
-        "counter",
-        "Completion tokens generated.",
-        m.completion_tokens_total.to_string(),
-    );
-    metric(
-        "requests_finished_total",
-        "counter",
-        "Requests finished, failed or cancelled.",
-        m.requests_finished_total.to_string(),
-    );
-    metric(
-        "requests_rejected_total",
-        "counter",
-        "Requests refused as busy (429).",
-        m.requests_rejected_total.to_string(),
-    );
+    metric("max_batch", "gauge", "Most sequences decoded in one forward step.", &|m| m.max_batch.to_string());
+    metric("active_sequences", "gauge", "Sequences in the batch now.", &|m| m.active.to_string());
+    metric("queued_requests", "gauge", "Requests waiting for a slot or KV memory.", &|m| {
+        m.queued.to_string()
+    });
+    metric("queue_depth", "gauge", "Requests that may wait beyond the batch.", &|m| {
+        m.queue_depth.to_string()
+    });
+    metric("kv_budget_bytes", "gauge", "KV-cache budget.", &|m| m.kv_budget_bytes.to_string());
+    metric("kv_reserved_bytes", "gauge", "KV cache reserved by running requests.", &|m| {
+        m.kv_reserved_bytes.to_string()
+    });
+    metric("kv_allocated_bytes", "gauge", "KV cache allocated by running requests.", &|m| {
+        m.kv_allocated_bytes.to_string()
+    });
+    metric("kv_bytes_per_position", "gauge", "KV cache per position of one sequence.", &|m| {
+        m.kv_bytes_per_position.to_string()
+    });
+    metric("steps_total", "counter", "Forward steps run.", &|m| m.steps_total.to_string());
+    metric("batched_sequences_total", "counter", "Sum over steps of the sequences in the step.", &|m| {
+        m.batched_sequences_total.to_string()
+    });
+    metric("prompt_tokens_total", "counter", "Prompt tokens fed.", &|m| m.prompt_tokens_total.to_string());
+    metric("completion_tokens_total", "counter", "Completion tokens generated.", &|m| {
+        m.completion_tokens_total.to_string()
+    });
+    metric("requests_finished_total", "counter", "Requests finished, failed or cancelled.", &|m| {
+        m.requests_finished_total.to_string()
+    });
+    metric("requests_rejected_total", "counter", "Requests refused as busy (429).", &|m| {
+        m.requests_rejected_total.to_string()
+    });
     metric(
         "completion_tokens_per_second",
         "gauge",
         "Completion tokens per second over the last 10 s.",
-        format!("{:.3}", m.completion_tokens_per_s),
+        &|m| format!("{:.3}", m.completion_tokens_per_s),
     );
     out
 }
 
+/// `GET /v1/models`: every served model, the default first, with what the attestation
+/// binds about it (`vouch_model_sha256` and `vouch_spec`).
 fn models(state: &AppState) -> Response<Body> {
-    json_response(&json!({
-        "object": "list",
-        "data": [{
-            "id": state.engine.model_name(),
-            "object": "model",
-            "created": 0,
-            "owned_by": "vouch",
-            "vouch_model_sha256": hex::encode(state.engine.model_digest()),
-        }]
-    }))
+    let data: Vec<Value> = state
+        .models
+        .iter()
+        .map(|e| {
+            let c = e.claim();
+            json!({
+                "id": e.model_name(),
+                "object": "model",
+                "created": 0,
+                "owned_by": "vouch",
+                "vouch_model_sha256": hex::encode(e.model_digest()),
+                "vouch_spec": {
+                    "architecture": c.architecture,
+                    "tensor_types": c.tensor_types,
+                    "engine": c.engine,
+                    "tokenizer_sha256": hex::encode(&c.tokenizer_sha256),
+                    "chat_template": c.chat_template,
+                    "endpoints": if c.chat_template.is_some() {
+                        json!(["/v1/chat/completions", "/v1/responses", "/v1/completions"])
+                    } else {
+                        json!(["/v1/completions"])
+                    },
+                },
+            })
+        })
+        .collect();
+    json_response(&json!({"object": "list", "data": data}))
 }
 
 async fn attestation(state: &AppState, query: Option<&str>) -> Response<Body> {
@@ -205,11 +220,13 @@ async fn attestation(state: &AppState, query: Option<&str>) -> Response<Body> {
             "nonce must be 64 hex characters",
         );
     };
+    let default = state.models.default_engine();
     let claims = AttestationClaims {
-        version: CLAIMS_VERSION,
+        version: ATTESTATION_CLAIMS_VERSION,
         tls_spki_sha256: state.tls_spki_sha256.to_vec(),
-        model_sha256: state.engine.model_digest().to_vec(),
-        model_name: state.engine.model_name().to_owned(),
+        model_sha256: default.model_digest().to_vec(),
+        model_name: default.model_name().to_owned(),
+        models: state.models.iter().map(|e| e.claim().clone()).collect(),
         nonce,
         enclave_version: ENCLAVE_VERSION.to_owned(),
     };
@@ -327,27 +344,26 @@ async fn chat(state: Arc<AppState>, req: Request<Incoming>, endpoint: Endpoint) 
             }
         }
     };
-    if let Some(m) = &parsed.model {
-        if !m.eq_ignore_ascii_case(state.engine.model_name()) {
-            return error(
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                "model_not_found",
-                format!(
-                    "model {m:?} is not served here; this enclave serves {:?}",
-                    state.engine.model_name()
-                ),
-            );
-        }
-    }
-    if endpoint != Endpoint::Completions && state.engine.chat_template().is_none() {
+    let Some(engine) = state.models.select(parsed.model.as_deref()).cloned() else {
+        return error_with_param(
+            StatusCode::NOT_FOUND,
+            "model_not_found",
+            "model",
+            format!(
+                "model {:?} is not served here; this enclave serves {:?}",
+                parsed.model.as_deref().unwrap_or_default(),
+                state.models.names()
+            ),
+        );
+    };
+    if endpoint != Endpoint::Completions && engine.chat_template().is_none() {
         return error_with_param(
             StatusCode::BAD_REQUEST,
             "no_chat_template",
             "messages",
             format!(
                 "model {:?} has no chat template this server knows; send raw text to /v1/completions",
-                state.engine.model_name()
+                engine.model_name()
             ),
         );
     }
@@ -383,7 +399,7 @@ async fn chat(state: Arc<AppState>, req: Request<Incoming>, endpoint: Endpoint) 
     };
     let c = &params.controls;
     if c.response_format.is_some() || c.tools.is_some() {
-        if let Err(e) = state.engine.check_output_format(c) {
+        if let Err(e) = engine.check_output_format(c) {
             let param = if c.response_format.is_some() { "response_format" } else { "tools" };
             return error_with_param(StatusCode::BAD_REQUEST, "invalid_value", param, e.to_string());
         }
@@ -398,7 +414,7 @@ async fn chat(state: Arc<AppState>, req: Request<Incoming>, endpoint: Endpoint) 
         if let Err(e) = request.validate() {
             return error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request", e.to_string());
         }
-        match state.engine.submit(request) {
+        match engine.submit(request) {
             Ok(rx) => choices.push(rx),
             Err(busy) => {
                 // The choices already submitted are cancelled as their receivers drop.
@@ -411,6 +427,7 @@ async fn chat(state: Arc<AppState>, req: Request<Incoming>, endpoint: Endpoint) 
     }
     let ctx = Exchange {
         state,
+        engine,
         template: parsed.prompt.template(),
         request_sha256: Sha256::digest(&body).into(),
         params,
@@ -435,6 +452,8 @@ async fn chat(state: Arc<AppState>, req: Request<Incoming>, endpoint: Endpoint) 
 
 struct Exchange {
     state: Arc<AppState>,
+    /// The engine of the model the request selected.
+    engine: Engine,
     /// The prompt's template, as the receipt commits it.
     template: &'static str,
     request_sha256: [u8; 32],
@@ -500,7 +519,7 @@ impl Exchange {
     ) -> Result<String, String> {
         let mut controls = self.params.controls.clone();
         controls.choice_index = choice_index;
-        let id = self.state.engine.replay_identity();
+        let id = self.engine.replay_identity();
         let leaf = ReceiptLeaf {
             version: FORMAT_VERSION,
             request_sha256: self.request_sha256.to_vec(),
@@ -510,7 +529,7 @@ impl Exchange {
             top_p: self.params.top_p,
             seed: self.params.seed,
             max_tokens: self.params.max_tokens,
-            model_sha256: self.state.engine.model_digest().to_vec(),
+            model_sha256: self.engine.model_digest().to_vec(),
             prompt_tokens: stats.prompt_tokens,
             completion_tokens: stats.completion_tokens,
             response_id: self.id.clone(),
@@ -526,10 +545,15 @@ impl Exchange {
             }),
             logprobs_sha256: controls
                 .logprobs
-                .map(|_| logprobs_sha256(&logprob_entries(&self.state.engine, &stats.logprobs)).to_vec()),
+                .map(|_| logprobs_sha256(&logprob_entries(&self.engine, &stats.logprobs)).to_vec()),
             decoding: Some(controls.spec()),
         };
-        let receipt = self.state.notary.receipt(binding::to_cbor(&leaf)).await.map_err(|e| e.to_string())?;
+        let receipt = self
+            .state
+            .notary
+            .receipt(self.engine.model_digest(), binding::to_cbor(&leaf))
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(base64::engine::general_purpose::STANDARD.encode(receipt))
     }
 }
@@ -623,7 +647,7 @@ async fn whole_response(ctx: Exchange, choices: Vec<mpsc::Receiver<GenerateEvent
                 "index": i,
                 "message": message,
                 "finish_reason": finish,
-                "logprobs": logprobs_json(&ctx.state.engine, asked_logprobs, &c.stats.logprobs),
+                "logprobs": logprobs_json(&ctx.engine, asked_logprobs, &c.stats.logprobs),
             });
             if v["message"]["content"].is_null() {
                 // The calls' raw text: what the receipt's output digest covers.
@@ -659,7 +683,7 @@ async fn whole_response(ctx: Exchange, choices: Vec<mpsc::Receiver<GenerateEvent
         "id": ctx.id,
         "object": "chat.completion",
         "created": ctx.created,
-        "model": ctx.state.engine.model_name(),
+        "model": ctx.engine.model_name(),
         "choices": choices,
         "usage": {
             "prompt_tokens": prompt_tokens,
@@ -692,7 +716,7 @@ fn stream_response(ctx: Exchange, mut events: mpsc::Receiver<GenerateEvent>) -> 
     // when the connection goes away (the send fails and `events` is dropped).
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     tokio::spawn(async move {
-        let model = ctx.state.engine.model_name().to_owned();
+        let model = ctx.engine.model_name().to_owned();
         let chunk = |delta: Value, finish: Value| {
             json!({
                 "id": ctx.id, "object": "chat.completion.chunk", "created": ctx.created, "model": model,
@@ -764,8 +788,7 @@ fn stream_response(ctx: Exchange, mut events: mpsc::Receiver<GenerateEvent>) -> 
                     let mut last = chunk(json!({}), json!(finish));
                     // The log-probabilities come whole with the choice's finishing chunk.
                     if ctx.params.controls.logprobs.is_some() {
-                        last["choices"][0]["logprobs"] =
-                            logprobs_json(&ctx.state.engine, true, &stats.logprobs);
+                        last["choices"][0]["logprobs"] = logprobs_json(&ctx.engine, true, &stats.logprobs);
                     }
                     if ctx.include_usage {
                         if tx.send(sse(&last)).await.is_err() {

@@ -15,6 +15,7 @@
 
 pub mod generate;
 pub mod model;
+pub mod models;
 
 pub mod api;
 pub mod notary;

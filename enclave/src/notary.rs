@@ -23,7 +23,7 @@ pub const MAX_BATCH: usize = 1024;
 pub const QUEUE_CAPACITY: usize = 4096;
 
 enum Job {
-    Leaf { leaf: Vec<u8>, reply: oneshot::Sender<Result<Vec<u8>, String>> },
+    Leaf { model: [u8; 32], leaf: Vec<u8>, reply: oneshot::Sender<Result<Vec<u8>, String>> },
     Evidence { claims: Vec<u8>, reply: oneshot::Sender<Result<Vec<u8>, String>> },
 }
 
@@ -69,20 +69,20 @@ impl Notary {
     pub fn start(
         provider: Arc<dyn AttestationProvider>,
         tls_spki_sha256: [u8; 32],
-        model_sha256: [u8; 32],
+        models: Vec<[u8; 32]>,
         group_commit: bool,
     ) -> Notary {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let stats = Arc::new(NotaryStats::default());
-        let ctx = Ctx { provider, tls_spki_sha256, model_sha256, group_commit, stats: Arc::clone(&stats) };
+        let ctx = Ctx { provider, tls_spki_sha256, models, group_commit, stats: Arc::clone(&stats) };
         tokio::spawn(run(ctx, rx));
         Notary { tx, stats }
     }
 
     /// Queues a receipt leaf (CBOR `ReceiptLeaf` bytes) and waits for its receipt (CBOR).
-    pub async fn receipt(&self, leaf: Vec<u8>) -> Result<Vec<u8>, NotaryError> {
+    pub async fn receipt(&self, model: [u8; 32], leaf: Vec<u8>) -> Result<Vec<u8>, NotaryError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Job::Leaf { leaf, reply }).await.map_err(|_| NotaryError::Stopped)?;
+        self.tx.send(Job::Leaf { model, leaf, reply }).await.map_err(|_| NotaryError::Stopped)?;
         rx.await.map_err(|_| NotaryError::Stopped)?.map_err(NotaryError::Provider)
     }
 
@@ -102,7 +102,8 @@ impl Notary {
 struct Ctx {
     provider: Arc<dyn AttestationProvider>,
     tls_spki_sha256: [u8; 32],
-    model_sha256: [u8; 32],
+    /// The digests of the models served: a leaf's batch claims name its model's.
+    models: Vec<[u8; 32]>,
     group_commit: bool,
     stats: Arc<NotaryStats>,
 }
@@ -116,10 +117,14 @@ async fn report(ctx: &Ctx, report_data: [u8; 64]) -> Result<ReportBundle, String
         .map_err(|e| e.to_string())
 }
 
+/// A leaf waiting for its batch, and where its receipt (or the reason there is none) goes.
+type PendingLeaf = (Vec<u8>, oneshot::Sender<Result<Vec<u8>, String>>);
+
 async fn run(ctx: Ctx, mut rx: mpsc::Receiver<Job>) {
     let mut seq: u64 = 0;
     while let Some(first) = rx.recv().await {
-        let mut leaves = Vec::new();
+        // Leaves by model, in the served order: each model's leaves are one batch.
+        let mut by_model: Vec<Vec<PendingLeaf>> = ctx.models.iter().map(|_| Vec::new()).collect();
         let mut pending = vec![first];
         // Everything that queued while the previous report was in flight joins this batch.
         if ctx.group_commit {
@@ -144,25 +149,38 @@ async fn run(ctx: Ctx, mut rx: mpsc::Receiver<Job>) {
                     });
                     let _ = reply.send(out);
                 }
-                Job::Leaf { leaf, reply } => leaves.push((leaf, reply)),
+                Job::Leaf { model, leaf, reply } => match ctx.models.iter().position(|m| *m == model) {
+                    Some(i) => by_model[i].push((leaf, reply)),
+                    None => {
+                        let _ = reply.send(Err(format!("model {} is not served here", hex::encode(model))));
+                    }
+                },
             }
         }
-        if leaves.is_empty() {
-            continue;
+        for (model, leaves) in ctx.models.iter().zip(by_model) {
+            if !leaves.is_empty() {
+                commit(&ctx, *model, seq, leaves).await;
+                seq += 1;
+            }
         }
+    }
+}
+
+/// Signs one batch of `model`'s leaves (number `seq`) and answers each with its receipt.
+async fn commit(ctx: &Ctx, model: [u8; 32], seq: u64, leaves: Vec<PendingLeaf>) {
+    {
         let hashes: Vec<merkle::Hash> = leaves.iter().map(|(l, _)| merkle::leaf_hash(l)).collect();
         let claims = BatchClaims {
             version: CLAIMS_VERSION,
             merkle_root: merkle::root(&hashes).to_vec(),
             tree_size: hashes.len() as u64,
             tls_spki_sha256: ctx.tls_spki_sha256.to_vec(),
-            model_sha256: ctx.model_sha256.to_vec(),
+            model_sha256: model.to_vec(),
             batch_seq: seq,
         };
-        seq += 1;
         let claims_bytes = binding::to_cbor(&claims);
         let rd = binding::report_data(binding::BATCH_DOMAIN, &claims_bytes);
-        let result = report(&ctx, rd).await;
+        let result = report(ctx, rd).await;
         ctx.stats.max_batch.fetch_max(leaves.len() as u64, Ordering::Relaxed);
         for (i, (leaf, reply)) in leaves.into_iter().enumerate() {
             let out = result.clone().map(|bundle| {
@@ -204,6 +222,10 @@ mod tests {
     }
 
     fn leaf(i: u32) -> Vec<u8> {
+        leaf_of(i, [2; 32])
+    }
+
+    fn leaf_of(i: u32, model: [u8; 32]) -> Vec<u8> {
         binding::to_cbor(&ReceiptLeaf {
             version: FORMAT_VERSION,
             request_sha256: vec![i as u8; 32],
@@ -213,7 +235,7 @@ mod tests {
             top_p: None,
             seed: 0,
             max_tokens: 1,
-            model_sha256: vec![2; 32],
+            model_sha256: model.to_vec(),
             prompt_tokens: 1,
             completion_tokens: 1,
             response_id: format!("r{i}"),
@@ -228,14 +250,14 @@ mod tests {
         let notary = Notary::start(
             Arc::new(crate::provider::SimProvider::from_simulator(sp, [0; 48], Duration::from_millis(50))),
             [1; 32],
-            [2; 32],
+            vec![[2; 32]],
             group_commit,
         );
         let start = std::time::Instant::now();
         let mut handles = Vec::new();
         for i in 0..32 {
             let n = notary.clone();
-            handles.push(tokio::spawn(async move { n.receipt(leaf(i)).await.unwrap() }));
+            handles.push(tokio::spawn(async move { n.receipt([2; 32], leaf(i)).await.unwrap() }));
         }
         let mut receipts = Vec::new();
         for h in handles {
@@ -280,8 +302,44 @@ mod tests {
                 Err(ProviderError::Firmware("EIO".into()))
             }
         }
-        let notary = Notary::start(Arc::new(Broken), [0; 32], [0; 32], true);
-        assert!(matches!(notary.receipt(leaf(0)).await, Err(NotaryError::Provider(_))));
+        let notary = Notary::start(Arc::new(Broken), [0; 32], vec![[2; 32]], true);
+        assert!(matches!(notary.receipt([2; 32], leaf(0)).await, Err(NotaryError::Provider(_))));
         assert!(matches!(notary.evidence(vec![1]).await, Err(NotaryError::Provider(_))));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_models_answers_are_batched_under_that_model() {
+        let sp = test_sp();
+        let mut anchors = TrustAnchors::amd();
+        anchors.dangerous_add_simulated_root(sp.ark_der(), sp.product()).unwrap();
+        let (a, b) = ([2; 32], [3; 32]);
+        let notary = Notary::start(
+            Arc::new(crate::provider::SimProvider::from_simulator(sp, [0; 48], Duration::from_millis(20))),
+            [1; 32],
+            vec![a, b],
+            true,
+        );
+        let mut handles = Vec::new();
+        for i in 0..16 {
+            let n = notary.clone();
+            let model = if i % 2 == 0 { a } else { b };
+            handles.push(tokio::spawn(
+                async move { (model, n.receipt(model, leaf_of(i, model)).await.unwrap()) },
+            ));
+        }
+        let mut v = ReceiptVerifier::new(
+            anchors,
+            Policy { measurements: vec![vouch_attestation::policy::Hex([0; 48])], ..Policy::default() },
+            1_788_220_800,
+        );
+        for h in handles {
+            let (model, r) = h.await.unwrap();
+            // The verifier holds the leaf's model to the batch's: each batch is one model's.
+            let verified = v.verify(&r).unwrap();
+            assert_eq!(verified.batch().model_sha256, model.to_vec());
+        }
+        // A model not served gets no receipt.
+        let e = notary.receipt([4; 32], leaf_of(99, [4; 32])).await.unwrap_err().to_string();
+        assert_eq!(e, format!("model {} is not served here", hex::encode([4u8; 32])));
     }
 }

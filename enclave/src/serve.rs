@@ -6,7 +6,8 @@
 //! request headers have deadlines so slow or half-open peers cannot hold resources.
 
 use crate::api::{self, AppState};
-use crate::model::{Engine, EngineConfig, Model, Runtime};
+use crate::model::{Engine, EngineConfig, Runtime};
+use crate::models::{ModelEntry, Models};
 use crate::notary::Notary;
 use crate::provider::AttestationProvider;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -30,9 +31,15 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Arguments of `serve`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// The GGUF model file.
-    #[arg(long)]
-    pub model: PathBuf,
+    /// A GGUF model file to serve, named from the file; repeat for several (the first is
+    /// the default, for requests that name no model). See `--models` to pin digests.
+    #[arg(long, required_unless_present = "models", conflicts_with = "models")]
+    pub model: Vec<PathBuf>,
+    /// A models file (TOML `[[model]]` entries: `name`, `path`, `sha256`, optional
+    /// `kv_budget_mib`; see `vouch_enclave::models`): a file whose SHA-256 is not the one
+    /// given refuses to start.
+    #[arg(long, value_name = "FILE")]
+    pub models: Option<PathBuf>,
     /// Where to listen: tcp:HOST:PORT, unix:PATH or vsock:CID:PORT.
     #[arg(long)]
     pub listen: String,
@@ -71,8 +78,9 @@ pub struct ServeArgs {
     /// fits at 1024 positions each, at least 8 and at most 32; always 1 under candle).
     #[arg(long)]
     pub max_batch: Option<usize>,
-    /// KV-cache memory all running requests together may reserve, in MiB. Each request
-    /// reserves prompt + max_tokens positions when it starts; one that does not fit waits.
+    /// KV-cache memory all running requests together may reserve, in MiB, across all models
+    /// (each gets its own share; see `--models`). Each request reserves prompt + max_tokens
+    /// positions of its model's share when it starts; one that does not fit waits.
     #[arg(long, default_value_t = crate::model::DEFAULT_KV_BUDGET_MIB)]
     pub kv_budget_mib: usize,
     /// Most prompt tokens fed per step while other requests decode.
@@ -100,6 +108,9 @@ pub enum ServeError {
     /// Model failed to load.
     #[error("model: {0}")]
     Model(#[from] crate::model::ModelError),
+    /// The set of models cannot be served.
+    #[error("{0}")]
+    Models(#[from] crate::models::ModelsError),
     /// Provider failed to start.
     #[error("attestation provider: {0}")]
     Provider(#[from] crate::provider::ProviderError),
@@ -299,42 +310,67 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> Result<
             return Err(ServeError::Usage(format!("attestation provider {other:?} is not available here")))
         }
     };
-    let model = Model::load_with(&args.model, args.runtime)?;
-    println!(
-        "vouch-enclave: model {} sha256 {} runtime {} ({}, {})",
-        model.name(),
-        hex::encode(model.digest()),
-        model.runtime(),
-        model.engine_version(),
-        model.kernel()
-    );
+    let entries = match &args.models {
+        Some(file) => crate::models::read_models_file(file)?,
+        None => args
+            .model
+            .iter()
+            .map(|path| ModelEntry { name: None, path: path.clone(), sha256: None, kv_budget_mib: None })
+            .collect(),
+    };
+    let budgets = crate::models::kv_budgets(&entries, args.kv_budget_mib)?;
+    let loaded = crate::models::load_all(&entries, args.runtime)?;
     let threads = args.threads.unwrap_or_else(|| EngineConfig::default().threads);
-    let engine = Engine::start(
-        model,
-        EngineConfig {
-            queue_depth: args.queue_depth,
-            threads,
-            max_batch: args.max_batch,
-            kv_budget_bytes: args.kv_budget_mib.saturating_mul(1 << 20),
-            prefill_chunk: args.prefill_chunk,
-        },
-    );
-    let per_position = engine.kv_bytes_per_position();
-    println!(
-        "vouch-enclave: batch up to {} sequences, queue {}, KV budget {} MiB ({} positions at {:.1} KiB each), \
-         prefill chunk {}, {} threads",
-        engine.max_batch(),
-        engine.queue_depth(),
-        args.kv_budget_mib,
-        engine.kv_budget_bytes() / per_position.max(1),
-        per_position as f64 / 1024.0,
-        args.prefill_chunk,
-        engine.threads(),
-    );
+    let mut engines = Vec::with_capacity(loaded.len());
+    let mut resident_mib = 0.0;
+    for (model, kv_mib) in loaded.into_iter().zip(budgets) {
+        let file_mib = model.file_size() as f64 / f64::from(1 << 20);
+        println!(
+            "vouch-enclave: model {} sha256 {} {} runtime {} ({}, {})",
+            model.name(),
+            hex::encode(model.digest()),
+            model.architecture(),
+            model.runtime(),
+            model.engine_version(),
+            model.kernel()
+        );
+        let engine = Engine::start(
+            model,
+            EngineConfig {
+                queue_depth: args.queue_depth,
+                threads,
+                max_batch: args.max_batch,
+                kv_budget_bytes: kv_mib.saturating_mul(1 << 20),
+                prefill_chunk: args.prefill_chunk,
+            },
+        );
+        let per_position = engine.kv_bytes_per_position();
+        println!(
+            "vouch-enclave:   memory {file_mib:.1} MiB file + {kv_mib} MiB KV budget ({} positions at {:.1} KiB \
+             each); batch up to {} sequences, queue {}, prefill chunk {}, {} threads",
+            engine.kv_budget_bytes() / per_position.max(1),
+            per_position as f64 / 1024.0,
+            engine.max_batch(),
+            engine.queue_depth(),
+            args.prefill_chunk,
+            engine.threads(),
+        );
+        resident_mib += file_mib + kv_mib as f64;
+        engines.push(engine);
+    }
+    if engines.len() > 1 {
+        println!(
+            "vouch-enclave: {} models, {resident_mib:.1} MiB of files and KV budgets in all; the first ({}) is the default",
+            engines.len(),
+            engines[0].model_name()
+        );
+    }
+    let models = Models::new(engines)?;
     let tls = tls_identity()?;
-    let notary = Notary::start(provider, tls.spki_sha256, engine.model_digest(), !args.no_group_commit);
+    let digests = models.iter().map(Engine::model_digest).collect();
+    let notary = Notary::start(provider, tls.spki_sha256, digests, !args.no_group_commit);
     let listener = Listener::bind(&addr).await?;
-    let state = Arc::new(AppState { engine, notary, tls_spki_sha256: tls.spki_sha256 });
+    let state = Arc::new(AppState { models, notary, tls_spki_sha256: tls.spki_sha256 });
     serve(listener, tls.config, state, shutdown).await
 }
 

@@ -194,6 +194,7 @@ fn forge_evidence(
         tls_spki_sha256: spki.to_vec(),
         model_sha256: vec![0xAB; 32],
         model_name: "SmolLM2-135M-Instruct".into(),
+        models: Vec::new(),
         nonce,
         enclave_version: "vouch-enclave/0.1.0".into(),
     };

@@ -242,7 +242,7 @@ fn answers_under_load_equal_their_solo_answers() {
     let body = String::from_utf8_lossy(&response.body).into_owned();
     let value = |name: &str| -> f64 {
         body.lines()
-            .find_map(|l| l.strip_prefix(&format!("vouch_engine_{name} ")))
+            .find_map(|l| l.strip_prefix(&format!("vouch_engine_{name}{{model=\"SmolLM2-135M-Instruct\"}} ")))
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{body}"))
     };

@@ -78,6 +78,7 @@ pub fn evidence(sp: &SimulatedSp, nonce: &[u8], spki_sha256: &[u8]) -> Vec<u8> {
         tls_spki_sha256: spki_sha256.to_vec(),
         model_sha256: MODEL_SHA256.to_vec(),
         model_name: MODEL_NAME.into(),
+        models: Vec::new(),
         nonce: nonce.to_vec(),
         enclave_version: "0.1.0-test".into(),
     };

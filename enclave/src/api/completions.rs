@@ -41,7 +41,7 @@ pub(super) fn response(ctx: &Exchange, done: &[Finished]) -> Value {
         "id": ctx.id,
         "object": "text_completion",
         "created": ctx.created,
-        "model": ctx.state.engine.model_name(),
+        "model": ctx.engine.model_name(),
         "choices": choices,
         "usage": {
             "prompt_tokens": prompt_tokens,
@@ -60,7 +60,7 @@ pub(super) fn stream(ctx: Exchange, mut events: mpsc::Receiver<GenerateEvent>) -
     // one that goes away cancels it.
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     tokio::spawn(async move {
-        let model = ctx.state.engine.model_name().to_owned();
+        let model = ctx.engine.model_name().to_owned();
         let chunk = |text: &str, finish: Value| {
             json!({
                 "id": ctx.id, "object": "text_completion", "created": ctx.created, "model": model,

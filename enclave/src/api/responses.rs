@@ -77,7 +77,7 @@ pub(super) fn response(
         "status": if complete { "completed" } else { "incomplete" },
         "incomplete_details": if complete { Value::Null } else { json!({"reason": "max_output_tokens"}) },
         "error": null,
-        "model": ctx.state.engine.model_name(),
+        "model": ctx.engine.model_name(),
         "output": output_items(ctx, text),
         "parallel_tool_calls": c.tools.as_ref().is_none_or(|t| t.parallel),
         "tool_choice": tool_choice,
@@ -119,7 +119,7 @@ pub(super) fn stream(ctx: Exchange, mut events: mpsc::Receiver<GenerateEvent>) -
         let id = ctx.id.strip_prefix("resp_").unwrap_or(&ctx.id).to_owned();
         let msg_id = format!("msg_{id}");
         let mut skeleton = json!({"id": ctx.id, "object": "response", "created_at": ctx.created,
-            "status": "in_progress", "model": ctx.state.engine.model_name(), "output": [], "error": null});
+            "status": "in_progress", "model": ctx.engine.model_name(), "output": [], "error": null});
         if let Some(seed) = ctx.disclosed_seed() {
             skeleton["vouch_seed"] = json!(seed);
         }

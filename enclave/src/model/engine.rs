@@ -190,13 +190,15 @@ struct Shared {
     replay: ReplayIdentity,
     /// [`Model::chat_template`].
     chat_template: Option<&'static str>,
+    /// [`Model::claim`].
+    claim: vouch_attestation::binding::ModelClaim,
     queue_depth: usize,
     max_batch: usize,
     kv_budget_bytes: usize,
     kv_bytes_per_position: usize,
     threads: usize,
     /// Every token's bytes, by id (how responses spell log-probabilities).
-    token_bytes: Vec<Vec<u8>>,
+    token_bytes: Arc<super::packed::Packed>,
     /// The end-of-sequence id (where an output grammar lets an answer end).
     eos_id: u32,
     /// The grammar compiler over the vocabulary, to check a request's output format
@@ -259,14 +261,13 @@ impl Engine {
             model_name: model.name().to_owned(),
             replay: model.replay_identity(),
             chat_template: model.chat_template(),
+            claim: model.claim(),
             queue_depth: cfg.queue_depth,
             max_batch,
             kv_budget_bytes: cfg.kv_budget_bytes,
             kv_bytes_per_position: model.kv_bytes_per_position(),
             threads,
-            token_bytes: (0..model.tokenizer().vocab_size() as u32)
-                .map(|id| model.tokenizer().token_bytes(id).to_vec())
-                .collect(),
+            token_bytes: model.tokenizer().token_bytes_table(),
             eos_id: model.tokenizer().eos_id(),
             grammars: std::sync::OnceLock::new(),
         });
@@ -328,6 +329,11 @@ impl Engine {
         &self.shared.model_name
     }
 
+    /// What attestation claims bind about the model ([`Model::claim`]).
+    pub fn claim(&self) -> &vouch_attestation::binding::ModelClaim {
+        &self.shared.claim
+    }
+
     /// The chat template the model is served with; `None`: raw-text prompts only
     /// (`/v1/completions`). See [`Model::chat_template`].
     pub fn chat_template(&self) -> Option<&'static str> {
@@ -341,7 +347,7 @@ impl Engine {
         let s = &*self.shared;
         let grammars = s.grammars.get_or_init(|| {
             super::constraint::Grammars::from_vocabulary(s.token_bytes.len() as u32, s.eos_id, |id| {
-                s.token_bytes.get(id as usize).map_or(&[], Vec::as_slice)
+                s.token_bytes.get(id as usize)
             })
             .map_err(|e| e.to_string())
         });
@@ -357,7 +363,7 @@ impl Engine {
 
     /// The bytes of token `id` (empty for an id outside the vocabulary).
     pub fn token_bytes(&self, id: u32) -> &[u8] {
-        self.shared.token_bytes.get(id as usize).map_or(&[], Vec::as_slice)
+        self.shared.token_bytes.get(id as usize)
     }
 
     /// What a replay of this engine's answers needs to know about it.

@@ -105,6 +105,14 @@ pub(crate) fn load(path: &Path, runtime: Runtime) -> Result<Model, ModelError> {
     content.check_extents(file_size)?;
     let stored_format = dominant_matrix_type(&content);
     let name = model_name(&content, path);
+    let architecture = match content.metadata.get("general.architecture") {
+        Some(Value::String(a)) => a.clone(),
+        _ => "unknown".to_owned(),
+    };
+    let mut tensor_types = std::collections::BTreeMap::<String, u64>::new();
+    for info in content.tensor_infos.values() {
+        *tensor_types.entry(info.ty.name().to_lowercase()).or_default() += 1;
+    }
 
     let (weights, weights_digest, candle_kv_bytes_per_position) = match runtime {
         Runtime::Native => {
@@ -133,6 +141,8 @@ pub(crate) fn load(path: &Path, runtime: Runtime) -> Result<Model, ModelError> {
         runtime,
         stored_format,
         name,
+        architecture,
+        tensor_types,
         file_size,
         load_ms,
         candle_kv_bytes_per_position,

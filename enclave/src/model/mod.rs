@@ -135,6 +135,10 @@ pub struct Model {
     runtime: Runtime,
     stored_format: String,
     name: String,
+    /// `general.architecture`.
+    architecture: String,
+    /// Tensor type name → how many tensors have it.
+    tensor_types: std::collections::BTreeMap<String, u64>,
     file_size: u64,
     load_ms: f64,
     /// What one position of candle's f32 KV cache takes (unused by the native runtime).
@@ -365,6 +369,32 @@ impl Model {
     /// else `general.name` from the metadata. A label only; the digest is the identity.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Serves the model under `name` instead of the one taken from its file (a models
+    /// file names each model).
+    pub fn with_name(mut self, name: impl Into<String>) -> Model {
+        self.name = name.into();
+        self
+    }
+
+    /// `general.architecture` (`llama`, `qwen2`, `qwen3`, `gemma3`).
+    pub fn architecture(&self) -> &str {
+        &self.architecture
+    }
+
+    /// What attestation claims bind about this model: name, digest, architecture, tensor
+    /// types, engine, tokenizer digest and chat template.
+    pub fn claim(&self) -> vouch_attestation::binding::ModelClaim {
+        vouch_attestation::binding::ModelClaim {
+            name: self.name.clone(),
+            sha256: self.digest.to_vec(),
+            architecture: self.architecture.clone(),
+            tensor_types: self.tensor_types.clone(),
+            engine: self.engine_version().to_owned(),
+            tokenizer_sha256: self.tokenizer.digest().to_vec(),
+            chat_template: self.chat_template().map(str::to_owned),
+        }
     }
 
     /// Size of the model file in bytes.

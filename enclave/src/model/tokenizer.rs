@@ -42,7 +42,8 @@ const STOP_TOKENS: [&str; 3] = ["<|endoftext|>", "<end_of_turn>", "<|eot_id|>"];
 pub struct GgufTokenizer {
     encoder: Encoder,
     /// Raw bytes of every token, by id; empty for control tokens (they produce no text).
-    token_bytes: Packed,
+    /// Shared with the engine handles (one copy per process, not one per holder).
+    token_bytes: std::sync::Arc<Packed>,
     bos_id: u32,
     eos_id: u32,
     /// Whether a prompt starts with BOS (`tokenizer.ggml.add_bos_token`).
@@ -174,8 +175,15 @@ impl GgufTokenizer {
             rules.extend(merges.iter().map(|m| m.as_bytes().to_vec()));
             (Encoder::Bpe { with_special: Box::new(with_special), plain: Box::new(plain) }, bytes, rules)
         };
-        let mut tokenizer =
-            Self { encoder, token_bytes, bos_id, eos_id, add_bos, stop_ids: vec![eos_id], digest: [0; 32] };
+        let mut tokenizer = Self {
+            encoder,
+            token_bytes: std::sync::Arc::new(token_bytes),
+            bos_id,
+            eos_id,
+            add_bos,
+            stop_ids: vec![eos_id],
+            digest: [0; 32],
+        };
         for name in STOP_TOKENS {
             if let Some(id) = tokenizer.token_to_id(name) {
                 if !tokenizer.stop_ids.contains(&id) && token_types[id as usize] == TOKEN_TYPE_CONTROL {
@@ -246,6 +254,11 @@ impl GgufTokenizer {
     /// The raw bytes a token stands for (empty for control tokens and unknown ids).
     pub fn token_bytes(&self, id: u32) -> &[u8] {
         self.token_bytes.get(id as usize)
+    }
+
+    /// Every token's bytes, by id (the table [`Self::token_bytes`] reads), shared.
+    pub(crate) fn token_bytes_table(&self) -> std::sync::Arc<Packed> {
+        std::sync::Arc::clone(&self.token_bytes)
     }
 
     /// The id of a token spelled exactly `token` (control tokens included).
