@@ -90,10 +90,19 @@ async fn fake_enclave(mode: Mode) -> (String, tempfile::TempDir) {
                                 let ev = evidence(&sp, &nonce, &bound);
                                 ("application/cbor", if mode == Mode::NoVcek { strip_vcek(ev) } else { ev })
                             }
+                            // The dishonest modes also list the model under another digest.
                             "/v1/models" => (
                                 "application/json",
-                                br#"{"object":"list","data":[{"id":"test-model","object":"model"}]}"#
-                                    .to_vec(),
+                                serde_json::json!({"object": "list", "data": [{
+                                    "id": "test-model",
+                                    "object": "model",
+                                    "vouch_model_sha256": hex::encode(match mode {
+                                        Mode::Honest | Mode::NoVcek => MODEL_SHA256,
+                                        _ => [9; 32],
+                                    }),
+                                }]})
+                                .to_string()
+                                .into_bytes(),
                             ),
                             _ => {
                                 let req: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -443,6 +452,15 @@ async fn proxy_adds_verdicts_and_refuses_unverifiable_answers() {
     let body = r#"{"model":"test-model","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
     let (_, text) = http(&addr, "POST", "/v1/chat/completions", body).await;
     assert!(text.contains("vouch_verification_error") && !text.contains("[DONE]"), "{text}");
+    // A model list that names a digest the attestation does not bind is refused.
+    let (status, text) = http(&addr, "GET", "/v1/models", "").await;
+    assert_eq!(status, 502, "{text}");
+    assert!(
+        text.contains(
+            r#"model list: model \"test-model\" is listed with a digest the attestation does not bind"#
+        ),
+        "{text}"
+    );
 }
 
 /// Serves one product's VCEK and CRL at their KDS URLs.
