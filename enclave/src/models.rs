@@ -64,7 +64,7 @@ pub enum ModelsError {
         reason: String,
     },
     /// A model failed to load.
-    #[error("model {path}: {source}")]
+    #[error("{}", load_message(path, source))]
     Load {
         /// The file.
         path: PathBuf,
@@ -94,6 +94,15 @@ pub enum ModelsError {
     /// The KV budgets do not add up.
     #[error("{0}")]
     Budget(String),
+}
+
+/// "model: REASON" when the reason names the file already, else "model PATH: REASON".
+fn load_message(path: &Path, source: &ModelError) -> String {
+    let reason = source.to_string();
+    match reason.contains(&path.display().to_string()) {
+        true => format!("model: {reason}"),
+        false => format!("model {}: {reason}", path.display()),
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -348,7 +348,7 @@ fn start_up_failures_give_a_clear_message_and_a_nonzero_exit() {
     let junk = tmp.path().join("junk.gguf");
     std::fs::write(&junk, b"this is not a model").unwrap();
     let out = serve_once(&junk, &sim);
-    assert_fails_with(&out, "vouch-enclave: error: model: not a GGUF file");
+    assert_fails_with(&out, &format!("vouch-enclave: error: model {}: not a GGUF file", junk.display()));
 
     // A sim dir that cannot be created (its parent is a file; root cannot either).
     let file = tmp.path().join("a-file");
