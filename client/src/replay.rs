@@ -22,8 +22,8 @@ use vouch_attestation::receipt::{
 };
 use vouch_attestation::TrustAnchors;
 use vouch_enclave::model::{
-    replay, replay_by_text, CommittedAnswer, Divergence, FinishReason, GenerateRequest, Model, ReplayOutcome,
-    CHAT_TEMPLATE, SAMPLER_VERSION, SAMPLER_VERSION_1, TEXT_TEMPLATE,
+    replay, replay_by_text, ChatTemplate, CommittedAnswer, Divergence, FinishReason, GenerateRequest, Model,
+    ReplayOutcome, SAMPLER_VERSION, SAMPLER_VERSION_1, TEXT_TEMPLATE,
 };
 
 use crate::policy::ClientPolicy;
@@ -130,12 +130,28 @@ pub fn replay_receipt(
     })?;
     check_identity(&spec, &leaf, model)?;
     let req = request_of(request, &leaf, &spec)?;
-    if req.prompt.template() != spec.chat_template {
+    let committed_chat = ChatTemplate::from_name(&spec.chat_template).is_some();
+    if req.prompt.is_chat() != committed_chat {
         return Err(cannot(format!(
-            "the receipt commits template {:?}, but the request is one for {:?}",
+            "the receipt commits template {:?}, but the request is one for {}",
             spec.chat_template,
-            req.prompt.template()
+            if req.prompt.is_chat() { "a chat template".to_owned() } else { format!("{TEXT_TEMPLATE:?}") }
         )));
+    }
+    match model.template_for(&req.prompt) {
+        Ok(t) if t == spec.chat_template => {}
+        Ok(t) => {
+            return Err(cannot(format!(
+                "the receipt commits template {:?}; this model file is served with {t:?}",
+                spec.chat_template
+            )))
+        }
+        Err(_) => {
+            return Err(cannot(format!(
+                "the receipt commits template {:?}; this model file has no chat template Vouch renders",
+                spec.chat_template
+            )))
+        }
     }
     let prompt = model.encode(&req.prompt)?;
     if token_ids_sha256(&prompt)[..] != spec.prompt_tokens_sha256[..] {
@@ -271,10 +287,12 @@ fn check_identity(spec: &ReplaySpec, leaf: &ReceiptLeaf, model: &Model) -> Resul
             return Err(cannot(format!("the receipt needs {what} {needed:?}; this build has {have:?}")));
         }
     }
-    if ![CHAT_TEMPLATE, TEXT_TEMPLATE].contains(&spec.chat_template.as_str()) {
+    if spec.chat_template != TEXT_TEMPLATE && ChatTemplate::from_name(&spec.chat_template).is_none() {
+        let known: Vec<&str> = ChatTemplate::ALL.iter().map(|t| t.name()).chain([TEXT_TEMPLATE]).collect();
         return Err(cannot(format!(
-            "the receipt needs chat template {:?}; this build has {CHAT_TEMPLATE:?} and {TEXT_TEMPLATE:?}",
-            spec.chat_template
+            "the receipt needs chat template {:?}; this build has {}",
+            spec.chat_template,
+            known.join(", ")
         )));
     }
     if model.digest()[..] != leaf.model_sha256[..] {

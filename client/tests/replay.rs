@@ -56,7 +56,7 @@ fn answer_choice(model: &mut Model, body: &[u8], choice: u32) -> (Vec<u32>, Stri
             sampler: id.sampler.into(),
             seed_source: SEED_FROM_REQUEST.into(),
             tokenizer_sha256: id.tokenizer_sha256.to_vec(),
-            chat_template: req.prompt.template().into(),
+            chat_template: model.template_for(&req.prompt).unwrap().into(),
             prompt_tokens_sha256: token_ids_sha256(&stats.prompt_token_ids).to_vec(),
             output_tokens_sha256: token_ids_sha256(&stats.completion_token_ids).to_vec(),
             stop_token_ids: id.stop_token_ids.clone(),
@@ -231,6 +231,20 @@ fn honest_answers_match_lies_get_a_proof_that_checks() {
     let o = run(&["replay", &f]);
     assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
     assert!(stderr(&o).contains("the receipt needs chat template \"gemma-vouch-9\""), "{}", stderr(&o));
+
+    // A chat template this build has, but not the one this model file is served with.
+    let mut other_template = leaf.clone();
+    other_template.replay.as_mut().unwrap().chat_template = "gemma-vouch-1".into();
+    let f = write("template-other.json", &other_template, body, &text, &tokens);
+    let o = run(&["replay", &f]);
+    assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            "the receipt commits template \"gemma-vouch-1\"; this model file is served with \"chatml-vouch-1\""
+        ),
+        "{}",
+        stderr(&o)
+    );
 
     // Another engine version than this build's.
     let mut other = leaf;

@@ -356,7 +356,11 @@ async fn chat(state: Arc<AppState>, req: Request<Incoming>, endpoint: Endpoint) 
             ),
         );
     };
-    if endpoint != Endpoint::Completions && engine.chat_template().is_none() {
+    let template = match parsed.prompt.is_chat() {
+        true => engine.chat_template(),
+        false => Some(crate::model::TEXT_TEMPLATE),
+    };
+    let Some(template) = template else {
         return error_with_param(
             StatusCode::BAD_REQUEST,
             "no_chat_template",
@@ -366,7 +370,7 @@ async fn chat(state: Arc<AppState>, req: Request<Incoming>, endpoint: Endpoint) 
                 engine.model_name()
             ),
         );
-    }
+    };
     let mut params = parsed.params.clone();
     if parsed.seed_given && header_seed.is_some() {
         return error(
@@ -428,7 +432,7 @@ async fn chat(state: Arc<AppState>, req: Request<Incoming>, endpoint: Endpoint) 
     let ctx = Exchange {
         state,
         engine,
-        template: parsed.prompt.template(),
+        template,
         request_sha256: Sha256::digest(&body).into(),
         params,
         seed_source,

@@ -1086,7 +1086,7 @@ mod allow_list {
         let r = parse_completions_request(br#"{"model":"m","prompt":"Once upon"}"#).unwrap();
         assert_eq!(r.prompt, Prompt::Text("Once upon".into()));
         assert_eq!(r.params, SamplingParams::greedy(COMPLETIONS_DEFAULT_MAX_TOKENS));
-        assert_eq!(r.prompt.template(), crate::model::TEXT_TEMPLATE);
+        assert!(!r.prompt.is_chat());
         assert!(r.messages().is_empty() && r.model.as_deref() == Some("m"));
         // A list holding one prompt is that prompt; the controls chat has apply here too.
         let r = parse_completions_request(

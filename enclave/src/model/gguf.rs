@@ -109,6 +109,18 @@ pub(crate) fn load(path: &Path, runtime: Runtime) -> Result<Model, ModelError> {
         Some(Value::String(a)) => a.clone(),
         _ => "unknown".to_owned(),
     };
+    let file_template = match content.metadata.get("tokenizer.chat_template") {
+        Some(Value::String(t)) => Some(t.as_str()),
+        _ => None,
+    };
+    let chat = super::ChatTemplate::for_model(file_template, &tokenizer);
+    if chat.is_none() {
+        tracing::info!(
+            model = %name,
+            file_template = file_template.is_some(),
+            "no chat template Vouch renders: served on /v1/completions only"
+        );
+    }
     let mut tensor_types = std::collections::BTreeMap::<String, u64>::new();
     for info in content.tensor_infos.values() {
         *tensor_types.entry(info.ty.name().to_lowercase()).or_default() += 1;
@@ -142,6 +154,7 @@ pub(crate) fn load(path: &Path, runtime: Runtime) -> Result<Model, ModelError> {
         stored_format,
         name,
         architecture,
+        chat,
         tensor_types,
         file_size,
         load_ms,

@@ -61,7 +61,10 @@ pub(crate) use bytes::ModelBytes;
 
 use serde::{Deserialize, Serialize};
 
-pub use chat::{render_chat_prompt, Role, CHAT_TEMPLATE, DEFAULT_SYSTEM_PROMPT, TEXT_TEMPLATE};
+pub use chat::{
+    render_chat_prompt, ChatTemplate, Role, CHAT_TEMPLATE, DEFAULT_SYSTEM_PROMPT, GEMMA_TEMPLATE,
+    LLAMA3_TEMPLATE, TEXT_TEMPLATE,
+};
 pub use controls::DecodingControls;
 pub use engine::{
     Engine, EngineBusy, EngineConfig, EngineMetrics, GenerateEvent, DEFAULT_KV_BUDGET_MIB,
@@ -137,6 +140,8 @@ pub struct Model {
     name: String,
     /// `general.architecture`.
     architecture: String,
+    /// The chat template it is served with (from the file's own; `None`: completions only).
+    chat: Option<ChatTemplate>,
     /// Tensor type name → how many tensors have it.
     tensor_types: std::collections::BTreeMap<String, u64>,
     file_size: u64,
@@ -410,14 +415,14 @@ impl Model {
 
     /// The prompt token ids the model would see for `messages` (chat template applied).
     pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, ModelError> {
-        chat::encode_chat_prompt(&self.tokenizer, messages)
+        self.chat.ok_or(ModelError::NoChatTemplate)?.encode(&self.tokenizer, messages)
     }
 
     /// The prompt token ids the model sees for `prompt`: the chat template's, or the raw
     /// text's ([`TEXT_TEMPLATE`]). Never empty.
     pub fn encode(&self, prompt: &Prompt) -> Result<Vec<u32>, ModelError> {
         let ids = match prompt {
-            Prompt::Chat(messages) => chat::encode_chat_prompt(&self.tokenizer, messages)?,
+            Prompt::Chat(messages) => self.encode_chat(messages)?,
             Prompt::Text(text) => self.tokenizer.encode_prompt(text)?,
         };
         if ids.is_empty() {
@@ -426,11 +431,21 @@ impl Model {
         Ok(ids)
     }
 
-    /// The chat template this model is served with ([`CHAT_TEMPLATE`]), or `None` when
-    /// its vocabulary lacks the template's markers: such a model (a base model, say)
-    /// answers raw-text prompts only (`/v1/completions`).
+    /// The name of the chat template this model is served with ([`ChatTemplate`], picked
+    /// by the file's own template), or `None` when the file has none Vouch renders: such a
+    /// model (a base model, say) answers raw-text prompts only (`/v1/completions`).
     pub fn chat_template(&self) -> Option<&'static str> {
-        chat::has_chat_template(&self.tokenizer).then_some(CHAT_TEMPLATE)
+        self.chat.map(ChatTemplate::name)
+    }
+
+    /// The template name a receipt commits for `prompt` on this model: its chat
+    /// template's for a conversation ([`ModelError::NoChatTemplate`] without one),
+    /// [`TEXT_TEMPLATE`] for raw text.
+    pub fn template_for(&self, prompt: &Prompt) -> Result<&'static str, ModelError> {
+        match prompt {
+            Prompt::Chat(_) => self.chat_template().ok_or(ModelError::NoChatTemplate),
+            Prompt::Text(_) => Ok(TEXT_TEMPLATE),
+        }
     }
 
     /// The tokenizer built from the file's metadata.
@@ -574,20 +589,16 @@ pub struct GenerationStats {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Prompt {
-    /// A conversation, rendered by the chat template ([`CHAT_TEMPLATE`]); a default system
-    /// message is prepended when none is given.
+    /// A conversation, rendered by the model's chat template ([`ChatTemplate`]).
     Chat(Vec<ChatMessage>),
     /// Raw text, continued as it stands ([`TEXT_TEMPLATE`]; `POST /v1/completions`).
     Text(String),
 }
 
 impl Prompt {
-    /// The template name receipts commit for this prompt.
-    pub fn template(&self) -> &'static str {
-        match self {
-            Prompt::Chat(_) => CHAT_TEMPLATE,
-            Prompt::Text(_) => TEXT_TEMPLATE,
-        }
+    /// Whether it is a conversation (rendered by the model's chat template).
+    pub fn is_chat(&self) -> bool {
+        matches!(self, Prompt::Chat(_))
     }
 
     /// The conversation's messages (none for raw text).
