@@ -198,6 +198,26 @@ pub fn start_host(enclaves: &[&str]) -> (Proc, String) {
     (p, addr)
 }
 
+/// `vouch proxy` to the host at `host_addr`, trusting the simulated root in `sim`, with
+/// `extra` arguments (e.g. `--policy FILE`); returns the process and its `HOST:PORT`.
+pub fn start_proxy(host_addr: &str, sim: &Path, extra: &[&str]) -> (Proc, String) {
+    let root = sim.join("sim-ark.pem");
+    let url = format!("https://{host_addr}");
+    let mut args = vec![
+        "proxy",
+        "--url",
+        &url,
+        "--listen",
+        "127.0.0.1:0",
+        "--trust-sim-root",
+        root.to_str().expect("utf-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    let mut proxy = Proc::spawn(&bin("vouch"), &args);
+    let addr = proxy.wait_for("vouch proxy listening on ", Duration::from_secs(60));
+    (proxy, addr)
+}
+
 /// Runs `vouch` to completion.
 ///
 /// Code identity must be pinned (or `--allow-any-code` given), so a call that trusts a

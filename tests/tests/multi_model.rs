@@ -43,27 +43,6 @@ fn serve_args<'a>(models: &'a str, sim: &'a str) -> Vec<&'a str> {
     vec!["serve", "--models", models, "--listen", "tcp:127.0.0.1:0", "--attestation", "sim", "--sim-dir", sim]
 }
 
-/// `vouch proxy` to `host_addr`, trusting the simulated root, with `policy`.
-fn start_proxy(host_addr: &str, sim: &Path, policy: &Path) -> (Proc, String) {
-    let root = sim.join("sim-ark.pem");
-    let mut proxy = Proc::spawn(
-        &bin("vouch"),
-        &[
-            "proxy",
-            "--url",
-            &format!("https://{host_addr}"),
-            "--listen",
-            "127.0.0.1:0",
-            "--trust-sim-root",
-            root.to_str().unwrap(),
-            "--policy",
-            policy.to_str().unwrap(),
-        ],
-    );
-    let addr = proxy.wait_for("vouch proxy listening on ", Duration::from_secs(60));
-    (proxy, addr)
-}
-
 fn post(addr: &str, path: &str, body: &Value) -> (u16, Value) {
     let r = plain_http(addr, "POST", path, &body.to_string(), Duration::from_secs(300));
     let v = serde_json::from_slice(&r.body).unwrap_or_else(|_| panic!("JSON from {path}: {}", r.text()));
@@ -106,14 +85,13 @@ fn one_enclave_serves_two_models_and_each_answer_names_its_own() {
 
     // The attestation lists both models, the default first, each with its spec.
     let root = sim.join("sim-ark.pem");
-    let out = vouch(&[
-        "attest",
-        "--url",
-        &format!("https://{host_addr}"),
-        "--trust-sim-root",
-        root.to_str().unwrap(),
-        "--json",
-    ]);
+    let url = format!("https://{host_addr}");
+    let attest = |extra: &[&str]| {
+        let mut args = vec!["attest", "--url", &url, "--trust-sim-root", root.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        vouch(&args)
+    };
+    let out = attest(&["--json"]);
     assert!(out.status.success(), "{}", text(&out));
     let verdict: Value = serde_json::from_slice(&out.stdout).expect("verdict JSON");
     assert_eq!(verdict["model_name"], CHAT);
@@ -140,7 +118,7 @@ fn one_enclave_serves_two_models_and_each_answer_names_its_own() {
 
     // Through the proxy (the simulated enclave's own policy: code identity pinned).
     let sim_policy = sim.join("sim-policy.toml");
-    let (_proxy, addr) = start_proxy(&host_addr, &sim, &sim_policy);
+    let (_proxy, addr) = start_proxy(&host_addr, &sim, &["--policy", sim_policy.to_str().unwrap()]);
     let r = plain_http(&addr, "GET", "/v1/models", "", Duration::from_secs(60));
     assert_eq!(r.status, 200, "{}", r.text());
     let list: Value = serde_json::from_slice(&r.body).unwrap();
@@ -209,7 +187,7 @@ fn one_enclave_serves_two_models_and_each_answer_names_its_own() {
         format!("{base}\n[model_pins]\n{CHAT} = \"{chat_sha}\"\n{TINY} = \"{}\"\n", "11".repeat(32)),
     )
     .unwrap();
-    let (_pinned_proxy, pinned_addr) = start_proxy(&host_addr, &sim, &pinned);
+    let (_pinned_proxy, pinned_addr) = start_proxy(&host_addr, &sim, &["--policy", pinned.to_str().unwrap()]);
     let (status, v) =
         post(&pinned_addr, "/v1/completions", &json!({"model": CHAT, "prompt": "Hello", "max_tokens": 3}));
     assert_eq!(status, 200, "{v}");
@@ -230,15 +208,7 @@ fn one_enclave_serves_two_models_and_each_answer_names_its_own() {
     // A policy pinning only models this enclave does not serve refuses the attestation.
     let none = tmp.path().join("none.toml");
     std::fs::write(&none, format!("{base}\n[model_pins]\nother = \"{chat_sha}\"\n")).unwrap();
-    let out = vouch(&[
-        "attest",
-        "--url",
-        &format!("https://{host_addr}"),
-        "--trust-sim-root",
-        root.to_str().unwrap(),
-        "--policy",
-        none.to_str().unwrap(),
-    ]);
+    let out = attest(&["--policy", none.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(text(&out).contains("no served model is acceptable"), "{}", text(&out));
 }

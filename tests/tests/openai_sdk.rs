@@ -7,7 +7,6 @@
 
 use serde_json::json;
 use std::process::Command;
-use std::time::Duration;
 use vouch_e2e::*;
 
 /// The interpreter that has the SDK. Checked before anything starts, so a missing SDK
@@ -35,20 +34,7 @@ fn proxy_chain(sim: &std::path::Path) -> (Vec<Proc>, String) {
 fn proxy_chain_model(sim: &std::path::Path, model: &std::path::Path) -> (Vec<Proc>, String) {
     let (enclave, enclave_addr) = start_enclave_model(sim, model, &[], &[]);
     let (host, host_addr) = start_host(&[&enclave_addr]);
-    let root = sim.join("sim-ark.pem");
-    let mut proxy = Proc::spawn(
-        &bin("vouch"),
-        &[
-            "proxy",
-            "--url",
-            &format!("https://{host_addr}"),
-            "--listen",
-            "127.0.0.1:0",
-            "--trust-sim-root",
-            root.to_str().unwrap(),
-        ],
-    );
-    let addr = proxy.wait_for("vouch proxy listening on ", Duration::from_secs(60));
+    let (proxy, addr) = start_proxy(&host_addr, sim, &[]);
     (vec![proxy, host, enclave], addr)
 }
 
