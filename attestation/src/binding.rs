@@ -128,22 +128,22 @@ impl AttestationClaims {
         Ok(())
     }
 
+    /// Every served model as (name, digest), the default first: the list (version 2),
+    /// or the one model version-1 claims name.
+    pub fn served(&self) -> Vec<(&str, &[u8])> {
+        match self.models.is_empty() {
+            true => vec![(self.model_name.as_str(), self.model_sha256.as_slice())],
+            false => self.models.iter().map(|m| (m.name.as_str(), m.sha256.as_slice())).collect(),
+        }
+    }
+
     /// The served model a request naming `requested` gets (`None`: the default), as
-    /// (name, digest); `None` when no served model has that name. One-model claims
-    /// (version 1) serve their one model under its name.
+    /// (name, digest); `None` when no served model has that name (ASCII case-insensitive).
     pub fn model_for(&self, requested: Option<&str>) -> Option<(&str, &[u8])> {
         let Some(requested) = requested else {
             return Some((&self.model_name, &self.model_sha256));
         };
-        if self.models.is_empty() {
-            return requested
-                .eq_ignore_ascii_case(&self.model_name)
-                .then_some((self.model_name.as_str(), self.model_sha256.as_slice()));
-        }
-        self.models
-            .iter()
-            .find(|m| m.name.eq_ignore_ascii_case(requested))
-            .map(|m| (m.name.as_str(), m.sha256.as_slice()))
+        self.served().into_iter().find(|(name, _)| name.eq_ignore_ascii_case(requested))
     }
 }
 
@@ -223,6 +223,7 @@ mod tests {
         // A version-1 reader of these bytes would refuse them on the version; this one
         // reads the list back.
         assert_eq!(from_cbor::<AttestationClaims>(&to_cbor(&v2)).unwrap(), v2);
+        assert_eq!(v2.served(), vec![("a", &[2u8; 32][..]), ("B", &[4u8; 32][..])]);
         assert_eq!(v2.model_for(None), Some(("a", &[2u8; 32][..])));
         assert_eq!(v2.model_for(Some("b")), Some(("B", &[4u8; 32][..])));
         assert_eq!(v2.model_for(Some("c")), None);
@@ -236,6 +237,7 @@ mod tests {
         assert!(bad(AttestationClaims { models: vec![short], ..v2.clone() }).contains("not 32 bytes"));
         let v1 = AttestationClaims { version: CLAIMS_VERSION, models: vec![], ..v2.clone() };
         v1.check_models().unwrap();
+        assert_eq!(v1.served(), vec![("a", &[2u8; 32][..])]);
         assert_eq!(v1.model_for(Some("A")), Some(("a", &[2u8; 32][..])));
         assert_eq!(v1.model_for(Some("B")), None);
         assert_eq!(bad(AttestationClaims { version: CLAIMS_VERSION, ..v2 }), "version-1 claims list models");

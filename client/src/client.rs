@@ -346,10 +346,7 @@ impl Attestation {
     }
     /// Every attested model as (name, digest), the default first.
     pub fn models(&self) -> Vec<(&str, &[u8])> {
-        match self.claims.models.is_empty() {
-            true => vec![(self.model_name(), self.model_sha256())],
-            false => self.claims.models.iter().map(|m| (m.name.as_str(), m.sha256.as_slice())).collect(),
-        }
+        self.claims.served()
     }
     /// The attested model a request naming `requested` is answered by, as (name,
     /// digest); `None`: the enclave attests no model of that name.
@@ -747,11 +744,7 @@ impl VouchClient {
                 presented: hex::encode(spki),
             });
         }
-        let served: Vec<(&str, &[u8])> = match claims.models.is_empty() {
-            true => vec![(claims.model_name.as_str(), claims.model_sha256.as_slice())],
-            false => claims.models.iter().map(|m| (m.name.as_str(), m.sha256.as_slice())).collect(),
-        };
-        self.cfg.policy.check_served_models(served).map_err(ClientError::ModelRejected)?;
+        self.cfg.policy.check_served_models(claims.served()).map_err(ClientError::ModelRejected)?;
         Ok(Attestation {
             verdict: Verdict::from_evidence(&verified, &self.cfg.policy.snp),
             tls_spki_sha256: spki,

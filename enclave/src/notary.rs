@@ -168,38 +168,36 @@ async fn run(ctx: Ctx, mut rx: mpsc::Receiver<Job>) {
 
 /// Signs one batch of `model`'s leaves (number `seq`) and answers each with its receipt.
 async fn commit(ctx: &Ctx, model: [u8; 32], seq: u64, leaves: Vec<PendingLeaf>) {
-    {
-        let hashes: Vec<merkle::Hash> = leaves.iter().map(|(l, _)| merkle::leaf_hash(l)).collect();
-        let claims = BatchClaims {
-            version: CLAIMS_VERSION,
-            merkle_root: merkle::root(&hashes).to_vec(),
-            tree_size: hashes.len() as u64,
-            tls_spki_sha256: ctx.tls_spki_sha256.to_vec(),
-            model_sha256: model.to_vec(),
-            batch_seq: seq,
-        };
-        let claims_bytes = binding::to_cbor(&claims);
-        let rd = binding::report_data(binding::BATCH_DOMAIN, &claims_bytes);
-        let result = report(ctx, rd).await;
-        ctx.stats.max_batch.fetch_max(leaves.len() as u64, Ordering::Relaxed);
-        for (i, (leaf, reply)) in leaves.into_iter().enumerate() {
-            let out = result.clone().map(|bundle| {
-                binding::to_cbor(&Receipt {
-                    version: FORMAT_VERSION,
-                    platform: ctx.provider.platform().tag().to_owned(),
-                    leaf,
-                    leaf_index: i as u64,
-                    proof: merkle::inclusion_proof(&hashes, i)
-                        .into_iter()
-                        .map(|h| ByteBuf::from(h.to_vec()))
-                        .collect(),
-                    batch_claims: claims_bytes.clone(),
-                    bundle,
-                })
-            });
-            ctx.stats.receipts.fetch_add(1, Ordering::Relaxed);
-            let _ = reply.send(out);
-        }
+    let hashes: Vec<merkle::Hash> = leaves.iter().map(|(l, _)| merkle::leaf_hash(l)).collect();
+    let claims = BatchClaims {
+        version: CLAIMS_VERSION,
+        merkle_root: merkle::root(&hashes).to_vec(),
+        tree_size: hashes.len() as u64,
+        tls_spki_sha256: ctx.tls_spki_sha256.to_vec(),
+        model_sha256: model.to_vec(),
+        batch_seq: seq,
+    };
+    let claims_bytes = binding::to_cbor(&claims);
+    let rd = binding::report_data(binding::BATCH_DOMAIN, &claims_bytes);
+    let result = report(ctx, rd).await;
+    ctx.stats.max_batch.fetch_max(leaves.len() as u64, Ordering::Relaxed);
+    for (i, (leaf, reply)) in leaves.into_iter().enumerate() {
+        let out = result.clone().map(|bundle| {
+            binding::to_cbor(&Receipt {
+                version: FORMAT_VERSION,
+                platform: ctx.provider.platform().tag().to_owned(),
+                leaf,
+                leaf_index: i as u64,
+                proof: merkle::inclusion_proof(&hashes, i)
+                    .into_iter()
+                    .map(|h| ByteBuf::from(h.to_vec()))
+                    .collect(),
+                batch_claims: claims_bytes.clone(),
+                bundle,
+            })
+        });
+        ctx.stats.receipts.fetch_add(1, Ordering::Relaxed);
+        let _ = reply.send(out);
     }
 }
 

@@ -105,9 +105,6 @@ pub enum ServeError {
     /// Bad command-line value.
     #[error("{0}")]
     Usage(String),
-    /// Model failed to load.
-    #[error("model: {0}")]
-    Model(#[from] crate::model::ModelError),
     /// The set of models cannot be served.
     #[error("{0}")]
     Models(#[from] crate::models::ModelsError),
