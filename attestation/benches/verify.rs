@@ -108,17 +108,30 @@ fn main() {
                 replay: Some(vouch_attestation::receipt::ReplaySpec::for_tests()),
                 decoding: Some(vouch_attestation::receipt::DecodingSpec::unconstrained()),
                 logprobs_sha256: None,
+                salt: Some(vec![i as u8; 32]),
             })
         })
         .collect();
     let hashes: Vec<_> = leaves.iter().map(|l| merkle::leaf_hash(l)).collect();
+    // A format-5 log checkpoint over the leaves, signed by a log key.
+    let key = vouch_attestation::note::NoteSigner::from_seed("k", &[7; 32]).expect("key").verifier().key;
+    let log = vouch_attestation::tlog::LogClaim::for_key(&key);
+    let signer = vouch_attestation::note::NoteSigner::from_seed(&log.origin, &[7; 32]).expect("key");
+    let head = vouch_attestation::tlog::Checkpoint {
+        origin: log.origin.clone(),
+        size: n as u64,
+        root: merkle::root(&hashes),
+    };
+    let note = signer.sign(&head.body()).expect("note").to_bytes();
     let claims = binding::to_cbor(&BatchClaims {
-        version: 1,
+        version: binding::LOG_BATCH_CLAIMS_VERSION,
         merkle_root: merkle::root(&hashes).to_vec(),
         tree_size: n as u64,
         tls_spki_sha256: vec![3; 32],
-        model_sha256: vec![2; 32],
+        model_sha256: vec![],
         batch_seq: 0,
+        models: vec![serde_bytes::ByteBuf::from(vec![2; 32])],
+        log: Some(log),
     });
     let rep = sp.report(&binding::report_data(binding::BATCH_DOMAIN, &claims), &[0; 48], 0).expect("report");
     let receipts: Vec<Vec<u8>> = (0..n)
@@ -139,6 +152,7 @@ fn main() {
                     chain: sp.ask_der().to_vec(),
                     crl: vec![],
                 },
+                checkpoint: Some(note.clone()),
             })
         })
         .collect();

@@ -25,12 +25,14 @@ pub mod cert;
 pub mod crl;
 pub mod error;
 pub mod merkle;
+pub mod note;
 pub mod policy;
 pub mod product;
 pub mod receipt;
 pub mod report;
 pub mod roots;
 pub mod sim;
+pub mod tlog;
 pub mod verify;
 
 pub use error::{CertRole, VerifyError};

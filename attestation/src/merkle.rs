@@ -99,6 +99,94 @@ pub fn root_from_proof(leaf: &Hash, index: u64, size: u64, proof: &[Hash]) -> Op
     (snode == 0).then_some(r)
 }
 
+/// The consistency proof between the tree over `leaves[..first]` and the tree over all
+/// `leaves` (RFC 6962 §2.1.2, `PROOF(m, D[n])`). Empty when `first` is 0 or the size.
+pub fn consistency_proof(leaves: &[Hash], first: usize) -> Vec<Hash> {
+    fn subproof(leaves: &[Hash], m: usize, complete: bool, out: &mut Vec<Hash>) {
+        let n = leaves.len();
+        if m == n {
+            if !complete {
+                out.push(root(leaves));
+            }
+            return;
+        }
+        let k = split(n);
+        if m <= k {
+            subproof(&leaves[..k], m, complete, out);
+            out.push(root(&leaves[k..]));
+        } else {
+            subproof(&leaves[k..], m - k, false, out);
+            out.push(root(&leaves[..k]));
+        }
+    }
+    let mut out = Vec::new();
+    if first > 0 && first < leaves.len() {
+        subproof(leaves, first, true, &mut out);
+    }
+    out
+}
+
+/// Runs a consistency proof from size `first` to size `second` (RFC 9162 §2.1.4.2) and
+/// returns the two roots it implies: the root of the first `first` leaves, and the root of
+/// the whole tree. `first_root` is taken as the first tree's root where the proof leaves it
+/// out (when `first` is a power of two, the old tree is a subtree of the new one); a proof
+/// of the wrong shape gives `None`. A proof whose second root is a signed root but whose
+/// first root differs from another signed root of size `first` shows that the two cannot be
+/// in one append-only log: a fork.
+pub fn consistency_roots(first: u64, second: u64, first_root: &Hash, proof: &[Hash]) -> Option<(Hash, Hash)> {
+    if first == 0 || first > second {
+        return None;
+    }
+    if first == second {
+        return proof.is_empty().then_some((*first_root, *first_root));
+    }
+    let mut path: Vec<Hash> = Vec::with_capacity(proof.len() + 1);
+    if first.is_power_of_two() {
+        path.push(*first_root);
+    }
+    path.extend_from_slice(proof);
+    let (mut fnode, mut snode) = (first - 1, second - 1);
+    while fnode & 1 == 1 {
+        fnode >>= 1;
+        snode >>= 1;
+    }
+    let (first_hash, rest) = path.split_first()?;
+    let (mut fr, mut sr) = (*first_hash, *first_hash);
+    for c in rest {
+        if snode == 0 {
+            return None;
+        }
+        if fnode & 1 == 1 || fnode == snode {
+            fr = node_hash(c, &fr);
+            sr = node_hash(c, &sr);
+            while fnode & 1 == 0 && fnode != 0 {
+                fnode >>= 1;
+                snode >>= 1;
+            }
+        } else {
+            sr = node_hash(&sr, c);
+        }
+        fnode >>= 1;
+        snode >>= 1;
+    }
+    (snode == 0).then_some((fr, sr))
+}
+
+/// Whether `proof` shows the tree (`first`, `first_root`) is a prefix of (`second`,
+/// `second_root`). An empty first tree is a prefix of every tree.
+pub fn verify_consistency(
+    first: u64,
+    first_root: &Hash,
+    second: u64,
+    second_root: &Hash,
+    proof: &[Hash],
+) -> bool {
+    if first == 0 {
+        return proof.is_empty();
+    }
+    consistency_roots(first, second, first_root, proof) == Some((*first_root, *second_root))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +216,36 @@ mod tests {
                 assert_eq!(root_from_proof(&leaves[i], i as u64, i as u64, &proof), None);
             }
         }
+    }
+
+    #[test]
+    fn every_consistency_proof_verifies_and_a_fork_shows() {
+        for n in 1..40usize {
+            let leaves: Vec<Hash> = (0..n).map(|i| leaf_hash(&[i as u8])).collect();
+            let head = root(&leaves);
+            for m in 1..=n {
+                let old = root(&leaves[..m]);
+                let proof = consistency_proof(&leaves, m);
+                assert!(verify_consistency(m as u64, &old, n as u64, &head, &proof), "m={m} n={n}");
+                if !proof.is_empty() {
+                    let mut bad = proof.clone();
+                    bad[proof.len() - 1][0] ^= 1;
+                    assert!(!verify_consistency(m as u64, &old, n as u64, &head, &bad), "m={m} n={n}");
+                }
+                // Another history of the same first m leaves: its root is not a prefix.
+                let mut fork = leaves.clone();
+                fork[m - 1] = leaf_hash(b"other");
+                let fork_old = root(&fork[..m]);
+                assert!(!verify_consistency(m as u64, &fork_old, n as u64, &head, &proof));
+                if m < n && !(m as u64).is_power_of_two() {
+                    // The honest proof names the real prefix root, which is not the fork's.
+                    let (first, second) = consistency_roots(m as u64, n as u64, &fork_old, &proof).unwrap();
+                    assert_eq!((first, second), (old, head));
+                }
+            }
+        }
+        assert!(verify_consistency(0, &[0; 32], 5, &[1; 32], &[]));
+        assert_eq!(consistency_roots(3, 2, &[0; 32], &[]), None);
     }
 
     #[test]

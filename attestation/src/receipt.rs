@@ -18,6 +18,7 @@ use crate::binding::{self, AttestationClaims, BatchClaims};
 use crate::error::VerifyError;
 use crate::merkle;
 use crate::policy::{validate, Policy, PolicyViolations};
+use crate::tlog::{self, Checkpoint, CheckpointEvidence, LogClaim};
 use crate::verify::{
     verify_report, verify_report_with_chain, ChainInput, RootKind, TrustAnchors, VerifiedChain,
     VerifiedReport,
@@ -41,7 +42,13 @@ use std::collections::HashMap;
 ///   request parameter that influenced which tokens were chosen or where the answer
 ///   ended (stop strings, penalties, logit bias, choices, logprobs, output constraint,
 ///   tools).
-pub const FORMAT_VERSION: u32 = 4;
+/// - 5: receipts are entries of the enclave's answer log ([`crate::tlog`]): the leaf
+///   carries a fresh 32-byte salt (returned only in the receipt, so the public log
+///   reveals nothing about the request or answer), the index and proof lead to a
+///   checkpoint of the whole log (version-2 batch claims naming the log's origin and key
+///   and every served model), and the receipt carries that checkpoint's signed note.
+///   Formats 2 to 4 are still read and verify as before (one tree per batch).
+pub const FORMAT_VERSION: u32 = 5;
 
 /// The oldest format this verifier reads.
 pub const OLDEST_READ_VERSION: u32 = 2;
@@ -190,6 +197,10 @@ pub struct ReceiptLeaf {
     /// leaf without them is encoded as format 4 always was).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
     pub logprobs_sha256: Option<Vec<u8>>,
+    /// 32 fresh random bytes (format 5 on): without them the leaf's hash in the public
+    /// log cannot be recomputed from a guessed request and answer.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    pub salt: Option<Vec<u8>>,
 }
 
 /// The effective generation spec a format-4 leaf commits, beyond the temperature, top_p,
@@ -385,7 +396,7 @@ pub struct Receipt {
     /// CBOR [`ReceiptLeaf`].
     #[serde(with = "serde_bytes")]
     pub leaf: Vec<u8>,
-    /// Leaf index in the batch tree.
+    /// Leaf index: in the log (format 5), in the batch tree (before).
     pub leaf_index: u64,
     /// RFC 6962 audit path.
     pub proof: Vec<serde_bytes::ByteBuf>,
@@ -394,6 +405,22 @@ pub struct Receipt {
     pub batch_claims: Vec<u8>,
     /// Report and certificates.
     pub bundle: ReportBundle,
+    /// The signed checkpoint note the proof leads to (format 5 on).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    pub checkpoint: Option<Vec<u8>>,
+}
+
+impl Receipt {
+    /// The checkpoint evidence inside a format-5 receipt (unverified).
+    pub fn checkpoint_evidence(&self) -> Option<CheckpointEvidence> {
+        Some(CheckpointEvidence {
+            version: self.version,
+            platform: self.platform.clone(),
+            checkpoint: self.checkpoint.clone()?,
+            batch_claims: self.batch_claims.clone(),
+            bundle: self.bundle.clone(),
+        })
+    }
 }
 
 /// Why a receipt or evidence was refused.
@@ -441,6 +468,9 @@ pub enum ReceiptError {
     /// The leaf is not in the tree the report signed.
     #[error("Merkle inclusion proof does not lead to the signed root")]
     MerkleProof,
+    /// The log checkpoint is not the attested one, or its signature fails.
+    #[error("log checkpoint: {0}")]
+    Checkpoint(String),
     /// A claim differs from what the verifier expected.
     #[error("{field} mismatch: expected {expected}, got {actual}")]
     ClaimMismatch {
@@ -461,19 +491,6 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &'static str) -> Res
         });
     }
     binding::from_cbor(bytes).map_err(|reason| ReceiptError::Malformed { what, reason })
-}
-
-/// Claims (bound into REPORT_DATA) carry their own version, [`binding::CLAIMS_VERSION`].
-fn check_claims_version(v: u32, what: &'static str) -> Result<(), ReceiptError> {
-    if v != binding::CLAIMS_VERSION {
-        return Err(ReceiptError::UnsupportedVersion {
-            what,
-            expected: binding::CLAIMS_VERSION,
-            actual: v,
-            hint: "",
-        });
-    }
-    Ok(())
 }
 
 fn check_version(v: u32, what: &'static str) -> Result<(), ReceiptError> {
@@ -541,7 +558,7 @@ pub fn verify_evidence(
         return Err(ReceiptError::BindingMismatch);
     }
     let claims: AttestationClaims = decode(&ev.claims, "attestation claims")?;
-    // Version 1 (one model, no spec) from older enclaves is read as well as version 2.
+    // Versions 1 (one model, no spec) and 2 (no log) from older enclaves are read too.
     if !(binding::CLAIMS_VERSION..=binding::ATTESTATION_CLAIMS_VERSION).contains(&claims.version) {
         return Err(ReceiptError::UnsupportedVersion {
             what: "attestation claims",
@@ -567,6 +584,8 @@ pub struct VerifiedReceipt {
     leaf: ReceiptLeaf,
     batch: BatchClaims,
     report: VerifiedReport,
+    checkpoint: Option<VerifiedCheckpoint>,
+    leaf_index: u64,
 }
 
 impl VerifiedReceipt {
@@ -581,6 +600,14 @@ impl VerifiedReceipt {
     /// The report that signed the batch.
     pub fn report(&self) -> &VerifiedReport {
         &self.report
+    }
+    /// The attested log checkpoint the leaf is in (format 5 on; `None` before).
+    pub fn checkpoint(&self) -> Option<&VerifiedCheckpoint> {
+        self.checkpoint.as_ref()
+    }
+    /// The leaf's index (in the log from format 5 on, in its batch before).
+    pub fn leaf_index(&self) -> u64 {
+        self.leaf_index
     }
     /// Checks that this receipt is for exactly `request_body` and `output_text`.
     pub fn check_exchange(&self, request_body: &[u8], output_text: &str) -> Result<(), ReceiptError> {
@@ -604,6 +631,21 @@ impl VerifiedReceipt {
     }
 }
 
+/// A log checkpoint whose signature verified under the log key a verified report binds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedCheckpoint {
+    /// Origin, size and root.
+    pub checkpoint: Checkpoint,
+    /// The log (origin and key) as the report binds it.
+    pub log: LogClaim,
+    /// The evidence it verified from (kept whole, so it can be shown to others).
+    pub evidence: CheckpointEvidence,
+    /// The report's launch measurement.
+    pub measurement: [u8; 48],
+    /// The report's chip id.
+    pub chip_id: Vec<u8>,
+}
+
 /// Verifies receipts, caching each batch's verified report so that auditing many
 /// receipts pays the chain and signature once per batch.
 #[derive(Debug)]
@@ -612,7 +654,15 @@ pub struct ReceiptVerifier {
     policy: Policy,
     now: u64,
     chains: HashMap<[u8; 32], VerifiedChain>,
-    batches: HashMap<[u8; 32], (VerifiedReport, BatchClaims)>,
+    batches: HashMap<[u8; 32], Batch>,
+}
+
+/// A batch's verdict, cached by the verifier.
+#[derive(Clone, Debug)]
+struct Batch {
+    report: VerifiedReport,
+    claims: BatchClaims,
+    checkpoint: Option<VerifiedCheckpoint>,
 }
 
 impl ReceiptVerifier {
@@ -629,23 +679,22 @@ impl ReceiptVerifier {
         if r.proof.len() > MAX_PROOF_LEN {
             return Err(ReceiptError::Malformed { what: "receipt", reason: "proof too long".into() });
         }
-        // Cache key: everything that determines the batch verdict.
-        let key = cache_key(&[
-            r.platform.as_bytes(),
-            &r.bundle.report,
-            &r.bundle.leaf_cert,
-            &r.bundle.chain,
-            &r.bundle.crl,
+        // Format 5 receipts lead to a log checkpoint, and only they carry one.
+        if (r.version >= 5) != r.checkpoint.is_some() {
+            let verb = if r.checkpoint.is_some() { "must not carry" } else { "must carry" };
+            return Err(ReceiptError::Malformed {
+                what: "receipt",
+                reason: format!("a format {} receipt {verb} a log checkpoint", r.version),
+            });
+        }
+        let batch = self.batch(
+            &r.platform,
+            platform,
+            &r.bundle,
             &r.batch_claims,
-        ]);
-        let (report, batch) = match self.batches.get(&key) {
-            Some(v) => v.clone(),
-            None => {
-                let v = self.verify_batch(&r, platform)?;
-                self.batches.insert(key, v.clone());
-                v
-            }
-        };
+            r.checkpoint.as_deref(),
+            r.version,
+        )?;
         let leaf_hash = merkle::leaf_hash(&r.leaf);
         let proof: Vec<merkle::Hash> = r
             .proof
@@ -653,18 +702,34 @@ impl ReceiptVerifier {
             .map(|p| <[u8; 32]>::try_from(p.as_slice()))
             .collect::<Result<_, _>>()
             .map_err(|_| ReceiptError::MerkleProof)?;
-        let root = merkle::root_from_proof(&leaf_hash, r.leaf_index, batch.tree_size, &proof)
+        let claims = &batch.claims;
+        let root = merkle::root_from_proof(&leaf_hash, r.leaf_index, claims.tree_size, &proof)
             .ok_or(ReceiptError::MerkleProof)?;
-        if root[..] != batch.merkle_root[..] {
+        if root[..] != claims.merkle_root[..] {
             return Err(ReceiptError::MerkleProof);
         }
         let leaf: ReceiptLeaf = decode(&r.leaf, "receipt leaf")?;
         check_version(leaf.version, "receipt leaf")?;
-        // Format 3 leaves on commit a replay spec, format 4 ones on a decoding spec, and
-        // older ones cannot: a leaf that says otherwise is refused rather than read as the
-        // other format.
+        // A log entry is a salted format-5 leaf, and a format-5 leaf is only ever a log
+        // entry: neither is read as the other.
+        if (leaf.version >= 5) != (r.version >= 5) {
+            return Err(ReceiptError::Malformed {
+                what: "receipt",
+                reason: format!("a format {} receipt cannot carry a format {} leaf", r.version, leaf.version),
+            });
+        }
+        // Format 3 leaves on commit a replay spec, format 4 ones on a decoding spec,
+        // format 5 ones a salt, and older ones cannot: a leaf that says otherwise is
+        // refused rather than read as the other format.
         spec_goes_with(leaf.version, 3, leaf.replay.is_some(), "a replay spec")?;
         spec_goes_with(leaf.version, 4, leaf.decoding.is_some(), "a decoding spec")?;
+        spec_goes_with(leaf.version, 5, leaf.salt.is_some(), "a salt")?;
+        if leaf.salt.as_ref().is_some_and(|s| s.len() != 32) {
+            return Err(ReceiptError::Malformed {
+                what: "receipt leaf",
+                reason: "the salt is not 32 bytes".into(),
+            });
+        }
         if let Some(d) = &leaf.decoding {
             d.check()
                 .map_err(|reason| ReceiptError::Malformed { what: "receipt leaf decoding spec", reason })?;
@@ -689,40 +754,128 @@ impl ReceiptVerifier {
                 });
             }
         }
-        if leaf.model_sha256 != batch.model_sha256 {
+        if !claims.covers_model(&leaf.model_sha256) {
+            let expected = match claims.models.is_empty() {
+                true => hex::encode(&claims.model_sha256),
+                false => format!(
+                    "one of {}",
+                    claims.models.iter().map(|m| hex::encode(m.as_slice())).collect::<Vec<_>>().join(", ")
+                ),
+            };
             return Err(ReceiptError::ClaimMismatch {
                 field: "model",
-                expected: hex::encode(&batch.model_sha256),
+                expected,
                 actual: hex::encode(&leaf.model_sha256),
             });
         }
-        Ok(VerifiedReceipt { leaf, batch, report })
+        Ok(VerifiedReceipt {
+            leaf,
+            batch: batch.claims,
+            report: batch.report,
+            checkpoint: batch.checkpoint,
+            leaf_index: r.leaf_index,
+        })
     }
 
-    fn verify_batch(
+    /// Verifies a log checkpoint's evidence (`/log/evidence/SIZE`, either half of an
+    /// equivocation proof): report, policy, binding, and the note's signature by the log
+    /// key the report binds.
+    pub fn verify_checkpoint(&mut self, ev: &CheckpointEvidence) -> Result<VerifiedCheckpoint, ReceiptError> {
+        check_version(ev.version, "checkpoint evidence")?;
+        if ev.version < 5 {
+            return Err(ReceiptError::UnsupportedVersion {
+                what: "checkpoint evidence",
+                expected: FORMAT_VERSION,
+                actual: ev.version,
+                hint: "; log checkpoints begin with format 5",
+            });
+        }
+        let platform = Platform::from_tag(&ev.platform)?;
+        let batch = self.batch(
+            &ev.platform,
+            platform,
+            &ev.bundle,
+            &ev.batch_claims,
+            Some(&ev.checkpoint),
+            ev.version,
+        )?;
+        batch.checkpoint.ok_or_else(|| ReceiptError::Checkpoint("no checkpoint".into()))
+    }
+
+    /// The cached verdict on one batch: report, policy, binding, claims, checkpoint.
+    fn batch(
         &mut self,
-        r: &Receipt,
+        tag: &str,
         platform: Platform,
-    ) -> Result<(VerifiedReport, BatchClaims), ReceiptError> {
+        bundle: &ReportBundle,
+        claims_bytes: &[u8],
+        note: Option<&[u8]>,
+        version: u32,
+    ) -> Result<Batch, ReceiptError> {
+        // Cache key: everything that determines the batch verdict.
+        let key = cache_key(&[
+            tag.as_bytes(),
+            &bundle.report,
+            &bundle.leaf_cert,
+            &bundle.chain,
+            &bundle.crl,
+            claims_bytes,
+            note.unwrap_or(b"-"),
+            &version.to_le_bytes(),
+        ]);
+        if let Some(b) = self.batches.get(&key) {
+            return Ok(b.clone());
+        }
         // Once per batch (the result is cached), so the filtered copy costs nothing.
         let anchors = anchors_for(&self.anchors, platform)?;
-        let leaf_key =
-            cache_key(&[r.platform.as_bytes(), &r.bundle.leaf_cert, &r.bundle.chain, &r.bundle.crl]);
+        let leaf_key = cache_key(&[tag.as_bytes(), &bundle.leaf_cert, &bundle.chain, &bundle.crl]);
         let report = match self.chains.get(&leaf_key) {
-            Some(chain) => verify_report_with_chain(chain, &r.bundle.report)?,
+            Some(chain) => verify_report_with_chain(chain, &bundle.report)?,
             None => {
-                let v = verify_report(&anchors, &r.bundle.report, &r.bundle.chain_input(), self.now)?;
+                let v = verify_report(&anchors, &bundle.report, &bundle.chain_input(), self.now)?;
                 self.chains.insert(leaf_key, v.chain().clone());
                 v
             }
         };
         validate(&report, &self.policy)?;
-        if binding::report_data(binding::BATCH_DOMAIN, &r.batch_claims) != report.report().report_data() {
+        if binding::report_data(binding::BATCH_DOMAIN, claims_bytes) != report.report().report_data() {
             return Err(ReceiptError::BindingMismatch);
         }
-        let batch: BatchClaims = decode(&r.batch_claims, "batch claims")?;
-        check_claims_version(batch.version, "batch claims")?;
-        Ok((report, batch))
+        let claims: BatchClaims = decode(claims_bytes, "batch claims")?;
+        // Format 5 batches are log checkpoints (claims version 2); earlier ones are not.
+        let expected = if version >= 5 { binding::LOG_BATCH_CLAIMS_VERSION } else { binding::CLAIMS_VERSION };
+        if claims.version != expected {
+            return Err(ReceiptError::UnsupportedVersion {
+                what: "batch claims",
+                expected,
+                actual: claims.version,
+                hint: "",
+            });
+        }
+        claims.check().map_err(|reason| ReceiptError::Malformed { what: "batch claims", reason })?;
+        let checkpoint = match (&claims.log, note) {
+            (Some(log), Some(note)) => {
+                let cp = tlog::check_note(note, log, claims.tree_size, &claims.merkle_root)
+                    .map_err(ReceiptError::Checkpoint)?;
+                Some(VerifiedCheckpoint {
+                    checkpoint: cp,
+                    log: log.clone(),
+                    evidence: CheckpointEvidence {
+                        version,
+                        platform: tag.to_owned(),
+                        checkpoint: note.to_vec(),
+                        batch_claims: claims_bytes.to_vec(),
+                        bundle: bundle.clone(),
+                    },
+                    measurement: report.report().measurement(),
+                    chip_id: report.report().chip_id().to_vec(),
+                })
+            }
+            _ => None,
+        };
+        let b = Batch { report, claims, checkpoint };
+        self.batches.insert(key, b.clone());
+        Ok(b)
     }
 }
 

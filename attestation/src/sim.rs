@@ -20,6 +20,7 @@ use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P384_SHA384_FIXED_SIGNIN
 use const_oid::ObjectIdentifier;
 use der::asn1::{BitString, Ia5StringRef, OctetString, UtcTime};
 use der::{Decode, Encode};
+use sha2::{Digest, Sha256};
 use std::str::FromStr;
 use std::time::Duration;
 use x509_cert::ext::Extension;
@@ -110,6 +111,8 @@ pub struct SimulatedSp {
     ark_key: RsaKeyPair,
     ark_name: Name,
     rng: SystemRandom,
+    /// Stands in for the chip's key-derivation secret ([`SimulatedSp::derived_key`]).
+    derive_secret: [u8; 32],
 }
 
 impl std::fmt::Debug for SimulatedSp {
@@ -245,7 +248,11 @@ impl SimulatedSp {
             exts.push(ext(OID_FMC_SPL, int(f)?)?);
         }
         let vcek_der = issue(&[0x00], &ask_name, &vcek_name, vcek_spki.as_ref(), Some(exts), &ask)?;
+        let mut secret = Sha256::new();
+        secret.update(b"vouch/sim/chip-secret/v1\0");
+        secret.update(&k.vcek_pkcs8);
         Ok(SimulatedSp {
+            derive_secret: secret.finalize().into(),
             product: p,
             vcek,
             chip_id,
@@ -257,6 +264,19 @@ impl SimulatedSp {
             ark_name,
             rng: SystemRandom::new(),
         })
+    }
+
+    /// The simulator's stand-in for SEV-SNP MSG_KEY_REQ: a key only this chip (its key
+    /// material) running this `measurement` derives, for `context`. Deterministic, so the
+    /// same sim directory and measurement give the same key after a restart.
+    pub fn derived_key(&self, measurement: &[u8; 48], context: &[u8]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"vouch/sim/derived-key/v1\0");
+        h.update(self.derive_secret);
+        h.update(measurement);
+        h.update((context.len() as u64).to_le_bytes());
+        h.update(context);
+        h.finalize().into()
     }
 
     /// The product imitated.

@@ -174,6 +174,7 @@ fn evidence_binds_nonce_key_and_model() {
         models: Vec::new(),
         nonce: nonce.to_vec(),
         enclave_version: "0.1.0".into(),
+        log: None,
     };
     let claims_bytes = binding::to_cbor(&claims);
     let rd = binding::report_data(binding::ATTESTATION_DOMAIN, &claims_bytes);
@@ -215,10 +216,14 @@ fn evidence_binds_nonce_key_and_model() {
     assert!(matches!(verify_evidence(&a, &big, &nonce, &pinned(), NOW), Err(ReceiptError::Malformed { .. })));
 }
 
+/// The last format before the answer log: one tree per batch, unsalted leaves.
+const LEGACY: u32 = 4;
+
+/// A format-4 leaf (the tests of formats 2 to 4 build on it).
 fn leaf(i: u32) -> ReceiptLeaf {
     use sha2::Digest;
     ReceiptLeaf {
-        version: vouch_attestation::receipt::FORMAT_VERSION,
+        version: LEGACY,
         request_sha256: sha2::Sha256::digest(format!("request {i}")).to_vec(),
         output_sha256: sha2::Sha256::digest(format!("output {i}")).to_vec(),
         finish_reason: "stop".into(),
@@ -233,6 +238,7 @@ fn leaf(i: u32) -> ReceiptLeaf {
         replay: Some(vouch_attestation::receipt::ReplaySpec::for_tests()),
         decoding: Some(vouch_attestation::receipt::DecodingSpec::unconstrained()),
         logprobs_sha256: None,
+        salt: None,
     }
 }
 
@@ -240,7 +246,7 @@ fn batch(sp: &SimulatedSp, n: u32) -> Vec<Vec<u8>> {
     batch_of(sp, (0..n).map(leaf).collect())
 }
 
-/// A signed batch of exactly these leaves.
+/// A signed format-4 batch of exactly these leaves.
 fn batch_of(sp: &SimulatedSp, leaves: Vec<ReceiptLeaf>) -> Vec<Vec<u8>> {
     let n = leaves.len() as u32;
     let leaves: Vec<Vec<u8>> = leaves.iter().map(binding::to_cbor).collect();
@@ -253,13 +259,15 @@ fn batch_of(sp: &SimulatedSp, leaves: Vec<ReceiptLeaf>) -> Vec<Vec<u8>> {
         tls_spki_sha256: vec![1; 32],
         model_sha256: vec![2; 32],
         batch_seq: 3,
+        models: vec![],
+        log: None,
     };
     let cb = binding::to_cbor(&claims);
     let report = sp.report(&binding::report_data(binding::BATCH_DOMAIN, &cb), &[0; 48], 0).unwrap();
     (0..n as usize)
         .map(|i| {
             binding::to_cbor(&Receipt {
-                version: vouch_attestation::receipt::FORMAT_VERSION,
+                version: LEGACY,
                 platform: "sim".into(),
                 leaf: leaves[i].clone(),
                 leaf_index: i as u64,
@@ -269,6 +277,7 @@ fn batch_of(sp: &SimulatedSp, leaves: Vec<ReceiptLeaf>) -> Vec<Vec<u8>> {
                     .collect(),
                 batch_claims: cb.clone(),
                 bundle: bundle(sp, &report[..]),
+                checkpoint: None,
             })
         })
         .collect()
@@ -337,11 +346,22 @@ fn receipts_verify_offline_and_every_tamper_fails() {
     r.version = 1;
     assert!(matches!(
         check(&r).unwrap_err(),
-        ReceiptError::UnsupportedVersion { actual: 1, expected: 4, .. }
+        ReceiptError::UnsupportedVersion { actual: 1, expected: FORMAT_VERSION, .. }
     ));
     let mut r = decoded.clone();
+    r.version = FORMAT_VERSION + 1;
+    assert!(matches!(check(&r).unwrap_err(), ReceiptError::UnsupportedVersion { .. }));
+    // A format-4 receipt relabelled format 5: it carries no checkpoint, so it is refused
+    // rather than read as a log entry.
+    let mut r = decoded.clone();
     r.version = 5;
-    assert!(matches!(check(&r).unwrap_err(), ReceiptError::UnsupportedVersion { actual: 5, .. }));
+    assert_eq!(
+        check(&r).unwrap_err(),
+        ReceiptError::Malformed {
+            what: "receipt",
+            reason: "a format 5 receipt must carry a log checkpoint".into()
+        }
+    );
     // AMD-only verifier: refused on the platform tag, before any signature check.
     assert_eq!(
         verify_receipt(&TrustAnchors::amd(), &receipts[0], &pinned(), NOW).unwrap_err(),

@@ -326,6 +326,7 @@ mod tests {
             replay: Some(ReplaySpec { seed_source: SEED_FROM_ENCLAVE.into(), ..ReplaySpec::for_tests() }),
             decoding: Some(vouch_attestation::receipt::DecodingSpec::unconstrained()),
             logprobs_sha256: None,
+            salt: Some(vec![4; 32]),
         }
     }
 
@@ -339,7 +340,8 @@ mod tests {
 
     #[test]
     fn the_same_answer_agrees_whatever_the_response_id_and_seed_source() {
-        let other = ReceiptLeaf { response_id: "chatcmpl-b".into(), ..leaf() };
+        // Each enclave salts its own log entry: salts never make two answers differ.
+        let other = ReceiptLeaf { response_id: "chatcmpl-b".into(), salt: Some(vec![5; 32]), ..leaf() };
         assert_eq!(compare_leaves(&leaf(), &other), AuditStatus::Agree);
         let handed = with_spec(|s| s.seed_source = "client".into());
         assert_eq!(compare_leaves(&leaf(), &handed), AuditStatus::Agree);

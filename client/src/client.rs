@@ -1132,6 +1132,7 @@ impl VouchClient {
                 tls_spki_sha256: &att.tls_spki_sha256,
                 model_sha256,
                 model_name: Some(model_name),
+                log: att.claims.log.as_ref(),
             }),
             now_unix(),
         )?;

@@ -61,6 +61,9 @@ pub struct Expected<'a> {
     pub model_sha256: &'a [u8],
     /// That model's attested name (checked against the policy's model lists and pins).
     pub model_name: Option<&'a str>,
+    /// The answer log the attestation names (claims version 3): a format-5 receipt must
+    /// be an entry of exactly this log.
+    pub log: Option<&'a vouch_attestation::tlog::LogClaim>,
 }
 
 /// Verifies one receipt. With `exchange`, also checks it commits to exactly these
@@ -98,6 +101,7 @@ pub fn check_receipt_verified(
         verified.check_exchange(request, output)?;
     }
     let batch = verified.batch();
+    let model = &verified.leaf().model_sha256;
     if let Some(exp) = expected {
         if batch.tls_spki_sha256 != exp.tls_spki_sha256 {
             return Err(ReceiptCheckError::Binding {
@@ -106,18 +110,29 @@ pub fn check_receipt_verified(
                 actual: hex::encode(&batch.tls_spki_sha256),
             });
         }
-        if batch.model_sha256 != exp.model_sha256 {
+        if model[..] != exp.model_sha256[..] {
             return Err(ReceiptCheckError::Binding {
                 field: "model",
                 expected: hex::encode(exp.model_sha256),
-                actual: hex::encode(&batch.model_sha256),
+                actual: hex::encode(model),
+            });
+        }
+        // The attested log, and no other: an enclave cannot answer from a second log.
+        let got = verified.checkpoint().map(|c| &c.log);
+        if got != exp.log {
+            let name = |l: Option<&vouch_attestation::tlog::LogClaim>| match l {
+                Some(l) => l.origin.clone(),
+                None => "no log".into(),
+            };
+            return Err(ReceiptCheckError::Binding {
+                field: "answer log",
+                expected: name(exp.log),
+                actual: name(got),
             });
         }
     }
     // The receipt names its model by digest; a live client knows its attested name too.
-    policy
-        .check_model(&batch.model_sha256, expected.and_then(|e| e.model_name))
-        .map_err(ReceiptCheckError::Model)?;
+    policy.check_model(model, expected.and_then(|e| e.model_name)).map_err(ReceiptCheckError::Model)?;
     let verdict = Verdict::from_receipt(&verified, &policy.snp, exchange.is_some());
     Ok((verdict, verified))
 }

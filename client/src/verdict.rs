@@ -31,16 +31,34 @@ pub struct ReceiptFacts {
     pub prompt_tokens: u32,
     /// Completion tokens.
     pub completion_tokens: u32,
-    /// Batch number the receipt's report signed.
+    /// Batch number the receipt's report signed (the log's checkpoint number from
+    /// format 5 on).
     pub batch_seq: u64,
-    /// Receipts in that batch.
+    /// Receipts in that batch (format 5 on: entries in the log at that checkpoint).
     pub batch_size: u64,
+    /// The answer log the receipt is an entry of (format 5 on): origin, entry index and
+    /// the attested checkpoint's size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogFacts>,
     /// SHA-256 of the request body (hex).
     pub request_sha256: String,
     /// SHA-256 of the output text (hex).
     pub output_sha256: String,
     /// Whether the request body and output text were checked against the receipt.
     pub exchange_checked: bool,
+}
+
+/// Where a receipt sits in its enclave's answer log.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct LogFacts {
+    /// The log's origin (`vouch.log/…`).
+    pub origin: String,
+    /// The entry's index.
+    pub index: u64,
+    /// The size of the attested checkpoint the entry's proof leads to.
+    pub checkpoint_size: u64,
+    /// That checkpoint's root (hex).
+    pub checkpoint_root: String,
 }
 
 /// One model an attestation lists, as the verdict shows it.
@@ -170,7 +188,8 @@ impl Verdict {
     pub(crate) fn from_receipt(r: &VerifiedReceipt, policy: &Policy, exchange_checked: bool) -> Verdict {
         let b = r.batch();
         let l = r.leaf();
-        let mut v = base(r.report(), policy, &b.model_sha256, &b.tls_spki_sha256);
+        // The leaf names its model; the verifier checked the report vouches for it.
+        let mut v = base(r.report(), policy, &l.model_sha256, &b.tls_spki_sha256);
         v.exchange_checked = Some(exchange_checked);
         if !exchange_checked {
             v.headline.push_str(" — RECEIPT ONLY: no answer was checked against it");
@@ -186,6 +205,12 @@ impl Verdict {
             completion_tokens: l.completion_tokens,
             batch_seq: b.batch_seq,
             batch_size: b.tree_size,
+            log: r.checkpoint().map(|c| LogFacts {
+                origin: c.checkpoint.origin.clone(),
+                index: r.leaf_index(),
+                checkpoint_size: c.checkpoint.size,
+                checkpoint_root: hex::encode(c.checkpoint.root),
+            }),
             request_sha256: hex::encode(&l.request_sha256),
             output_sha256: hex::encode(&l.output_sha256),
             exchange_checked,
@@ -249,16 +274,30 @@ impl std::fmt::Display for Verdict {
         writeln!(f, "  chip id      {}", self.chip_id)?;
         writeln!(f, "  CRL          {}", if self.crl_checked { "checked" } else { "not checked" })?;
         if let Some(r) = &self.receipt {
-            writeln!(
-                f,
-                "  receipt      {} finish={} tokens={}+{} batch #{} ({} answers)",
-                r.response_id,
-                r.finish_reason,
-                r.prompt_tokens,
-                r.completion_tokens,
-                r.batch_seq,
-                r.batch_size
-            )?;
+            match &r.log {
+                Some(log) => writeln!(
+                    f,
+                    "  receipt      {} finish={} tokens={}+{} log entry #{} of {} ({}, checkpoint #{})",
+                    r.response_id,
+                    r.finish_reason,
+                    r.prompt_tokens,
+                    r.completion_tokens,
+                    log.index,
+                    log.checkpoint_size,
+                    log.origin,
+                    r.batch_seq
+                )?,
+                None => writeln!(
+                    f,
+                    "  receipt      {} finish={} tokens={}+{} batch #{} ({} answers)",
+                    r.response_id,
+                    r.finish_reason,
+                    r.prompt_tokens,
+                    r.completion_tokens,
+                    r.batch_seq,
+                    r.batch_size
+                )?,
+            }
             writeln!(
                 f,
                 "  sampling     temperature={} seed={} max_tokens={}{}",

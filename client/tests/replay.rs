@@ -67,6 +67,7 @@ fn answer_choice(model: &mut Model, body: &[u8], choice: u32) -> (Vec<u32>, Stri
             .controls
             .logprobs
             .map(|_| vouch_client::replay::logprobs_digest(model, &stats.logprobs).to_vec()),
+        salt: Some(vec![6; 32]),
     };
     (stats.completion_token_ids, text, leaf)
 }

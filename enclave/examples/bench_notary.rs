@@ -34,6 +34,7 @@ fn leaf(i: u64) -> Vec<u8> {
         replay: Some(vouch_attestation::receipt::ReplaySpec::for_tests()),
         decoding: Some(vouch_attestation::receipt::DecodingSpec::unconstrained()),
         logprobs_sha256: None,
+        salt: Some(i.to_le_bytes().repeat(4)),
     })
 }
 
@@ -44,10 +45,14 @@ async fn run(clients: usize, latency_ms: u64, group: bool, secs: f64) -> (f64, f
     );
     let keys: SimKeyMaterial = binding::from_cbor(&std::fs::read(path).expect("keys")).expect("keys");
     let sp = SimulatedSp::from_keys(&keys).expect("sim");
+    // Every answer goes to a durable answer log (fsync per batch), as in `serve`.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = vouch_enclave::answer_log::AnswerLog::open(dir.path(), &[1; 32]).expect("log");
     let notary = Notary::start(
         Arc::new(SimProvider::from_simulator(sp, [0; 48], Duration::from_millis(latency_ms))),
         [0; 32],
         vec![[0; 32]],
+        log,
         group,
     );
     let stop = Arc::new(AtomicBool::new(false));

@@ -85,6 +85,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
         (&Method::POST, "/v1/chat/completions") => chat(state, req, Endpoint::Chat).await,
         (&Method::POST, "/v1/responses") => chat(state, req, Endpoint::Responses).await,
         (&Method::POST, "/v1/completions") => chat(state, req, Endpoint::Completions).await,
+        (&Method::GET, p) if p.starts_with("/log/") => log_get(&state, p).await,
         (&Method::GET, "/healthz") => full(StatusCode::OK, "text/plain", "ok\n"),
         (&Method::GET, "/metrics") => full(
             StatusCode::OK,
@@ -108,6 +109,77 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
         _ => error(StatusCode::NOT_FOUND, "invalid_request_error", "not_found", format!("no route {path}")),
     };
     Ok(resp)
+}
+
+/// The answer log, read-only (C2SP tlog-tiles layout under `/log/`): `checkpoint` (the
+/// latest signed note), `tile/L/N[.p/W]` (hash tiles), and Vouch's own `evidence/SIZE`
+/// (CBOR [`vouch_attestation::tlog::CheckpointEvidence`]: the checkpoint at SIZE with its
+/// hardware report) and `proof/FIRST/SECOND` (CBOR
+/// [`vouch_attestation::tlog::ConsistencyProof`]). Everything served is checkable: the
+/// notes are signed by the attested log key, the tiles hash up to signed roots.
+async fn log_get(state: &AppState, path: &str) -> Response<Body> {
+    enum Got {
+        Note(Option<Vec<u8>>),
+        Tile(Vec<u8>, bool),
+        Cbor(Vec<u8>),
+    }
+    let rest = path.trim_start_matches("/log/").to_owned();
+    let log = std::sync::Arc::clone(state.notary.log());
+    let got = tokio::task::spawn_blocking(move || {
+        let log =
+            log.lock().map_err(|_| crate::answer_log::LogError::Store("the log lock is poisoned".into()))?;
+        let num = |s: &str| {
+            s.parse::<u64>().map_err(|_| crate::answer_log::LogError::NotFound(format!("bad number {s:?}")))
+        };
+        match rest.split('/').collect::<Vec<_>>().as_slice() {
+            ["checkpoint"] => Ok(Got::Note(log.latest_note().map(<[u8]>::to_vec))),
+            ["evidence", size] => Ok(Got::Cbor(log.evidence(num(size)?)?)),
+            ["proof", first, second] => Ok(Got::Cbor(vouch_attestation::binding::to_cbor(
+                &log.consistency(num(first)?, num(second)?)?,
+            ))),
+            ["tile", ..] => {
+                let tile_path = &rest["tile/".len()..];
+                Ok(Got::Tile(log.tile(tile_path)?, tile_path.contains(".p/")))
+            }
+            _ => Err(crate::answer_log::LogError::NotFound(format!("no log resource {rest:?}"))),
+        }
+    })
+    .await;
+    let with_cache = |mut r: Response<Body>, cache: &'static str| {
+        r.headers_mut().insert(hyper::header::CACHE_CONTROL, hyper::header::HeaderValue::from_static(cache));
+        r
+    };
+    match got {
+        Ok(Ok(Got::Note(Some(note)))) => {
+            with_cache(full(StatusCode::OK, "text/plain; charset=utf-8", note), "no-cache")
+        }
+        Ok(Ok(Got::Note(None))) => error(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "empty_log",
+            "the log has no checkpoint yet",
+        ),
+        Ok(Ok(Got::Tile(bytes, partial))) => with_cache(
+            full(StatusCode::OK, "application/octet-stream", bytes),
+            if partial { "no-cache" } else { "public, max-age=31536000, immutable" },
+        ),
+        Ok(Ok(Got::Cbor(bytes))) => {
+            with_cache(full(StatusCode::OK, "application/cbor", bytes), "public, max-age=31536000, immutable")
+        }
+        Ok(Err(crate::answer_log::LogError::NotFound(m))) => {
+            error(StatusCode::NOT_FOUND, "invalid_request_error", "not_found", m)
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "answer log read failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "log_failed",
+                "the answer log could not be read",
+            )
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "log_failed", e.to_string()),
+    }
 }
 
 /// Every served model's [`render_metrics`].
@@ -229,6 +301,7 @@ async fn attestation(state: &AppState, query: Option<&str>) -> Response<Body> {
         models: state.models.iter().map(|e| e.claim().clone()).collect(),
         nonce,
         enclave_version: ENCLAVE_VERSION.to_owned(),
+        log: Some(state.notary.log_claim().clone()),
     };
     match state.notary.evidence(binding::to_cbor(&claims)).await {
         Ok(ev) => full(StatusCode::OK, "application/cbor", ev),
@@ -524,6 +597,10 @@ impl Exchange {
         let mut controls = self.params.controls.clone();
         controls.choice_index = choice_index;
         let id = self.engine.replay_identity();
+        // The salt keeps the public log from revealing the request or the answer: never
+        // zeros, so no randomness means no receipt.
+        let mut salt = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut salt).map_err(|_| "no randomness for the receipt's salt".to_owned())?;
         let leaf = ReceiptLeaf {
             version: FORMAT_VERSION,
             request_sha256: self.request_sha256.to_vec(),
@@ -551,6 +628,7 @@ impl Exchange {
                 .logprobs
                 .map(|_| logprobs_sha256(&logprob_entries(&self.engine, &stats.logprobs)).to_vec()),
             decoding: Some(controls.spec()),
+            salt: Some(salt.to_vec()),
         };
         let receipt = self
             .state

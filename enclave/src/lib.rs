@@ -17,6 +17,7 @@ pub mod generate;
 pub mod model;
 pub mod models;
 
+pub mod answer_log;
 pub mod api;
 pub mod notary;
 pub mod provider;

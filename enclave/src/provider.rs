@@ -44,6 +44,42 @@ pub trait AttestationProvider: Send + Sync {
     fn platform(&self) -> Platform;
     /// A report binding `report_data`, with certificates.
     fn report(&self, report_data: &[u8; 64]) -> Result<ReportWithCerts, ProviderError>;
+    /// A 32-byte secret for `context` that only this code identity on this chip can
+    /// derive, the same after every restart: on SEV-SNP the MSG_KEY_REQ derived key
+    /// (VCEK-rooted, mixing in the launch measurement and guest policy), hashed with the
+    /// context. The answer log's signing key comes from it.
+    fn derived_key(&self, context: &[u8]) -> Result<[u8; 32], ProviderError> {
+        let _ = context;
+        Err(ProviderError::Device(format!("the {} provider cannot derive keys", self.kind())))
+    }
+}
+
+/// Hashes a secure-processor derived key with the purpose it is used for.
+pub fn key_for_context(derived: &[u8; 32], context: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"vouch/derived-key/v1\0");
+    h.update(derived);
+    h.update(context);
+    h.finalize().into()
+}
+
+/// The SEV-SNP MSG_KEY_REQ derived key through `/dev/sev-guest`: VCEK root, launch
+/// measurement and guest policy mixed in, at `vmpl`.
+#[cfg(target_os = "linux")]
+pub fn sev_derived_key(
+    fw: &mut sev::firmware::guest::Firmware,
+    vmpl: u32,
+    context: &[u8],
+) -> Result<[u8; 32], ProviderError> {
+    use sev::firmware::guest::{DerivedKey, GuestFieldSelect};
+    let mut fields = GuestFieldSelect::default();
+    fields.set_measurement(true);
+    fields.set_guest_policy(true);
+    let key = fw
+        .get_derived_key(Some(1), DerivedKey::new(false, fields, vmpl, 0, 0, None))
+        .map_err(|e| ProviderError::Firmware(format!("MSG_KEY_REQ: {e}")))?;
+    Ok(key_for_context(&key, context))
 }
 
 #[cfg(feature = "sim")]
@@ -158,6 +194,10 @@ impl AttestationProvider for SevGuestProvider {
         // Without a host-installed table the verifier fetches the VCEK from AMD's KDS.
         let (leaf_cert, chain, crl) = split_cert_table(&entries).unwrap_or_default();
         Ok(ReportBundle { report, leaf_cert, chain, crl })
+    }
+    fn derived_key(&self, context: &[u8]) -> Result<[u8; 32], ProviderError> {
+        let mut fw = self.fw.lock().map_err(|_| ProviderError::Device("device lock poisoned".into()))?;
+        sev_derived_key(&mut fw, self.vmpl, context)
     }
 }
 

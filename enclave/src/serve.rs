@@ -5,6 +5,7 @@
 //! host over TCP, a unix socket or vsock; a semaphore bounds them, and the handshake and
 //! request headers have deadlines so slow or half-open peers cannot hold resources.
 
+use crate::answer_log::AnswerLog;
 use crate::api::{self, AppState};
 use crate::model::{Engine, EngineConfig, Runtime};
 use crate::models::{ModelEntry, Models};
@@ -96,6 +97,17 @@ pub struct ServeArgs {
     /// Request one report per answer instead of one per batch (benchmark baseline).
     #[arg(long)]
     pub no_group_commit: bool,
+    /// Directory of the answer log's store (SQLite): on a persistent disk, so the log
+    /// survives restarts. Default with `--attestation sim`: SIM_DIR/answer-log; required
+    /// with `sev-guest`.
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// The answer log's epoch, mixed into its key: the same code on the same chip derives
+    /// the same log key for the same epoch. Start epoch N+1 (with an empty --log-dir) only
+    /// when the store of epoch N is lost or refused; clients see a new log, not the old one
+    /// continued.
+    #[arg(long, default_value_t = 0)]
+    pub log_epoch: u32,
 }
 
 /// Why the server could not start or run.
@@ -114,6 +126,9 @@ pub enum ServeError {
     /// TLS setup failed.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The answer log cannot be opened or continued.
+    #[error("{0}")]
+    Log(#[from] crate::answer_log::LogError),
     /// Socket error.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -365,10 +380,46 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> Result<
     let models = Models::new(engines)?;
     let tls = tls_identity()?;
     let digests = models.iter().map(Engine::model_digest).collect();
-    let notary = Notary::start(provider, tls.spki_sha256, digests, !args.no_group_commit);
+    let log = open_log(&args, provider.as_ref())?;
+    println!(
+        "vouch-enclave: answer log {} (epoch {}), {} entries, store {}",
+        log.claim().origin,
+        args.log_epoch,
+        log.size(),
+        args.log_dir.clone().unwrap_or_else(|| args.sim_dir.join(DEFAULT_SIM_LOG_DIR)).display()
+    );
+    let notary = Notary::start(provider, tls.spki_sha256, digests, log, !args.no_group_commit);
     let listener = Listener::bind(&addr).await?;
     let state = Arc::new(AppState { models, notary, tls_spki_sha256: tls.spki_sha256 });
     serve(listener, tls.config, state, shutdown).await
+}
+
+/// The answer log's directory under the sim dir when `--log-dir` is not given.
+pub const DEFAULT_SIM_LOG_DIR: &str = "answer-log";
+
+/// What the log key is derived for: the purpose and the epoch.
+pub fn log_key_context(epoch: u32) -> Vec<u8> {
+    let mut c = b"vouch/answer-log-key/v1\0".to_vec();
+    c.extend_from_slice(&epoch.to_le_bytes());
+    c
+}
+
+/// Opens the answer log with the key the secure processor derives for this code, chip
+/// and epoch, refusing a store that fails its check.
+fn open_log(args: &ServeArgs, provider: &dyn AttestationProvider) -> Result<AnswerLog, ServeError> {
+    let dir = match (&args.log_dir, args.attestation.as_str()) {
+        (Some(d), _) => d.clone(),
+        (None, "sim") => args.sim_dir.join(DEFAULT_SIM_LOG_DIR),
+        (None, _) => {
+            return Err(ServeError::Usage(
+                "--log-dir is required with --attestation sev-guest: the answer log must live on a persistent disk".into(),
+            ))
+        }
+    };
+    let seed = provider
+        .derived_key(&log_key_context(args.log_epoch))
+        .map_err(|e| ServeError::Usage(format!("the answer log key: {e}")))?;
+    Ok(AnswerLog::open(&dir, &seed)?)
 }
 
 /// Accepts connections on `listener` until `shutdown`, then drains.

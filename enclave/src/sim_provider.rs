@@ -188,4 +188,7 @@ impl AttestationProvider for SimProvider {
             crl: Vec::new(),
         })
     }
+    fn derived_key(&self, context: &[u8]) -> Result<[u8; 32], ProviderError> {
+        Ok(self.sp.derived_key(&self.measurement, context))
+    }
 }

@@ -298,6 +298,13 @@ impl AttestationProvider for ConfigFsTsmProvider {
     fn platform(&self) -> Platform {
         Platform::Snp
     }
+    /// configfs-tsm has no key interface: the derived key comes from `/dev/sev-guest`.
+    #[cfg(target_os = "linux")]
+    fn derived_key(&self, context: &[u8]) -> Result<[u8; 32], ProviderError> {
+        let mut fw = sev::firmware::guest::Firmware::open()
+            .map_err(|e| ProviderError::Device(format!("/dev/sev-guest (for the derived key): {e}")))?;
+        crate::provider::sev_derived_key(&mut fw, self.vmpl, context)
+    }
     fn report(&self, report_data: &[u8; 64]) -> Result<ReportBundle, ProviderError> {
         let _one_at_a_time =
             self.lock.lock().map_err(|_| ProviderError::Device("configfs-tsm lock poisoned".into()))?;

@@ -181,9 +181,22 @@ pub fn start_enclave_model(
         sim_dir.to_str().expect("utf-8 path"),
     ];
     args.extend_from_slice(extra);
+    // Each enclave its own answer log unless the test names one (a restart test does):
+    // several enclaves of one identity on one store are refused.
+    let log_dir = fresh_log_dir(sim_dir);
+    if !extra.contains(&"--log-dir") {
+        args.extend_from_slice(&["--log-dir", log_dir.to_str().expect("utf-8 path")]);
+    }
     let mut p = Proc::spawn_env(&bin("vouch-enclave"), &args, env);
     let addr = p.wait_for("vouch-enclave listening on ", Duration::from_secs(300));
     (p, addr)
+}
+
+/// A directory under `sim_dir` no enclave of this test process has used.
+pub fn fresh_log_dir(sim_dir: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    sim_dir.join(format!("answer-log-{}-{n}", std::process::id()))
 }
 
 /// A host forwarding to `enclaves`; returns the process and its `HOST:PORT`.

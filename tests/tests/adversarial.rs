@@ -197,6 +197,7 @@ fn forge_evidence(
         models: Vec::new(),
         nonce,
         enclave_version: "vouch-enclave/0.1.0".into(),
+        log: None,
     };
     let claims = binding::to_cbor(&claims);
     let rd = binding::report_data(ATTESTATION_DOMAIN, &claims);

@@ -69,18 +69,37 @@ pub fn bundle(sp: &SimulatedSp, report: &[u8]) -> ReportBundle {
 }
 
 pub const MODEL_SHA256: [u8; 32] = [2; 32];
+/// The seed of the test enclave's answer-log key.
+pub const LOG_SEED: [u8; 32] = [7; 32];
+
+/// The test enclave's answer log (origin and key) and its signer.
+pub fn log_signer() -> (vouch_attestation::note::NoteSigner, vouch_attestation::tlog::LogClaim) {
+    use vouch_attestation::note::NoteSigner;
+    let key = NoteSigner::from_seed("k", &LOG_SEED).unwrap().verifier().key;
+    let claim = vouch_attestation::tlog::LogClaim::for_key(&key);
+    (NoteSigner::from_seed(&claim.origin, &LOG_SEED).unwrap(), claim)
+}
 pub const MODEL_NAME: &str = "test-model";
 
 /// Evidence as the enclave returns it for `nonce`, binding `spki_sha256`.
 pub fn evidence(sp: &SimulatedSp, nonce: &[u8], spki_sha256: &[u8]) -> Vec<u8> {
     let claims = AttestationClaims {
-        version: 1,
+        version: binding::ATTESTATION_CLAIMS_VERSION,
         tls_spki_sha256: spki_sha256.to_vec(),
         model_sha256: MODEL_SHA256.to_vec(),
         model_name: MODEL_NAME.into(),
-        models: Vec::new(),
+        models: vec![binding::ModelClaim {
+            name: MODEL_NAME.into(),
+            sha256: MODEL_SHA256.to_vec(),
+            architecture: "llama".into(),
+            tensor_types: [("q4_1".to_owned(), 1)].into(),
+            engine: "vouch-native-1".into(),
+            tokenizer_sha256: vec![8; 32],
+            chat_template: Some("chatml-vouch-1".into()),
+        }],
         nonce: nonce.to_vec(),
         enclave_version: "0.1.0-test".into(),
+        log: Some(log_signer().1),
     };
     let cb = binding::to_cbor(&claims);
     let report = sp.report(&binding::report_data(binding::ATTESTATION_DOMAIN, &cb), &[9; 48], 0).unwrap();
@@ -110,23 +129,34 @@ pub fn receipt(sp: &SimulatedSp, request: &[u8], output: &str, spki_sha256: &[u8
         replay: Some(vouch_attestation::receipt::ReplaySpec::for_tests()),
         decoding: Some(vouch_attestation::receipt::DecodingSpec::unconstrained()),
         logprobs_sha256: None,
+        salt: Some(vec![5; 32]),
     };
     receipt_for_leaf(sp, &leaf, spki_sha256)
 }
 
-/// A one-answer batch receipt for exactly this leaf (the batch names the leaf's model).
+/// A receipt for exactly this leaf, the only entry of a one-leaf answer log whose
+/// checkpoint's report names the leaf's model.
 #[allow(dead_code)] // not every test binary signs its own leaves
 pub fn receipt_for_leaf(sp: &SimulatedSp, leaf: &ReceiptLeaf, spki_sha256: &[u8]) -> Vec<u8> {
     let model_sha256 = leaf.model_sha256.clone();
     let leaf = binding::to_cbor(leaf);
     let hashes = vec![merkle::leaf_hash(&leaf)];
+    let (signer, log) = log_signer();
+    let head = vouch_attestation::tlog::Checkpoint {
+        origin: log.origin.clone(),
+        size: 1,
+        root: merkle::root(&hashes),
+    };
+    let note = signer.sign(&head.body()).unwrap().to_bytes();
     let claims = BatchClaims {
-        version: 1,
+        version: binding::LOG_BATCH_CLAIMS_VERSION,
         merkle_root: merkle::root(&hashes).to_vec(),
         tree_size: 1,
         tls_spki_sha256: spki_sha256.to_vec(),
-        model_sha256,
+        model_sha256: vec![],
         batch_seq: 0,
+        models: vec![serde_bytes::ByteBuf::from(model_sha256)],
+        log: Some(log),
     };
     let cb = binding::to_cbor(&claims);
     let report = sp.report(&binding::report_data(binding::BATCH_DOMAIN, &cb), &[9; 48], 0).unwrap();
@@ -138,5 +168,6 @@ pub fn receipt_for_leaf(sp: &SimulatedSp, leaf: &ReceiptLeaf, spki_sha256: &[u8]
         proof: vec![],
         batch_claims: cb,
         bundle: bundle(sp, &report[..]),
+        checkpoint: Some(note),
     })
 }
