@@ -165,6 +165,19 @@ pub enum ClientError {
     /// The answer carried no receipt.
     #[error("answer NOT verified: the response carries no vouch_receipt")]
     MissingReceipt,
+    /// The answer's log checkpoint and one seen before cannot both be in one append-only
+    /// log: the enclave identity shows two histories. The proof is portable.
+    #[error("answer NOT verified: log {origin} has FORKED — a checkpoint seen before and this answer's cannot both be in one append-only log; equivocation proof written to {} (check it with `vouch verify-proof`)", proof.display())]
+    LogFork {
+        /// The log.
+        origin: String,
+        /// The equivocation proof file.
+        proof: std::path::PathBuf,
+    },
+    /// The answer's log checkpoint could not be shown consistent with one seen before,
+    /// nor shown to fork from it.
+    #[error("answer NOT verified: {0}")]
+    LogInconsistent(String),
     /// KDS was needed and failed.
     #[error("cannot complete the evidence from AMD KDS: {0}")]
     Kds(#[from] KdsError),
@@ -219,6 +232,8 @@ impl ClientError {
                 | ClientError::MissingReceipt
                 | ClientError::ResumeDiverged { .. }
                 | ClientError::ChoiceMismatch(_)
+                | ClientError::LogFork { .. }
+                | ClientError::LogInconsistent(_)
         )
     }
 
@@ -298,6 +313,9 @@ pub struct ClientConfig {
     pub timeouts: Timeouts,
     /// How many times a request is resent after an outage (default [`MAX_RESUMES`]).
     pub max_resends: u32,
+    /// Where the answer-log checkpoints seen are kept ([`crate::seen`]); `None`: not
+    /// kept, so no fork between answers is noticed.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl ClientConfig {
@@ -312,6 +330,7 @@ impl ClientConfig {
             kds: None,
             timeouts: Timeouts::default(),
             max_resends: MAX_RESUMES,
+            state_dir: None,
         }
     }
 }
@@ -472,6 +491,7 @@ pub struct VouchClient {
     tls: Arc<rustls::ClientConfig>,
     pinned: Mutex<Option<Arc<Attestation>>>,
     idle: Mutex<Vec<Session>>,
+    seen: Option<crate::seen::SeenLogs>,
 }
 
 impl std::fmt::Debug for VouchClient {
@@ -529,7 +549,12 @@ impl VouchClient {
             .collect::<Result<Vec<_>, _>>()?;
         let tls = enclave_tls_config()
             .map_err(|e| ClientError::Connect { addr: endpoints[0].1.authority(), reason: e.to_string() })?;
+        let seen = match &cfg.state_dir {
+            Some(dir) => Some(crate::seen::SeenLogs::open(dir).map_err(ClientError::LogInconsistent)?),
+            None => None,
+        };
         Ok(VouchClient {
+            seen,
             cfg,
             endpoints,
             current: std::sync::atomic::AtomicUsize::new(0),
@@ -1137,7 +1162,57 @@ impl VouchClient {
             now_unix(),
         )?;
         verdict.model_name = Some(model_name.to_owned());
+        self.check_log_growth(&verified).await?;
         Ok((receipt_b64, verdict, verified))
+    }
+
+    /// Holds the answer's log checkpoint against the ones seen before: consistent growth
+    /// is remembered, a fork is refused with a portable proof.
+    async fn check_log_growth(&self, verified: &VerifiedReceipt) -> Result<(), ClientError> {
+        let (Some(seen), Some(cp)) = (&self.seen, verified.checkpoint()) else {
+            return Ok(());
+        };
+        let fork = |proof| ClientError::LogFork { origin: cp.checkpoint.origin.clone(), proof };
+        match seen.classify(cp).map_err(ClientError::LogInconsistent)? {
+            crate::seen::Growth::New => Ok(()),
+            crate::seen::Growth::Fork(path) => Err(fork(path)),
+            crate::seen::Growth::NeedsProof { first, second, seen: before } => {
+                let bytes = self.log_get(&format!("/log/proof/{first}/{second}")).await.map_err(|e| {
+                    ClientError::LogInconsistent(format!(
+                        "log {}: no consistency proof from {first} to {second} entries (a fork or a rollback?): {e}",
+                        cp.checkpoint.origin
+                    ))
+                })?;
+                let proof: vouch_attestation::tlog::ConsistencyProof =
+                    vouch_attestation::binding::from_cbor(&bytes).map_err(ClientError::Protocol)?;
+                match seen.settle(cp, &before, &proof).map_err(ClientError::LogInconsistent)? {
+                    None => Ok(()),
+                    Some(path) => Err(fork(path)),
+                }
+            }
+        }
+    }
+
+    /// `GET` of a `/log/` resource from the attested enclave, bounded in size and time.
+    pub async fn log_get(&self, path: &str) -> Result<Vec<u8>, ClientError> {
+        let mut s = self.session().await?;
+        let req = self.request(http::Method::GET, path, Bytes::new(), None)?;
+        let t = self.cfg.timeouts;
+        s.send.ready().await.map_err(|e| http_error(&e))?;
+        let resp =
+            timed(t.response, "log read", s.send.send_request(req)).await?.map_err(|e| http_error(&e))?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        let bytes = read_body(&mut body, MAX_BODY_BYTES, t.read_idle, "log read").await?;
+        self.release(s);
+        if !status.is_success() {
+            return Err(ClientError::Enclave {
+                status: status.as_u16(),
+                message: error_message(&bytes),
+                body: bytes.into(),
+            });
+        }
+        Ok(bytes.to_vec())
     }
 
     /// `POST /v1/responses` (the Responses API) with `body` forwarded unchanged, verified

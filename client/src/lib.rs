@@ -52,6 +52,7 @@ pub mod proxy;
 pub mod receipts;
 pub mod replay;
 pub mod report_view;
+pub mod seen;
 pub mod sse;
 pub mod tls;
 pub mod verdict;

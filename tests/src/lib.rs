@@ -78,7 +78,11 @@ impl Proc {
         } else {
             args.iter().map(|a| a.to_string()).collect()
         };
-        let mut child = Command::new(program)
+        let mut cmd = Command::new(program);
+        if program.file_name().is_some_and(|n| n == "vouch") {
+            isolate_state(&mut cmd);
+        }
+        let mut child = cmd
             .args(&args)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
@@ -231,6 +235,21 @@ pub fn start_proxy(host_addr: &str, sim: &Path, extra: &[&str]) -> (Proc, String
     (proxy, addr)
 }
 
+/// Runs `cmd` to completion, killing it (and failing the test) after `limit`.
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let deadline = Instant::now() + limit;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!("still running after {limit:?}:\n{}", text(&out));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
+}
+
 /// Runs `vouch` to completion.
 ///
 /// Code identity must be pinned (or `--allow-any-code` given), so a call that trusts a
@@ -246,8 +265,20 @@ pub fn vouch(args: &[&str]) -> Output {
 /// started: for callers that spawn it or pipe its output.
 pub fn vouch_command(args: &[&str]) -> Command {
     let mut c = Command::new(bin("vouch"));
+    isolate_state(&mut c);
     c.args(with_sim_policy(args));
     c
+}
+
+/// Gives a `vouch` process a state directory (seen answer-log checkpoints) of its own:
+/// every test enclave has the same identity (the TEST-ONLY keys), so clients sharing one
+/// store across tests would — rightly — see their separate logs as forks of one. A test
+/// that wants a client to remember across runs passes `--state-dir`.
+pub fn isolate_state(cmd: &mut Command) {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("vouch-test-state-{}-{n}", std::process::id()));
+    cmd.env("VOUCH_STATE_DIR", dir);
 }
 
 /// `args` plus `--policy DIR/sim-policy.toml` as described at [`vouch`].

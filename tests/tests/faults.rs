@@ -19,22 +19,6 @@ fn sim_root(sim: &Path) -> String {
     sim.join("sim-ark.pem").to_str().unwrap().to_owned()
 }
 
-/// Runs a command to completion, killing it after `limit` (a start-up that should fail
-/// must not hang the suite if it unexpectedly succeeds).
-fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
-    let deadline = Instant::now() + limit;
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!("still running after {limit:?}:\n{}", text(&out));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().expect("output")
-}
-
 /// A non-streamed chat through `vouch proxy` at `addr` (plain HTTP on loopback).
 fn proxy_chat(addr: &str, prompt: &str) -> RawResponse {
     let body = serde_json::json!({

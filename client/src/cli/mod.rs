@@ -7,6 +7,8 @@
 //! reason), 2 usage or I/O error. `--json` gives machine-readable output on stdout,
 //! failures included.
 
+mod verify_proof;
+
 use crate::client::{ChatRequest, ClientConfig, ClientError, VouchClient};
 use crate::kds::{Backoff, HttpsFetcher, KdsCache, KdsClient, KDS_BASE};
 use crate::policy::{ClientPolicy, PolicyError};
@@ -68,6 +70,9 @@ pub enum Command {
     /// Re-execute a saved answer with the same engine and model file and compare it bit for
     /// bit: MATCH, or a fraud proof (exit 3). `--check PROOF` re-checks a proof.
     Replay(ReplayArgs),
+    /// Check an equivocation proof (a fork of an enclave's answer log, as `chat` and
+    /// `proxy` write when they catch one): exit 0 when it holds.
+    VerifyProof(verify_proof::VerifyProofArgs),
     /// Compute the expected SEV-SNP launch measurement (OVMF, vCPUs, optional direct boot)
     /// to pin in a policy.
     Measure(vouch_measure::cli::MeasureArgs),
@@ -121,6 +126,13 @@ pub struct ConnectArgs {
     /// How many times a request is resent after an outage (0: fail at the first).
     #[arg(long, value_name = "N", default_value_t = crate::client::MAX_RESUMES)]
     pub max_resends: u32,
+    /// Where the answer-log checkpoints seen are kept, and fork proofs written (default:
+    /// $VOUCH_STATE_DIR, else $XDG_STATE_HOME/vouch, else ~/.local/state/vouch).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Keep no checkpoints: a fork between this client's answers goes unnoticed.
+    #[arg(long, conflicts_with = "state_dir")]
+    pub no_log_state: bool,
 }
 
 /// Cross-operator spot checks.
@@ -298,7 +310,10 @@ pub enum CliError {
     Fraud(String),
     /// A fraud proof given to `--check` does not hold.
     #[error("the proof does NOT hold: replaying its receipt does not diverge as it says")]
-    ProofDoesNotHold,
+    ReplayProofDoesNotHold,
+    /// An equivocation proof given to `verify-proof` does not hold.
+    #[error("the proof does NOT hold: {0}")]
+    ProofDoesNotHold(String),
 }
 
 impl CliError {
@@ -389,6 +404,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Verify(a) => a.trust.json,
         Command::Proxy(a) => a.trust.json,
         Command::Replay(a) => a.trust.json,
+        Command::VerifyProof(a) => a.trust.json,
         Command::Measure(_) => false,
     };
     let r = match cli.command {
@@ -398,6 +414,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Verify(a) => verify(a),
         Command::Proxy(a) => proxy(a).await,
         Command::Replay(a) => replay_command(a),
+        Command::VerifyProof(a) => verify_proof::run(a),
         Command::Measure(a) => vouch_measure::cli::run(&a)
             .map(|out| println!("{out}"))
             .map_err(|e| CliError::Usage(format!("measure: {e}"))),
@@ -473,6 +490,10 @@ fn client_config(conn: &ConnectArgs, trust: &TrustArgs) -> Result<ClientConfig, 
     cfg.max_resends = conn.max_resends;
     cfg.anchors = anchors;
     cfg.kds = kds;
+    cfg.state_dir = match conn.no_log_state {
+        true => None,
+        false => Some(conn.state_dir.clone().unwrap_or_else(crate::seen::default_state_dir)),
+    };
     Ok(cfg)
 }
 
@@ -659,7 +680,7 @@ fn replay_command(a: ReplayArgs) -> Result<(), CliError> {
         let proof: FraudProof = serde_json::from_slice(&read_file(path)?)
             .map_err(|e| CliError::Usage(format!("{}: not a fraud proof: {e}", path.display())))?;
         if !check_proof(&anchors, &policy, &proof, &mut model, now)? {
-            return Err(CliError::ProofDoesNotHold);
+            return Err(CliError::ReplayProofDoesNotHold);
         }
         let line = format!(
             "PROOF HOLDS: the hardware-signed answer differs from what engine {} computes at completion token {} (committed {:?}, engine {:?})",

@@ -1,0 +1,220 @@
+//! The answer log end to end: receipts are entries of one log that survives restarts, a
+//! store altered behind the enclave's back is refused, and two histories of one enclave
+//! identity are caught by a client and proven with a portable equivocation proof.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a test failure
+
+use std::path::Path;
+use vouch_e2e::mitm::seeded_sim_dir;
+use vouch_e2e::*;
+
+fn sim_root(dir: &Path) -> String {
+    dir.join("sim-ark.pem").to_str().unwrap().to_owned()
+}
+
+/// One `vouch chat` through `host_addr` remembering checkpoints in `state`; its output.
+fn chat(host_addr: &str, sim: &Path, state: &Path, receipt: &Path, question: &str) -> std::process::Output {
+    vouch(&[
+        "chat",
+        "--url",
+        &format!("https://{host_addr}"),
+        "--trust-sim-root",
+        &sim_root(sim),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--receipt-out",
+        receipt.to_str().unwrap(),
+        "--max-tokens",
+        "4",
+        question,
+    ])
+}
+
+/// The `receipt.log` facts of a saved receipt, as `vouch verify --json` reports them.
+fn log_facts(receipt: &Path, sim: &Path) -> serde_json::Value {
+    let out = vouch(&["verify", receipt.to_str().unwrap(), "--trust-sim-root", &sim_root(sim), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["receipt"]["log"].clone()
+}
+
+#[test]
+fn the_log_survives_a_restart_and_keeps_growing_consistently() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = seeded_sim_dir(tmp.path());
+    let log_dir = tmp.path().join("log");
+    let state = tmp.path().join("client-state");
+    let args = ["--log-dir", log_dir.to_str().unwrap()];
+    let (mut enclave, addr) = start_enclave(&sim, &args);
+    let (_host, host_addr) = start_host(&[&addr]);
+    let mut origins = Vec::new();
+    for (i, q) in ["Say one.", "Say two."].iter().enumerate() {
+        let receipt = tmp.path().join(format!("r{i}.json"));
+        let out = chat(&host_addr, &sim, &state, &receipt, q);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let facts = log_facts(&receipt, &sim);
+        assert_eq!(facts["index"], i as u64, "{facts}");
+        origins.push(facts["origin"].as_str().unwrap().to_owned());
+    }
+    enclave.kill();
+    // Restarted on the same store: the same log (same origin), continued at entry 2, and
+    // the client, which remembers the checkpoint of 2 entries, accepts the growth only
+    // after the enclave proves it consistent.
+    let (_enclave, addr) = start_enclave(&sim, &args);
+    let (_host2, host_addr) = start_host(&[&addr]);
+    let receipt = tmp.path().join("r2.json");
+    let out = chat(&host_addr, &sim, &state, &receipt, "Say three.");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let facts = log_facts(&receipt, &sim);
+    assert_eq!((facts["index"].as_u64(), facts["checkpoint_size"].as_u64()), (Some(2), Some(3)), "{facts}");
+    assert_eq!(facts["origin"].as_str().unwrap(), origins[0]);
+    assert_eq!(origins[0], origins[1]);
+}
+
+#[test]
+fn a_store_altered_behind_the_enclaves_back_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = seeded_sim_dir(tmp.path());
+    let log_dir = tmp.path().join("log");
+    let args = ["--log-dir", log_dir.to_str().unwrap()];
+    let (mut enclave, addr) = start_enclave(&sim, &args);
+    let (_host, host_addr) = start_host(&[&addr]);
+    let state = tmp.path().join("client-state");
+    for q in ["Say one.", "Say two."] {
+        let out = chat(&host_addr, &sim, &state, &tmp.path().join("r.json"), q);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    }
+    enclave.kill();
+    // The host rewrites one leaf hash in the store.
+    let db = rusqlite::Connection::open(log_dir.join("answer-log.sqlite")).unwrap();
+    db.execute("UPDATE hashes SET h = zeroblob(32) WHERE i = 0", []).unwrap();
+    drop(db);
+    let out = run_bounded(
+        std::process::Command::new(bin("vouch-enclave")).args([
+            "serve",
+            "--model",
+            model().to_str().unwrap(),
+            "--listen",
+            "tcp:127.0.0.1:0",
+            "--attestation",
+            "sim",
+            "--sim-dir",
+            sim.to_str().unwrap(),
+            "--log-dir",
+            log_dir.to_str().unwrap(),
+        ]),
+        std::time::Duration::from_secs(120),
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("refusing to continue this log"), "{t}");
+    assert!(t.contains("--log-epoch"), "{t}");
+    assert!(!t.contains("listening on"), "{t}");
+    // A new epoch is a new log, with another origin: it starts.
+    let fresh = tmp.path().join("log-epoch-1");
+    let (_e, _addr) = start_enclave(&sim, &["--log-dir", fresh.to_str().unwrap(), "--log-epoch", "1"]);
+}
+
+#[test]
+fn two_histories_of_one_enclave_identity_are_caught_and_proven() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = seeded_sim_dir(tmp.path());
+    // One identity (same code, same chip: same log key), two stores: the host runs two
+    // copies and shows each client its own.
+    let (_e1, a1) = start_enclave(&sim, &[]);
+    let (_e2, a2) = start_enclave(&sim, &[]);
+    let (_h1, host1) = start_host(&[&a1]);
+    let (_h2, host2) = start_host(&[&a2]);
+    let (alice, bob) = (tmp.path().join("alice"), tmp.path().join("bob"));
+    let r = tmp.path().join("r.json");
+    // Each client alone sees a consistent log.
+    for (host, state, q) in [(&host1, &alice, "Say one."), (&host2, &bob, "Say two.")] {
+        let out = chat(host, &sim, state, &r, q);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    }
+    // Alice is routed to the other copy: one checkpoint of one entry, another root.
+    let out = chat(&host2, &sim, &alice, &r, "Say three.");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("has FORKED"), "{t}");
+    let proof = std::fs::read_dir(alice.join("forks")).unwrap().next().unwrap().unwrap().path();
+    // Anyone can check the proof offline.
+    let check = |p: &Path, extra: &[&str]| {
+        let mut args = vec!["verify-proof", p.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        vouch(&args)
+    };
+    let root = sim_root(&sim);
+    let out = check(&proof, &["--trust-sim-root", &root]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("FORK PROVEN (SIMULATED root, NOT AMD)"), "{}", text(&out));
+    // Not without trusting the simulated root; and not once a byte is altered.
+    let out = check(&proof, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let mut bytes = std::fs::read(&proof).unwrap();
+    let n = bytes.len();
+    bytes[n - 40] ^= 1;
+    let tampered = tmp.path().join("tampered.cbor");
+    std::fs::write(&tampered, bytes).unwrap();
+    let out = check(&tampered, &["--trust-sim-root", &root]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("the proof does NOT hold"), "{}", text(&out));
+}
+
+#[test]
+fn the_public_log_shows_hashes_that_a_known_exchange_cannot_be_found_among() {
+    use base64::Engine;
+    use sha2::Digest;
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = seeded_sim_dir(tmp.path());
+    let (_e, addr) = start_enclave(&sim, &[]);
+    let (_h, host) = start_host(&[&addr]);
+    let receipt = tmp.path().join("r.json");
+    let out = chat(&host, &sim, &tmp.path().join("s"), &receipt, "Say one.");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The requester's receipt holds the leaf (with its salt); the log's tile holds only
+    // its hash.
+    let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&receipt).unwrap()).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let receipt: vouch_attestation::receipt::Receipt =
+        vouch_attestation::binding::from_cbor(&b64.decode(file["receipt"].as_str().unwrap()).unwrap())
+            .unwrap();
+    let leaf: vouch_attestation::receipt::ReceiptLeaf =
+        vouch_attestation::binding::from_cbor(&receipt.leaf).unwrap();
+    let tile = block_on_log_tile(&host, &sim, "tile/0/000.p/1");
+    assert_eq!(tile, vouch_attestation::merkle::leaf_hash(&receipt.leaf).to_vec());
+    // Someone who knows the request bytes and the answer text, and guesses every other
+    // field, but not the salt, computes another hash.
+    let request = b64.decode(file["request_body"].as_str().unwrap()).unwrap();
+    let output = file["output"].as_str().unwrap();
+    assert_eq!(leaf.request_sha256, sha2::Sha256::digest(&request).to_vec());
+    assert_eq!(leaf.output_sha256, sha2::Sha256::digest(output.as_bytes()).to_vec());
+    let guessed = vouch_attestation::receipt::ReceiptLeaf { salt: Some(vec![0; 32]), ..leaf };
+    assert_ne!(
+        vouch_attestation::merkle::leaf_hash(&vouch_attestation::binding::to_cbor(&guessed)).to_vec(),
+        tile
+    );
+}
+
+/// Fetches a `/log/` resource from the attested enclave behind `host`.
+fn block_on_log_tile(host: &str, sim: &Path, path: &str) -> Vec<u8> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut policy = vouch_client::policy::ClientPolicy::default();
+        policy.snp.dangerous_allow_any_code = true;
+        policy.offline = true;
+        let mut cfg = vouch_client::client::ClientConfig::new(&format!("https://{host}"), policy);
+        let root = std::fs::read(sim.join("sim-ark.pem")).unwrap();
+        let der = pem_der(&root);
+        cfg.anchors.dangerous_add_simulated_root(&der, vouch_attestation::Product::Genoa).unwrap();
+        let client = vouch_client::client::VouchClient::new(cfg).unwrap();
+        client.log_get(&format!("/log/{path}")).await.unwrap()
+    })
+}
+
+fn pem_der(pem: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let s = String::from_utf8_lossy(pem);
+    let body: String = s.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD.decode(body).unwrap()
+}
