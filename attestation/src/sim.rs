@@ -251,6 +251,7 @@ impl SimulatedSp {
         let mut secret = Sha256::new();
         secret.update(b"vouch/sim/chip-secret/v1\0");
         secret.update(&k.vcek_pkcs8);
+        secret.update(&k.chip_id);
         Ok(SimulatedSp {
             derive_secret: secret.finalize().into(),
             product: p,
@@ -267,7 +268,7 @@ impl SimulatedSp {
     }
 
     /// The simulator's stand-in for SEV-SNP MSG_KEY_REQ: a key only this chip (its key
-    /// material) running this `measurement` derives, for `context`. Deterministic, so the
+    /// material and chip id) running this `measurement` derives, for `context`. Deterministic, so the
     /// same sim directory and measurement give the same key after a restart.
     pub fn derived_key(&self, measurement: &[u8; 48], context: &[u8]) -> [u8; 32] {
         let mut h = Sha256::new();

@@ -597,3 +597,19 @@ fn the_logprobs_digest_covers_every_byte_and_bit() {
     }
     assert_eq!(logprobs_sha256(&base), d);
 }
+
+#[test]
+fn the_simulated_derived_key_depends_on_chip_measurement_and_context_only() {
+    let sp = sim();
+    let k = sp.derived_key(&[1; 48], b"log");
+    // Deterministic: a restart (a new simulator from the same keys) derives it again.
+    assert_eq!(sim().derived_key(&[1; 48], b"log"), k);
+    assert_ne!(sp.derived_key(&[2; 48], b"log"), k);
+    assert_ne!(sp.derived_key(&[1; 48], b"log2"), k);
+    // Another chip (same keys, another chip id) derives another key.
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/sim-test-chain/TEST-ONLY-sim-keys.cbor");
+    let mut keys: SimKeyMaterial = binding::from_cbor(&std::fs::read(path).unwrap()).unwrap();
+    keys.chip_id[0] ^= 1;
+    assert_ne!(SimulatedSp::from_keys(&keys).unwrap().derived_key(&[1; 48], b"log"), k);
+}

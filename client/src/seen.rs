@@ -70,7 +70,7 @@ pub enum Growth {
         /// The larger size.
         second: u64,
         /// The stored checkpoint.
-        seen: Seen,
+        seen: Box<Seen>,
     },
     /// A fork: the proof file was written here.
     Fork(PathBuf),
@@ -159,7 +159,7 @@ impl SeenLogs {
             return Ok(Growth::Fork(self.write_fork(&proof)?));
         }
         let (first, second) = (seen.size.min(cp.checkpoint.size), seen.size.max(cp.checkpoint.size));
-        Ok(Growth::NeedsProof { first, second, seen })
+        Ok(Growth::NeedsProof { first, second, seen: Box::new(seen) })
     }
 
     /// Decides with the enclave's consistency proof: `Ok(None)` when `cp` and the stored
