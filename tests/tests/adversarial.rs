@@ -423,6 +423,16 @@ fn receipts_swapped_between_requests_are_refused_and_the_host_sees_only_cipherte
     let mut mixed = rb.clone();
     mixed.batch_claims = ra.batch_claims.clone();
     mixed.bundle = ra.bundle.clone();
+    // B's own checkpoint is not the one A's report attests.
+    let encoded = Value::String(b64.encode(binding::to_cbor(&mixed)));
+    write_receipt_file(&swapped, &encoded, &b["request_body"], &b["output"]);
+    assert_refused(
+        &verify(&swapped, &["--trust-sim-root", &root]),
+        1,
+        "NOT VERIFIED: receipt rejected: log checkpoint: the checkpoint",
+    );
+    // With A's checkpoint too, B's leaf is not in A's tree.
+    mixed.checkpoint = ra.checkpoint.clone();
     let mixed = Value::String(b64.encode(binding::to_cbor(&mixed)));
     write_receipt_file(&swapped, &mixed, &b["request_body"], &b["output"]);
     assert_refused(

@@ -218,3 +218,145 @@ fn pem_der(pem: &[u8]) -> Vec<u8> {
     let body: String = s.lines().filter(|l| !l.starts_with("-----")).collect();
     base64::engine::general_purpose::STANDARD.decode(body).unwrap()
 }
+
+/// A client of the enclave behind `host`, trusting the simulated root, remembering
+/// checkpoints in `state` (any code accepted: these tests check the log, not the policy).
+fn sim_client(host: &str, sim: &Path, state: Option<&Path>) -> vouch_client::client::VouchClient {
+    let mut policy = vouch_client::policy::ClientPolicy::default();
+    policy.snp.dangerous_allow_any_code = true;
+    policy.offline = true;
+    let mut cfg = vouch_client::client::ClientConfig::new(&format!("https://{host}"), policy);
+    let der = pem_der(&std::fs::read(sim.join("sim-ark.pem")).unwrap());
+    cfg.anchors.dangerous_add_simulated_root(&der, vouch_attestation::Product::Genoa).unwrap();
+    cfg.state_dir = state.map(Path::to_owned);
+    vouch_client::client::VouchClient::new(cfg).unwrap()
+}
+
+fn spawn_unix_enclave(sim: &Path, sock: &Path, log_dir: &Path) -> Proc {
+    let _ = std::fs::remove_file(sock);
+    let mut p = Proc::spawn(
+        &bin("vouch-enclave"),
+        &[
+            "serve",
+            "--model",
+            model().to_str().unwrap(),
+            "--listen",
+            &format!("unix:{}", sock.display()),
+            "--attestation",
+            "sim",
+            "--sim-dir",
+            sim.to_str().unwrap(),
+            "--log-dir",
+            log_dir.to_str().unwrap(),
+        ],
+    );
+    p.wait_for("vouch-enclave listening on ", std::time::Duration::from_secs(300));
+    p
+}
+
+#[test]
+fn every_receipt_survives_kill_9_under_load() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    const CLIENTS: usize = 3;
+    const CRASHES: usize = 4;
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = seeded_sim_dir(tmp.path());
+    let (sock, log_dir) = (tmp.path().join("enclave.sock"), tmp.path().join("log"));
+    let mut enclave = spawn_unix_enclave(&sim, &sock, &log_dir);
+    let (_host, host) = start_host(&[&format!("unix:{}", sock.display())]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let receipts: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let workers: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let (stop, receipts, host, sim) = (stop.clone(), receipts.clone(), host.clone(), sim.clone());
+            let state = tmp.path().join(format!("client-{c}"));
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let client = sim_client(&host, &sim, Some(&state));
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let mut req = vouch_client::client::ChatRequest::prompt(&format!("Count to {i}."));
+                    req.max_tokens = Some(2);
+                    // An answer cut by a crash is an error, never a receipt: only what
+                    // verified counts.
+                    if let Ok(out) = rt.block_on(client.chat(&req, &mut |_| {})) {
+                        use base64::Engine;
+                        let cbor =
+                            base64::engine::general_purpose::STANDARD.decode(&out.receipt_b64).unwrap();
+                        receipts.lock().unwrap().push(cbor);
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    // kill -9 at pseudo-random moments, restart on the same store.
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let mut x = seed | 1;
+    for _ in 0..CRASHES {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        std::thread::sleep(Duration::from_millis(300 + x % 1200));
+        enclave.kill();
+        enclave = spawn_unix_enclave(&sim, &sock, &log_dir);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let receipts = receipts.lock().unwrap().clone();
+    assert!(!receipts.is_empty(), "no answer was received");
+    // Afterwards: the latest attested checkpoint, and every receipt provably in it.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let client = sim_client(&host, &sim, None);
+    let mut anchors = vouch_attestation::TrustAnchors::amd();
+    let der = pem_der(&std::fs::read(sim.join("sim-ark.pem")).unwrap());
+    anchors.dangerous_add_simulated_root(&der, vouch_attestation::Product::Genoa).unwrap();
+    let policy = vouch_attestation::Policy { dangerous_allow_any_code: true, ..Default::default() };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let mut verifier = vouch_attestation::receipt::ReceiptVerifier::new(anchors, policy, now);
+    let note = rt.block_on(client.log_get("/log/checkpoint")).unwrap();
+    let text = vouch_attestation::note::SignedNote::parse(&note).unwrap().text;
+    let size = vouch_attestation::tlog::Checkpoint::parse(&text).unwrap().size;
+    let ev: vouch_attestation::tlog::CheckpointEvidence = vouch_attestation::binding::from_cbor(
+        &rt.block_on(client.log_get(&format!("/log/evidence/{size}"))).unwrap(),
+    )
+    .unwrap();
+    let latest = verifier.verify_checkpoint(&ev).unwrap().checkpoint;
+    for r in &receipts {
+        let v = verifier.verify(r).unwrap();
+        let cp = &v.checkpoint().unwrap().checkpoint;
+        assert!(
+            cp.size <= latest.size,
+            "a receipt's checkpoint ({}) is past the log's ({})",
+            cp.size,
+            latest.size
+        );
+        let proof: vouch_attestation::tlog::ConsistencyProof = vouch_attestation::binding::from_cbor(
+            &rt.block_on(client.log_get(&format!("/log/proof/{}/{}", cp.size, latest.size))).unwrap(),
+        )
+        .unwrap();
+        assert!(
+            vouch_attestation::merkle::verify_consistency(
+                cp.size,
+                &cp.root,
+                latest.size,
+                &latest.root,
+                &proof.hashes().unwrap()
+            ),
+            "receipt {} (checkpoint {}) is not in the log of {} entries",
+            v.leaf_index(),
+            cp.size,
+            latest.size
+        );
+    }
+    println!(
+        "crash test: {CRASHES} kill -9 crashes under {CLIENTS} clients; {} receipts received, every one in the final log of {} entries (seed {seed})",
+        receipts.len(),
+        latest.size
+    );
+}
