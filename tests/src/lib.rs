@@ -196,6 +196,29 @@ pub fn start_enclave_model(
     (p, addr)
 }
 
+/// A simulated enclave listening on the unix socket `sock` (a restarted one reuses the
+/// address, so a host in front of it finds it again), with `extra` arguments.
+pub fn spawn_unix_enclave(sim: &Path, sock: &Path, extra: &[&str]) -> Proc {
+    let _ = std::fs::remove_file(sock);
+    let listen = format!("unix:{}", sock.display());
+    let model = model();
+    let mut args = vec![
+        "serve",
+        "--model",
+        model.to_str().expect("utf-8 path"),
+        "--listen",
+        &listen,
+        "--attestation",
+        "sim",
+        "--sim-dir",
+        sim.to_str().expect("utf-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    let mut p = Proc::spawn(&bin("vouch-enclave"), &args);
+    p.wait_for("vouch-enclave listening on ", Duration::from_secs(300));
+    p
+}
+
 /// A directory under `sim_dir` no enclave of this test process has used.
 pub fn fresh_log_dir(sim_dir: &Path) -> PathBuf {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -215,31 +215,12 @@ fn answers_survive_one_of_two_enclaves_killed_mid_run() {
     );
 }
 
-fn spawn_unix_enclave(sim: &Path, sock: &Path) -> Proc {
-    let mut p = Proc::spawn(
-        &bin("vouch-enclave"),
-        &[
-            "serve",
-            "--model",
-            model().to_str().unwrap(),
-            "--listen",
-            &format!("unix:{}", sock.display()),
-            "--attestation",
-            "sim",
-            "--sim-dir",
-            sim.to_str().unwrap(),
-        ],
-    );
-    p.wait_for("vouch-enclave listening on ", Duration::from_secs(300));
-    p
-}
-
 #[test]
 fn enclave_restarted_with_a_new_tls_key_is_re_attested() {
     let tmp = tempfile::tempdir().unwrap();
     let sim = seeded_sim_dir(tmp.path());
     let sock = tmp.path().join("enclave.sock");
-    let mut first = spawn_unix_enclave(&sim, &sock);
+    let mut first = spawn_unix_enclave(&sim, &sock, &[]);
     let (_host, host_addr) = start_host(&[&format!("unix:{}", sock.display())]);
     let url = format!("https://{host_addr}");
     let root = sim_root(&sim);
@@ -249,7 +230,7 @@ fn enclave_restarted_with_a_new_tls_key_is_re_attested() {
     let key_before = before["tls_spki_sha256"].as_str().unwrap().to_owned();
 
     first.kill();
-    let _second = spawn_unix_enclave(&sim, &sock);
+    let _second = spawn_unix_enclave(&sim, &sock, &[]);
 
     // The proxy sees a new key on its next connection and re-attests before sending.
     let (after, attempts) = proxy_chat_until_verified(&proxy_addr, Duration::from_secs(60));

@@ -232,28 +232,6 @@ fn sim_client(host: &str, sim: &Path, state: Option<&Path>) -> vouch_client::cli
     vouch_client::client::VouchClient::new(cfg).unwrap()
 }
 
-fn spawn_unix_enclave(sim: &Path, sock: &Path, log_dir: &Path) -> Proc {
-    let _ = std::fs::remove_file(sock);
-    let mut p = Proc::spawn(
-        &bin("vouch-enclave"),
-        &[
-            "serve",
-            "--model",
-            model().to_str().unwrap(),
-            "--listen",
-            &format!("unix:{}", sock.display()),
-            "--attestation",
-            "sim",
-            "--sim-dir",
-            sim.to_str().unwrap(),
-            "--log-dir",
-            log_dir.to_str().unwrap(),
-        ],
-    );
-    p.wait_for("vouch-enclave listening on ", std::time::Duration::from_secs(300));
-    p
-}
-
 #[test]
 fn every_receipt_survives_kill_9_under_load() {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -264,7 +242,7 @@ fn every_receipt_survives_kill_9_under_load() {
     let tmp = tempfile::tempdir().unwrap();
     let sim = seeded_sim_dir(tmp.path());
     let (sock, log_dir) = (tmp.path().join("enclave.sock"), tmp.path().join("log"));
-    let mut enclave = spawn_unix_enclave(&sim, &sock, &log_dir);
+    let mut enclave = spawn_unix_enclave(&sim, &sock, &["--log-dir", log_dir.to_str().unwrap()]);
     let (_host, host) = start_host(&[&format!("unix:{}", sock.display())]);
     let stop = Arc::new(AtomicBool::new(false));
     let receipts: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
@@ -308,7 +286,7 @@ fn every_receipt_survives_kill_9_under_load() {
         // Long enough for the host to see the restarted enclave and answers to flow.
         std::thread::sleep(Duration::from_millis(1500 + x % 2500));
         enclave.kill();
-        enclave = spawn_unix_enclave(&sim, &sock, &log_dir);
+        enclave = spawn_unix_enclave(&sim, &sock, &["--log-dir", log_dir.to_str().unwrap()]);
     }
     std::thread::sleep(Duration::from_millis(3000));
     stop.store(true, Ordering::Relaxed);
