@@ -90,7 +90,12 @@ fn err(e: impl std::fmt::Display) -> String {
 impl SeenLogs {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<SeenLogs, String> {
-        std::fs::create_dir_all(dir).map_err(|e| err(format!("create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            err(format!(
+                "create {}: {e} (choose another with --state-dir, or keep none with --no-log-state)",
+                dir.display()
+            ))
+        })?;
         let conn = Connection::open(dir.join(STORE_FILE)).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;

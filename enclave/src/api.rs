@@ -137,8 +137,8 @@ async fn log_get(state: &AppState, path: &str) -> Response<Body> {
             ["proof", first, second] => Ok(Got::Cbor(vouch_attestation::binding::to_cbor(
                 &log.consistency(num(first)?, num(second)?)?,
             ))),
-            ["tile", ..] => {
-                let tile_path = &rest["tile/".len()..];
+            ["tile", _, ..] => {
+                let tile_path = rest.strip_prefix("tile/").unwrap_or_default();
                 Ok(Got::Tile(log.tile(tile_path)?, tile_path.contains(".p/")))
             }
             _ => Err(crate::answer_log::LogError::NotFound(format!("no log resource {rest:?}"))),

@@ -189,6 +189,26 @@ fn the_public_log_shows_hashes_that_a_known_exchange_cannot_be_found_among() {
     let output = file["output"].as_str().unwrap();
     assert_eq!(leaf.request_sha256, sha2::Sha256::digest(&request).to_vec());
     assert_eq!(leaf.output_sha256, sha2::Sha256::digest(output.as_bytes()).to_vec());
+    // Paths the log does not have are 404s with a reason, never a crash.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let client = sim_client(&host, &sim, None);
+    for bad in [
+        "/log/tile",
+        "/log/tile/",
+        "/log/tile/0/001",
+        "/log/tile/entries/000",
+        "/log/proof/2/1",
+        "/log/proof/1/9",
+        "/log/evidence/x",
+        "/log/nothing",
+    ] {
+        match rt.block_on(client.log_get(bad)) {
+            Err(vouch_client::client::ClientError::Enclave { status: 404, .. }) => {}
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+    let note = rt.block_on(client.log_get("/log/checkpoint")).unwrap();
+    assert!(String::from_utf8_lossy(&note).contains("\n1\n"), "{}", String::from_utf8_lossy(&note));
     let guessed = vouch_attestation::receipt::ReceiptLeaf { salt: Some(vec![0; 32]), ..leaf };
     assert_ne!(
         vouch_attestation::merkle::leaf_hash(&vouch_attestation::binding::to_cbor(&guessed)).to_vec(),
