@@ -60,7 +60,7 @@ echo "policy:  $POLICY pins measurement $(grep -o '"[0-9a-f]\{96\}"' "$POLICY" |
 
 step "4/5 Asking through the host: attest, then chat with a verified receipt"
 "$BIN/vouch" chat --url "https://$HOST" --trust-sim-root "$WORK/sim/sim-ark.pem" --policy "$POLICY" \
-    --receipt-out "$WORK/receipt.json" "$QUESTION"
+    --state-dir "$WORK/client-state" --receipt-out "$WORK/receipt.json" "$QUESTION"
 
 step "5/5 Verifying the saved receipt offline ($WORK/receipt.json)"
 "$BIN/vouch" verify "$WORK/receipt.json" --trust-sim-root "$WORK/sim/sim-ark.pem" --policy "$POLICY"

@@ -221,10 +221,14 @@ wait_readyz() {
     done
 }
 attest() { timeout 120 "$vouch" attest --url "https://127.0.0.1:$host_port" --trust-sim-root "$out/sim-ark.pem" --policy "$1"; }
-# chat RECEIPT TOKENS: one verified answer through vouch-host.
+# chat RECEIPT TOKENS: one verified answer through vouch-host. The client remembers this
+# run's answer-log checkpoints only: every run boots a guest whose log (in guest memory)
+# begins anew under the same identity, which a client that saw an earlier run's would refuse.
+client_state=$(mktemp -d)
 chat() {
     timeout 600 "$vouch" chat --url "https://127.0.0.1:$host_port" --trust-sim-root "$out/sim-ark.pem" \
-        --policy "$out/guest/policy.toml" --max-tokens "$2" --receipt-out "$1" "Say hello in five words."
+        --policy "$out/guest/policy.toml" --max-tokens "$2" --receipt-out "$1" --state-dir "$client_state" \
+        "Say hello in five words."
 }
 
 "$host_bin" --listen "127.0.0.1:$host_port" --enclave "tcp:127.0.0.1:$vm_port" \

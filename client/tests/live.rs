@@ -147,6 +147,7 @@ async fn run(args: &[&str]) -> std::process::Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_vouch"))
         .args(args)
         .env("RUST_LOG", "off")
+        .env("VOUCH_STATE_DIR", common::fresh_state_dir())
         .output()
         .await
         .unwrap()
@@ -394,6 +395,7 @@ async fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String)
 
 async fn start_proxy(url: &str, dir: &tempfile::TempDir) -> (tokio::process::Child, String) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_vouch"))
+        .env("VOUCH_STATE_DIR", common::fresh_state_dir())
         .args([
             "proxy",
             "--url",

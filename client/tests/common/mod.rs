@@ -16,7 +16,21 @@ use vouch_attestation::sim::{SimKeyMaterial, SimulatedSp};
 pub const NOW: u64 = 1_788_220_800;
 
 pub fn vouch(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vouch")).args(args).env("RUST_LOG", "off").output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_vouch"))
+        .args(args)
+        .env("RUST_LOG", "off")
+        .env("VOUCH_STATE_DIR", fresh_state_dir())
+        .output()
+        .unwrap()
+}
+
+/// A state directory no `vouch` of this test process has used: every fake enclave here
+/// signs one-leaf logs with the same test key, which a shared store would rightly see
+/// as forks of one log.
+pub fn fresh_state_dir() -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("vouch-client-test-state-{}-{n}", std::process::id()))
 }
 
 pub fn code(o: &Output) -> i32 {
