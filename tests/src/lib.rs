@@ -185,11 +185,19 @@ pub fn start_enclave_model(
         sim_dir.to_str().expect("utf-8 path"),
     ];
     args.extend_from_slice(extra);
-    // Each enclave its own answer log unless the test names one (a restart test does):
-    // several enclaves of one identity on one store are refused.
+    // Each enclave its own answer log unless the test names one (a restart or fork test
+    // does): several enclaves of one identity on one store are refused, and several with
+    // one log key but separate stores are a fork (honest replicas on one chip each take
+    // their own --log-epoch, as these do).
     let log_dir = fresh_log_dir(sim_dir);
+    let epoch = log_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.rsplit('-').next())
+        .unwrap_or("0")
+        .to_owned();
     if !extra.contains(&"--log-dir") {
-        args.extend_from_slice(&["--log-dir", log_dir.to_str().expect("utf-8 path")]);
+        args.extend_from_slice(&["--log-dir", log_dir.to_str().expect("utf-8 path"), "--log-epoch", &epoch]);
     }
     let mut p = Proc::spawn_env(&bin("vouch-enclave"), &args, env);
     let addr = p.wait_for("vouch-enclave listening on ", Duration::from_secs(300));

@@ -121,8 +121,9 @@ fn two_histories_of_one_enclave_identity_are_caught_and_proven() {
     let sim = seeded_sim_dir(tmp.path());
     // One identity (same code, same chip: same log key), two stores: the host runs two
     // copies and shows each client its own.
-    let (_e1, a1) = start_enclave(&sim, &[]);
-    let (_e2, a2) = start_enclave(&sim, &[]);
+    let (d1, d2) = (tmp.path().join("store-1"), tmp.path().join("store-2"));
+    let (_e1, a1) = start_enclave(&sim, &["--log-dir", d1.to_str().unwrap()]);
+    let (_e2, a2) = start_enclave(&sim, &["--log-dir", d2.to_str().unwrap()]);
     let (_h1, host1) = start_host(&[&a1]);
     let (_h2, host2) = start_host(&[&a2]);
     let (alice, bob) = (tmp.path().join("alice"), tmp.path().join("bob"));
