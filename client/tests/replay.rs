@@ -170,7 +170,7 @@ fn honest_answers_match_lies_get_a_proof_that_checks() {
     // A format-2 receipt (no replay spec) verifies but cannot be replayed.
     let body = br#"{"messages":[{"role":"user","content":"Hi"}],"max_tokens":8}"#;
     let (tokens, text, leaf) = answer(&mut model, body);
-    let old = ReceiptLeaf { version: 2, replay: None, decoding: None, ..leaf.clone() };
+    let old = ReceiptLeaf { version: 2, replay: None, decoding: None, salt: None, ..leaf.clone() };
     let old = write("format2.json", &old, body, &text, &tokens);
     let o = run(&["replay", &old]);
     assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
@@ -180,7 +180,7 @@ fn honest_answers_match_lies_get_a_proof_that_checks() {
         stderr(&o)
     );
     // A format-3 receipt (sampler 1, no decoding spec) still replays: MATCH.
-    let mut v3 = ReceiptLeaf { version: 3, decoding: None, ..leaf.clone() };
+    let mut v3 = ReceiptLeaf { version: 3, decoding: None, salt: None, ..leaf.clone() };
     v3.replay.as_mut().unwrap().sampler = "vouch-sampler-1".into();
     let v3 = write("format3.json", &v3, body, &text, &tokens);
     let o = run(&["replay", &v3]);

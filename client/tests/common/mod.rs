@@ -153,6 +153,9 @@ pub fn receipt(sp: &SimulatedSp, request: &[u8], output: &str, spki_sha256: &[u8
 #[allow(dead_code)] // not every test binary signs its own leaves
 pub fn receipt_for_leaf(sp: &SimulatedSp, leaf: &ReceiptLeaf, spki_sha256: &[u8]) -> Vec<u8> {
     let model_sha256 = leaf.model_sha256.clone();
+    if leaf.version < 5 {
+        return legacy_receipt_for_leaf(sp, leaf, spki_sha256);
+    }
     let leaf = binding::to_cbor(leaf);
     let hashes = vec![merkle::leaf_hash(&leaf)];
     let (signer, log) = log_signer();
@@ -183,5 +186,35 @@ pub fn receipt_for_leaf(sp: &SimulatedSp, leaf: &ReceiptLeaf, spki_sha256: &[u8]
         batch_claims: cb,
         bundle: bundle(sp, &report[..]),
         checkpoint: Some(note),
+    })
+}
+
+/// A format 2-4 receipt (one tree per batch, before the answer log) for this leaf.
+fn legacy_receipt_for_leaf(sp: &SimulatedSp, leaf: &ReceiptLeaf, spki_sha256: &[u8]) -> Vec<u8> {
+    let version = leaf.version;
+    let model_sha256 = leaf.model_sha256.clone();
+    let leaf = binding::to_cbor(leaf);
+    let hashes = vec![merkle::leaf_hash(&leaf)];
+    let claims = BatchClaims {
+        version: binding::CLAIMS_VERSION,
+        merkle_root: merkle::root(&hashes).to_vec(),
+        tree_size: 1,
+        tls_spki_sha256: spki_sha256.to_vec(),
+        model_sha256,
+        batch_seq: 0,
+        models: vec![],
+        log: None,
+    };
+    let cb = binding::to_cbor(&claims);
+    let report = sp.report(&binding::report_data(binding::BATCH_DOMAIN, &cb), &[9; 48], 0).unwrap();
+    binding::to_cbor(&Receipt {
+        version,
+        platform: "sim".into(),
+        leaf,
+        leaf_index: 0,
+        proof: vec![],
+        batch_claims: cb,
+        bundle: bundle(sp, &report[..]),
+        checkpoint: None,
     })
 }
