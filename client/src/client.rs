@@ -1162,31 +1162,47 @@ impl VouchClient {
             now_unix(),
         )?;
         verdict.model_name = Some(model_name.to_owned());
-        self.check_log_growth(&verified).await?;
+        if let Some(w) = self.check_log_growth(&verified).await? {
+            verdict.warnings.push(w);
+        }
         Ok((receipt_b64, verdict, verified))
     }
 
     /// Holds the answer's log checkpoint against the ones seen before: consistent growth
-    /// is remembered, a fork is refused with a portable proof.
-    async fn check_log_growth(&self, verified: &VerifiedReceipt) -> Result<(), ClientError> {
+    /// is remembered, a fork is refused with a portable proof. When the enclave goes away
+    /// before it can prove consistency (an outage, e.g. a drain after this very answer),
+    /// the answer stands with a warning and nothing is remembered: the next answer is held
+    /// to the same earlier checkpoint, so a fork is caught then.
+    async fn check_log_growth(&self, verified: &VerifiedReceipt) -> Result<Option<String>, ClientError> {
         let (Some(seen), Some(cp)) = (&self.seen, verified.checkpoint()) else {
-            return Ok(());
+            return Ok(None);
         };
         let fork = |proof| ClientError::LogFork { origin: cp.checkpoint.origin.clone(), proof };
         match seen.classify(cp).map_err(ClientError::LogInconsistent)? {
-            crate::seen::Growth::New => Ok(()),
+            crate::seen::Growth::New => Ok(None),
             crate::seen::Growth::Fork(path) => Err(fork(path)),
             crate::seen::Growth::NeedsProof { first, second, seen: before } => {
-                let bytes = self.log_get(&format!("/log/proof/{first}/{second}")).await.map_err(|e| {
-                    ClientError::LogInconsistent(format!(
-                        "log {}: no consistency proof from {first} to {second} entries (a fork or a rollback?): {e}",
-                        cp.checkpoint.origin
-                    ))
-                })?;
+                let bytes = match self.log_get(&format!("/log/proof/{first}/{second}")).await {
+                    Ok(b) => b,
+                    // Only the connection failing: an enclave that answers and refuses
+                    // (any status) is held to its refusal.
+                    Err(e @ (ClientError::Connect { .. } | ClientError::Http(_) | ClientError::Timeout { .. })) => {
+                        return Ok(Some(format!(
+                            "log {}: consistency with the checkpoint of {} entries seen before is NOT yet checked (the enclave went away: {e}); the next answer is held to it",
+                            cp.checkpoint.origin, before.size
+                        )))
+                    }
+                    Err(e) => {
+                        return Err(ClientError::LogInconsistent(format!(
+                            "log {}: no consistency proof from {first} to {second} entries (a fork or a rollback?): {e}",
+                            cp.checkpoint.origin
+                        )))
+                    }
+                };
                 let proof: vouch_attestation::tlog::ConsistencyProof =
                     vouch_attestation::binding::from_cbor(&bytes).map_err(ClientError::Protocol)?;
                 match seen.settle(cp, &before, &proof).map_err(ClientError::LogInconsistent)? {
-                    None => Ok(()),
+                    None => Ok(None),
                     Some(path) => Err(fork(path)),
                 }
             }
